@@ -1,0 +1,49 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Everything they need is installed by the targets below (idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps demo test test-unit test-integration lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v java >/dev/null || { echo "Java 17+ is required for the local Kafka broker"; exit 2; }
+	@command -v mvn >/dev/null || { \
+	  echo "installing maven (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null; }
+
+setup: $(STAMP) system-deps
+
+# The main job on the local stack.
+demo: setup
+	$(VENV)/bin/prism demo
+
+# The whole test suite: unit, property, integration (real Kafka + Redis).
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest -m "not integration and not e2e"
+
+test-integration: setup
+	$(PY) -m pytest -m "integration or e2e"
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

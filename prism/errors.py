@@ -1,0 +1,21 @@
+"""Errors the command line reports as a message and an exit code, not a traceback."""
+
+from __future__ import annotations
+
+
+class PrismError(Exception):
+    """Base of every error a user should see as one clear message."""
+
+    exit_code = 1
+
+
+class StackError(PrismError):
+    """The local Kafka/Redis stack could not be set up, started or stopped."""
+
+    exit_code = 2
+
+
+class NotFoundError(PrismError):
+    """Something the user asked for (a model, a node, a file) does not exist."""
+
+    exit_code = 3

@@ -1,0 +1,90 @@
+"""One frozen settings object, read from ``PRISM_*`` environment variables once.
+
+The CLI builds it and passes it down; no other module reads ``os.environ``.
+Every field here is listed by ``prism --help`` (see :func:`describe_settings`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "prism"
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "prism"
+
+
+class Settings(BaseSettings):
+    """Everything a Prism process needs to know about its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PRISM_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; when set, `prism stack up` starts no broker."
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="Redis URL with password; when set, `prism stack up` starts no Redis."
+    )
+    redis_query_url: SecretStr | None = Field(
+        None, description="Redis URL of the read-only query user (registry reads)."
+    )
+    topic_prefix: str = Field("prism.", description="Prefix of every Kafka topic.")
+    partitions: int = Field(3, ge=1, description="Partitions per topic for `prism topics create`.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
+    encoding: str = Field(
+        "avro", pattern="^(avro|json)$", description="Wire encoding: avro (single-object) or json."
+    )
+    max_message_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest payload a decoder accepts, in bytes."
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="Where the local stack keeps its data, logs and env file.",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Where downloaded Kafka jars are cached (outside the repo).",
+    )
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker.")
+    kafka_heap: str = Field("512m", description="Max heap of the local Kafka broker (-Xmx).")
+    allow_tansu: bool = Field(
+        False,
+        description="Opt in to the Tansu broker when Maven Central is unreachable (logged).",
+    )
+    log_level: str = Field("INFO", description="Log level of every Prism process.")
+
+    @property
+    def env_file(self) -> Path:
+        """The file `prism stack up` writes addresses to, for later commands and tests."""
+        return self.state_dir / "stack.env"
+
+    def topic(self, name: str) -> str:
+        """The full topic name for a DESIGN.md topic, e.g. ``transactions``."""
+        return f"{self.topic_prefix}{name}"
+
+
+def describe_settings() -> str:
+    """One line per setting: env var, default and description, for ``--help``."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default_factory is None else field.default_factory()
+        lines.append(f"  PRISM_{name.upper():<22} {field.description} [default: {default}]")
+    return "\n".join(lines)
+
+
+def load_settings(*, use_stack_file: bool = True) -> Settings:
+    """Read the environment; fall back to the addresses `prism stack up` wrote.
+
+    Environment variables always win over the stack file, so a user's own
+    cluster (or docker-compose) is never overridden by a stale local stack.
+    """
+    settings = Settings()
+    if use_stack_file and settings.env_file.is_file():
+        return Settings(_env_file=settings.env_file)  # type: ignore[call-arg]
+    return settings
