@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from prism.settings import Settings, describe_settings, load_settings
+
+
+def test_env_vars_are_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISM_KAFKA_BOOTSTRAP", "10.0.0.1:9092")
+    monkeypatch.setenv("PRISM_PARTITIONS", "6")
+    settings = Settings()
+    assert settings.kafka_bootstrap == "10.0.0.1:9092"
+    assert settings.partitions == 6
+    assert settings.topic("scores") == "prism.scores"
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.partitions = 9  # type: ignore[misc]
+
+
+def test_invalid_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISM_ENCODING", "xml")
+    with pytest.raises(ValidationError, match="encoding"):
+        Settings()
+
+
+def test_redis_password_is_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISM_REDIS_URL", "redis://:s3cret@127.0.0.1:6379/0")
+    assert "s3cret" not in repr(Settings())
+
+
+def test_stack_file_is_a_fallback_env_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PRISM_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("PRISM_KAFKA_BOOTSTRAP", raising=False)
+    (tmp_path / "stack.env").write_text(
+        "PRISM_KAFKA_BOOTSTRAP=127.0.0.1:1111\nPRISM_REDIS_URL=redis://:pw@127.0.0.1:2222/0\n"
+    )
+    assert load_settings().kafka_bootstrap == "127.0.0.1:1111"
+    assert load_settings(use_stack_file=False).kafka_bootstrap is None
+    monkeypatch.setenv("PRISM_KAFKA_BOOTSTRAP", "127.0.0.1:3333")
+    assert load_settings().kafka_bootstrap == "127.0.0.1:3333"
+
+
+def test_help_lists_every_setting() -> None:
+    text = describe_settings()
+    for name in Settings.model_fields:
+        assert f"PRISM_{name.upper()}" in text
