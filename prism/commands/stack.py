@@ -1,0 +1,53 @@
+"""`prism stack up | down | status`: the local Kafka + Redis stack."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from prism import stack
+from prism.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("stack", help="Local Kafka + Redis on 127.0.0.1 (no Docker).")
+    # `up` must see only the real environment: a stale stack file is not a user's cluster.
+    parser.set_defaults(use_stack_file=False)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("up", help="Start Kafka and Redis; print PRISM_* lines.").set_defaults(
+        handler=cmd_up
+    )
+    actions.add_parser("down", help="Stop what `up` started.").set_defaults(handler=cmd_down)
+    actions.add_parser("status", help="Health of each component.").set_defaults(handler=cmd_status)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    began = time.monotonic()
+    info = stack.up(settings)
+    for key, value in info.env_lines().items():
+        print(f"{key}={value}")
+    started = ", ".join(info.started) or "nothing (already running or given by PRISM_*)"
+    print(
+        f"prism: started {started} in {time.monotonic() - began:.1f}s; "
+        f"addresses in {settings.env_file}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    stopped = stack.down(settings)
+    print(f"prism: stopped {', '.join(stopped) or 'nothing (not running)'}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    rows = stack.status(settings)
+    print(f"{'component':<10} {'healthy':<8} {'pid':<8} {'address':<22} detail")
+    for row in rows:
+        print(
+            f"{row.name:<10} {'yes' if row.healthy else 'NO':<8} {row.pid or '-':<8} "
+            f"{row.address:<22} {row.detail}"
+        )
+    return 0 if all(row.healthy for row in rows) else 1

@@ -1,0 +1,39 @@
+"""`prism topics create | list`."""
+
+from __future__ import annotations
+
+import argparse
+
+from prism.errors import StackError
+from prism.settings import Settings
+from prism.stack.topics import create_topics, list_topics
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("topics", help="Create or list Prism's Kafka topics.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="Create every topic (idempotent).")
+    create.add_argument("--partitions", type=int, default=None, help="Override PRISM_PARTITIONS.")
+    create.set_defaults(handler=cmd_create)
+    actions.add_parser("list", help="Topics and partition counts.").set_defaults(handler=cmd_list)
+
+
+def require_bootstrap(settings: Settings) -> str:
+    if not settings.kafka_bootstrap:
+        raise StackError("no Kafka configured: run `prism stack up` or set PRISM_KAFKA_BOOTSTRAP")
+    return settings.kafka_bootstrap
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    outcome = create_topics(
+        settings, bootstrap=require_bootstrap(settings), partitions=args.partitions
+    )
+    for topic, what in outcome.items():
+        print(f"{topic:<32} {what}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    for name, partitions in sorted(list_topics(require_bootstrap(settings)).items()):
+        print(f"{name:<32} {partitions}")
+    return 0

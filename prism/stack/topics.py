@@ -1,0 +1,64 @@
+"""Every topic of DESIGN.md, created idempotently through the Kafka admin API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from prism.errors import StackError
+from prism.settings import Settings
+
+# Logical name -> extra topic config. global-model keeps only the latest per model.
+TOPICS: dict[str, dict[str, str]] = {
+    "transactions": {},
+    "sensor-readings": {},
+    "labels": {},
+    "scores": {},
+    "model-updates": {},
+    "global-model": {"cleanup.policy": "compact"},
+    "dead-letter": {},
+}
+
+
+def create_topics(
+    settings: Settings,
+    *,
+    bootstrap: str,
+    partitions: int | None = None,
+    names: Iterable[str] = TOPICS,
+    timeout: float = 30.0,
+) -> dict[str, str]:
+    """Create the topics; return ``full name -> "created" | "exists"``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = [
+        NewTopic(
+            settings.topic(name),
+            num_partitions=partitions or settings.partitions,
+            replication_factor=settings.replication_factor,
+            config=TOPICS.get(name, {}),
+        )
+        for name in names
+    ]
+    outcome: dict[str, str] = {}
+    for topic, future in admin.create_topics(new, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+            outcome[topic] = "created"
+        except KafkaException as e:
+            if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise StackError(f"could not create topic {topic}: {e.args[0].str()}") from e
+            outcome[topic] = "exists"
+    return outcome
+
+
+def list_topics(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:
+    """Topic name -> partition count (internal topics left out)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as e:
+        raise StackError(f"Kafka at {bootstrap} did not answer: {e}") from e
+    return {name: len(t.partitions) for name, t in metadata.topics.items()
+            if not name.startswith("__")}  # fmt: skip
