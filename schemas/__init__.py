@@ -1,0 +1,11 @@
+"""The contracts: Avro schemas, the wire codec, and the event-log formats.
+
+>>> from schemas import Codec, SCHEMA_NAMES
+>>> len(SCHEMA_NAMES)
+7
+"""
+
+from schemas.codec import SCHEMA_NAMES, Codec
+from schemas.errors import SchemaError
+
+__all__ = ["SCHEMA_NAMES", "Codec", "SchemaError"]
