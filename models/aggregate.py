@@ -84,7 +84,9 @@ def krum(
     neighbours = n - num_malicious - 2
     if neighbours < 1 or num_to_keep > n:
         raise ModelError(f"krum with f={num_malicious} needs at least {num_malicious + 3} updates")
-    squared = np.square(matrix[:, None, :] - matrix[None, :, :]).sum(axis=2)
+    norms = np.einsum("ij,ij->i", matrix, matrix)
+    # |a-b|^2 = |a|^2 + |b|^2 - 2ab: an (n, n) Gram matrix instead of an (n, n, dim) tensor
+    squared = np.maximum(norms[:, None] + norms[None, :] - 2 * matrix @ matrix.T, 0.0)
     scores = np.sort(squared, axis=1)[:, 1 : neighbours + 1].sum(axis=1)
     selected = sorted(np.argsort(scores, kind="stable")[:num_to_keep].tolist())
     return matrix[selected].mean(axis=0), selected
