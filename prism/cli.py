@@ -19,6 +19,8 @@ from prism.settings import describe_settings, load_settings
 COMMAND_MODULES = (
     "prism.commands.stack",
     "prism.commands.topics",
+    "prism.commands.data",
+    "prism.commands.demo",
 )
 
 

@@ -14,8 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from prism.data.errors import DataError, KafkaUnavailableError
+from prism.data import paused_gc
+from prism.data.errors import DataError
 from prism.data.labels import LABEL_MODES, LabelPolicy, Record
+from prism.errors import StackError
 from prism.settings import Settings
 from schemas.eventlog import EventLogError, open_writer
 
@@ -146,7 +148,7 @@ def _write(path: Path, chunks: Iterable[list[Record]], tag: str) -> dict[str, in
     marker = hashlib.blake2b(tag.encode(), digest_size=16).digest()
     counts: dict[str, int] = {"positive": 0}
     try:
-        with open_writer(path, sync_marker=marker) as writer:
+        with paused_gc(), open_writer(path, sync_marker=marker) as writer:
             for chunk in chunks:
                 writer.write_many(chunk)
                 for rtype, record in chunk:
@@ -229,9 +231,7 @@ def handle_replay(args: argparse.Namespace, settings: Settings) -> int:
     from schemas import Codec
 
     if not settings.kafka_bootstrap:
-        raise KafkaUnavailableError(
-            "no Kafka address: run `prism stack up` or set PRISM_KAFKA_BOOTSTRAP"
-        )
+        raise StackError("no Kafka address: run `prism stack up` or set PRISM_KAFKA_BOOTSTRAP")
     try:
         options = ReplayOptions(
             path=args.file,

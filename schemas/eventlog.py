@@ -1,0 +1,287 @@
+"""Event logs on disk: Avro object container files and JSON Lines.
+
+A log holds events *and* the late labels that follow them, interleaved in time
+order, because that is what a replay must reproduce: a chargeback arrives
+hours after its transaction, between later transactions. So one file carries
+several record types:
+
+* **Avro (``.avro``)** — an object container file whose writer schema is the
+  union ``[prism.Transaction, prism.SensorReading, prism.Label]``, built from
+  the contract ``.avsc`` files unchanged. Any Avro tool can read it; the union
+  branch names the record type. Timestamps are ``timestamp-millis`` longs.
+* **JSON Lines (``.jsonl``, ``.jsonl.gz``)** — one JSON object per line with
+  the same field names as the schemas plus ``"type"`` naming the record
+  (``"Transaction"``, ``"SensorReading"`` or ``"Label"``); ``ts`` is an integer
+  of epoch milliseconds. Missing fields that have a schema default take it.
+
+Readers yield :class:`Event` ``(line_no, record_type, record)``; in Avro the
+"line" is the 1-based record number. A bad line becomes a :class:`BadRecord`
+with a reason given to ``on_error`` (or raised as :class:`EventLogError` when
+no callback is given) — never a traceback. Records always use ints for ``ts``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import fastavro
+import fastavro.write
+
+from schemas.codec import load_schema
+from schemas.errors import SchemaError
+from schemas.validate import compile_check
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "RECORD_TYPES",
+    "BadRecord",
+    "count_records",
+    "Event",
+    "EventLogError",
+    "EventLogWriter",
+    "log_format",
+    "open_writer",
+    "read_events",
+]
+
+RECORD_TYPES = ("Transaction", "SensorReading", "Label")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+CONTAINER_SCHEMA: list[dict[str, Any]] = [load_schema(name) for name in RECORD_TYPES]
+
+
+class Event(NamedTuple):
+    line_no: int
+    record_type: str
+    record: dict[str, Any]
+
+
+class BadRecord(NamedTuple):
+    line_no: int
+    reason: str
+    text: str = ""
+
+
+class EventLogError(ValueError):
+    """A log (or one of its records) cannot be read or written as asked."""
+
+    def __init__(self, reason: str, *, line_no: int = 0, path: Path | None = None) -> None:
+        where = f"{path}:{line_no}: " if path and line_no else (f"{path}: " if path else "")
+        super().__init__(f"{where}{reason}")
+        self.reason = reason
+        self.line_no = line_no
+
+
+OnError = Callable[[BadRecord], None]
+
+
+def log_format(path: str | Path) -> str:
+    """``"avro"`` or ``"jsonl"``, chosen by the file name so no flag can disagree."""
+    name = str(path).lower()
+    if name.endswith(".avro"):
+        return "avro"
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return "jsonl"
+    raise EventLogError(f"unknown event-log extension in {path!s}: use .avro, .jsonl or .jsonl.gz")
+
+
+def read_events(path: str | Path, *, on_error: OnError | None = None) -> Iterator[Event]:
+    """Yield the events of a log in file order; bad records go to ``on_error``."""
+    path = Path(path)
+    report = on_error or _raiser(path)
+    if not path.is_file():
+        raise EventLogError("no such file", path=path)
+    if log_format(path) == "avro":
+        yield from _read_avro(path, report)
+    else:
+        yield from _read_jsonl(path, report)
+
+
+def count_records(path: str | Path) -> int:
+    """Records in a log without decoding them (for progress bars): blocks or lines."""
+    path = Path(path)
+    if log_format(path) == "avro":
+        with path.open("rb") as fo:
+            try:
+                return sum(block.num_records for block in fastavro.block_reader(fo))
+            except Exception as e:
+                raise EventLogError(f"cannot count records ({e})", path=path) from e
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fo:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fo.read(1 << 20), b""))
+
+
+def _raiser(path: Path) -> OnError:
+    def raise_bad(bad: BadRecord) -> None:
+        raise EventLogError(bad.reason, line_no=bad.line_no, path=path)
+
+    return raise_bad
+
+
+def _read_avro(path: Path, report: OnError) -> Iterator[Event]:
+    checker = RecordChecker()
+    n = 0
+    with path.open("rb") as fo:
+        try:
+            records = fastavro.reader(fo, return_record_name=True)
+        except Exception as e:  # fastavro raises ValueError, EOFError, ... on bad headers
+            raise EventLogError(f"not an Avro container file ({e})", path=path) from e
+        while True:
+            try:
+                item = next(records)
+            except StopIteration:
+                return
+            except Exception as e:  # a truncated or corrupt block: nothing after it is readable
+                report(BadRecord(n + 1, f"truncated or corrupt Avro data after record {n}: {e!r}"))
+                return
+            n += 1
+            name, record = item if isinstance(item, tuple) else (_single_type(records), item)
+            rtype = name.rpartition(".")[2]
+            ts = record.get("ts")
+            if isinstance(ts, dt.datetime):
+                record["ts"] = (ts - _EPOCH) // _MS
+            problem = checker.semantic_problem(rtype, record)
+            if problem:
+                report(BadRecord(n, problem))
+                continue
+            yield Event(n, rtype, record)
+
+
+def _single_type(records: Any) -> str:
+    """The record name of a container written with one record schema, not the union."""
+    return str(records.writer_schema.get("name", ""))
+
+
+class RecordChecker:
+    """The codec's own record checks (types, finite doubles, defaults), for log lines.
+
+    Plus what the schema docs ask beyond types: a Transaction's amount is >= 0.
+    """
+
+    def __init__(self) -> None:
+        self._checks = {
+            name: compile_check(load_schema(name), from_json=True) for name in RECORD_TYPES
+        }
+
+    def check_json(self, obj: Any) -> tuple[str, dict[str, Any]]:
+        """``(record_type, record)`` from one decoded JSON line, or ``ValueError``."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        rtype = str(obj.get("type", "")).rpartition(".")[2]
+        check = self._checks.get(rtype)
+        if check is None:
+            raise ValueError(
+                f"field 'type' must be one of {', '.join(RECORD_TYPES)}, got {rtype!r}"
+            )
+        record = check({k: v for k, v in obj.items() if k != "type"}, "")
+        problem = self.semantic_problem(rtype, record)
+        if problem:
+            raise ValueError(problem)
+        return rtype, record
+
+    @staticmethod
+    def semantic_problem(rtype: str, record: dict[str, Any]) -> str | None:
+        """Checks a valid Avro container cannot guarantee: finite features, amount >= 0."""
+        features = record.get("features") or {}
+        if not all(map(math.isfinite, features.values())):
+            name = next(k for k, v in features.items() if not math.isfinite(v))
+            return f"{rtype}: features[{name!r}] is {features[name]!r}: only finite numbers"
+        if rtype == "Transaction" and not record["amount"] >= 0:
+            return f"Transaction: amount must be >= 0, got {record['amount']!r}"
+        return None
+
+
+def _read_jsonl(path: Path, report: OnError) -> Iterator[Event]:
+    checker = RecordChecker()
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fo:
+        for line_no, line in enumerate(fo, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                rtype, record = checker.check_json(obj)
+            except (ValueError, TypeError) as e:
+                report(BadRecord(line_no, _reason(e), line.rstrip("\n")[:200]))
+                continue
+            yield Event(line_no, rtype, record)
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON: {e.msg} at column {e.colno}"
+    if isinstance(e, SchemaError):
+        return f"{e.reason_code}: {e}"
+    return str(e)
+
+
+class EventLogWriter:
+    """Write events to one log; the format follows the file extension.
+
+    Use as a context manager. ``sync_marker`` fixes the Avro sync bytes so a
+    seeded generator writes byte-identical files.
+    """
+
+    def __init__(self, path: str | Path, *, sync_marker: bytes | None = None) -> None:
+        self.path = Path(path)
+        self.format = log_format(self.path)
+        self.count = 0
+        self._fo: IO[Any]
+        self._avro: Any = None
+        if self.format == "avro":
+            self._fo = self.path.open("wb")
+            self._avro = fastavro.write.Writer(
+                self._fo,
+                fastavro.parse_schema(CONTAINER_SCHEMA),
+                metadata={"prism.eventlog": "1"},
+                sync_marker=sync_marker or b"",
+            )
+        elif self.path.name.lower().endswith(".gz"):
+            self._fo = gzip.open(self.path, "wt", encoding="utf-8", compresslevel=5)  # noqa: SIM115
+        else:
+            self._fo = self.path.open("w", encoding="utf-8")
+
+    def write(self, record_type: str, record: dict[str, Any]) -> None:
+        self.write_many(((record_type, record),))
+
+    def write_many(self, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Append ``(record_type, record)`` pairs; records use int epoch-millis ``ts``."""
+        try:
+            if self._avro is not None:
+                write = self._avro.write
+                for rtype, record in events:
+                    write((f"prism.{rtype}", record))
+                    self.count += 1
+            else:
+                dumps, out = json.JSONEncoder(allow_nan=False).encode, self._fo.write
+                for rtype, record in events:
+                    out(dumps({"type": rtype, **record}) + "\n")
+                    self.count += 1
+        except (ValueError, TypeError, KeyError) as e:
+            raise EventLogError(
+                f"record {self.count + 1} does not fit its schema: {e}", path=self.path
+            ) from e
+
+    def close(self) -> None:
+        if self._avro is not None:
+            self._avro.flush()
+        self._fo.close()
+
+    def __enter__(self) -> EventLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_writer(path: str | Path, *, sync_marker: bytes | None = None) -> EventLogWriter:
+    """An :class:`EventLogWriter` for ``path`` (``.avro``, ``.jsonl`` or ``.jsonl.gz``)."""
+    return EventLogWriter(path, sync_marker=sync_marker)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from prism.cli import build_parser, main
+from prism.settings import Settings
+
+
+def test_help_lists_every_setting_and_command() -> None:
+    text = build_parser().format_help()
+    for name in Settings.model_fields:
+        assert f"PRISM_{name.upper()}" in text
+    for command in ("stack", "topics", "demo"):
+        assert command in text
+
+
+def test_python_dash_m_streams_is_the_same_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert "PRISM_KAFKA_BOOTSTRAP" in result.stdout
+
+
+def test_missing_kafka_is_a_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PRISM_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("PRISM_STATE_DIR", str(tmp_path))
+    assert main(["topics", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "prism stack up" in err and "Traceback" not in err
