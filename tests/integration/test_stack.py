@@ -18,6 +18,7 @@ from prism.settings import Settings
 from prism.stack import process
 from prism.stack.state import read_env_file
 from prism.stack.topics import TOPICS, create_topics
+from schemas import Codec
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,29 @@ def test_thousands_of_messages_round_trip(
     for m in got:
         by_key.setdefault(m.key(), []).append(int(m.value()[1:]))
     assert all(seq == sorted(seq) for seq in by_key.values())
+
+
+def test_encoded_events_round_trip_through_kafka(
+    kafka_bootstrap: str, unique_topic: Callable[..., str]
+) -> None:
+    topic = unique_topic(partitions=2)
+    codec = Codec()
+    events = [
+        {"event_id": f"e{i}", "ts": 1_700_000_000_000 + i, "site_id": f"s{i % 5}",
+         "region": "eu", "device_id": f"d{i % 7}", "features": {"rms": i / 7.0, "temp": 40.0},
+         "label": (i % 50 == 0) or None}
+        for i in range(3000)
+    ]  # fmt: skip
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    for event in events:
+        producer.produce(
+            topic, key=event["site_id"].encode(), value=codec.encode("SensorReading", event)
+        )
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    got = _consume_all(kafka_bootstrap, topic, len(events))
+    decoded = [codec.decode(m.value(), expected="SensorReading") for m in got]
+    assert sorted(decoded, key=lambda e: e["ts"]) == events
 
 
 def test_redis_password_and_read_only_query_user(
