@@ -1,0 +1,200 @@
+"""Merge node summaries into one: exact parts exactly, learned parts by strategy.
+
+``merge`` is what a merger tier runs per round. It
+
+1. validates: a non-empty list of summaries of one spec with equal
+   hyper-parameters (else :class:`IncompatibleSummariesError`);
+2. drops duplicates of one (node id, sequence) -- merges stay idempotent even
+   when a broker redelivers -- and summaries with zero samples, recording why;
+3. lets the aggregation strategy (FedAvg, median, Krum...) aggregate the
+   *learned vector* (linear weights + intercept) and screen out suspect
+   updates; for specs whose state is all exact (``iot-hst``, ``iot-gauss``)
+   the strategy only screens, on each spec's ``signature``;
+4. merges the *exact* parts (scaler statistics, covariances, HST masses) of
+   the updates the strategy kept -- an excluded update is excluded
+   everywhere, not only from the averaged part.
+
+Sparse features (``fraud-linear``): the merged summary covers the union of
+every contributor's features. A node that never saw a feature contributes
+count 0 to its scaler statistics and no vote to its weight: each weight
+coordinate is aggregated only over the nodes that saw it (for a coordinate no
+contributor saw, the current global value stands). ``iot-hst`` and
+``iot-gauss`` hold state joint across features (tree structure, covariance),
+so their summaries must cover the same feature set.
+
+Exact parts assume the summaries describe disjoint parts of the stream (each
+event learned by one contributor). With ``accumulate=True`` the summaries are
+increments since ``current`` (see :func:`models.personalize.since`) and the
+result's statistics are ``current`` plus them; HST windows are state, not
+totals, and are never accumulated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from models.errors import IncompatibleSummariesError, InvalidSummaryError, ModelError
+from models.merge_learned import aggregate_learned
+from models.specs import ModelSpec, get_spec
+from models.summary import Summary
+
+__all__ = ["Contributor", "Exclusion", "MergeResult", "merge"]
+
+
+@dataclass(frozen=True)
+class Contributor:
+    """One summary that went into a merge (the GlobalModel ``Contributor`` record)."""
+
+    node_id: str
+    sequence: int
+    n_samples: int
+    staleness: int = 0
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """One summary left out, and why (the GlobalModel ``Exclusion`` record)."""
+
+    node_id: str
+    sequence: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    summary: Summary
+    contributors: tuple[Contributor, ...]
+    excluded: tuple[Exclusion, ...]
+
+
+def _validate(summaries: Sequence[Summary], current: Summary | None) -> ModelSpec:
+    if isinstance(summaries, Summary) or not isinstance(summaries, Sequence):
+        raise InvalidSummaryError("merge expects a list of summaries")
+    if not summaries:
+        raise InvalidSummaryError("nothing to merge: the list of summaries is empty")
+    for s in summaries:
+        if not isinstance(s, Summary):
+            raise InvalidSummaryError(f"expected Summary objects, got {type(s).__name__}")
+    first = summaries[0]
+    everyone = [*summaries, *([current] if current is not None else [])]
+    for s in everyone:
+        if (s.model_name, s.kind) != (first.model_name, first.kind):
+            raise IncompatibleSummariesError(
+                f"cannot merge {s.model_name!r}/{s.kind!r} from node {s.node_id!r} with "
+                f"{first.model_name!r}/{first.kind!r}: one spec per merge"
+            )
+    spec = get_spec(first.model_name)
+    for s in everyone:
+        spec.check(s)
+    spec.union_features(everyone)  # raises when the spec needs one feature set
+    for s in everyone:
+        differ = sorted(
+            k for k in {*s.params, *first.params} if s.params.get(k) != first.params.get(k)
+        )
+        if differ:
+            raise IncompatibleSummariesError(
+                f"node {s.node_id!r} uses other {first.model_name!r} parameters ({differ})"
+            )
+    return spec
+
+
+def _admit(summaries: Sequence[Summary]) -> tuple[list[Summary], list[Exclusion]]:
+    """Drop duplicate (node, sequence) pairs and empty summaries."""
+    kept: list[Summary] = []
+    out: list[Exclusion] = []
+    seen: set[tuple[str, int]] = set()
+    for s in summaries:
+        key = (s.node_id, s.sequence)
+        if s.node_id and key in seen:
+            out.append(Exclusion(s.node_id, s.sequence, "duplicate (node_id, sequence)"))
+        elif s.n_samples == 0:
+            out.append(Exclusion(s.node_id, s.sequence, "no samples"))
+        else:
+            seen.add(key)
+            kept.append(s)
+    if not kept:
+        reasons = "; ".join(f"{e.node_id or '?'}: {e.reason}" for e in out)
+        raise InvalidSummaryError(f"nothing to merge: every summary was left out ({reasons})")
+    return kept, out
+
+
+def _combine(
+    spec: ModelSpec, parts: list[Summary], base: Summary | None, base_version: int
+) -> Summary:
+    """The exact merge of the surviving parts (and ``base`` when accumulating)."""
+    exact = spec.merge_exact(parts, base)
+    n = sum(s.n_samples for s in parts) + (base.n_samples if base is not None else 0)
+    tensors = {**parts[0].tensors, **exact}
+    return replace(
+        parts[0], n_samples=n, tensors=tensors, node_id="", sequence=0, base_version=base_version
+    )
+
+
+def merge(
+    summaries: Sequence[Summary],
+    strategy: str | Any = "fedavg",
+    *,
+    current: Summary | None = None,
+    accumulate: bool = False,
+    **options: Any,
+) -> MergeResult:
+    """Merge summaries of one spec into one.
+
+    Parameters
+    ----------
+    summaries
+        Updates of one round, any order; the result does not depend on it.
+    strategy
+        A name for :func:`models.strategies.get_strategy` (``options`` go
+        with it) or a strategy object.
+    current
+        The current global summary: strategies that move from it (staleness-
+        weighted asynchronous merges) get its learned vector, staleness is
+        ``current.base_version - summary.base_version``.
+    accumulate
+        Summaries are increments since ``current``: add its statistics.
+
+    Examples
+    --------
+    >>> from models.specs import get_spec
+    >>> spec = get_spec("iot-gauss")
+    >>> model = spec.new_model()
+    >>> for v in range(20):
+    ...     spec.learn_one(model, {"t": float(v)})
+    >>> s = spec.summarize(model).with_provenance(node_id="a", sequence=1, base_version=0)
+    >>> result = merge([s])
+    >>> result.summary.n_samples, [c.node_id for c in result.contributors]
+    (20, ['a'])
+    """
+    spec = _validate(summaries, current)
+    if accumulate and current is None:
+        raise ModelError("accumulate=True needs the current global summary")
+    kept, excluded = _admit(summaries)
+    features = spec.union_features([*kept, current] if current is not None else kept)
+    aligned = [spec.align(s, features) for s in kept]
+    base = spec.align(current, features) if current is not None else None
+    version = current.base_version if current is not None else None
+    staleness = [0 if version is None else max(version - s.base_version, 0) for s in kept]
+    learned = aggregate_learned(spec, aligned, staleness, base, strategy, options)
+    excluded += [
+        Exclusion(kept[i].node_id, kept[i].sequence, reason)
+        for i, reason in sorted(learned.excluded.items())
+    ]
+    survivors = [i for i in range(len(kept)) if i not in learned.excluded]
+    if not survivors:
+        reasons = "; ".join(f"{e.node_id or '?'}: {e.reason}" for e in excluded)
+        raise ModelError(f"the strategy excluded every update ({reasons})")
+    stamp = version if version is not None else max(s.base_version for s in kept)
+    merged = _combine(spec, [aligned[i] for i in survivors], base if accumulate else None, stamp)
+    if learned.vector.size:
+        merged = spec.with_learned_vector(merged, learned.vector)
+    contributors = tuple(
+        Contributor(
+            kept[i].node_id, kept[i].sequence, kept[i].n_samples, staleness[i], learned.weights[i]
+        )
+        for i in survivors
+    )
+    return MergeResult(merged, contributors, tuple(excluded))

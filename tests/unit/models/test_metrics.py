@@ -1,0 +1,124 @@
+"""Mergeable prequential metrics: merge laws, and AUC vs the exact AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.errors import ModelError
+from models.metrics import BinaryMetrics, WindowedMetrics
+
+labelled = st.lists(st.tuples(st.booleans(), st.floats(0, 1, allow_nan=False)), max_size=40)
+
+
+def metrics_of(pairs, bins: int = 50) -> BinaryMetrics:
+    m = BinaryMetrics(threshold=0.5, bins=bins)
+    if pairs:
+        y, s = zip(*pairs, strict=True)
+        m.update_many(list(y), list(s))
+    return m
+
+
+@settings(max_examples=100, deadline=None)
+@given(labelled, labelled, labelled)
+def test_merge_is_associative_commutative_and_equals_the_concatenated_stream(a, b, c):
+    ma, mb, mc = metrics_of(a), metrics_of(b), metrics_of(c)
+    assert (ma + mb) + mc == ma + (mb + mc)
+    assert ma + mb == mb + ma
+    assert ma + mb + mc == metrics_of(a + b + c)
+
+
+def exact_auc(y: np.ndarray, s: np.ndarray) -> float:
+    pos, neg = s[y], s[~y]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return wins / (len(pos) * len(neg))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(2, 400), st.sampled_from([10, 100, 1000]))
+def test_histogram_auc_is_within_its_bound_of_the_exact_auc(seed, n, bins):
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.3
+    y[:2] = [True, False]
+    s = np.clip(rng.normal(0.4 + 0.2 * y, 0.2), 0, 1)
+    m = BinaryMetrics(bins=bins)
+    m.update_many(y, s)
+    assert abs(m.auc - exact_auc(y, s)) <= m.auc_error_bound + 1e-12
+
+
+def test_fine_bins_make_auc_close_and_confusion_counts_exact():
+    rng = np.random.default_rng(1)
+    y = rng.random(5000) < 0.1
+    s = np.clip(rng.normal(0.3 + 0.3 * y, 0.15), 0, 1)
+    m = BinaryMetrics(threshold=0.5, bins=1000)
+    for label, score in zip(y[:10], s[:10], strict=True):
+        m.update(bool(label), float(score))
+    m.update_many(y[10:], s[10:])
+    assert abs(m.auc - exact_auc(y, s)) < 0.002
+    predicted = s >= 0.5
+    assert (m.tp, m.fp, m.fn) == (
+        int(np.sum(y & predicted)),
+        int(np.sum(~y & predicted)),
+        int(np.sum(y & ~predicted)),
+    )
+    assert m.f1 == pytest.approx(2 * m.precision * m.recall / (m.precision + m.recall))
+    assert set(m.to_dict()) == {"n", "precision", "recall", "f1", "accuracy", "roc_auc"}
+
+
+def test_empty_and_one_class_metrics_do_not_divide_by_zero():
+    m = BinaryMetrics()
+    assert (m.precision, m.recall, m.f1, m.accuracy, m.auc) == (0.0, 0.0, 0.0, 0.0, None)
+    m.update(True, 0.7)
+    assert m.auc is None and "roc_auc" not in m.to_dict()
+
+
+def test_bad_inputs_raise_model_errors():
+    m = BinaryMetrics()
+    with pytest.raises(ModelError):
+        m.update(True, float("nan"))
+    with pytest.raises(ModelError):
+        m.update_many([True, False], [0.1])
+    with pytest.raises(ModelError):
+        m + BinaryMetrics(bins=10)
+    with pytest.raises(ModelError):
+        BinaryMetrics(bins=0)
+    with pytest.raises(ModelError):
+        BinaryMetrics(tp=-1)
+
+
+timed = st.lists(
+    st.tuples(st.integers(0, 10_000), st.booleans(), st.floats(0, 1, allow_nan=False)), max_size=30
+)
+
+
+def windowed(events) -> WindowedMetrics:
+    w = WindowedMetrics(period_ms=1000, n_periods=3, bins=20)
+    for ts, y, s in events:
+        w.update(ts, y, s)
+    return w
+
+
+def as_dict(w: WindowedMetrics):
+    return {start: m.as_tuple() for start, m in w.series()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(timed, timed, timed)
+def test_windowed_merge_laws_and_equality_with_one_stream(a, b, c):
+    wa, wb, wc = windowed(a), windowed(b), windowed(c)
+    assert as_dict((wa + wb) + wc) == as_dict(wa + (wb + wc))
+    assert as_dict(wa + wb) == as_dict(wb + wa)
+    # Periods kept after merging are the newest of the union: the one-stream metrics there.
+    merged, whole = wa + wb + wc, windowed(sorted(a + b + c))
+    assert as_dict(merged) == as_dict(whole)
+    assert merged.total() == whole.total()
+
+
+def test_windowed_series_is_metric_over_time():
+    w = WindowedMetrics(period_ms=10, n_periods=5, bins=10)
+    for t in range(50):
+        w.update(t, t % 2 == 0, 0.9 if t < 25 else 0.1)
+    recalls = [m.recall for _, m in w.series()]
+    assert recalls[0] == 1.0 and recalls[-1] == 0.0
