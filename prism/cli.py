@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "prism.commands.topics",
     "prism.commands.data",
     "prism.commands.demo",
+    "prism.commands.models",
 )
 
 

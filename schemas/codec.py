@@ -158,7 +158,7 @@ class Codec:
         compiled = _current(name) if name in SCHEMA_NAMES else _unknown(name)
         checked = compiled.check(record, "")
         if self.mode == "json":
-            body = {"schema": _full_name(name), "record": _to_json(checked)}
+            body = {"schema": _full_name(name), "record": to_json_compatible(checked)}
             data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         else:
             out = io.BytesIO()
@@ -254,11 +254,12 @@ def _reject_constant(token: str) -> Any:
     raise SchemaError("non-finite", f"JSON contains {token}: only finite numbers are allowed")
 
 
-def _to_json(value: Any) -> Any:
+def to_json_compatible(value: Any) -> Any:
+    """A decoded record as plain JSON types: ``bytes`` become base64 text."""
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
+        return {k: to_json_compatible(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_json(v) for v in value]
+        return [to_json_compatible(v) for v in value]
     return value

@@ -1,0 +1,28 @@
+"""The Redis model registry: where every current model, its history and each node live.
+
+Key layout (``{p}`` is the key prefix, default ``prism``; values use the wire
+codec, so ``PRISM_ENCODING=json`` makes them readable with ``redis-cli``):
+
+=================================  ======  =====================================================
+key                                type    value
+=================================  ======  =====================================================
+``{p}:models``                     set     names of every model with a current version
+``{p}:model:{name}:current``       string  the current ``GlobalModel`` (encoded)
+``{p}:model:{name}:history``       list    newest first, bounded: encoded ``GlobalModel`` records,
+                                           each with its lineage (contributors, excluded + reasons)
+``{p}:nodes``                      set     ids of every node that sent an update
+``{p}:node:{id}``                  hash    last_seen_ms, last_sequence, tier, region, model_name,
+                                           excluded (0/1), reason, metrics (JSON)
+``{p}:checkpoint:{worker}``        hash    the central learner's checkpoint (central issue)
+=================================  ======  =====================================================
+
+Each write (a new global model with the node records it touches) is one
+MULTI/EXEC transaction, so a reader never sees a model without its history
+or nodes that point to a version not yet stored.
+"""
+
+from prism.registry.client import RegistryClient
+from prism.registry.keys import RegistryKeys
+from prism.registry.writer import NodeRecord, RegistryWriter
+
+__all__ = ["NodeRecord", "RegistryClient", "RegistryKeys", "RegistryWriter"]
