@@ -2,7 +2,9 @@
 
 It starts what is missing (a real Kafka broker and Redis), creates the topics,
 generates a small non-IID fraud log, replays it through Kafka, reads every
-event back and checks that it decodes, and stops what it started. Later
+event back and checks that it decodes, runs one federated round in-process
+(per-store models merged with FedAvg) and publishes the global model to the
+Redis registry, prints the registry, and stops what it started. Later
 capabilities (central learner, merger, edges, compare) join this command.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from prism import stack
+from prism.demo_round import federated_round
 from prism.errors import PrismError
 from prism.settings import Settings, load_settings
 from prism.stack.topics import create_topics
@@ -60,13 +63,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         log_path = args.out / "demo-fraud.avro"
         say(f"generating {args.events} fraud events over {args.sites} stores -> {log_path}")
         run_prism("datagen", "fraud", "--events", str(args.events), "--sites", str(args.sites),
-                  "--seed", "7", "--out", str(log_path))  # fmt: skip
+                  "--seed", "7", "--labels", "inline", "--out", str(log_path))  # fmt: skip
         say("replaying the log into Kafka")
         run_prism("replay", str(log_path))
         counted = count_decoded(live, live.topic("transactions"), expected=args.events)
         say(f"read back {counted} transactions from Kafka, every one decoded by the Avro codec")
         if counted < args.events:
             raise PrismError(f"only {counted} of {args.events} events came back from Kafka")
+        say("one federated round in-process: per-store fraud-linear models, FedAvg, to Redis")
+        redis_url = live.redis_url.get_secret_value() if live.redis_url else ""
+        report = federated_round(log_path, redis_url)
+        auc = "n/a" if report.merged_auc is None else f"{report.merged_auc:.3f}"
+        say(f"{report.stores} stores learned {report.events} labelled events "
+            f"(prequential ROC AUC {auc}); global model v{report.version} published")  # fmt: skip
+        run_prism("models", "list")
+        run_prism("models", "nodes")
     say("demo finished")
     return 0
 

@@ -119,7 +119,7 @@ def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
     elif not rows:
         print("no nodes have reported yet")
     else:
-        _table([dict(r, last_seen_ms=_when(r["last_seen_ms"])) for r in rows],
-               ["node_id", "tier", "region", "model_name", "last_sequence", "last_seen_ms",
+        _table([dict(r, last_seen=_when(r["last_seen_ms"])) for r in rows],
+               ["node_id", "tier", "region", "model_name", "last_sequence", "last_seen",
                 "excluded", "reason"])  # fmt: skip
     return 0
