@@ -1,259 +1,300 @@
 """Aggregation strategies with Flower's names, behind one small interface.
 
-A strategy turns one round of :class:`Update` (flat learned vectors with
-sample counts) into an :class:`AggregateResult`: the new vector, the weight
-each contributor got, and each excluded node with the reason. Every strategy
-runs the same pipeline — optional DP (clip + noise) on each update, optional
-screening (:mod:`models.screening`), then its own aggregation — so behaviour
-differs only where the maths does.
+A strategy turns one round of :class:`Update` (a node's learned parameters
+as a flat vector, with its sample count) into an :class:`AggregateResult`:
+the new vector, the weight each contributor got, and each excluded node with
+the reason. All share one pipeline (validation, node-id order, optional DP
+and screening: :mod:`models.strategy_base`) and differ only in the maths:
 
-Names for :func:`get_strategy`: ``fedavg``, ``exact`` (sample-weighted
-FedAvg for learned weights; exact statistics are merged exactly in
-:mod:`models.merge`), ``fedmedian``, ``trimmed:BETA``, ``krum[:f=F]``,
-``multikrum[:f=F,m=M]``, ``fedavgm``, ``fedadam``, ``async``. Screening is on
-by default for the robust ones (fedmedian, trimmed, krum) and off otherwise
-(``screen=True`` turns it on anywhere).
+========================  =================================================
+spec                      strategy
+========================  =================================================
+``fedavg``                FedAvg: sample-weighted mean
+``exact``                 FedAvg as well: learned weights have no exact merge;
+                          exact statistics are merged exactly in models.merge
+``fedmedian``             FedMedian: coordinate-wise median (screens by default)
+``trimmed:0.1``           FedTrimmedAvg, beta 0.1 (screens by default)
+``krum``, ``krum:f=1``    Krum tolerating f malicious updates
+``multikrum:f=1,m=3``     Multi-Krum: mean of the m best (m defaults to n - f)
+``fedavgm``, ``fedadam``  FedAvg then a server optimizer step from ``current``
+``async``                 FedAsync: weights n_samples x staleness weight, mixed
+                          into ``current`` at rate ``mix``
+========================  =================================================
 
->>> import numpy as np
+Screening is on by default for fedmedian and trimmed, which otherwise keep
+everyone, and off for the textbook algorithms (fedavg must stay exactly
+FedAvg) and for Krum, whose ``f`` is defined over the updates it sees.
+Parameters go in the spec (``"fedadam:server_lr=0.05"``) or as keyword
+options (``get_strategy("async", max_staleness=10)``).
+
 >>> updates = [Update("a", 1, np.array([1.0]), 10), Update("b", 1, np.array([3.0]), 30)]
->>> get_strategy("fedavg").aggregate(updates).vector.tolist()
-[2.5]
+>>> result = get_strategy("fedavg").aggregate(updates)
+>>> result.vector.tolist(), result.weights
+([2.5], {'a': 0.25, 'b': 0.75})
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import fields
+from typing import Any
 
 import numpy as np
 
 from models import aggregate as agg
-from models.errors import InvalidSummaryError, StaleUpdateError, UnknownSpecError
-from models.privacy import clip_by_l2_norm, gaussian_mechanism
-from models.screening import screen
-from models.staleness import staleness_weight
+from models.errors import ModelError, StaleUpdateError, UnknownSpecError
+from models.staleness import StalenessPolicy, async_mix
+from models.strategy_base import (
+    AggregateResult,
+    BaseStrategy,
+    Combined,
+    Safeguards,
+    Strategy,
+    Update,
+    split_spec,
+)
 
-
-@dataclass(frozen=True)
-class Update:
-    """One node's learned parameters as a flat float64 vector."""
-
-    node_id: str
-    sequence: int
-    vector: np.ndarray
-    n_samples: int
-    staleness: int = 0
-
-
-@dataclass(frozen=True)
-class AggregateResult:
-    vector: np.ndarray
-    weights: dict[str, float]
-    excluded: dict[str, str]
-
-
-class Strategy(Protocol):
-    name: str
-
-    def aggregate(
-        self, updates: Sequence[Update], current: np.ndarray | None = None
-    ) -> AggregateResult: ...
-
-
-# (kept vectors, their updates, current) -> (vector, weights per kept update)
-Core = Callable[[np.ndarray, Sequence[Update], np.ndarray | None], tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass
-class Pipeline:
-    """DP → screening → core aggregation; shared by every named strategy."""
-
-    name: str
-    core: Core
-    screen: bool = False
-    screen_threshold: float = 3.5
-    clip_norm: float | None = None
-    noise_multiplier: float = 0.0
-    seed: int | None = None
-    pre_exclude: Callable[[Sequence[Update]], dict[int, str]] | None = None
-    _rng: np.random.Generator = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._rng = np.random.default_rng(self.seed)
-
-    def aggregate(
-        self, updates: Sequence[Update], current: np.ndarray | None = None
-    ) -> AggregateResult:
-        matrix = _validated(updates, current)
-        excluded = dict(self.pre_exclude(updates)) if self.pre_exclude else {}
-        origin = np.zeros(matrix.shape[1]) if current is None else np.asarray(current, float)
-        deltas = self._privatize(matrix - origin)
-        candidates = [i for i in range(len(updates)) if i not in excluded]
-        if not candidates:
-            raise InvalidSummaryError("every update was excluded: " + "; ".join(excluded.values()))
-        if self.screen:
-            result = screen(deltas[candidates], self.screen_threshold)
-            excluded |= {candidates[i]: why for i, why in result.excluded.items()}
-        kept = [i for i in candidates if i not in excluded]
-        vector, weights = self.core(origin + deltas[kept], [updates[i] for i in kept], current)
-        return AggregateResult(
-            vector=np.asarray(vector, dtype=np.float64),
-            weights={updates[i].node_id: float(w) for i, w in zip(kept, weights, strict=True)},
-            excluded={updates[i].node_id: why for i, why in sorted(excluded.items())},
-        )
-
-    def _privatize(self, deltas: np.ndarray) -> np.ndarray:
-        if self.clip_norm is None:
-            return deltas
-        if self.noise_multiplier > 0:
-            return np.stack([gaussian_mechanism(d, self.clip_norm, self.noise_multiplier,
-                                                self._rng) for d in deltas])  # fmt: skip
-        return np.stack([clip_by_l2_norm(d, self.clip_norm) for d in deltas])
-
-
-def _validated(updates: Sequence[Update], current: np.ndarray | None) -> np.ndarray:
-    if len(updates) == 0:
-        raise InvalidSummaryError("no updates to aggregate")
-    for u in updates:
-        if u.n_samples < 0:
-            raise InvalidSummaryError(f"node {u.node_id!r}: negative n_samples {u.n_samples}")
-    if sum(u.n_samples for u in updates) <= 0:
-        raise InvalidSummaryError("the updates carry zero samples in total")
-    matrix = agg.stack([u.vector for u in updates])
-    if current is not None:
-        current = np.asarray(current, dtype=np.float64)
-        if current.shape != (matrix.shape[1],) or not np.all(np.isfinite(current)):
-            raise InvalidSummaryError("the current global vector does not match the updates")
-    return matrix
+__all__ = ["STRATEGY_NAMES", "AggregateResult", "Safeguards", "Strategy", "Update"]
+__all__ += ["Exact", "FedAsync", "FedAvg", "FedMedian", "FedOpt", "FedTrimmedAvg", "Krum"]
+__all__ += ["get_strategy"]
 
 
 def _sample_weights(updates: Sequence[Update]) -> np.ndarray:
-    n = np.array([u.n_samples for u in updates], dtype=np.float64)
-    if n.sum() <= 0:
-        raise InvalidSummaryError("the kept updates carry zero samples")
-    return n / n.sum()
+    return agg.normalized_weights([u.n_samples for u in updates], len(updates))
 
 
 def _equal(k: int) -> np.ndarray:
     return np.full(k, 1.0 / k)
 
 
-def _fedavg(m: np.ndarray, ups: Sequence[Update], cur: np.ndarray | None) -> Any:
-    w = _sample_weights(ups)
-    return w @ m, w
+class FedAvg(BaseStrategy):
+    """Sample-weighted mean (McMahan et al. 2017)."""
+
+    name = "fedavg"
+
+    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+        weights = _sample_weights(updates)
+        return Combined(weights @ matrix, weights, {})
 
 
-def _median(m: np.ndarray, ups: Sequence[Update], cur: np.ndarray | None) -> Any:
-    return agg.fedmedian(list(m)), _equal(len(m))
+class Exact(FedAvg):
+    """``exact`` for learned weights: there is no exact merge of SGD-trained
+    weights, so it is sample-weighted FedAvg; the exactly mergeable statistics
+    (scaler moments, mass counts, covariances) are merged exactly elsewhere."""
+
+    name = "exact"
 
 
-def _trimmed(beta: float) -> Core:
-    return lambda m, ups, cur: (agg.trimmed_mean(list(m), beta), _equal(len(m)))
+class FedMedian(BaseStrategy):
+    """Coordinate-wise median; every kept update gets the same nominal weight."""
+
+    name = "fedmedian"
+    default_screen = True
+
+    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+        return Combined(agg.fedmedian(matrix), _equal(len(matrix)), {})
 
 
-def _krum(f: int, keep: int) -> Core:
-    def core(m: np.ndarray, ups: Sequence[Update], cur: np.ndarray | None) -> Any:
-        vector, selected = agg.krum(list(m), f, keep)
-        weights = np.zeros(len(m))
+class FedTrimmedAvg(BaseStrategy):
+    """Coordinate-wise trimmed mean dropping ``beta`` of the updates at each end."""
+
+    default_screen = True
+
+    def __init__(self, *, beta: float = 0.1, safeguards: Safeguards | None = None) -> None:
+        agg.trimmed_mean([np.zeros(1)], beta)  # validates beta now, not on the first round
+        super().__init__(safeguards=safeguards)
+        self.beta = beta
+        self.name = f"trimmed:{beta:g}"
+
+    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+        return Combined(agg.trimmed_mean(matrix, self.beta), _equal(len(matrix)), {})
+
+
+class Krum(BaseStrategy):
+    """(Multi-)Krum; non-selected updates are excluded with their score.
+
+    ``num_to_keep=None`` keeps ``n - num_malicious`` (Multi-Krum's default).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_malicious: int = 0,
+        num_to_keep: int | None = 1,
+        safeguards: Safeguards | None = None,
+    ) -> None:
+        if not isinstance(num_malicious, int) or num_malicious < 0:
+            raise ModelError(f"krum needs an integer f >= 0, got {num_malicious!r}")
+        if num_to_keep is not None and (not isinstance(num_to_keep, int) or num_to_keep < 1):
+            raise ModelError(f"krum keeps m >= 1 updates, got {num_to_keep!r}")
+        super().__init__(safeguards=safeguards)
+        self.num_malicious, self.num_to_keep = num_malicious, num_to_keep
+        single = num_to_keep == 1
+        m = "" if single or num_to_keep is None else f",m={num_to_keep}"
+        self.name = f"{'krum' if single else 'multikrum'}:f={num_malicious}{m}"
+
+    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+        f = self.num_malicious
+        keep = len(matrix) - f if self.num_to_keep is None else self.num_to_keep
+        scores = agg.krum_scores(matrix, f)
+        selected = agg.krum_select(scores, f, keep)
+        cutoff = float(scores[selected].max())
+        weights = np.zeros(len(matrix))
         weights[selected] = 1.0 / len(selected)
-        return vector, weights
-
-    return core
-
-
-def _server(optimizer: agg.FedAvgM | agg.FedAdam) -> Core:
-    def core(m: np.ndarray, ups: Sequence[Update], cur: np.ndarray | None) -> Any:
-        vector, w = _fedavg(m, ups, cur)
-        return (vector if cur is None else optimizer.step(cur, vector)), w
-
-    return core
+        excluded = {
+            j: f"krum: score {scores[j]:.4g} (squared distance to its {len(matrix) - f - 2} "
+            f"nearest peers) is above the {len(selected)} kept (at most {cutoff:.4g})"
+            for j in range(len(matrix))
+            if j not in selected
+        }
+        return Combined(matrix[selected].mean(axis=0), weights, excluded)
 
 
-def _async(mixing: float, **decay: Any) -> tuple[Core, Callable[[Sequence[Update]], dict]]:
-    def too_stale(updates: Sequence[Update]) -> dict[int, str]:
-        out = {}
-        for i, u in enumerate(updates):
+class FedOpt(BaseStrategy):
+    """FedAvg, then a server optimizer step from ``current`` (Reddi et al. 2021).
+
+    Without ``current`` (the first round) it is FedAvg and the optimizer does
+    not move. Call it once per round on the full vector: every call with a
+    ``current`` is an optimizer step. Checkpoint :meth:`state` after a round.
+    """
+
+    def __init__(
+        self, *, optimizer: agg.FedAvgM | agg.FedAdam, safeguards: Safeguards | None = None
+    ) -> None:
+        super().__init__(safeguards=safeguards)
+        self.optimizer = optimizer
+        self.name = type(optimizer).__name__.lower()
+
+    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+        weights = _sample_weights(updates)
+        mean = weights @ matrix
+        return Combined(mean if cur is None else self.optimizer.step(cur, mean), weights, {})
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.optimizer.state()
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        config = {f.name: getattr(self.optimizer, f.name) for f in fields(self.optimizer) if f.init}
+        self.optimizer = type(self.optimizer).from_state(state, **config)
+
+
+class FedAsync(BaseStrategy):
+    """Staleness-weighted asynchronous merge (Xie et al. 2019).
+
+    Weights are ``n_samples * w(staleness)``; updates staler than the
+    policy's bound are excluded with the reason. With ``current`` the
+    weighted mean is mixed in by :func:`models.staleness.async_mix` at rate
+    ``mix`` times the round's sample-weighted mean staleness weight.
+    """
+
+    name = "async"
+
+    def __init__(
+        self,
+        *,
+        mix: float = 0.5,
+        policy: StalenessPolicy | None = None,
+        safeguards: Safeguards | None = None,
+    ) -> None:
+        async_mix(np.zeros(1), np.zeros(1), mix=mix)  # validates mix now
+        super().__init__(safeguards=safeguards)
+        self.mix, self.policy = mix, policy or StalenessPolicy()
+
+    def _pre_exclude(self, ordered: Sequence[Update]) -> dict[int, str]:
+        excluded = super()._pre_exclude(ordered)
+        for i, u in enumerate(ordered):
             try:
-                staleness_weight(u.staleness, node_id=u.node_id, **decay)
+                self.policy.check(u.staleness, node_id=u.node_id)
             except StaleUpdateError as e:
-                out[i] = str(e)
-        return out
+                excluded.setdefault(i, str(e))
+        return excluded
 
-    def core(m: np.ndarray, ups: Sequence[Update], cur: np.ndarray | None) -> Any:
-        s = np.array([staleness_weight(u.staleness, node_id=u.node_id, **decay) for u in ups])
-        w = _sample_weights(ups) * s
-        w = w / w.sum()
-        vector = w @ m
+    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+        decay = np.array([self.policy.weight(u.staleness, node_id=u.node_id) for u in updates])
+        samples = _sample_weights(updates)
+        weights = agg.normalized_weights(samples * decay, len(updates))
+        mean = weights @ matrix
         if cur is None:
-            return vector, w
-        alpha = mixing * float(s.max())
-        return (1 - alpha) * cur + alpha * vector, w
+            return Combined(mean, weights, {})
+        return Combined(
+            async_mix(cur, mean, mix=self.mix, weight=min(1.0, float(samples @ decay))), weights, {}
+        )
 
-    return core, too_stale
+
+def _async_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    mix = params.pop("mix", 0.5)
+    return {"mix": mix, "policy": StalenessPolicy(**params)}
 
 
-STRATEGY_NAMES = (
+Kwargs = Callable[[dict[str, Any]], dict[str, Any]]
+_KRUM = ("num_malicious", "num_to_keep")
+_REGISTRY: dict[str, tuple[type[BaseStrategy], tuple[str, ...], Kwargs]] = {
+    "fedavg": (FedAvg, (), dict),
+    "exact": (Exact, (), dict),
+    "fedmedian": (FedMedian, (), dict),
+    "trimmed": (FedTrimmedAvg, ("beta",), dict),
+    "krum": (Krum, _KRUM, dict),
+    "multikrum": (Krum, _KRUM, lambda p: {"num_to_keep": None, **p}),
+    "fedavgm": (FedOpt, ("server_lr", "momentum"), lambda p: {"optimizer": agg.FedAvgM(**p)}),
+    "fedadam": (
+        FedOpt,
+        ("server_lr", "beta1", "beta2", "tau"),
+        lambda p: {"optimizer": agg.FedAdam(**p)},
+    ),
+    "async": (
+        FedAsync,
+        ("mix", "kind", "exponent", "slope", "hinge_after", "max_staleness"),
+        _async_kwargs,
+    ),
+}
+STRATEGY_NAMES: tuple[str, ...] = (
     "fedavg",
     "exact",
     "fedmedian",
     "trimmed:0.1",
     "krum",
     "multikrum:f=1,m=3",
-    "fedavgm",
-    "fedadam",
-    "async",
 )
-_ROBUST = {"fedmedian", "trimmed", "krum", "multikrum"}
-_PIPELINE_OPTIONS = {"screen", "screen_threshold", "clip_norm", "noise_multiplier", "seed"}
+STRATEGY_NAMES += ("fedavgm", "fedadam", "async")
+_ALIASES = {"f": "num_malicious", "m": "num_to_keep"}
+_SAFEGUARDS = tuple(f.name for f in fields(Safeguards))
 
 
-def _parse(spec: str) -> tuple[str, list[str], dict[str, str]]:
-    """``"multikrum:f=1,m=3"`` -> ("multikrum", [], {"f": "1", "m": "3"})."""
-    name, _, rest = spec.strip().lower().partition(":")
-    positional, named = [], {}
-    for part in filter(None, rest.split(",")):
-        key, eq, value = part.partition("=")
-        if eq:
-            named[key.strip()] = value.strip()
-        else:
-            positional.append(key.strip())
-    return name, positional, named
+def get_strategy(spec: str, **options: Any) -> BaseStrategy:
+    """The strategy named by ``spec`` (see the module docstring).
 
+    Options: ``screen``, ``screen_threshold``, ``clip_norm``,
+    ``noise_multiplier``, ``seed`` for every strategy; ``beta`` (trimmed);
+    ``f``/``num_malicious``, ``m``/``num_to_keep`` (krum, multikrum);
+    ``server_lr``, ``momentum`` (fedavgm); ``server_lr``, ``beta1``,
+    ``beta2``, ``tau`` (fedadam); ``mix``, ``kind``, ``exponent``, ``slope``,
+    ``hinge_after``, ``max_staleness`` (async).
 
-def get_strategy(spec: str, **options: Any) -> Strategy:
-    """The strategy named by ``spec`` (see the module docstring), configured by ``options``.
-
-    Options: ``screen``, ``screen_threshold``, ``clip_norm``, ``noise_multiplier``,
-    ``seed`` for every strategy; ``mixing``, ``max_staleness``, ``exponent``,
-    ``kind``, ``hinge_after`` for ``async``; ``server_lr``, ``momentum`` /
-    ``beta1``, ``beta2``, ``tau`` for the server optimizers.
+    Examples
+    --------
+    >>> get_strategy("multikrum:f=1,m=3").name, get_strategy("trimmed", beta=0.2).name
+    ('multikrum:f=1,m=3', 'trimmed:0.2')
     """
-    name, positional, named = _parse(spec)
-    pipeline = {k: options.pop(k) for k in list(options) if k in _PIPELINE_OPTIONS}
-    pipeline.setdefault("screen", name in _ROBUST)
+    base, given = split_spec(spec, positional={"trimmed": "beta"})
+    if base not in _REGISTRY:
+        raise UnknownSpecError(
+            f"unknown strategy {spec!r}; valid: {', '.join(STRATEGY_NAMES)} "
+            "(parameters as key=value after a colon)"
+        )
+    params: dict[str, Any] = {}
+    for key, value in [*given.items(), *options.items()]:
+        if _ALIASES.get(key, key) in params:
+            raise ModelError(f"strategy option {key!r} is given twice (spec {spec!r})")
+        params[_ALIASES.get(key, key)] = value
+    cls, allowed, kwargs = _REGISTRY[base]
+    unknown = sorted(set(params) - set(allowed) - set(_SAFEGUARDS))
+    if unknown:
+        raise ModelError(
+            f"strategy {base!r} has no option {unknown}; it takes {list(allowed + _SAFEGUARDS)}"
+        )
+    guards = {k: params.pop(k) for k in _SAFEGUARDS if k in params}
+    guards.setdefault("screen", cls.default_screen)
     try:
-        core, pre = _core(name, positional, named, options)
-    except (TypeError, ValueError) as e:
-        raise UnknownSpecError(f"bad strategy {spec!r}: {e}") from e
-    return Pipeline(name=spec, core=core, pre_exclude=pre, **pipeline)
-
-
-def _core(name: str, positional: list[str], named: dict[str, str], options: dict) -> Any:
-    if name in ("fedavg", "exact"):
-        return _fedavg, None
-    if name == "fedmedian":
-        return _median, None
-    if name == "trimmed":
-        return _trimmed(float(positional[0] if positional else named.get("beta", 0.1))), None
-    if name in ("krum", "multikrum"):
-        f = int(named.get("f", 1 if name == "multikrum" else 0))
-        keep = int(named.get("m", 3 if name == "multikrum" else 1))
-        return _krum(f, keep), None
-    if name == "fedavgm":
-        return _server(agg.FedAvgM(**options)), None
-    if name == "fedadam":
-        return _server(agg.FedAdam(**options)), None
-    if name == "async":
-        return _async(float(options.pop("mixing", 0.5)), **options)
-    raise UnknownSpecError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGY_NAMES)}")
+        return cls(safeguards=Safeguards(**guards), **kwargs(params))
+    except TypeError as e:
+        raise ModelError(f"bad option value for strategy {spec!r}: {e}") from e
