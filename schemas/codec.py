@@ -5,19 +5,27 @@ Wire format (Avro spec, "single object encoding")::
     C3 01 | 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema | body
 
 The fingerprint tells a consumer which schema wrote the bytes, so an older
-writer version (registered with :func:`register_writer_schema`) is resolved
-against the current reader schema — schema evolution — and foreign bytes are
-rejected with a reason instead of being misread.
+writer version (kept in ``avro/history/`` or registered with
+:func:`register_writer_schema`) is resolved against the current reader
+schema — schema evolution — and foreign bytes are rejected with a reason
+instead of being misread.
 
 JSON mode is for plain tools (kcat, redis-cli): a UTF-8 object
 ``{"schema": "prism.Transaction", "record": {...}}`` with ``bytes`` fields as
-base64 text; NaN/Infinity are rejected. :meth:`Codec.decode` detects the mode
-from the first byte (``0xC3`` Avro, ``{`` JSON), whatever the codec writes.
+base64 text, union values written plainly (no Avro-JSON ``{"string": ...}``
+wrappers), and NaN/Infinity rejected. Decoding detects the mode from the
+first byte whatever the codec writes: ``C3`` is Avro, ``{`` (or leading
+JSON whitespace) is JSON, anything else is ``bad-marker``.
 
 Records are plain dicts. ``timestamp-millis`` fields are plain ``int`` epoch
 milliseconds both ways (the reader schemas drop the logical type, which the
 parsing canonical form ignores, so fingerprints are unaffected). Enums are
-``str``, ``bytes`` are ``bytes``, null unions are ``None``.
+``str``, ``bytes`` are ``bytes``, maps are ``dict``, null unions are ``None``.
+Encoding also takes numpy scalars and ints for doubles; decoding always
+returns plain Python types.
+
+Every failure, on encode or decode, is a :class:`SchemaError` whose
+``reason_code`` a consumer puts on the dead letter.
 
 Examples
 --------
@@ -33,103 +41,37 @@ True
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import json
-from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
+import re
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint as _fastavro_fingerprint
-from fastavro.schema import parse_schema, to_parsing_canonical_form
+from fastavro.read import SchemaResolutionError
 
 from schemas.errors import SchemaError
-from schemas.validate import Check, compile_check
-
-SCHEMA_NAMES = (
-    "Transaction",
-    "SensorReading",
-    "Label",
-    "Score",
-    "WeightSummary",
-    "GlobalModel",
-    "DeadLetter",
+from schemas.registry import (
+    NAMESPACE,
+    SCHEMA_NAMES,
+    current,
+    fingerprint,
+    load_schema,
+    register_writer_schema,
+    writer,
 )
-NAMESPACE = "prism"
+
+__all__ = [
+    "MARKER",
+    "SCHEMA_NAMES",
+    "Codec",
+    "fingerprint",
+    "load_schema",
+    "register_writer_schema",
+    "to_json_compatible",
+]
+
 MARKER = b"\xc3\x01"
 HEADER_SIZE = 10
-_AVRO_DIR = Path(__file__).parent / "avro"
-
-
-def load_schema(name: str) -> dict[str, Any]:
-    """The contract schema ``schemas/avro/<name>.avsc`` as a fresh dict."""
-    if name not in SCHEMA_NAMES:
-        raise SchemaError("unknown-schema", f"no schema named {name!r}; known: {SCHEMA_NAMES}")
-    return dict(json.loads((_AVRO_DIR / f"{name}.avsc").read_text(encoding="utf-8")))
-
-
-def _strip_logical_types(schema: Any) -> Any:
-    if isinstance(schema, list):
-        return [_strip_logical_types(s) for s in schema]
-    if isinstance(schema, dict):
-        return {k: _strip_logical_types(v) for k, v in schema.items() if k != "logicalType"}
-    return schema
-
-
-def _fingerprint_of(parsed: Any) -> bytes:
-    return bytes.fromhex(_fastavro_fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    name: str
-    parsed: Any
-    fingerprint: bytes
-    check: Check
-    check_json: Check
-
-
-def _compile(name: str, schema: dict[str, Any]) -> _Compiled:
-    plain = _strip_logical_types(copy.deepcopy(schema))
-    parsed = parse_schema(plain, named_schemas={})
-    return _Compiled(
-        name, parsed, _fingerprint_of(parsed),
-        compile_check(plain), compile_check(plain, from_json=True),
-    )  # fmt: skip
-
-
-@cache
-def _current(name: str) -> _Compiled:
-    return _compile(name, load_schema(name))
-
-
-# fingerprint -> (schema name, compiled writer schema); current versions added lazily.
-_WRITERS: dict[bytes, tuple[str, _Compiled]] = {}
-
-
-def _writers() -> dict[bytes, tuple[str, _Compiled]]:
-    if not _WRITERS or any(_current(n).fingerprint not in _WRITERS for n in SCHEMA_NAMES):
-        for n in SCHEMA_NAMES:
-            _WRITERS.setdefault(_current(n).fingerprint, (n, _current(n)))
-    return _WRITERS
-
-
-def fingerprint(name: str) -> bytes:
-    """The 8 bytes that follow the marker for the current version of ``name``."""
-    return _current(name).fingerprint
-
-
-def register_writer_schema(name: str, schema: dict[str, Any]) -> bytes:
-    """Make bytes written with an older (or newer) version of ``name`` decodable.
-
-    Returns that version's fingerprint. Resolution against the current reader
-    schema follows Avro's rules (added fields need defaults).
-    """
-    compiled = _compile(name, schema)
-    _writers()[compiled.fingerprint] = (name, compiled)
-    return compiled.fingerprint
 
 
 def _full_name(name: str) -> str:
@@ -139,12 +81,31 @@ def _full_name(name: str) -> str:
 class Codec:
     """Encode records to bytes and bytes back to validated records.
 
+    Stateless apart from its two settings, so one instance can serve a
+    whole process; schemas are parsed once per process, not per codec.
+
     Parameters
     ----------
     mode
         What :meth:`encode` writes: ``"avro"`` (single-object) or ``"json"``.
+        Decoding accepts both, whatever the mode.
     max_bytes
-        Larger payloads are refused before any parsing (``oversized``).
+        Larger payloads are refused (``oversized``) before any parsing, so a
+        hostile message cannot make the decoder allocate or loop for long.
+
+    Examples
+    --------
+    >>> codec = Codec(mode="json")
+    >>> data = codec.encode("Label", {"event_id": "e1", "ts": 1700000000000, "label": False})
+    >>> data
+    b'{"schema":"prism.Label","record":{"event_id":"e1","ts":1700000000000,"label":false,"site_id":null}}'
+    >>> Codec().decode_any(data)
+    ('Label', {'event_id': 'e1', 'ts': 1700000000000, 'label': False, 'site_id': None})
+    >>> try:
+    ...     Codec().decode(b"\\x00\\x00 not a message")
+    ... except SchemaError as e:
+    ...     print(e.reason_code, "|", e)
+    bad-marker | starts with 0000, not the Avro single-object marker c301 nor a JSON object
     """
 
     def __init__(self, mode: str = "avro", max_bytes: int = 1_048_576) -> None:
@@ -154,20 +115,29 @@ class Codec:
         self.max_bytes = max_bytes
 
     def encode(self, name: str, record: dict[str, Any]) -> bytes:
-        """Validate ``record`` against schema ``name`` and encode it."""
-        compiled = _current(name) if name in SCHEMA_NAMES else _unknown(name)
+        """Validate ``record`` against schema ``name`` and encode it.
+
+        Missing fields with defaults are filled in; anything else wrong is a
+        :class:`SchemaError`, so a bad record never reaches the wire.
+        """
+        compiled = current(name)
         checked = compiled.check(record, "")
         if self.mode == "json":
             body = {"schema": _full_name(name), "record": to_json_compatible(checked)}
-            data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+            # ensure_ascii=False: "café" stays readable in kcat; checks already refused surrogates
+            text = json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+            data = text.encode("utf-8")
         else:
             out = io.BytesIO()
-            out.write(MARKER + compiled.fingerprint)
+            out.write(MARKER)
+            out.write(compiled.fingerprint)
             fastavro.schemaless_writer(out, compiled.parsed, checked)
             data = out.getvalue()
         if len(data) > self.max_bytes:
             raise SchemaError(
-                "oversized", f"{name} encodes to {len(data)} bytes > {self.max_bytes}"
+                "oversized",
+                f"{name} encodes to {len(data)} bytes > max_bytes {self.max_bytes}; "
+                "send fewer features or raise the limit",
             )
         return data
 
@@ -176,58 +146,88 @@ class Codec:
         name, record = self.decode_any(data)
         if expected is not None and name != expected:
             raise SchemaError(
-                "wrong-schema", f"expected a {expected} message, got a {name} message"
+                "wrong-schema",
+                f"expected a {expected} message, got a {name} message (wrong topic?)",
             )
         return record
 
     def decode_any(self, data: bytes) -> tuple[str, dict[str, Any]]:
-        """``(schema name, record)``; any failure is a :class:`SchemaError`."""
+        """``(schema name, record)``; any failure at all is a :class:`SchemaError`."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise SchemaError("wrong-type", f"expected bytes, got {type(data).__name__}")
+        size = len(data)
+        if size > self.max_bytes:
+            raise SchemaError("oversized", f"message of {size} bytes > max_bytes {self.max_bytes}")
         data = bytes(data)
-        if len(data) > self.max_bytes:
-            raise SchemaError("oversized", f"message of {len(data)} bytes > limit {self.max_bytes}")
-        if data[:1] == b"{":
-            return _decode_json(data)
-        return _decode_avro(data)
+        try:
+            if size and data[0] in _JSON_START:
+                return _decode_json(data)
+            return _decode_avro(data)
+        except SchemaError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the contract: nothing else escapes
+            raise SchemaError("truncated", f"undecodable message ({e!r})") from e
 
 
-def _unknown(name: str) -> _Compiled:
-    raise SchemaError("unknown-schema", f"no schema named {name!r}; known: {SCHEMA_NAMES}")
+_JSON_START = frozenset(b"{ \t\r\n")
 
 
 def _decode_avro(data: bytes) -> tuple[str, dict[str, Any]]:
-    if len(data) < HEADER_SIZE:
-        raise SchemaError("truncated", f"{len(data)} bytes is shorter than the 10-byte header")
+    if len(data) < 2 and MARKER.startswith(data):
+        raise SchemaError("truncated", f"{len(data)} bytes: empty or cut inside the marker")
     if data[:2] != MARKER:
         raise SchemaError(
             "bad-marker",
-            f"starts with {data[:2].hex()}, not the Avro single-object marker c301 or JSON",
+            f"starts with {data[:2].hex()}, "
+            "not the Avro single-object marker c301 nor a JSON object",
         )
-    found = _writers().get(data[2:HEADER_SIZE])
+    if len(data) < HEADER_SIZE:
+        raise SchemaError(
+            "truncated", f"{len(data)} bytes is shorter than the {HEADER_SIZE}-byte header"
+        )
+    fp = data[2:HEADER_SIZE]
+    found = writer(fp)
     if found is None:
         raise SchemaError(
             "unknown-fingerprint",
-            f"writer schema fingerprint {data[2:HEADER_SIZE].hex()} is not a known Prism schema",
+            f"writer schema fingerprint {fp.hex()} is not a known Prism schema version; "
+            "keep the old .avsc in schemas/avro/history/ or call register_writer_schema",
         )
-    name, writer = found
-    reader = _current(name)
-    body = io.BytesIO(data[HEADER_SIZE:])
+    name = found.name
+    reader = current(name)
+    body = io.BytesIO(data)
+    body.seek(HEADER_SIZE)
     try:
-        record = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
+        # the current version needs no resolution: skip fastavro's resolving reader
+        resolve_to = None if found is reader else reader.parsed
+        record = fastavro.schemaless_reader(body, found.parsed, resolve_to)
     except UnicodeDecodeError as e:
         raise SchemaError("invalid-utf8", f"{name}: a string is not valid UTF-8 ({e})") from e
-    except (EOFError, MemoryError, OverflowError) as e:
-        raise SchemaError("truncated", f"{name}: the body ends early or is cut ({e!r})") from e
-    except Exception as e:  # noqa: BLE001 - fastavro raises many kinds on garbage
-        raise SchemaError("truncated", f"{name}: the body is not valid Avro ({e!r})") from e
-    if body.tell() != len(data) - HEADER_SIZE:
+    except SchemaResolutionError as e:
         raise SchemaError(
-            "truncated", f"{name}: body length does not match its content (cut or padded)"
+            "wrong-schema", f"{name}: writer version {fp.hex()} does not resolve ({e})"
+        ) from e
+    except (EOFError, MemoryError, OverflowError) as e:
+        raise SchemaError("truncated", f"{name}: the body ends early or is cut ({_why(e)})") from e
+    except Exception as e:  # noqa: BLE001 - fastavro raises many kinds on garbage
+        raise SchemaError("truncated", f"{name}: the body is not valid Avro ({_why(e)})") from e
+    if body.tell() != len(data):
+        raise SchemaError(
+            "truncated", f"{name}: {len(data) - body.tell()} bytes left after the record"
         )
     if not isinstance(record, dict):
         raise SchemaError("wrong-type", f"{name}: body did not decode to a record")
-    return name, reader.check(record, "")
+    if reader.quick is not None and not reader.quick(record):
+        return name, reader.check(record, "")  # raises, naming the bad path
+    return name, record
+
+
+def _why(e: BaseException) -> str:
+    """fastavro's message without the stream object's address in it."""
+    return _OBJECT_REPR.sub("the message", f"{type(e).__name__}: {e}".rstrip(": "))
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>")
 
 
 def _decode_json(data: bytes) -> tuple[str, dict[str, Any]]:
@@ -247,7 +247,7 @@ def _decode_json(data: bytes) -> tuple[str, dict[str, Any]]:
     name = full.rpartition(".")[2] if isinstance(full, str) else ""
     if name not in SCHEMA_NAMES or full != _full_name(name):
         raise SchemaError("unknown-schema", f"unknown schema {full!r} in JSON message")
-    return name, _current(name).check_json(body["record"], "")
+    return name, current(name).check_json(body["record"], "")
 
 
 def _reject_constant(token: str) -> Any:

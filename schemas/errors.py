@@ -9,7 +9,6 @@ REASON_CODES = (
     "unknown-schema",
     "wrong-schema",
     "missing-field",
-    "unknown-field",
     "wrong-type",
     "non-finite",
     "oversized",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,8 @@ def compile_check(schema: Any, *, from_json: bool = False) -> Check:
     if kind == "array":
         return _array(compile_check(schema["items"], from_json=from_json))
     if kind == "map":
+        if schema["values"] in ("double", "float"):
+            return _double_map(_map(_double(from_json)))
         return _map(compile_check(schema["values"], from_json=from_json))
     if kind == "enum":
         return _enum(tuple(schema["symbols"]))
@@ -51,9 +54,21 @@ def _string(from_json: bool) -> Check:
     def check(v: Any, path: str) -> Any:
         if not isinstance(v, str):
             raise _wrong(path, "a string", v)
+        if not v.isascii():
+            _require_utf8(v, path)
         return v
 
     return check
+
+
+def _require_utf8(text: str, path: str) -> None:
+    """Python strings can hold lone surrogates (e.g. JSON ``"\\ud921"``); UTF-8 cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SchemaError(
+            "invalid-utf8", f"{path} is not valid Unicode text ({e.reason} at {e.start})"
+        ) from e
 
 
 def _integer(bits: int) -> Callable[[bool], Check]:
@@ -61,7 +76,12 @@ def _integer(bits: int) -> Callable[[bool], Check]:
 
     def make(from_json: bool) -> Check:
         def check(v: Any, path: str) -> Any:
-            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            if type(v) is not int:
+                # numpy integers are welcome (models hand them over); bools are not
+                if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                    raise _wrong(path, f"a {bits}-bit integer", v)
+                v = int(v)
+            if not low <= v <= high:
                 raise _wrong(path, f"a {bits}-bit integer", v)
             return v
 
@@ -72,11 +92,15 @@ def _integer(bits: int) -> Callable[[bool], Check]:
 
 def _double(from_json: bool) -> Check:
     def check(v: Any, path: str) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise _wrong(path, "a number", v)
+        if type(v) is not float:
+            # ints and numpy floats are welcome; bools and numeric strings are not
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise _wrong(path, "a number", v)
+            v = float(v)
         if not math.isfinite(v):
-            raise SchemaError("non-finite", f"{path} is {v!r}: only finite numbers are allowed")
-        return float(v)
+            shown = "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+            raise SchemaError("non-finite", f"{path} is {shown}: only finite numbers are allowed")
+        return v
 
     return check
 
@@ -106,7 +130,7 @@ def _bytes(from_json: bool) -> Check:
                 return base64.b64decode(v, validate=True)
             except (binascii.Error, ValueError) as e:
                 raise _wrong(path, "base64 text", v) from e
-        if not isinstance(v, bytes | bytearray):
+        if not isinstance(v, bytes | bytearray | memoryview):
             raise _wrong(path, "bytes", v)
         return bytes(v)
 
@@ -158,8 +182,36 @@ def _map(values: Check) -> Check:
         for key, item in v.items():
             if not isinstance(key, str):
                 raise _wrong(f"{path} key", "a string", key)
+            if not key.isascii():
+                _require_utf8(key, f"{path} key")
             out[key] = values(item, f"{path}[{key!r}]")
         return out
+
+    return check
+
+
+_FLOAT = frozenset({float})
+_STR = frozenset({str})
+
+
+def _double_map(slow: Check) -> Check:
+    """Named features are the bulk of every event: check them in one pass when clean.
+
+    The sum of finite floats is finite unless it overflows, and any NaN or
+    infinity makes it non-finite, so one ``isfinite`` clears the whole map;
+    anything unusual takes the slow path, which names the bad entry.
+    """
+
+    def check(v: Any, path: str) -> Any:
+        if (
+            type(v) is dict
+            and set(map(type, v.values())) <= _FLOAT
+            and set(map(type, v)) <= _STR
+            and "".join(v).isascii()
+            and math.isfinite(sum(v.values()))
+        ):
+            return dict(v)
+        return slow(v, path)
 
     return check
 
@@ -198,7 +250,9 @@ def _record(schema: dict[str, Any], from_json: bool) -> Check:
         extra = set(v) - names
         if extra:
             raise SchemaError(
-                "unknown-field", f"{record_name}: unknown field(s) {', '.join(sorted(extra))}"
+                "wrong-type",
+                f"{record_name}: unknown field(s) {', '.join(sorted(extra))}; "
+                "remove them or add them to the .avsc",
             )
         return out
 
