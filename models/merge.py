@@ -13,6 +13,9 @@
 4. merges the *exact* parts (scaler statistics, covariances, HST masses) of
    the updates the strategy kept -- an excluded update is excluded
    everywhere, not only from the averaged part.
+   Krum and Multi-Krum exclude every update they do not select, so with them
+   an exact-only spec keeps only the selected nodes' statistics; there,
+   ``merge(..., "exact", screen=True)`` is the usual choice.
 
 Sparse features (``fraud-linear``): the merged summary covers the union of
 every contributor's features. A node that never saw a feature contributes
@@ -91,6 +94,8 @@ def _validate(summaries: Sequence[Summary], current: Summary | None) -> ModelSpe
         spec.check(s)
     spec.union_features(everyone)  # raises when the spec needs one feature set
     for s in everyone:
+        if s.params == first.params:
+            continue
         differ = sorted(
             k for k in {*s.params, *first.params} if s.params.get(k) != first.params.get(k)
         )

@@ -6,15 +6,19 @@ sit between it and a list of summaries, and they live here:
 - **Screening first, once.** The strategy sees every update's full learned
   vector (for exact-only specs, its ``signature``) and decides who is
   excluded; that decision is then applied to every part of the merge.
-  Coordinates a node never saw are filled, for this pass only, with the mean
-  of the nodes that saw them, so absence looks like agreement, not like an
-  outlier.
-- **No vote without data.** When nodes saw different features, coordinates
-  are grouped by *which* surviving nodes saw them, and the strategy
-  aggregates each group over those nodes only; a coordinate nobody saw keeps
-  the current global value (0 without one). Robust strategies may refuse
-  groups too small for them (Krum needs several voters); such a group falls
-  back to the sample-weighted mean of its voters.
+  Coordinates a node never saw are filled with the *sample-weighted* mean of
+  the nodes that saw them, so absence looks like agreement, not like an
+  outlier -- and FedAvg over the filled vectors is exactly FedAvg over the
+  nodes that saw each coordinate.
+- **No vote without data.** When nodes saw different features and the
+  strategy keeps no state between rounds, coordinates are then grouped by
+  *which* surviving nodes saw them, and the strategy aggregates each group
+  over those nodes only (so a median is the median of the voters); a
+  coordinate nobody saw keeps the current global value (0 without one).
+  Robust strategies may refuse groups too small for them (Krum needs several
+  voters); such a group falls back to the sample-weighted mean of its voters.
+  Stateful strategies (FedAvgM, FedAdam: one optimizer step per call) are
+  called exactly once per round, on the filled vectors.
 """
 
 from __future__ import annotations
@@ -78,12 +82,20 @@ def _updates(
     ]
 
 
-def _impute(vectors: np.ndarray, masks: np.ndarray, current: np.ndarray | None) -> np.ndarray:
-    """Fill unseen coordinates with the mean of the nodes that saw them."""
-    seen = masks.sum(axis=0)
+def _impute(
+    vectors: np.ndarray, masks: np.ndarray, n_samples: np.ndarray, current: np.ndarray | None
+) -> np.ndarray:
+    """Fill unseen coordinates with the sample-weighted mean of the nodes that saw them."""
+    if masks.all():
+        return vectors
+    weights = masks * n_samples.astype(np.float64)[:, None]
+    seen = weights.sum(axis=0)
     fallback = current if current is not None else np.zeros(vectors.shape[1])
     mean = np.divide(
-        (vectors * masks).sum(axis=0), seen, out=fallback.astype(np.float64).copy(), where=seen > 0
+        (vectors * weights).sum(axis=0),
+        seen,
+        out=fallback.astype(np.float64).copy(),
+        where=seen > 0,
     )
     return np.where(masks, vectors, mean)
 
@@ -98,6 +110,14 @@ def _group(
     except ModelError:
         n = np.array([u.n_samples for u in updates], dtype=np.float64)
         return n @ np.stack([u.vector for u in updates]) / n.sum()
+
+
+def _stateful(strat: Any) -> bool:
+    """Whether the strategy carries state from call to call (a server optimizer)."""
+    from models.strategy_base import BaseStrategy
+
+    state = getattr(type(strat), "state", None)
+    return state is not None and state is not getattr(BaseStrategy, "state", None)
 
 
 def _per_pattern(
@@ -123,6 +143,18 @@ def _per_pattern(
     return vector
 
 
+def _inputs(
+    spec: ModelSpec, aligned: Sequence[Summary], base: Summary | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(vectors, seen-masks, current vector); signatures when nothing is learned."""
+    vectors = np.stack([spec.learned_vector(s) for s in aligned])
+    if vectors.shape[1] == 0:
+        vectors = np.stack([spec.signature(s) for s in aligned])
+        return vectors, np.ones(vectors.shape, dtype=bool), None
+    masks = np.stack([spec.learned_mask(s) for s in aligned])
+    return vectors, masks, spec.learned_vector(base) if base is not None else None
+
+
 @guarded
 def aggregate_learned(
     spec: ModelSpec,
@@ -135,17 +167,11 @@ def aggregate_learned(
     """Run the strategy over aligned summaries; see the module docstring."""
     strat = _resolve(strategy, options)
     keys = _keys(aligned)
-    vectors = np.stack([spec.learned_vector(s) for s in aligned])
-    exact_only = vectors.shape[1] == 0
-    if exact_only:
-        vectors = np.stack([spec.signature(s) for s in aligned])
-        masks = np.ones(vectors.shape, dtype=bool)
-        current = None
-    else:
-        masks = np.stack([spec.learned_mask(s) for s in aligned])
-        current = spec.learned_vector(base) if base is not None else None
+    vectors, masks, current = _inputs(spec, aligned, base)
+    exact_only = spec.learned_vector(aligned[0]).size == 0
+    n_samples = np.array([s.n_samples for s in aligned])
     result = strat.aggregate(
-        _updates(keys, aligned, _impute(vectors, masks, current), staleness), current
+        _updates(keys, aligned, _impute(vectors, masks, n_samples, current), staleness), current
     )
     excluded = {i: str(result.excluded[k]) for i, k in enumerate(keys) if k in result.excluded}
     alive = [i for i in range(len(keys)) if i not in excluded]
@@ -156,7 +182,7 @@ def aggregate_learned(
         )
         return LearnedResult(np.zeros(0), weights, excluded)
     vector = np.asarray(result.vector, dtype=np.float64)
-    if alive and not masks[alive].all():
+    if alive and not masks[alive].all() and not _stateful(strat):
         updates = _updates(
             [keys[i] for i in alive],
             [aligned[i] for i in alive],

@@ -16,6 +16,7 @@ from models.errors import IncompatibleSummariesError, InvalidSummaryError, Model
 from models.merge import merge
 from models.personalize import since
 from models.specs import get_spec
+from models.strategies import get_strategy
 from models.summary import Summary
 
 LINEAR = get_spec("fraud-linear")
@@ -194,3 +195,38 @@ def test_hostile_numbers_give_a_result_or_a_model_error_never_a_warning(rows):
         except ModelError:
             return
     assert all(np.all(np.isfinite(t)) for t in s.tensors.values())
+
+
+def sparse_pair():
+    a = linear("A", ("a", "b"), [10, 10], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], 0.0, 10)
+    b = linear("B", ("b", "c"), [30, 30], [0.0, 0.0], [1.0, 1.0], [3.0, -2.0], 1.0, 30)
+    c = linear("C", ("a", "b", "c"), [20, 20, 20], [0.0] * 3, [1.0] * 3, [5.0, 8.0, 4.0], 2.0, 20)
+    return [a, b, c]
+
+
+def test_sparse_median_is_the_median_of_the_nodes_that_saw_the_feature():
+    s = merge(sparse_pair(), "fedmedian", screen=False).summary
+    # a: voters A, C -> median of (1, 5) = 3; b: (1, 3, 8) -> 3; c: B, C -> (-2, 4) -> 1.
+    np.testing.assert_allclose(s.tensors["weights"], [3.0, 3.0, 1.0])
+
+
+def test_stateful_strategies_step_once_per_round_on_the_full_vector():
+    strat = get_strategy("fedavgm")
+    widths: list[int] = []
+    original = strat.aggregate
+
+    def counting(updates, current=None):
+        widths.append(len(updates[0].vector))
+        return original(updates, current)
+
+    strat.aggregate = counting
+    parts = sparse_pair()
+    current = linear("global", ("a", "b", "c"), [1] * 3, [0.0] * 3, [1.0] * 3, [0.0] * 3, 0.0, 3)
+    merged = merge(parts, strat, current=current).summary
+    assert widths == [4]  # one call, three weights + the intercept
+    assert np.all(np.isfinite(merged.tensors["weights"]))
+    # Sample-weighted filling makes plain FedAvg over filled vectors = FedAvg over voters.
+    fedavg = merge(parts, "fedavg").summary
+    np.testing.assert_allclose(
+        fedavg.tensors["weights"], [(10 + 100) / 30, (10 + 90 + 160) / 60, (-60 + 80) / 50]
+    )
