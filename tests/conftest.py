@@ -4,6 +4,11 @@ The stack starts lazily, only when an integration test asks for it, in a
 temporary state dir so it never touches a developer's own `prism stack`. When
 PRISM_KAFKA_BOOTSTRAP / PRISM_REDIS_URL are set, those services are used and
 nothing is started. Whatever the session started, it always stops.
+
+Fixtures: ``stack`` (a :class:`prism.stack.StackInfo`: ``.kafka_bootstrap``,
+``.redis_url``, ``.redis_query_url``), ``kafka_bootstrap``, ``redis_url``,
+``redis_query_url``, ``redis_client``, ``unique_topic(partitions=3, config=None)``,
+``test_settings`` and ``prism_topics``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import redis
 from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import HealthCheck
 
-from prism import stack
+from prism import stack as local_stack
 from prism.settings import Settings
 from prism.stack import StackInfo
 from prism.stack.topics import TOPICS, create_topics
@@ -40,31 +45,39 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def stack_info(stack_settings: Settings) -> Iterator[StackInfo]:
-    info = stack.up(stack_settings)
+def stack(stack_settings: Settings) -> Iterator[StackInfo]:
+    """The real stack, started on first use; PRISM_KAFKA_BOOTSTRAP / PRISM_REDIS_URL win."""
+    info = local_stack.up(stack_settings)
     try:
         yield info
     finally:
-        stack.down(stack_settings)
+        local_stack.down(stack_settings)  # stops only what this session's state dir runs
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(stack_info: StackInfo) -> str:
-    return stack_info.kafka_bootstrap
+def stack_info(stack: StackInfo) -> StackInfo:
+    """Older name of :func:`stack`."""
+    return stack
 
 
 @pytest.fixture(scope="session")
-def redis_url(stack_info: StackInfo) -> str:
-    return stack_info.redis_url
+def kafka_bootstrap(stack: StackInfo) -> str:
+    return stack.kafka_bootstrap
 
 
 @pytest.fixture(scope="session")
-def redis_query_url(stack_info: StackInfo) -> str:
-    return stack_info.redis_query_url
+def redis_url(stack: StackInfo) -> str:
+    return stack.redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_query_url(stack: StackInfo) -> str:
+    return stack.redis_query_url
 
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client authenticated with the stack's password."""
     client = redis.Redis.from_url(redis_url)
     try:
         yield client
@@ -87,12 +100,12 @@ def unique_topic(kafka_bootstrap: str) -> Callable[..., str]:
 
 
 @pytest.fixture
-def test_settings(stack_info: StackInfo, tmp_path: Path) -> Settings:
+def test_settings(stack: StackInfo, tmp_path: Path) -> Settings:
     """Settings pointing at the session stack with a unique topic prefix per test."""
     return Settings(
-        kafka_bootstrap=stack_info.kafka_bootstrap,
-        redis_url=stack_info.redis_url,
-        redis_query_url=stack_info.redis_query_url,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        redis_url=stack.redis_url,
+        redis_query_url=stack.redis_query_url,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         state_dir=tmp_path / "state",
     )

@@ -23,13 +23,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """Print only ``KEY=value`` lines on stdout, so ``eval "$(prism stack up)"`` works."""
     began = time.monotonic()
     info = stack.up(settings)
     for key, value in info.env_lines().items():
         print(f"{key}={value}")
-    started = ", ".join(info.started) or "nothing (already running or given by PRISM_*)"
+    parts = [f"started {', '.join(info.started) or 'nothing'}"]
+    if info.reused:
+        parts.append(f"already running: {', '.join(info.reused)}")
+    if info.given:
+        parts.append(f"given by PRISM_* environment: {', '.join(info.given)}")
     print(
-        f"prism: started {started} in {time.monotonic() - began:.1f}s; "
+        f"prism: {'; '.join(parts)} ({time.monotonic() - began:.1f}s); "
         f"addresses in {settings.env_file}",
         file=sys.stderr,
     )
@@ -43,11 +48,13 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """One row per component; the exit code says whether all of them are healthy."""
     rows = stack.status(settings)
-    print(f"{'component':<10} {'healthy':<8} {'pid':<8} {'address':<22} detail")
+    print(f"{'component':<10} {'healthy':<8} {'pid':<8} {'alive':<6} {'address':<22} detail")
     for row in rows:
+        alive = "-" if row.alive is None else ("yes" if row.alive else "NO")
         print(
             f"{row.name:<10} {'yes' if row.healthy else 'NO':<8} {row.pid or '-':<8} "
-            f"{row.address:<22} {row.detail}"
+            f"{alive:<6} {row.address:<22} {row.detail}"
         )
     return 0 if all(row.healthy for row in rows) else 1

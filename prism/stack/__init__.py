@@ -1,8 +1,10 @@
 """The local stack: a real Kafka broker and a real Redis as local processes.
 
 `up` starts what the environment does not already provide (PRISM_KAFKA_BOOTSTRAP
-/ PRISM_REDIS_URL set by a user or docker-compose win), writes the addresses to
-``settings.env_file`` for later commands and tests, and returns them.
+/ PRISM_REDIS_URL set by a user or docker-compose win), reuses what this state
+dir already runs, writes the addresses to ``settings.env_file`` for later
+commands and tests, and returns them. Each component is decided on its own,
+so a half-running stack is completed rather than started twice.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 from prism.settings import Settings
 from prism.stack import kafka, redis_server
-from prism.stack.state import read_env_file, write_env_file
+from prism.stack.state import locked, read_env_file, write_env_file
 
 log = logging.getLogger(__name__)
 _NOT_CONFIGURED = "not configured; run `prism stack up`"
@@ -20,12 +22,14 @@ _NOT_CONFIGURED = "not configured; run `prism stack up`"
 
 @dataclass(frozen=True)
 class StackInfo:
-    """Where the services are, and whether this call started them."""
+    """Where the services are, and which of them this call started or found."""
 
     kafka_bootstrap: str
     redis_url: str
     redis_query_url: str
     started: tuple[str, ...] = ()
+    reused: tuple[str, ...] = ()
+    given: tuple[str, ...] = ()
 
     def env_lines(self) -> dict[str, str]:
         return {
@@ -37,11 +41,18 @@ class StackInfo:
 
 @dataclass(frozen=True)
 class ComponentStatus:
+    """One row of `prism stack status`; ``alive`` is None for a service we did not start."""
+
     name: str
     address: str
     pid: int | None
-    healthy: bool
+    alive: bool | None
+    reachable: bool
     detail: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.reachable and self.alive is not False
 
 
 def _secret(value: object) -> str | None:
@@ -49,46 +60,59 @@ def _secret(value: object) -> str | None:
 
 
 def up(settings: Settings) -> StackInfo:
-    """Start Kafka and Redis unless already running or given by the environment.
+    """Start Kafka and Redis unless already running here or given by the environment.
 
     ``settings`` must come from the environment only (not from the stack file),
-    so a user's own cluster is used and a stale local stack is not.
+    so a user's own cluster is used and a stale local stack is not. On failure,
+    whatever this call started is stopped again.
     """
-    existing = read_env_file(settings.env_file)
-    if existing and kafka.running_pid(settings) and redis_server.running_pid(settings):
-        log.info("local stack already running state_dir=%s", settings.state_dir)
-        return StackInfo(
-            existing["PRISM_KAFKA_BOOTSTRAP"],
-            existing["PRISM_REDIS_URL"],
-            existing.get("PRISM_REDIS_QUERY_URL", existing["PRISM_REDIS_URL"]),
-        )
-    started: list[str] = []
+    with locked(settings.state_dir / "stack.lock"):
+        started: list[str] = []
+        try:
+            info = _up(settings, started)
+        except BaseException:
+            for name in reversed(started):
+                (kafka.stop if name == "kafka" else redis_server.stop)(settings)
+            raise
+        write_env_file(settings.env_file, info.env_lines())
+        return info
+
+
+def _up(settings: Settings, started: list[str]) -> StackInfo:
+    given, reused = [], []
+    bootstrap = settings.kafka_bootstrap or kafka.running_bootstrap(settings)
+    if bootstrap is None:
+        kafka.stop(settings)  # a broker whose address was lost cannot be reused
+        kafka.prepare(settings)  # fail on jars/Java before anything is started
+    else:
+        (given if settings.kafka_bootstrap else reused).append("kafka")
     redis_url = _secret(settings.redis_url)
     query_url = _secret(settings.redis_query_url) or redis_url
-    try:
-        if redis_url is None:
-            addresses = redis_server.start(settings)
-            redis_url, query_url = addresses.url, addresses.query_url
-            started.append("redis")
-        bootstrap = settings.kafka_bootstrap
-        if bootstrap is None:
-            bootstrap = kafka.start(settings)
-            started.append("kafka")
-    except BaseException:
-        down(settings)
-        raise
-    assert query_url is not None
-    info = StackInfo(bootstrap, redis_url, query_url, tuple(started))
-    write_env_file(settings.env_file, info.env_lines())
-    return info
+    if redis_url is not None:
+        given.append("redis")
+    elif (running := redis_server.running_addresses(settings)) is not None:
+        redis_url, query_url = running.url, running.query_url
+        reused.append("redis")
+    else:
+        redis_server.stop(settings)
+        addresses = redis_server.start(settings)
+        started.append("redis")
+        redis_url, query_url = addresses.url, addresses.query_url
+    if bootstrap is None:
+        bootstrap = kafka.start(settings)
+        started.append("kafka")
+    assert redis_url is not None and query_url is not None
+    log.info("stack up started=%s reused=%s given=%s", started, reused, given)
+    return StackInfo(bootstrap, redis_url, query_url, tuple(started), tuple(reused), tuple(given))
 
 
 def down(settings: Settings) -> list[str]:
     """Stop whatever the local stack started; idempotent. Returns what was stopped."""
-    stopped = [name for name, stop in (("kafka", kafka.stop), ("redis", redis_server.stop))
-               if stop(settings)]  # fmt: skip
-    settings.env_file.unlink(missing_ok=True)
-    return stopped
+    with locked(settings.state_dir / "stack.lock"):
+        stopped = [name for name, stop in (("kafka", kafka.stop), ("redis", redis_server.stop))
+                   if stop(settings)]  # fmt: skip
+        settings.env_file.unlink(missing_ok=True)
+        return stopped
 
 
 def status(settings: Settings) -> list[ComponentStatus]:
@@ -96,18 +120,29 @@ def status(settings: Settings) -> list[ComponentStatus]:
     env = read_env_file(settings.env_file)
     bootstrap = settings.kafka_bootstrap or env.get("PRISM_KAFKA_BOOTSTRAP")
     redis_url = _secret(settings.redis_url) or env.get("PRISM_REDIS_URL")
-    rows = []
-    if bootstrap:
-        ok = kafka.metadata_ok(kafka.probe_client(bootstrap), timeout=5.0)
-        rows.append(ComponentStatus("kafka", bootstrap, kafka.running_pid(settings), ok,
-                                    "metadata ok" if ok else "no metadata answer"))  # fmt: skip
-    else:
-        rows.append(ComponentStatus("kafka", "-", None, False, _NOT_CONFIGURED))
-    if redis_url:
-        ok = redis_server.ping(redis_url)
-        address = redis_url.rsplit("@", 1)[-1]
-        rows.append(ComponentStatus("redis", address, redis_server.running_pid(settings), ok,
-                                    "PING ok" if ok else "no PING answer"))  # fmt: skip
-    else:
-        rows.append(ComponentStatus("redis", "-", None, False, _NOT_CONFIGURED))
-    return rows
+    return [_kafka_status(settings, bootstrap), _redis_status(settings, redis_url)]
+
+
+def _alive(pid: int | None, managed: bool) -> bool | None:
+    return (pid is not None) if managed else None
+
+
+def _kafka_status(settings: Settings, bootstrap: str | None) -> ComponentStatus:
+    if not bootstrap:
+        return ComponentStatus("kafka", "-", None, None, False, _NOT_CONFIGURED)
+    pid = kafka.running_pid(settings)
+    managed = settings.kafka_bootstrap is None  # ours unless the user gave the address
+    ok = kafka.metadata_ok(kafka.probe_client(bootstrap), timeout=5.0)
+    detail = "metadata ok" if ok else "no metadata answer"
+    return ComponentStatus("kafka", bootstrap, pid, _alive(pid, managed), ok, detail)
+
+
+def _redis_status(settings: Settings, redis_url: str | None) -> ComponentStatus:
+    if not redis_url:
+        return ComponentStatus("redis", "-", None, None, False, _NOT_CONFIGURED)
+    pid = redis_server.running_pid(settings)
+    managed = settings.redis_url is None
+    ok = redis_server.ping(redis_url)
+    address = redis_url.rsplit("@", 1)[-1]  # never show the password
+    detail = "PING ok" if ok else "no PING answer"
+    return ComponentStatus("redis", address, pid, _alive(pid, managed), ok, detail)

@@ -1,9 +1,8 @@
 """A real Apache Kafka broker (KRaft, combined broker + controller) on 127.0.0.1.
 
-No Debian package or PyPI wheel ships the broker, so its classpath is assembled
-from Maven Central with the committed ``resources/pom.xml`` and cached outside
-the repo; only the first start downloads. Readiness is a real metadata
-round-trip, never an open port.
+The classpath comes from :mod:`prism.stack.jars`. Readiness is a real metadata
+round-trip, never an open port: the broker accepts connections well before
+its controller has elected itself and it can answer.
 """
 
 from __future__ import annotations
@@ -11,11 +10,11 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -24,13 +23,14 @@ from confluent_kafka.admin import AdminClient
 from prism.errors import StackError
 from prism.settings import Settings
 from prism.stack import process
+from prism.stack.jars import ensure_jars
 from prism.stack.ports import free_port
-from prism.stack.state import read_int, write_text
+from prism.stack.state import read_int, read_text, write_text
 
 log = logging.getLogger(__name__)
 
 MARKER = "kafka.Kafka"
-_COMPLETE = ".complete"
+PORT_CLASH = "Address already in use"
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class KafkaPaths:
         return self.logs / "console.log"
 
     @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+    @property
     def bootstrap_file(self) -> Path:
         return self.root / "bootstrap"
 
@@ -66,10 +70,25 @@ class KafkaPaths:
         return cls(settings.state_dir / "kafka")
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One start attempt: where it listens and where its logs began."""
+
+    bootstrap: str
+    pid: int
+    log_marks: dict[Path, int] = field(default_factory=dict)
+
+    def new_log_text(self) -> str:
+        return "\n".join(process.read_since(path, at) for path, at in self.log_marks.items())
+
+
 def new_cluster_id() -> str:
-    """16 random bytes, urlsafe base64 without padding, never starting with '-'."""
+    """16 random bytes, urlsafe base64 without padding, never starting with '-'.
+
+    A leading '-' would be read as an option by StorageTool's argument parser.
+    """
     while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
         if not cid.startswith("-"):
             return cid
 
@@ -99,44 +118,15 @@ def render_server_properties(*, broker_port: int, controller_port: int, data_dir
             "num.io.threads=2",
             "num.partitions=3",
             "auto.create.topics.enable=false",
+            # The default 128 MiB dedupe buffer is allocated on the heap.
             "log.cleaner.dedupe.buffer.size=8388608",
             "",
         ]
     )
 
 
-def ensure_jars(settings: Settings) -> Path:
-    """The broker's jar directory, downloaded from Maven Central on first use."""
-    libs = settings.cache_dir / f"kafka-{settings.kafka_version}" / "libs"
-    if (libs / _COMPLETE).is_file():
-        return libs
-    if shutil.which("mvn") is None:
-        raise StackError("Maven (mvn) is needed to fetch the Kafka jars: run `make setup`.")
-    shutil.rmtree(libs, ignore_errors=True)
-    libs.mkdir(parents=True)
-    pom = resources.files("prism.stack") / "resources" / "pom.xml"
-    log.info(
-        "fetching Apache Kafka %s jars from Maven Central into %s", settings.kafka_version, libs
-    )
-    cmd = [
-        "mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
-        f"-Dkafka.version={settings.kafka_version}",
-    ]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
-    if result.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-        shutil.rmtree(libs, ignore_errors=True)
-        raise StackError(
-            "could not fetch the Kafka broker jars from Maven Central (is it reachable?).\n"
-            "Point Prism at an existing broker instead: export PRISM_KAFKA_BOOTSTRAP=host:port"
-            + (" (the Tansu fallback is not implemented)" if settings.allow_tansu else "")
-            + f"\nmvn said:\n{(result.stdout + result.stderr)[-2000:]}"
-        )
-    (libs / _COMPLETE).write_text("ok\n")
-    return libs
-
-
-def _java_cmd(settings: Settings, libs: Path, paths: KafkaPaths, *args: str) -> list[str]:
+def java_command(settings: Settings, libs: Path, paths: KafkaPaths, *args: str) -> list[str]:
+    """JVM flags of the notes: small heap, serial GC and C1 for a 2-core test machine."""
     log4j = resources.files("prism.stack") / "resources" / "log4j2.properties"
     return [
         "java", "-Xms128m", f"-Xmx{settings.kafka_heap}", "-XX:+UseSerialGC",
@@ -147,40 +137,58 @@ def _java_cmd(settings: Settings, libs: Path, paths: KafkaPaths, *args: str) -> 
 
 
 def _format(settings: Settings, libs: Path, paths: KafkaPaths) -> None:
+    """Format the log dir once; ``--ignore-formatted`` keeps data across restarts."""
     cid_file = paths.root / "cluster.id"
-    if not cid_file.is_file():
-        write_text(cid_file, new_cluster_id())
-    cmd = _java_cmd(
+    cluster_id = read_text(cid_file)
+    if cluster_id is None:
+        cluster_id = new_cluster_id()
+        write_text(cid_file, cluster_id)
+    cmd = java_command(
         settings, libs, paths, "kafka.tools.StorageTool", "format",
-        "--cluster-id", cid_file.read_text().strip(), "--config", str(paths.config),
-        "--ignore-formatted",
+        "--cluster-id", cluster_id, "--config", str(paths.config), "--ignore-formatted",
     )  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
         raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
 
-def start(settings: Settings, *, timeout: float = 90.0) -> str:
-    """Start the broker (fresh ports; one retry on a port clash); return its bootstrap."""
+def prepare(settings: Settings) -> Path:
+    """Everything a start needs that can fail before any process runs (Java, jars)."""
     if shutil.which("java") is None:
         raise StackError("Java 17+ is needed for the local Kafka broker: install openjdk-17.")
-    libs = ensure_jars(settings)
+    return ensure_jars(settings)
+
+
+def start(
+    settings: Settings, *, timeout: float = 120.0, ports: tuple[int, int] | None = None
+) -> str:
+    """Start the broker and return its bootstrap once it answers metadata.
+
+    Free ports are picked by the kernel, so another process can take one
+    between the pick and the broker's bind: on 'Address already in use' the
+    start is retried once with new ports. ``ports`` (broker, controller) fixes
+    the first attempt's ports, which is how the retry is tested.
+    """
+    libs = prepare(settings)
     paths = KafkaPaths.of(settings)
     for attempt in (1, 2):
-        bootstrap = _launch(settings, libs, paths)
+        launch = _launch(settings, libs, paths, ports if attempt == 1 else None)
         try:
-            wait_ready(bootstrap, paths, timeout=timeout)
-            return bootstrap
-        except StackError as e:
+            wait_ready(launch, paths, timeout=timeout)
+            log.info("kafka ready bootstrap=%s pid=%s", launch.bootstrap, launch.pid)
+            return launch.bootstrap
+        except StackError:
             stop(settings)
-            if attempt == 2 or "Address already in use" not in str(e):
+            if attempt == 2 or PORT_CLASH not in launch.new_log_text():
                 raise
             log.warning("port clash starting Kafka; retrying with new ports")
     raise AssertionError("unreachable")
 
 
-def _launch(settings: Settings, libs: Path, paths: KafkaPaths) -> str:
-    broker_port, controller_port = free_port(), free_port()
+def _launch(
+    settings: Settings, libs: Path, paths: KafkaPaths, ports: tuple[int, int] | None
+) -> Launch:
+    broker_port, controller_port = ports or (free_port(), free_port())
     paths.data.mkdir(parents=True, exist_ok=True)
     write_text(
         paths.config,
@@ -189,33 +197,36 @@ def _launch(settings: Settings, libs: Path, paths: KafkaPaths) -> str:
         ),
     )
     _format(settings, libs, paths)
-    env = dict(os.environ, KAFKA_LOG_DIRS=str(paths.logs))
+    marks = process.log_sizes(paths.console_log, paths.server_log)
     pid = process.start_detached(
-        _java_cmd(settings, libs, paths, "kafka.Kafka", str(paths.config)),
+        java_command(settings, libs, paths, "kafka.Kafka", str(paths.config)),
         log_path=paths.console_log,
         marker=MARKER,
-        env=env,
+        env=dict(os.environ),
     )
     write_text(paths.pid_file, str(pid))
     bootstrap = f"127.0.0.1:{broker_port}"
     write_text(paths.bootstrap_file, bootstrap)
-    return bootstrap
+    return Launch(bootstrap, pid, marks)
 
 
-def wait_ready(bootstrap: str, paths: KafkaPaths, *, timeout: float) -> None:
+def wait_ready(launch: Launch, paths: KafkaPaths, *, timeout: float) -> None:
     """Poll a metadata request until it succeeds, the process dies, or time runs out."""
-    admin = probe_client(bootstrap)
+    admin = probe_client(launch.bootstrap)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not process.is_alive(read_int(paths.pid_file), MARKER):
+        if not process.is_alive(launch.pid, MARKER):
             raise StackError(
-                f"the Kafka broker exited during start-up; its log says:\n"
-                f"{process.tail(paths.console_log)}\n{process.tail(paths.logs / 'server.log')}"
+                "the Kafka broker exited during start-up; its log says:\n"
+                f"{process.excerpt(launch.new_log_text())}\n(full logs in {paths.logs})"
             )
         if metadata_ok(admin):
             return
-        time.sleep(0.3)
-    raise StackError(f"Kafka at {bootstrap} answered no metadata request within {timeout:.0f}s")
+        time.sleep(0.2)
+    raise StackError(
+        f"Kafka at {launch.bootstrap} answered no metadata request within {timeout:.0f}s; "
+        f"its log says:\n{process.excerpt(launch.new_log_text())}"
+    )
 
 
 def probe_client(bootstrap: str) -> AdminClient:
@@ -233,6 +244,13 @@ def metadata_ok(admin: AdminClient, timeout: float = 2.0) -> bool:
 def running_pid(settings: Settings) -> int | None:
     pid = read_int(KafkaPaths.of(settings).pid_file)
     return pid if process.is_alive(pid, MARKER) else None
+
+
+def running_bootstrap(settings: Settings) -> str | None:
+    """The address of a broker this state dir started and that still runs."""
+    if running_pid(settings) is None:
+        return None
+    return read_text(KafkaPaths.of(settings).bootstrap_file)
 
 
 def stop(settings: Settings, *, timeout: float = 30.0) -> bool:

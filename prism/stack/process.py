@@ -100,9 +100,28 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
+def log_sizes(*paths: Path) -> dict[Path, int]:
+    """Where each log ends now, so a later error shows only what one launch wrote."""
+    return {path: path.stat().st_size if path.is_file() else 0 for path in paths}
+
+
+def read_since(path: Path, offset: int) -> str:
+    """The text appended to ``path`` after ``offset`` (logs are appended across restarts)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def excerpt(text: str, lines: int = 25) -> str:
+    """The last lines of a log without Java stack frames, which bury the cause."""
+    kept = [line for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith(("at ", "... "))]  # fmt: skip
+    return "\n".join(kept[-lines:]) or "(the log is empty)"
+
+
 def tail(path: Path, lines: int = 25) -> str:
     """The last lines of a log, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    return excerpt(read_since(path, 0), lines)

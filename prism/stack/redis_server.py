@@ -1,11 +1,13 @@
 """Debian's redis-server on 127.0.0.1 with a password and a read-only query user.
 
 The password protects the registry; the ``prism-query`` ACL user can read every
-key but write none, which is all that `prism models ...` and dashboards need.
+key but write none (nor run dangerous commands such as KEYS, CONFIG or CLIENT
+KILL), which is all that `prism models ...` and dashboards need.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import time
@@ -18,7 +20,9 @@ from prism.errors import StackError
 from prism.settings import Settings
 from prism.stack import process
 from prism.stack.ports import free_port
-from prism.stack.state import read_int, write_text
+from prism.stack.state import read_env_file, read_int, write_env_file, write_private, write_text
+
+log = logging.getLogger(__name__)
 
 MARKER = "redis-server"
 QUERY_USER = "prism-query"
@@ -28,6 +32,9 @@ QUERY_USER = "prism-query"
 class RedisAddresses:
     url: str
     query_url: str
+
+    def as_env(self) -> dict[str, str]:
+        return {"url": self.url, "query_url": self.query_url}
 
 
 def _root(settings: Settings) -> Path:
@@ -47,44 +54,60 @@ def render_config(*, port: int, password: str, query_password: str, data_dir: Pa
             "appendfsync everysec",
             'save ""',
             f"requirepass {password}",
-            f"user {QUERY_USER} on >{query_password} ~* &* -@all +@read +@connection",
+            f"user {QUERY_USER} on >{query_password} ~* &* -@all +@read +@connection -@dangerous",
             "",
         ]
     )
 
 
 def start(settings: Settings, *, timeout: float = 20.0) -> RedisAddresses:
+    """Start redis-server with fresh passwords; one retry if its port was taken meanwhile."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise StackError("redis-server is not installed: run `make setup` (apt-get redis-server).")
+        raise StackError(
+            "redis-server is not installed: run `make setup` (it installs Debian's redis-server), "
+            "or point Prism at an existing Redis with PRISM_REDIS_URL."
+        )
+    for attempt in (1, 2):
+        try:
+            return _launch(settings, binary, timeout)
+        except StackError as e:
+            stop(settings)
+            if attempt == 2 or "Address already in use" not in str(e):
+                raise
+            log.warning("port clash starting redis-server; retrying with a new port")
+    raise AssertionError("unreachable")
+
+
+def _launch(settings: Settings, binary: str, timeout: float) -> RedisAddresses:
     root = _root(settings)
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     password, query_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
     config = root / "redis.conf"
-    write_text(config, render_config(port=port, password=password, query_password=query_password,
-                                     data_dir=data))  # fmt: skip
-    config.chmod(0o600)
-    pid = process.start_detached([binary, str(config)], log_path=root / "redis.log", marker=MARKER)
+    write_private(config, render_config(port=port, password=password,
+                                        query_password=query_password, data_dir=data))  # fmt: skip
+    log_path = root / "redis.log"
+    marks = process.log_sizes(log_path)
+    pid = process.start_detached([binary, str(config)], log_path=log_path, marker=MARKER)
     write_text(root / "pid", str(pid))
     addresses = RedisAddresses(
         url=f"redis://:{password}@127.0.0.1:{port}/0",
         query_url=f"redis://{QUERY_USER}:{query_password}@127.0.0.1:{port}/0",
     )
-    _wait_ready(addresses.url, pid, root / "redis.log", timeout)
-    return addresses
-
-
-def _wait_ready(url: str, pid: int, log_path: Path, timeout: float) -> None:
+    # Kept beside the pid so `up` can reuse a running server even without stack.env.
+    write_env_file(root / "addresses.env", addresses.as_env())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process.is_alive(pid, MARKER):
-            raise StackError(f"redis-server exited during start-up:\n{process.tail(log_path)}")
-        if ping(url):
-            return
+            said = process.excerpt(process.read_since(log_path, marks[log_path]))
+            raise StackError(f"redis-server exited during start-up:\n{said}")
+        if ping(addresses.url):
+            log.info("redis ready port=%d pid=%d", port, pid)
+            return addresses
         time.sleep(0.1)
-    raise StackError(f"redis-server answered no PING within {timeout:.0f}s")
+    raise StackError(f"redis-server answered no PING within {timeout:.0f}s (log: {log_path})")
 
 
 def ping(url: str) -> bool:
@@ -100,9 +123,20 @@ def running_pid(settings: Settings) -> int | None:
     return pid if process.is_alive(pid, MARKER) else None
 
 
+def running_addresses(settings: Settings) -> RedisAddresses | None:
+    """The addresses of a server this state dir started and that still runs."""
+    if running_pid(settings) is None:
+        return None
+    saved = read_env_file(_root(settings) / "addresses.env")
+    if "url" not in saved or "query_url" not in saved:
+        return None
+    return RedisAddresses(saved["url"], saved["query_url"])
+
+
 def stop(settings: Settings, *, timeout: float = 30.0) -> bool:
     """SIGTERM makes redis-server flush its AOF and exit; SIGKILL after ``timeout``."""
     pid_file = _root(settings) / "pid"
     stopped = process.stop(read_int(pid_file), MARKER, timeout=timeout)
     pid_file.unlink(missing_ok=True)
+    (_root(settings) / "addresses.env").unlink(missing_ok=True)
     return stopped

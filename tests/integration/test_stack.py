@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from prism.settings import Settings
-from prism.stack import process
+from prism.stack import kafka, process, redis_server
+from prism.stack.ports import free_port
 from prism.stack.state import read_env_file
 from prism.stack.topics import TOPICS, create_topics
 from schemas import Codec
@@ -99,6 +101,9 @@ def test_redis_password_and_read_only_query_user(
     assert reader.get("prism:test:key") == b"value"
     with pytest.raises(redis.exceptions.NoPermissionError):
         reader.set("prism:test:key", b"overwritten")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        reader.keys("*")  # @dangerous: a full scan could stall the registry
+    assert list(reader.scan_iter(match="prism:test:key")) == [b"prism:test:key"]
     assert redis_client.get("prism:test:key") == b"value"
 
 
@@ -124,48 +129,119 @@ def _prism(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         check=False,
     )
 
 
-def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
+def _clean_env(state_dir: Path) -> dict[str, str]:
+    """The test process's environment without any PRISM_* a developer may have set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
-    env["PRISM_STATE_DIR"] = str(tmp_path / "state")
+    env["PRISM_STATE_DIR"] = str(state_dir)
+    return env
+
+
+def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = _clean_env(state)
     up = _prism(env, "stack", "up")
     assert up.returncode == 0, up.stderr
     lines = dict(line.split("=", 1) for line in up.stdout.splitlines())
     assert set(lines) == {"PRISM_KAFKA_BOOTSTRAP", "PRISM_REDIS_URL", "PRISM_REDIS_QUERY_URL"}
-    assert read_env_file(tmp_path / "state" / "stack.env") == lines
-    pids = [int((tmp_path / "state" / name / "pid").read_text()) for name in ("kafka", "redis")]
+    assert read_env_file(state / "stack.env") == lines
+    kafka_pid, redis_pid = (int((state / name / "pid").read_text()) for name in ("kafka", "redis"))
     try:
         status = _prism(env, "stack", "status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert "metadata ok" in status.stdout and "PING ok" in status.stdout
+        assert lines["PRISM_REDIS_URL"].rsplit("@", 1)[0] not in status.stdout  # no password
         again = _prism(env, "stack", "up")
-        assert "started nothing" in again.stderr
+        assert again.returncode == 0 and "started nothing" in again.stderr
+        assert "already running: kafka, redis" in again.stderr
+        assert dict(line.split("=", 1) for line in again.stdout.splitlines()) == lines
         topics = _prism(env, "topics", "create")
         assert topics.returncode == 0 and "prism.global-model" in topics.stdout
+        listed = _prism(env, "topics", "list")
+        assert listed.returncode == 0 and "prism.dead-letter" in listed.stdout
+
+        # A dead component makes status fail, and `up` restarts only that one.
+        process.kill(redis_pid, redis_server.MARKER)
+        broken = _prism(env, "stack", "status")
+        assert broken.returncode == 1 and "no PING answer" in broken.stdout
+        healed = _prism(env, "stack", "up")
+        assert healed.returncode == 0, healed.stderr
+        assert "started redis" in healed.stderr and "already running: kafka" in healed.stderr
+        redis_pid = int((state / "redis" / "pid").read_text())
+        assert _prism(env, "stack", "status").returncode == 0
     finally:
         down = _prism(env, "stack", "down")
     assert down.returncode == 0, down.stderr
-    assert not any(process.is_alive(pid, "") for pid in pids)
-    assert not (tmp_path / "state" / "stack.env").exists()
+    assert "kafka" in down.stderr and "redis" in down.stderr
+    assert not process.is_alive(kafka_pid, "") and not process.is_alive(redis_pid, "")
+    assert not (state / "stack.env").exists()
     assert _prism(env, "stack", "status").returncode != 0
+    again = _prism(env, "stack", "down")
+    assert again.returncode == 0 and "stopped nothing" in again.stderr
 
 
 def test_cli_up_starts_nothing_when_addresses_are_given(
     tmp_path: Path, kafka_bootstrap: str, redis_url: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
-    env |= {
-        "PRISM_STATE_DIR": str(tmp_path / "state"),
-        "PRISM_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "PRISM_REDIS_URL": redis_url,
-    }
+    env = _clean_env(tmp_path / "state")
+    env |= {"PRISM_KAFKA_BOOTSTRAP": kafka_bootstrap, "PRISM_REDIS_URL": redis_url}
     up = _prism(env, "stack", "up")
     assert up.returncode == 0, up.stderr
     assert f"PRISM_KAFKA_BOOTSTRAP={kafka_bootstrap}" in up.stdout
-    assert "started nothing" in up.stderr
+    assert f"PRISM_REDIS_URL={redis_url}" in up.stdout
+    assert "started nothing" in up.stderr and "given by PRISM_* environment" in up.stderr
     assert not (tmp_path / "state" / "kafka").exists()
     assert not (tmp_path / "state" / "redis").exists()
+    status = _prism(env, "stack", "status")
+    assert status.returncode == 0, status.stdout
+
+
+def _unreachable_maven(home: Path) -> str:
+    """MAVEN_OPTS for a Maven whose only repository is a closed port on this machine."""
+    closed = free_port()
+    (home / ".m2").mkdir(parents=True)
+    (home / ".m2" / "settings.xml").write_text(
+        "<settings><mirrors><mirror><id>nowhere</id><mirrorOf>*</mirrorOf>"
+        f"<url>http://127.0.0.1:{closed}/maven2</url></mirror></mirrors></settings>"
+    )
+    return f"-Duser.home={home}"
+
+
+@pytest.mark.parametrize("allow_tansu", [False, True])
+def test_unreachable_maven_central_is_a_clear_error_and_starts_nothing(
+    tmp_path: Path, allow_tansu: bool
+) -> None:
+    env = _clean_env(tmp_path / "state")
+    env["PRISM_CACHE_DIR"] = str(tmp_path / "cache")  # empty jar cache: must download
+    env["MAVEN_OPTS"] = _unreachable_maven(tmp_path / "home")
+    if allow_tansu:
+        env["PRISM_ALLOW_TANSU"] = "true"
+    up = _prism(env, "stack", "up")
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "Maven Central" in up.stderr and "PRISM_KAFKA_BOOTSTRAP" in up.stderr
+    assert "Traceback" not in up.stderr and up.stdout == ""
+    assert ("Tansu fallback is not implemented" in up.stderr) == allow_tansu
+    assert not (tmp_path / "state" / "redis" / "pid").exists()  # nothing left running
+    assert not (tmp_path / "cache" / "kafka-4.1.1" / "libs").exists()  # nothing half-done
+    assert not (tmp_path / "state" / "stack.env").exists()
+
+
+def test_kafka_start_retries_once_on_a_taken_port(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        try:
+            bootstrap = kafka.start(settings, ports=(taken, free_port()))
+            assert bootstrap != f"127.0.0.1:{taken}"
+            assert kafka.metadata_ok(kafka.probe_client(bootstrap), timeout=10)
+            log = (tmp_path / "state" / "kafka" / "logs" / "server.log").read_text()
+            assert "Address already in use" in log and "Kafka Server started" in log
+        finally:
+            kafka.stop(settings)
+    assert kafka.running_pid(settings) is None

@@ -1,10 +1,30 @@
+"""Pure helpers of the local stack: config rendering, env files, logs, messages."""
+
 from __future__ import annotations
 
+import fcntl
+import socket
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 
-from prism.stack.kafka import new_cluster_id, render_server_properties
+import pytest
+
+from prism.cli import build_parser
+from prism.settings import Settings
+from prism.stack import ComponentStatus, StackInfo, process
+from prism.stack.jars import COMPLETE, ensure_jars, libs_dir, maven_command, unreachable
+from prism.stack.kafka import (
+    KafkaPaths,
+    Launch,
+    java_command,
+    new_cluster_id,
+    render_server_properties,
+)
+from prism.stack.ports import free_port
 from prism.stack.redis_server import render_config
-from prism.stack.state import read_env_file, write_env_file
+from prism.stack.state import locked, read_env_file, write_env_file
 
 
 def test_cluster_id_is_kafka_shaped() -> None:
@@ -34,5 +54,135 @@ def test_env_file_round_trip_is_private(tmp_path: Path) -> None:
 def test_redis_config_has_read_only_user(tmp_path: Path) -> None:
     text = render_config(port=1, password="pw", query_password="qpw", data_dir=tmp_path)
     assert "requirepass pw" in text
-    assert "user prism-query on >qpw ~* &* -@all +@read +@connection" in text
+    assert "user prism-query on >qpw ~* &* -@all +@read +@connection -@dangerous" in text
     assert "bind 127.0.0.1" in text
+
+
+def test_redis_config_is_loopback_persistent_and_query_user_cannot_write(tmp_path: Path) -> None:
+    text = render_config(port=7, password="pw", query_password="qpw", data_dir=tmp_path)
+    assert "appendonly yes" in text and f"dir {tmp_path}" in text and "port 7" in text
+    assert text.splitlines()[-1].endswith("-@dangerous")
+    assert "+@write" not in text
+
+
+def test_log_excerpt_keeps_the_cause_not_the_stack_frames(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("old run: Address already in use\n")
+    mark = process.log_sizes(log, tmp_path / "missing.log")
+    assert mark[tmp_path / "missing.log"] == 0
+    with log.open("a") as f:
+        f.write("ERROR boom (kafka.Kafka$)\n\tat a.b.C(C.java:1)\n\t... 6 more\nCaused by: X\n")
+    launch = Launch("127.0.0.1:1", 1, {log: mark[log]})
+    new = launch.new_log_text()
+    assert "old run" not in new and "boom" in new
+    assert process.excerpt(new) == "ERROR boom (kafka.Kafka$)\nCaused by: X"
+    assert process.excerpt("") == "(the log is empty)"
+    assert process.read_since(tmp_path / "missing.log", 0) == ""
+
+
+def test_java_command_uses_the_heap_setting_and_the_packaged_log4j(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, kafka_heap="384m")
+    paths = KafkaPaths.of(settings)
+    cmd = java_command(settings, tmp_path / "libs", paths, "kafka.Kafka", "x.properties")
+    assert "-Xmx384m" in cmd and cmd[-2:] == ["kafka.Kafka", "x.properties"]
+    assert cmd[cmd.index("-cp") + 1] == f"{tmp_path / 'libs'}/*"
+    log4j = next(a for a in cmd if a.startswith("-Dlog4j2.configurationFile="))
+    assert Path(log4j.split("=", 1)[1]).is_file()
+
+
+def test_packaged_pom_pins_kafka_logging_and_the_dependency_plugin() -> None:
+    pom = ET.parse(str(resources.files("prism.stack") / "resources" / "pom.xml")).getroot()
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    assert pom.findtext("m:packaging", namespaces=ns) == "pom"
+    props = {p.tag.split("}")[1]: p.text for p in pom.find("m:properties", ns)}
+    deps = {
+        d.findtext("m:artifactId", namespaces=ns): (d.findtext("m:version", namespaces=ns) or "")
+        .replace("${kafka.version}", props["kafka.version"])
+        .replace("${log4j.version}", props["log4j.version"])
+        for d in pom.iter("{http://maven.apache.org/POM/4.0.0}dependency")
+    }
+    assert deps == {
+        "kafka_2.13": "4.1.1",
+        "slf4j-api": "1.7.36",
+        "log4j-slf4j-impl": "2.24.3",
+        "log4j-api": "2.24.3",
+        "log4j-core": "2.24.3",
+    }
+    plugin = pom.find("m:build/m:plugins/m:plugin", ns)
+    assert plugin.findtext("m:artifactId", namespaces=ns) == "maven-dependency-plugin"
+    assert plugin.findtext("m:version", namespaces=ns).startswith("3.")
+
+
+def test_log4j_config_keeps_the_readiness_line_and_writes_to_the_data_dir() -> None:
+    text = (resources.files("prism.stack") / "resources" / "log4j2.properties").read_text()
+    props = dict(
+        (k.strip(), v.strip())
+        for k, v in (line.split("=", 1) for line in text.splitlines() if "=" in line)
+        if not k.startswith("#")
+    )
+    assert props["logger.raft.name"] == "kafka.server.KafkaRaftServer"
+    assert props["logger.raft.level"] == "INFO"
+    assert props["rootLogger.level"] == "WARN"
+    assert props["appender.file.fileName"].startswith("${sys:kafka.logs.dir}")
+
+
+def test_maven_command_and_cache_location(tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path)
+    libs = libs_dir(settings)
+    assert libs == tmp_path / "kafka-4.1.1" / "libs"
+    cmd = maven_command(settings, libs)
+    assert cmd[:3] == ["mvn", "-B", "-q"] and "dependency:copy-dependencies" in cmd
+    assert "-DincludeScope=runtime" in cmd and f"-DoutputDirectory={libs}" in cmd
+
+
+def test_a_complete_cache_is_used_without_maven(tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path)
+    libs = libs_dir(settings)
+    libs.mkdir(parents=True)
+    (libs / COMPLETE).write_text("ok\n")
+    assert ensure_jars(settings) == libs
+
+
+def test_unreachable_maven_message_says_what_to_do() -> None:
+    message = str(unreachable(Settings(allow_tansu=False), "mvn said: no route"))
+    assert "Maven Central" in message and "export PRISM_KAFKA_BOOTSTRAP=" in message
+    assert "Tansu" not in message and "no route" in message
+    assert "not implemented" in str(unreachable(Settings(allow_tansu=True), ""))
+
+
+def test_component_health() -> None:
+    row = ComponentStatus("kafka", "127.0.0.1:1", None, None, True, "metadata ok")
+    assert row.healthy  # a broker the user gave us has no pid of ours
+    assert not replace(row, alive=False).healthy  # ours, but its process died
+    assert not replace(row, reachable=False).healthy
+
+
+def test_stack_info_env_lines_are_the_three_addresses() -> None:
+    info = StackInfo("127.0.0.1:1", "redis://:p@127.0.0.1:2/0", "redis://q:r@127.0.0.1:2/0")
+    assert list(info.env_lines()) == [
+        "PRISM_KAFKA_BOOTSTRAP",
+        "PRISM_REDIS_URL",
+        "PRISM_REDIS_QUERY_URL",
+    ]
+
+
+def test_stack_commands_ignore_the_stack_file() -> None:
+    parser = build_parser()
+    for action in ("up", "down", "status"):
+        assert parser.parse_args(["stack", action]).use_stack_file is False
+    assert getattr(parser.parse_args(["topics", "list"]), "use_stack_file", True) is True
+    assert parser.parse_args(["topics", "create", "--partitions", "5"]).partitions == 5
+
+
+def test_state_lock_is_exclusive(tmp_path: Path) -> None:
+    lock = tmp_path / "stack.lock"
+    with locked(lock), open(lock) as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock) as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the block
+
+
+def test_free_ports_are_bindable_on_loopback() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
