@@ -43,8 +43,11 @@ test-integration: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# Benchmarks print ratios measured in one run; bench_replay needs `prism stack up`.
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_merge.py
+	$(PY) bench/bench_exact_merge.py
+	$(PY) bench/bench_replay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
