@@ -34,9 +34,7 @@ def test_redis_password_is_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "s3cret" not in repr(Settings())
 
 
-def test_stack_file_is_a_fallback_env_wins(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_stack_file_is_a_fallback_env_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PRISM_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("PRISM_KAFKA_BOOTSTRAP", raising=False)
     (tmp_path / "stack.env").write_text(
