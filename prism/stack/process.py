@@ -120,8 +120,3 @@ def excerpt(text: str, lines: int = 25) -> str:
     kept = [line for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith(("at ", "... "))]  # fmt: skip
     return "\n".join(kept[-lines:]) or "(the log is empty)"
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    """The last lines of a log, for error messages."""
-    return excerpt(read_since(path, 0), lines)
