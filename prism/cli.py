@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "prism.commands.data",
     "prism.commands.demo",
     "prism.commands.models",
+    "prism.commands.central",
 )
 
 

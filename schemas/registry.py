@@ -37,6 +37,7 @@ SCHEMA_NAMES = (
     "WeightSummary",
     "GlobalModel",
     "DeadLetter",
+    "CentralCheckpoint",
 )
 NAMESPACE = "prism"
 _AVRO_DIR = Path(__file__).parent / "avro"

@@ -67,6 +67,8 @@ class ModelSpec(abc.ABC):
     feature_axes: ClassVar[Mapping[str, tuple[int, ...]]]
     #: tensors holding counts (int64 on the wire, never quantized).
     count_tensors: ClassVar[frozenset[str]] = frozenset()
+    #: learns only from labelled events (a classifier); anomaly detectors learn from every event.
+    supervised: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod

@@ -73,6 +73,7 @@ class FraudLinear(ModelSpec):
     task = "fraud"
     feature_axes = {**SCALER_AXES, "weights": (0,)}
     count_tensors = frozenset({"count"})
+    supervised = True
 
     @property
     def params(self) -> dict[str, str]:

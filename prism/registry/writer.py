@@ -72,9 +72,20 @@ class RegistryWriter:
             raise RuntimeError("RegistryWriter.setup() was not called")
         return self._client
 
-    def publish_model(self, record: Mapping[str, Any], nodes: Iterable[NodeRecord] = ()) -> None:
-        """Store a GlobalModel record as current, in the bounded history, with node records."""
-        name = record["model_name"]
+    def publish_model(
+        self,
+        record: Mapping[str, Any],
+        nodes: Iterable[NodeRecord] = (),
+        *,
+        name: str | None = None,
+    ) -> None:
+        """Store a GlobalModel record as current, in the bounded history, with node records.
+
+        ``name`` is the registry entry (default: the record's model spec name);
+        a central worker publishes its shard under a name of its own so it
+        never shadows the merged global model of the same spec.
+        """
+        name = name or record["model_name"]
         data = self.codec.encode("GlobalModel", dict(record))
         with self.client.pipeline(transaction=True) as tx:
             tx.set(self.keys.current(name), data)

@@ -1,0 +1,142 @@
+"""Faust wiring of the central learner: one agent, mini-batches, manual acks.
+
+The agent reads the events topic and the labels topic together
+(co-partitioned: Faust's assignor gives partition p of both to one worker),
+in mini-batches from ``stream.noack_take``, and hands them to
+:class:`~streams.central.worker.CentralWorker`. Nothing here keeps state:
+River models never live in Faust tables (recovery can hang, in-place
+mutations are lost -- faust-streaming #74/#597/#651); they live in the
+worker and rest in Redis checkpoints.
+
+Acks are manual: a batch's messages are acknowledged only after a
+checkpoint covering them is stored, so the offsets Faust commits to Kafka
+never run ahead of the Redis checkpoint. A rebalance waits for every
+message to be acknowledged (Faust's ``wait_empty``), so a timer checkpoints
+at once when Faust stops the flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.central.worker import CentralWorker, RecordIn
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+
+
+@dataclass
+class _Acks:
+    """Events processed but not yet covered by a checkpoint."""
+
+    stream: Any = None
+    events: list = field(default_factory=list)
+
+
+def build_app(
+    worker: CentralWorker, *, bootstrap: str, datadir: str, idle_exit_s: float | None = None
+) -> faust.App:
+    config = worker.config
+    app = faust.App(
+        config.group_id,
+        broker=f"kafka://{bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        datadir=datadir,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4 * config.batch_size, 4096),
+        broker_max_poll_records=max(config.batch_size, 500),
+    )
+    source = app.topic(
+        worker.topics.events,
+        worker.topics.labels,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    )
+    lock = asyncio.Lock()
+    acks = _Acks()
+    idle = {"since": time.monotonic()}
+
+    async def settle(force: bool = False) -> None:
+        """Checkpoint if due (or forced) and acknowledge what the checkpoint covers."""
+        async with lock:
+            if force or worker.checkpoint_due():
+                worker.checkpoint()
+                pending, acks.events = acks.events, []
+                for event in pending:
+                    await acks.stream.ack(event)
+            if worker.summary_due():
+                worker.publish_summaries()
+
+    @app.agent(source, name="central-learn")
+    async def learn(stream: faust.Stream) -> None:
+        acks.stream = stream
+        try:
+            async for batch in stream.noack_take(config.batch_size, within=config.batch_wait_s):
+                records = [_record_in(event) for event in batch]
+                async with lock:
+                    worker.process(records)
+                    acks.events.extend(batch)
+                idle["since"] = time.monotonic()
+                await settle()
+        finally:  # graceful stop (SIGTERM): keep what was learned since the last checkpoint
+            if acks.events:
+                worker.checkpoint()
+            worker.publish_summaries()
+            worker.producer.flush(10)
+
+    def highwater(topic: str, partition: int) -> int | None:
+        return app.consumer.highwater(TP(topic, partition))
+
+    @app.timer(TICK_S)
+    async def tick() -> None:
+        flow_stopped = not app.consumer.flow_active
+        await settle(force=bool(acks.events) and flow_stopped)
+        worker.report_lag(highwater)
+        idle_for = time.monotonic() - idle["since"]
+        if idle_exit_s is not None and idle_for > idle_exit_s and worker.caught_up(highwater):
+            await settle(force=bool(acks.events))
+            async with lock:
+                worker.publish_summaries()
+            log.info("idle for %.1f s and caught up: stopping", idle_exit_s)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
+        async with lock:
+            worker.revoke({tp.partition for tp in revoked if tp.topic in _topics(worker)})
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set, **kwargs: Any) -> None:
+        async with lock:
+            worker.assign({tp.partition for tp in assigned if tp.topic in _topics(worker)})
+        idle["since"] = time.monotonic()
+
+    return app
+
+
+def _topics(worker: CentralWorker) -> tuple[str, str]:
+    return worker.topics.events, worker.topics.labels
+
+
+def _record_in(event: Any) -> RecordIn:
+    m = event.message
+    ts = int(m.timestamp * 1000) if m.timestamp else 0
+    return RecordIn(m.topic, m.partition, m.offset, m.key, m.value, ts)

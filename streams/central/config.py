@@ -1,0 +1,65 @@
+"""What a central worker is told at start: task, model, batching and cadences."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from streams.central.partition import LearnerConfig
+
+#: task -> (events topic, event schema, default model spec)
+TASKS: dict[str, tuple[str, str, str]] = {
+    "fraud": ("transactions", "Transaction", "fraud-linear"),
+    "iot": ("sensor-readings", "SensorReading", "iot-hst"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CentralConfig:
+    """Settings of one ``prism central run``; every field is a CLI flag.
+
+    ``group`` is the Kafka consumer group *and* the checkpoint namespace:
+    workers of one group split the partitions and hand partition state to one
+    another through the checkpoints. ``worker_id`` names this process in
+    scores, logs and the registry.
+    """
+
+    task: str = "fraud"
+    model: str | None = None
+    group: str | None = None
+    worker_id: str | None = None
+    batch_size: int = 1000
+    batch_wait_s: float = 0.05
+    checkpoint_every_events: int = 50_000
+    checkpoint_every_s: float = 2.0
+    summary_every_s: float = 10.0
+    metrics_port: int | None = None
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.batch_size < 1 or self.batch_wait_s <= 0:
+            raise ValueError("batch size must be >= 1 and the batch wait > 0 seconds")
+        if self.checkpoint_every_events < 1 or self.checkpoint_every_s <= 0:
+            raise ValueError("checkpoints need a positive event count and interval")
+
+    @property
+    def events_topic(self) -> str:
+        return TASKS[self.task][0]
+
+    @property
+    def event_schema(self) -> str:
+        return TASKS[self.task][1]
+
+    @property
+    def spec_name(self) -> str:
+        return self.model or TASKS[self.task][2]
+
+    @property
+    def group_id(self) -> str:
+        return self.group or f"prism-central-{self.task}"
+
+    @property
+    def worker(self) -> str:
+        return self.worker_id or f"{self.group_id}@{socket.gethostname()}"

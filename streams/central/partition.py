@@ -1,0 +1,400 @@
+"""One partition's prequential learner: score, wait for the label, learn.
+
+Pure state machine (no Kafka, Faust or Redis) in the Bytewax spirit: the
+worker feeds it decoded records with their offsets and publishes what it
+returns. Keeping one learner per partition is what makes restarts exact and
+rebalances safe: a partition's state moves with the partition, and its learn
+order depends only on that partition's records, never on how the consumer
+interleaves partitions or topics.
+
+Learn order, per partition:
+
+- unsupervised specs (``iot-*``) learn every event in event-offset order;
+- supervised specs (``fraud-linear``) learn an event with an inline label in
+  event-offset order, and an event with a late label in *label*-offset order.
+  A label consumed before its event waits at the head of a queue (later labels
+  wait behind it) until the event arrives, or until the partition's event
+  watermark has passed the label's time, which proves (events being in time
+  order within a partition) that the event is unknown here.
+
+Pending events (scored, label not yet known) expire on *label* time: once a
+label at ``ts`` is processed, events older than ``ts - ttl`` can no longer be
+labelled in time. Expiry, like learning, then depends only on the partition's
+own records. The store is also bounded by ``max_pending`` (oldest evicted,
+counted); only eviction under overflow depends on consumption timing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.metrics import WindowedMetrics
+from models.specs import ModelSpec
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Why a record could not be decoded (a codec reason code and message)."""
+
+    reason_code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """A decoded event (Transaction or SensorReading) at its Kafka position.
+
+    ``record`` is None when decoding failed (``error`` says why): the record
+    still takes its place in the partition's offset order, so it is
+    dead-lettered exactly when it is first consumed, never again on a replay.
+    """
+
+    offset: int
+    record: Mapping[str, Any] | None
+    raw: bytes | None
+    timestamp_ms: int = 0
+    error: Undecodable | None = None
+
+
+@dataclass(frozen=True)
+class LabelIn:
+    offset: int
+    record: Mapping[str, Any] | None
+    raw: bytes | None = None
+    error: Undecodable | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the worker turns into a ``Score`` record."""
+
+    event_id: str
+    ts: int
+    score: float
+    label: bool | None
+    timestamp_ms: int = 0
+
+
+@dataclass
+class Pending:
+    """A scored event waiting for its label; ``raw`` is what the checkpoint stores."""
+
+    event_id: str
+    ts: int
+    offset: int
+    score: float
+    x: dict[str, float]
+    raw: bytes
+
+
+@dataclass
+class WaitingLabel:
+    event_id: str
+    ts: int
+    label: bool
+    offset: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearnerConfig:
+    """Hyper-parameters of the join, not of the model."""
+
+    ttl_ms: int = 24 * 3_600_000
+    max_pending: int = 200_000
+    recent_size: int = 10_000
+    window_ms: int = 3_600_000
+    window_periods: int = 24
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record the learner refused after decoding; the worker dead-letters it."""
+
+    topic: str
+    offset: int
+    value: bytes | None
+    record: Mapping[str, Any] | None
+    reason_code: str
+    reason: str
+
+
+@dataclass
+class Changes:
+    """Pending-store and recent-id changes since the last checkpoint (incremental writes)."""
+
+    added: dict[str, Pending] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+    recent: list[str] = field(default_factory=list)
+
+    def add(self, p: Pending) -> None:
+        self.added[p.event_id] = p
+        self.removed.discard(p.event_id)
+
+    def remove(self, event_id: str) -> None:
+        if self.added.pop(event_id, None) is None:
+            self.removed.add(event_id)
+
+
+class PartitionLearner:
+    """Prequential learning for one partition of the events and labels topics."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        partition: int,
+        *,
+        events_topic: str,
+        labels_topic: str,
+        config: LearnerConfig | None = None,
+    ) -> None:
+        self.spec = spec
+        self.partition = partition
+        self.events_topic, self.labels_topic = events_topic, labels_topic
+        self.config = config or LearnerConfig()
+        self.model = spec.new_model()
+        #: topic -> next offset to process; absent until the first record.
+        self.offsets: dict[str, int] = {}
+        self.pending: dict[str, Pending] = {}
+        self.waiting: deque[WaitingLabel] = deque()
+        self.recent: deque[str] = deque(maxlen=self.config.recent_size)
+        self._recent_set: Counter[str] = Counter()
+        self.event_watermark = -1
+        self.label_watermark = -1
+        self.counters: Counter[str] = Counter()
+        self.metrics = WindowedMetrics(self.config.window_ms, self.config.window_periods)
+        self.changes = Changes()
+        self.rejected: list[Rejected] = []
+
+    # -- positions -----------------------------------------------------------
+    def fresh(self, topic: str, offset: int) -> bool:
+        """True (and the position advances) unless ``offset`` was already processed.
+
+        After a restart the consumer re-reads from its committed offset, which
+        may lag the checkpoint; those records are skipped here, so none is
+        learned twice.
+        """
+        expected = self.offsets.get(topic)
+        if expected is not None and offset < expected:
+            self.counters["replayed-skipped"] += 1
+            return False
+        if expected is not None and offset > expected:
+            self.counters["offset-gaps"] += 1
+        self.offsets[topic] = offset + 1
+        return True
+
+    # -- events --------------------------------------------------------------
+    def take_events(self, events: Iterable[EventIn]) -> list[Scored]:
+        """Score a mini-batch with the current model, then learn what can be learned."""
+        batch: list[EventIn] = []
+        in_batch: set[str] = set()
+        for e in events:
+            if not self.fresh(self.events_topic, e.offset):
+                continue
+            if e.record is None:
+                self._undecodable(self.events_topic, e.offset, e.raw, e.error)
+            elif not self._duplicate(e, in_batch):
+                batch.append(e)
+                in_batch.add(e.record["event_id"])
+        if not batch:
+            return []
+        groups = self._groups(batch)
+        scores = np.empty(len(batch))
+        for features, (rows, X) in groups.items():
+            scores[rows] = self.spec.score_many(self.model, X, features)
+        learn_batch = not self.spec.supervised and len(groups) == 1
+        out: list[Scored] = []
+        for event, score in zip(batch, scores.tolist(), strict=True):
+            r = event.record
+            eid, ts, label, x = r["event_id"], int(r["ts"]), r.get("label"), r["features"]
+            out.append(Scored(eid, ts, score, label, event.timestamp_ms))
+            self.event_watermark = max(self.event_watermark, ts)
+            self._remember(eid)
+            self.counters["scored"] += 1
+            if not self.spec.supervised and not learn_batch:
+                self._learn(x, None)
+            if label is not None:
+                self._labelled(ts, bool(label), score)
+                if self.spec.supervised:
+                    self._learn(x, bool(label))
+            else:
+                self._hold(Pending(eid, ts, event.offset, score, dict(x), event.raw))
+        if learn_batch:  # one feature set: the spec's batch path, same order
+            ((features, (_, X)),) = groups.items()
+            self.spec.learn_many(self.model, X, features)
+            self.counters["learned"] += len(batch)
+        self._drain()
+        return out
+
+    def _duplicate(self, event: EventIn, in_batch: set[str]) -> bool:
+        eid = event.record["event_id"]
+        if eid in in_batch or eid in self.pending or self._recent_set[eid] > 0:
+            self.counters["duplicate-events"] += 1
+            self.rejected.append(
+                Rejected(
+                    self.events_topic,
+                    event.offset,
+                    event.raw,
+                    None,
+                    "duplicate-event",
+                    f"event id {eid!r} was already scored in partition {self.partition}",
+                )
+            )
+            return True
+        return False
+
+    @staticmethod
+    def _groups(batch: list[EventIn]) -> dict[tuple[str, ...], tuple[list[int], np.ndarray]]:
+        """Rows by feature set, as matrices: rows with other keys are never zero-filled."""
+        rows: dict[tuple[str, ...], list[int]] = {}
+        for i, e in enumerate(batch):
+            rows.setdefault(tuple(sorted(e.record["features"])), []).append(i)
+        return {
+            features: (
+                idx,
+                np.array(
+                    [[batch[i].record["features"][f] for f in features] for i in idx],
+                    dtype=np.float64,
+                ).reshape(len(idx), len(features)),
+            )
+            for features, idx in rows.items()
+        }
+
+    def _remember(self, event_id: str) -> None:
+        if len(self.recent) == self.recent.maxlen:
+            old = self.recent[0]
+            self._recent_set[old] -= 1
+            if self._recent_set[old] <= 0:
+                del self._recent_set[old]
+        self.recent.append(event_id)
+        self._recent_set[event_id] += 1
+        self.changes.recent.append(event_id)
+
+    def _learn(self, x: Mapping[str, float], y: bool | None) -> None:
+        self.spec.learn_one(self.model, x, y)
+        self.counters["learned"] += 1
+
+    def _labelled(self, ts: int, label: bool, score: float) -> None:
+        self.metrics.update(ts, label, score)
+        self.counters["labelled"] += 1
+
+    def _hold(self, p: Pending) -> None:
+        self.pending[p.event_id] = p
+        self.changes.add(p)
+        while len(self.pending) > self.config.max_pending:
+            oldest = next(iter(self.pending))
+            self._drop(oldest, "evicted")
+
+    def _drop(self, event_id: str, why: str) -> None:
+        del self.pending[event_id]
+        self.changes.remove(event_id)
+        self.counters[why] += 1
+
+    # -- labels --------------------------------------------------------------
+    def take_labels(self, labels: Iterable[LabelIn]) -> None:
+        for item in labels:
+            if not self.fresh(self.labels_topic, item.offset):
+                continue
+            r = item.record
+            if r is None:
+                self._undecodable(self.labels_topic, item.offset, item.raw, item.error)
+                continue
+            ts = int(r["ts"])
+            self.label_watermark = max(self.label_watermark, ts)
+            self.waiting.append(WaitingLabel(r["event_id"], ts, bool(r["label"]), item.offset))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Resolve waiting labels in label-offset order; stop at one whose event may still come."""
+        while self.waiting:
+            head = self.waiting[0]
+            self._expire(head.ts)
+            pending = self.pending.get(head.event_id)
+            if pending is not None:
+                self.pending.pop(head.event_id)
+                self.changes.remove(head.event_id)
+                self._labelled(pending.ts, head.label, pending.score)
+                if self.spec.supervised:
+                    self._learn(pending.x, head.label)
+            elif self._recent_set[head.event_id] > 0:
+                self._reject_label(
+                    head,
+                    "label-not-pending",
+                    "its event was labelled inline, already labelled or expired",
+                )
+            elif self.event_watermark > head.ts:
+                self._reject_label(
+                    head,
+                    "label-unknown-event",
+                    "no event with this id came before the label's time",
+                )
+            else:
+                return
+            self.waiting.popleft()
+
+    def _reject_label(self, head: WaitingLabel, code: str, why: str) -> None:
+        self.counters[code] += 1
+        record = {"event_id": head.event_id, "ts": head.ts, "label": head.label, "site_id": None}
+        self.rejected.append(
+            Rejected(
+                self.labels_topic,
+                head.offset,
+                None,
+                record,
+                code,
+                f"label for {head.event_id!r}: {why}",
+            )
+        )
+
+    def _undecodable(self, topic: str, offset: int, raw: bytes | None, error: Any) -> None:
+        code, why = (error.reason_code, error.reason) if error else ("undecodable", "no reason")
+        self.counters[f"bad-{code}"] += 1
+        self.rejected.append(Rejected(topic, offset, raw, None, code, why))
+
+    def _expire(self, label_ts: int) -> None:
+        horizon = label_ts - self.config.ttl_ms
+        while self.pending:
+            oldest = next(iter(self.pending.values()))
+            if oldest.ts >= horizon:
+                return
+            self._drop(oldest.event_id, "expired")
+
+    # -- checkpoints ---------------------------------------------------------
+    def clear_changes(self) -> None:
+        """Called once a checkpoint holding :attr:`changes` is stored (not before: a failed
+        write keeps them for the next attempt)."""
+        self.changes = Changes()
+
+    def take_rejected(self) -> list[Rejected]:
+        """Records refused since the last call, for the dead-letter topic."""
+        rejected, self.rejected = self.rejected, []
+        return rejected
+
+    def restore(
+        self,
+        *,
+        model: Any,
+        offsets: Mapping[str, int],
+        pending: Iterable[Pending],
+        waiting: Iterable[WaitingLabel],
+        recent: Iterable[str],
+        event_watermark: int,
+        label_watermark: int,
+        counters: Mapping[str, int],
+    ) -> None:
+        """Load a checkpoint's state (the checkpoint module decodes it)."""
+        self.model = model
+        self.offsets = dict(offsets)
+        self.pending = {p.event_id: p for p in sorted(pending, key=lambda p: p.offset)}
+        self.waiting = deque(waiting)
+        self.recent.clear()
+        self._recent_set.clear()
+        for eid in recent:
+            self._remember(eid)
+        self.event_watermark, self.label_watermark = event_watermark, label_watermark
+        self.counters = Counter(dict(counters))
+        self.changes = Changes()

@@ -1,0 +1,100 @@
+"""Composition root of ``prism central run``: real adapters in, Faust worker out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from confluent_kafka import Producer
+
+from prism.errors import StackError
+from prism.registry import RegistryWriter
+from prism.settings import Settings
+from schemas import Codec
+from streams.central.checkpoint import CheckpointStore
+from streams.central.config import CentralConfig
+from streams.central.worker import CentralWorker, Topics
+from streams.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(bootstrap: str) -> dict[str, Any]:
+    """Idempotent, batched: scores are many and small; a retry never duplicates one."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "compression.type": "lz4",
+    }
+
+
+def topics_for(settings: Settings, config: CentralConfig) -> Topics:
+    return Topics(
+        events=settings.topic(config.events_topic),
+        labels=settings.topic("labels"),
+        scores=settings.topic("scores"),
+        model_updates=settings.topic("model-updates"),
+        dead_letter=settings.topic("dead-letter"),
+    )
+
+
+def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
+    """A worker wired to the configured Kafka and Redis (connections made here)."""
+    if settings.kafka_bootstrap is None or settings.redis_url is None:
+        raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
+    codec = Codec(settings.encoding, settings.max_message_bytes)
+    redis_url = settings.redis_url.get_secret_value()
+    client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    registry = RegistryWriter(redis_url, codec=codec).setup()
+    telemetry = Telemetry(f"central-{config.task}")
+    store = CheckpointStore(
+        client,
+        group=config.group_id,
+        worker_id=config.worker,
+        event_schema=config.event_schema,
+        codec=codec,
+    )
+    producer = Producer(producer_config(settings.kafka_bootstrap))
+    return CentralWorker(
+        config,
+        topics_for(settings, config),
+        producer=producer,
+        store=store,
+        registry=registry,
+        codec=codec,
+        telemetry=telemetry,
+    )
+
+
+def run(settings: Settings, config: CentralConfig, *, idle_exit_s: float | None = None) -> int:
+    """Run the Faust worker until SIGTERM/SIGINT (or idle with no lag, if asked)."""
+    import faust  # imported here: the rest of the CLI must not pay for Faust
+
+    from streams.central.app import build_app
+
+    worker = build_worker(settings, config)
+    if config.metrics_port is not None:
+        port = worker.telemetry.serve(config.metrics_port)
+        log.info("metrics endpoint http://127.0.0.1:%s/metrics", port)
+    datadir = settings.state_dir / "faust" / config.worker.replace("/", "_")
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = build_app(
+        worker,
+        bootstrap=settings.kafka_bootstrap or "",
+        datadir=str(datadir),
+        idle_exit_s=idle_exit_s,
+    )
+    log.info(
+        "central worker starting worker=%s group=%s model=%s topics=%s,%s",
+        config.worker,
+        config.group_id,
+        config.spec_name,
+        worker.topics.events,
+        worker.topics.labels,
+    )
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    return 0

@@ -1,0 +1,360 @@
+"""The central worker's core: decode a batch, drive the partition learners, produce.
+
+No Faust here (the app module wires this into an agent), so the whole flow --
+decode with an error boundary, score, join labels, checkpoint, publish -- runs
+the same in a Faust worker and in tests that hand it records directly.
+
+Ordering that makes the guarantees hold:
+
+1. scores and dead letters of a batch are handed to the producer;
+2. a checkpoint first *flushes* the producer, then writes every owned
+   partition's state and next offsets to Redis in one transaction;
+3. only then are the batch's Kafka messages acknowledged (the app module), so
+   the group's committed offsets never run ahead of a checkpoint.
+
+A crash anywhere replays from the checkpoint: records before its offsets are
+skipped by the learners, later ones are scored again (scores are at-least-once,
+keyed by event id) and learned exactly once into the restored model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models.merge import Contributor, merge
+from models.metrics import BinaryMetrics
+from models.serialization import global_model_record, weight_summary_record
+from models.specs import get_spec
+from schemas import Codec, SchemaError
+from streams.central.checkpoint import CheckpointStore
+from streams.central.config import CentralConfig
+from streams.central.partition import EventIn, LabelIn, PartitionLearner, Undecodable
+from streams.dead_letters import DeadLetters
+from streams.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecordIn:
+    """A consumed Kafka record, whatever the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: str
+    labels: str
+    scores: str
+    model_updates: str
+    dead_letter: str
+
+
+class CentralWorker:
+    """Owns the partition learners of one process and everything they publish."""
+
+    def __init__(
+        self,
+        config: CentralConfig,
+        topics: Topics,
+        *,
+        producer: Any,
+        store: CheckpointStore,
+        registry: Any,
+        codec: Codec,
+        telemetry: Telemetry,
+    ) -> None:
+        self.config, self.topics = config, topics
+        self.spec = get_spec(config.spec_name)
+        if self.spec.task != config.task:
+            raise ValueError(
+                f"model {self.spec.name!r} is a {self.spec.task} model, not {config.task}"
+            )
+        self.producer, self.store, self.registry = producer, store, registry
+        self.codec, self.telemetry = codec, telemetry
+        self.service = f"central-{config.task}"
+        self.dead = DeadLetters(
+            producer, topics.dead_letter, service=self.service, codec=codec, telemetry=telemetry
+        )
+        self.learners: dict[int, PartitionLearner] = {}
+        self._since_checkpoint = 0
+        self._last_checkpoint = self._last_summary = self._last_rate = time.monotonic()
+        self._events_since_rate = 0
+        self._sequence = 0
+        self._version = 0
+
+    # -- assignment ----------------------------------------------------------
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Take over partitions, restoring each from its checkpoint if there is one."""
+        for p in sorted(set(partitions) - set(self.learners)):
+            learner = PartitionLearner(
+                self.spec,
+                p,
+                events_topic=self.topics.events,
+                labels_topic=self.topics.labels,
+                config=self.config.learner,
+            )
+            restored = self.store.load(learner)
+            self.learners[p] = learner
+            log.info(
+                "partition assigned worker=%s partition=%s restored=%s offsets=%s",
+                self.config.worker,
+                p,
+                restored,
+                learner.offsets,
+            )
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Checkpoint, then let go of partitions: their next owner resumes from here."""
+        gone = [p for p in partitions if p in self.learners]
+        if gone:
+            self.checkpoint([self.learners[p] for p in gone])
+            for p in gone:
+                del self.learners[p]
+            log.info("partitions revoked worker=%s partitions=%s", self.config.worker, gone)
+
+    # -- the hot path --------------------------------------------------------
+    def process(self, records: Sequence[RecordIn]) -> int:
+        """Decode, score, learn one mini-batch; returns the number of events scored."""
+        events: dict[int, list[EventIn]] = {}
+        labels: dict[int, list[LabelIn]] = {}
+        for rec in records:
+            self._route(rec, events, labels)
+        scored = 0
+        for p in sorted(set(events) | set(labels)):
+            learner = self.learners[p]
+            try:
+                if p in events:
+                    scored += self._emit_scores(learner.take_events(events[p]))
+                if p in labels:
+                    learner.take_labels(labels[p])
+            except Exception as e:  # the per-event boundary's last line: never die on a batch
+                log.exception("learner failed worker=%s partition=%s", self.config.worker, p)
+                self._dead_batch(p, events.get(p, []), labels.get(p, []), e)
+            for rej in learner.take_rejected():
+                value = rej.value
+                if value is None and rej.record is not None:
+                    value = self.codec.encode("Label", dict(rej.record))
+                self.dead.send(
+                    topic=rej.topic,
+                    partition=p,
+                    offset=rej.offset,
+                    key=None,
+                    value=value,
+                    reason_code=rej.reason_code,
+                    reason=rej.reason,
+                )
+        self.producer.poll(0)
+        self._since_checkpoint += len(records)
+        self._events_since_rate += scored
+        self.telemetry.events.labels(self.service, "events").inc(scored)
+        return scored
+
+    def _route(self, rec: RecordIn, events: dict, labels: dict) -> None:
+        if rec.partition not in self.learners:
+            return  # revoked while buffered: its next owner reads it from the checkpoint on
+        is_event = rec.topic == self.topics.events
+        record, error = self._decode(rec, self.config.event_schema if is_event else "Label")
+        if is_event:
+            events.setdefault(rec.partition, []).append(
+                EventIn(rec.offset, record, rec.value, rec.timestamp_ms, error)
+            )
+        else:
+            labels.setdefault(rec.partition, []).append(
+                LabelIn(rec.offset, record, rec.value, error)
+            )
+
+    def _decode(self, rec: RecordIn, schema: str) -> tuple[dict | None, Undecodable | None]:
+        try:
+            if rec.value is None:
+                raise SchemaError("empty", "a record without a value (tombstone)")
+            return self.codec.decode(rec.value, expected=schema), None
+        except SchemaError as e:
+            return None, Undecodable(e.reason_code, str(e))
+
+    def _emit_scores(self, scored: list) -> int:
+        now = time.time() * 1000
+        worker, name = self.config.worker, self.spec.name
+        for s in scored:
+            record = {
+                "event_id": s.event_id,
+                "ts": s.ts,
+                "scored_at": int(now),
+                "node_id": worker,
+                "model_name": name,
+                "model_version": 0,
+                "source": "central",
+                "score": s.score,
+                "label": s.label,
+                "latency_ms": max(now - s.timestamp_ms, 0.0) if s.timestamp_ms else 0.0,
+            }
+            key = s.event_id.encode()
+            self.producer.produce(self.topics.scores, self.codec.encode("Score", record), key=key)
+        return len(scored)
+
+    def _dead_batch(
+        self, p: int, events: list[EventIn], labels: list[LabelIn], e: Exception
+    ) -> None:
+        reason = f"processing failed: {type(e).__name__}: {e}"
+        for ev in events:
+            self.dead.send(
+                topic=self.topics.events,
+                partition=p,
+                offset=ev.offset,
+                key=None,
+                value=ev.raw,
+                reason_code="processing-error",
+                reason=reason,
+            )
+        for lb in labels:
+            self.dead.send(
+                topic=self.topics.labels,
+                partition=p,
+                offset=lb.offset,
+                key=None,
+                value=lb.raw,
+                reason_code="processing-error",
+                reason=reason,
+            )
+
+    # -- cadences ------------------------------------------------------------
+    def checkpoint_due(self) -> bool:
+        elapsed = time.monotonic() - self._last_checkpoint
+        return self._since_checkpoint > 0 and (
+            self._since_checkpoint >= self.config.checkpoint_every_events
+            or elapsed >= self.config.checkpoint_every_s
+        )
+
+    def checkpoint(self, learners: Sequence[PartitionLearner] | None = None) -> None:
+        """Flush what was produced, then store state + offsets in one Redis transaction."""
+        learners = list(self.learners.values()) if learners is None else list(learners)
+        remaining = self.producer.flush(30)
+        if remaining:
+            raise RuntimeError(f"{remaining} scores/dead letters not delivered; not checkpointing")
+        self.store.save(learners)
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self.telemetry.checkpoints.labels(self.service).inc()
+        self._update_gauges()
+
+    def summary_due(self) -> bool:
+        return time.monotonic() - self._last_summary >= self.config.summary_every_s
+
+    def publish_summaries(self) -> int:
+        """Each owned partition's WeightSummary (tier=central) + this worker's model in Redis."""
+        self._last_summary = time.monotonic()
+        live = [lr for lr in self.learners.values() if lr.counters["learned"] > 0]
+        if not live:
+            return 0
+        now_ms = int(time.time() * 1000)
+        self._sequence = max(self._sequence + 1, now_ms)  # increasing across restarts
+        summaries = []
+        for lr in live:
+            s = self.spec.summarize(lr.model).with_provenance(
+                node_id=f"{self.config.group_id}/p{lr.partition}",
+                sequence=self._sequence,
+                base_version=0,
+            )
+            summaries.append(s)
+            record = weight_summary_record(
+                s,
+                tier="central",
+                created_at_ms=now_ms,
+                metrics=lr.metrics.total().to_dict(),
+                meta={"worker": self.config.worker, "partition": str(lr.partition)},
+            )
+            self.producer.produce(
+                self.topics.model_updates,
+                self.codec.encode("WeightSummary", record),
+                key=s.node_id.encode(),
+            )
+        self.telemetry.summaries.labels(self.service).inc(len(summaries))
+        self._publish_registry(summaries, now_ms)
+        self.producer.poll(0)
+        return len(summaries)
+
+    def _publish_registry(self, summaries: list, now_ms: int) -> None:
+        strategy = "fedavg" if self.spec.learned_vector(summaries[0]).size else "exact"
+        result = merge(summaries, strategy)
+        self._version += 1
+        record = global_model_record(
+            result.summary,
+            version=self._version,
+            parent_version=self._version - 1,
+            strategy=f"central-shard:{strategy}",
+            created_at_ms=now_ms,
+            contributors=[Contributor(s.node_id, s.sequence, s.n_samples) for s in summaries],
+            metrics=self.metrics(),
+        )
+        self.registry.publish_model(record, name=self.registry_name)
+
+    @property
+    def registry_name(self) -> str:
+        """Where ``prism models show`` finds this worker's model."""
+        return f"{self.spec.name}@{self.config.worker}"
+
+    # -- metrics -------------------------------------------------------------
+    def window(self) -> BinaryMetrics:
+        total = BinaryMetrics()
+        for lr in self.learners.values():
+            total = total + lr.metrics.total()
+        return total
+
+    def metrics(self) -> dict[str, float]:
+        """Sliding-window prequential metrics + counters, for Redis and Prometheus."""
+        out = {f"window_{k}": v for k, v in self.window().to_dict().items()}
+        counters: dict[str, float] = {}
+        for lr in self.learners.values():
+            for k, v in lr.counters.items():
+                counters[k] = counters.get(k, 0.0) + float(v)
+        out |= {k.replace("-", "_"): v for k, v in counters.items()}
+        out["pending"] = float(sum(len(lr.pending) for lr in self.learners.values()))
+        out["events_per_s"] = self._rate()
+        return out
+
+    def _rate(self) -> float:
+        now = time.monotonic()
+        elapsed = max(now - self._last_rate, 1e-9)
+        rate = self._events_since_rate / elapsed
+        if elapsed >= 1.0:
+            self._last_rate, self._events_since_rate = now, 0
+            self.telemetry.events_per_s.labels(self.service).set(rate)
+        return rate
+
+    def _update_gauges(self) -> None:
+        window = self.window().to_dict()
+        for key in ("roc_auc", "f1", "precision", "recall"):
+            if key in window:
+                self.telemetry.metric.labels(self.service, key).set(window[key])
+        self.telemetry.pending.labels(self.service).set(
+            sum(len(lr.pending) for lr in self.learners.values())
+        )
+        self._rate()
+
+    # -- lag -----------------------------------------------------------------
+    def _lags(self, highwater: Any) -> list[tuple[str, int, int | None]]:
+        out = []
+        for p, lr in self.learners.items():
+            for topic in (self.topics.events, self.topics.labels):
+                hw = highwater(topic, p)
+                out.append((topic, p, None if hw is None else hw - lr.offsets.get(topic, 0)))
+        return out
+
+    def report_lag(self, highwater: Any) -> None:
+        """``highwater(topic, partition)`` -> end offset or None (not fetched yet)."""
+        for topic, p, lag in self._lags(highwater):
+            if lag is not None:
+                self.telemetry.lag.labels(self.service, topic, str(p)).set(max(lag, 0))
+
+    def caught_up(self, highwater: Any) -> bool:
+        return all(lag is None or lag <= 0 for _, _, lag in self._lags(highwater))

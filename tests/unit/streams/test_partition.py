@@ -1,0 +1,187 @@
+"""The partition learner's join, order and bookkeeping -- pure, no Kafka or Redis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.specs import get_spec
+from streams.central.partition import (
+    EventIn,
+    LabelIn,
+    LearnerConfig,
+    PartitionLearner,
+    Undecodable,
+)
+
+EV, LB = "tx", "labels"
+T0 = 1_700_000_000_000
+
+
+def learner(spec: str = "fraud-linear", **config: int) -> PartitionLearner:
+    return PartitionLearner(
+        get_spec(spec), 0, events_topic=EV, labels_topic=LB, config=LearnerConfig(**config)
+    )
+
+
+def event(offset: int, eid: str, ts: int, x: float, label: bool | None = None) -> EventIn:
+    record = {"event_id": eid, "ts": ts, "features": {"a": x, "b": 1.0 - x}, "label": label}
+    return EventIn(offset, record, f"raw-{eid}".encode())
+
+
+def label(offset: int, eid: str, ts: int, y: bool) -> LabelIn:
+    return LabelIn(offset, {"event_id": eid, "ts": ts, "label": y, "site_id": None})
+
+
+def tensors(lr: PartitionLearner) -> dict[str, np.ndarray]:
+    s = lr.spec.summarize(lr.model)
+    return {k: np.asarray(v, dtype=float) for k, v in s.tensors.items()} | {
+        "n": np.array([s.n_samples], dtype=float)
+    }
+
+
+def assert_same_model(a: PartitionLearner, b: PartitionLearner) -> None:
+    ta, tb = tensors(a), tensors(b)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        np.testing.assert_allclose(ta[k], tb[k], rtol=0, atol=1e-9, err_msg=k)
+
+
+def test_scores_with_the_model_before_learning_the_event() -> None:
+    lr = learner()
+    first = lr.take_events([event(0, "e0", T0, 3.0, label=True)])
+    assert first[0].score == pytest.approx(0.5)  # untrained logistic model
+    assert lr.counters["learned"] == 1 and lr.counters["labelled"] == 1
+    second = lr.take_events([event(1, "e1", T0 + 1, 3.0, label=True)])
+    assert second[0].score > 0.5  # learned from e0 before scoring e1
+
+
+def test_late_label_learns_the_held_event_then_forgets_it() -> None:
+    lr = learner()
+    lr.take_events([event(0, "e0", T0, 1.0)])
+    assert "e0" in lr.pending and lr.counters["learned"] == 0
+    assert "e0" in lr.changes.added
+    lr.take_labels([label(0, "e0", T0 + 5, True)])
+    assert lr.counters["learned"] == 1 and not lr.pending
+    assert "e0" not in lr.changes.added and lr.metrics.total().n == 1
+
+
+def test_a_label_before_its_event_waits_and_later_labels_wait_behind_it() -> None:
+    lr = learner()
+    lr.take_events([event(0, "e1", T0, 0.2)])
+    lr.take_labels([label(0, "e0", T0 + 10, True), label(1, "e1", T0 + 11, False)])
+    assert lr.counters["learned"] == 0 and len(lr.waiting) == 2
+    lr.take_events([event(1, "e0", T0 + 1, 0.9)])
+    assert lr.counters["learned"] == 2 and not lr.waiting and not lr.pending
+
+
+def test_label_for_an_unknown_event_is_rejected_once_events_pass_its_time() -> None:
+    lr = learner()
+    lr.take_labels([label(0, "ghost", T0 + 10, True)])
+    assert lr.waiting and not lr.take_rejected()
+    lr.take_events([event(0, "e1", T0 + 11, 0.5)])
+    (rej,) = lr.take_rejected()
+    assert (rej.topic, rej.offset, rej.reason_code) == (LB, 0, "label-unknown-event")
+    assert lr.counters["label-unknown-event"] == 1 and not lr.waiting
+
+
+def test_second_label_of_an_event_is_rejected_not_learned() -> None:
+    lr = learner()
+    lr.take_events([event(0, "e0", T0, 0.5)])
+    lr.take_labels([label(0, "e0", T0 + 1, True), label(1, "e0", T0 + 2, False)])
+    assert lr.counters["learned"] == 1 and lr.counters["label-not-pending"] == 1
+
+
+def test_pending_events_expire_on_label_time_and_are_counted() -> None:
+    lr = learner(ttl_ms=100)
+    lr.take_events([event(0, "old", T0, 0.5), event(1, "new", T0 + 150, 0.5)])
+    lr.take_labels([label(0, "new", T0 + 160, True)])  # horizon T0+60: "old" is past it
+    assert lr.counters["expired"] == 1 and not lr.pending
+    assert lr.changes.added == {} and lr.changes.removed == set()  # never checkpointed
+
+
+def test_pending_store_is_bounded() -> None:
+    lr = learner(max_pending=3)
+    lr.take_events([event(i, f"e{i}", T0 + i, 0.5) for i in range(5)])
+    assert list(lr.pending) == ["e2", "e3", "e4"] and lr.counters["evicted"] == 2
+
+
+def test_duplicate_event_ids_are_rejected_within_and_across_batches() -> None:
+    lr = learner()
+    out = lr.take_events([event(0, "e0", T0, 0.5), event(1, "e0", T0, 0.5)])
+    out += lr.take_events([event(2, "e0", T0, 0.5)])
+    assert len(out) == 1 and lr.counters["duplicate-events"] == 2
+    assert [r.reason_code for r in lr.take_rejected()] == ["duplicate-event"] * 2
+
+
+def test_offsets_already_processed_are_skipped_not_relearned() -> None:
+    lr = learner()
+    lr.take_events([event(0, "e0", T0, 0.5, True), event(1, "e1", T0, 0.5, True)])
+    out = lr.take_events([event(1, "e1", T0, 0.5, True), event(2, "e2", T0, 0.5, True)])
+    assert [s.event_id for s in out] == ["e2"] and lr.counters["learned"] == 3
+    assert lr.counters["replayed-skipped"] == 1 and lr.offsets[EV] == 3
+
+
+def test_undecodable_records_keep_their_place_and_are_rejected_once() -> None:
+    lr = learner()
+    bad = EventIn(1, None, b"\x00junk", error=Undecodable("bad-marker", "not Avro"))
+    lr.take_events([event(0, "e0", T0, 0.5, True), bad, event(2, "e2", T0, 0.5, True)])
+    (rej,) = lr.take_rejected()
+    assert (rej.offset, rej.value, rej.reason_code) == (1, b"\x00junk", "bad-marker")
+    lr.take_events([bad])  # consumed again after a restart: already behind the position
+    assert not lr.take_rejected() and lr.counters["learned"] == 2
+
+
+def test_unsupervised_spec_learns_every_event_in_one_batch_call() -> None:
+    lr = learner("iot-gauss")
+    rng = np.random.default_rng(1)
+    batch = [event(i, f"e{i}", T0 + i, float(v)) for i, v in enumerate(rng.normal(size=50))]
+    lr.take_events(batch)
+    ref = learner("iot-gauss")
+    for e in batch:
+        ref.spec.learn_one(ref.model, e.record["features"])
+    assert lr.counters["learned"] == 50 and len(lr.pending) == 50  # held for the metric only
+    assert_same_model(lr, ref)
+
+
+def _log(n: int, seed: int) -> tuple[list[EventIn], list[LabelIn]]:
+    """A partition's events (time order) and late labels (label-time order)."""
+    rng = np.random.default_rng(seed)
+    ts = T0 + np.cumsum(rng.integers(1, 50, size=n))
+    due = ts + rng.integers(0, 400, size=n)
+    events = [event(i, f"e{i}", int(ts[i]), float(rng.normal())) for i in range(n)]
+    order = np.argsort(due, kind="stable")
+    labels = [label(j, f"e{i}", int(due[i]), bool(rng.random() < 0.3)) for j, i in enumerate(order)]
+    return events, labels
+
+
+def _consume(lr: PartitionLearner, events: list, labels: list, choices: list[int]) -> None:
+    """Feed the two topics in an interleaving and batch sizes drawn by ``choices``."""
+    ei = li = 0
+    for c in choices + [10**6] * 2:
+        size = 1 + c // 2
+        if c % 2 == 0 and ei < len(events) or li >= len(labels):
+            lr.take_events(events[ei : ei + size])
+            ei += size
+        else:
+            lr.take_labels(labels[li : li + size])
+            li += size
+        if ei >= len(events) and li >= len(labels):
+            return
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**16), st.lists(st.integers(0, 40), max_size=60))
+def test_learn_order_does_not_depend_on_interleaving_or_batches(seed: int, choices: list) -> None:
+    """The restart-exactness guarantee rests on this: same partition log, same model."""
+    events, labels = _log(60, seed)
+    canonical = learner(ttl_ms=300)
+    canonical.take_events(events)
+    canonical.take_labels(labels)
+    other = learner(ttl_ms=300)
+    _consume(other, events, labels, choices)
+    assert_same_model(canonical, other)
+    for key in ("learned", "expired", "label-not-pending", "label-unknown-event"):
+        assert canonical.counters[key] == other.counters[key], key
