@@ -125,7 +125,28 @@ class CentralWorker:
 
     # -- the hot path --------------------------------------------------------
     def process(self, records: Sequence[RecordIn]) -> int:
-        """Decode, score, learn one mini-batch; returns the number of events scored."""
+        """Decode, score, learn one mini-batch; returns the number of events scored.
+
+        Never raises on data: an unexpected failure dead-letters the batch's
+        records (Faust would otherwise restart the agent and stop committing).
+        """
+        try:
+            return self._process(records)
+        except Exception as e:
+            log.exception("batch failed worker=%s records=%d", self.config.worker, len(records))
+            for rec in records:
+                self.dead.send(
+                    topic=rec.topic,
+                    partition=rec.partition,
+                    offset=rec.offset,
+                    key=rec.key,
+                    value=rec.value,
+                    reason_code="processing-error",
+                    reason=f"processing failed: {type(e).__name__}: {e}",
+                )
+            return 0
+
+    def _process(self, records: Sequence[RecordIn]) -> int:
         events: dict[int, list[EventIn]] = {}
         labels: dict[int, list[LabelIn]] = {}
         for rec in records:
@@ -175,9 +196,9 @@ class CentralWorker:
             )
 
     def _decode(self, rec: RecordIn, schema: str) -> tuple[dict | None, Undecodable | None]:
+        if rec.value is None:
+            return None, Undecodable("empty", "a record without a value (tombstone)")
         try:
-            if rec.value is None:
-                raise SchemaError("empty", "a record without a value (tombstone)")
             return self.codec.decode(rec.value, expected=schema), None
         except SchemaError as e:
             return None, Undecodable(e.reason_code, str(e))

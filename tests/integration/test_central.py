@@ -1,0 +1,256 @@
+"""The central learner as a real Faust worker on the real local Kafka and Redis."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pytest
+import redis
+from confluent_kafka import Producer
+from helpers.services import decoded, read_topic, wait_exit, wait_for_log
+
+from models.serialization import state_to_summary
+from models.specs import get_spec
+from prism.cli import main
+from prism.settings import Settings
+from schemas import Codec
+from schemas.codec import MARKER
+from schemas.registry import current, fingerprint
+from streams.central.partition import EventIn, LabelIn, PartitionLearner
+
+pytestmark = pytest.mark.integration
+CODEC = Codec()
+
+
+def generate_and_replay(
+    settings: Settings, tmp_path: Path, monkeypatch, events: int, rate: str = "max"
+) -> Path:
+    monkeypatch.setenv("PRISM_KAFKA_BOOTSTRAP", settings.kafka_bootstrap or "")
+    monkeypatch.setenv("PRISM_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("PRISM_STATE_DIR", str(settings.state_dir))
+    log = tmp_path / "fraud.avro"
+    args = ["datagen", "fraud", "--events", str(events), "--sites", "9", "--seed", "11",
+            "--fraud-rate", "0.05", "--out", str(log)]  # fmt: skip
+    assert main(args) == 0
+    assert main(["replay", str(log), "--no-progress", "--rate", rate]) == 0
+    return log
+
+
+def central(*extra: str, worker: str = "w1", group: str = "g1") -> tuple[str, ...]:
+    return ("central", "run", "--task", "fraud", "--group", group, "--worker-id", worker,
+            "--idle-exit", "2", *extra)  # fmt: skip
+
+
+def checkpoints(settings: Settings, group: str) -> dict[int, dict]:
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+    out = {}
+    for p in range(3):
+        data = client.get(f"prism:checkpoint:{group}:{p}")
+        if data is not None:
+            out[p] = CODEC.decode(data, expected="CentralCheckpoint")
+    client.close()
+    return out
+
+
+def reference_models(settings: Settings) -> dict[int, PartitionLearner]:
+    """Each partition learned in-process from what is in Kafka: the order the worker must match."""
+    spec, boot = get_spec("fraud-linear"), settings.kafka_bootstrap or ""
+    tx, lb = settings.topic("transactions"), settings.topic("labels")
+    out = {p: PartitionLearner(spec, p, events_topic=tx, labels_topic=lb) for p in range(3)}
+    for p, o, r in decoded(boot, tx):
+        out[p].take_events([EventIn(o, r, b"")])
+    for p, o, r in decoded(boot, lb):
+        out[p].take_labels([LabelIn(o, r)])
+    return out
+
+
+def assert_checkpoint_matches(cp: dict, ref: PartitionLearner) -> None:
+    got = state_to_summary(cp["state"])
+    want = ref.spec.summarize(ref.model)
+    assert got.n_samples == want.n_samples == ref.counters["learned"]
+    assert got.features == want.features
+    for name, array in want.tensors.items():
+        np.testing.assert_allclose(got.tensor(name), array, rtol=0, atol=1e-9, err_msg=name)
+
+
+def test_replay_gets_one_score_per_event_and_beats_a_trivial_baseline(
+    test_settings, prism_topics, spawn, tmp_path, monkeypatch
+) -> None:
+    worker = spawn(*central("--idle-exit", "4"))
+    wait_for_log(worker, "partition assigned")
+    # paced, with the worker already running: events and labels are consumed in about
+    # log order, as in production (a preloaded topic may be read events-first, and then
+    # everything is scored before any label is known)
+    log = generate_and_replay(test_settings, tmp_path, monkeypatch, events=6000, rate="3000")
+    assert wait_exit(worker) == 0
+    boot = test_settings.kafka_bootstrap or ""
+    scores = [r for _, _, r in decoded(boot, prism_topics["scores"])]
+    sent = [r["event_id"] for _, _, r in decoded(boot, prism_topics["transactions"])]
+    assert sorted(s["event_id"] for s in scores) == sorted(sent)  # one each, none missing
+    assert {s["source"] for s in scores} == {"central"} and {s["node_id"] for s in scores} == {"w1"}
+    assert read_topic(boot, prism_topics["dead-letter"]) == []
+    cps, refs = checkpoints(test_settings, "g1"), reference_models(test_settings)
+    for p, ref in refs.items():
+        assert_checkpoint_matches(cps[p], ref)
+    client = redis.Redis.from_url(test_settings.redis_url.get_secret_value())
+    record = CODEC.decode(client.get("prism:model:fraud-linear@w1:current"))
+    assert record["metrics"]["learned"] == 6000 and record["metrics"]["pending"] == 0
+    # the prequential metric, recomputed from what is in Kafka: scores joined with labels
+    truth = {r["event_id"]: r["label"] for _, _, r in decoded(boot, prism_topics["labels"])}
+    auc = roc_auc([truth[s["event_id"]] for s in scores], [s["score"] for s in scores])
+    assert abs(record["metrics"]["window_roc_auc"] - auc) < 0.01, (record["metrics"], auc)
+    # trivial baseline: a constant (or random) score ranks nothing, ROC AUC 0.5; with ~200
+    # frauds the AUC's standard error is ~0.02, so 0.55 is a margin of over two of them
+    assert auc > 0.55, auc
+    updates = decoded(boot, prism_topics["model-updates"])
+    assert {r["node_id"] for _, _, r in updates} == {f"g1/p{p}" for p in range(3)}
+    assert {r["tier"] for _, _, r in updates} == {"central"}
+    assert log.exists()
+
+
+def roc_auc(labels: list[bool], scores: list[float]) -> float:
+    """Mann-Whitney U with average ranks for ties (exact, no binning)."""
+    y, s = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=float)
+    order = np.argsort(s, kind="stable")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    _, start, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = start + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    pos, neg = y.sum(), (~y).sum()
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _avro_with_nan() -> bytes:
+    """A Transaction whose bytes are valid Avro but carry a NaN feature (a foreign producer)."""
+    import io
+
+    record = {"event_id": "nan", "ts": 1, "site_id": "s", "region": "r", "account_id": "a",
+              "merchant_id": "m", "amount": 1.0, "currency": "EUR",
+              "features": {"amount": float("nan")}, "label": None}  # fmt: skip
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, current("Transaction").parsed, record)
+    return MARKER + fingerprint("Transaction") + buf.getvalue()
+
+
+def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
+    test_settings, prism_topics, spawn
+) -> None:
+    tx, lb = prism_topics["transactions"], prism_topics["labels"]
+    good = [{"event_id": f"e{i}", "ts": 1_000 + i, "site_id": "s", "region": "r",
+             "account_id": "a", "merchant_id": "m", "amount": 5.0, "currency": "EUR",
+             "features": {"amount": float(i)}, "label": i % 2 == 0} for i in range(20)]  # fmt: skip
+    missing = b'{"schema": "prism.Transaction", "record": {"event_id": "m1"}}'
+    bad = [
+        (tx, b"\x00\x01garbage", "bad-marker"),
+        (tx, CODEC.encode("Label", {"event_id": "x", "ts": 1, "label": True}), "wrong-schema"),
+        (tx, missing, "missing-field"),
+        (tx, _avro_with_nan(), "non-finite"),
+        (tx, None, "empty"),
+        (tx, CODEC.encode("Transaction", good[3]), "duplicate-event"),
+        (lb, CODEC.encode("Label", {"event_id": "ghost", "ts": 1_005, "label": True}),
+         "label-unknown-event"),
+        (lb, b"\xc3\x01" + b"\x00" * 8 + b"zz", "unknown-fingerprint"),
+    ]  # fmt: skip
+    producer = Producer({"bootstrap.servers": test_settings.kafka_bootstrap})
+    for rec in good[:10]:
+        producer.produce(tx, CODEC.encode("Transaction", rec), partition=0)
+    for topic, value, _ in bad:
+        producer.produce(topic, value, partition=0)
+    for rec in good[10:]:
+        producer.produce(tx, CODEC.encode("Transaction", rec), partition=0)
+    producer.flush(30)
+    assert wait_exit(spawn(*central(group="gbad"))) == 0
+    boot = test_settings.kafka_bootstrap or ""
+    dead = [r for _, _, r in decoded(boot, prism_topics["dead-letter"])]
+    assert sorted(d["reason_code"] for d in dead) == sorted(code for *_, code in bad)
+    assert all(d["service"] == "central-fraud" and d["reason"] for d in dead)
+    by_code = {d["reason_code"]: d for d in dead}
+    assert by_code["bad-marker"]["value"] == b"\x00\x01garbage"
+    assert by_code["bad-marker"]["topic"] == tx and by_code["bad-marker"]["offset"] == 10
+    scores = [r["event_id"] for _, _, r in decoded(boot, prism_topics["scores"])]
+    assert sorted(scores) == sorted(r["event_id"] for r in good)
+    cps = checkpoints(test_settings, "gbad")
+    cp = cps[0]
+    assert cp["counters"]["learned"] == 20
+    assert all(not c["counters"].get("learned") for p, c in cps.items() if p != 0)
+    assert cp["offsets"] == {tx: 20 + 6, lb: 2}
+
+
+def test_an_empty_topic_is_no_error(test_settings, prism_topics, spawn) -> None:
+    proc = spawn(*central(group="gempty"))
+    assert wait_exit(proc) == 0
+    assert read_topic(test_settings.kafka_bootstrap or "", prism_topics["scores"]) == []
+    assert "Traceback" not in Path(proc.log_path).read_text(errors="replace")
+
+
+def _learned(settings: Settings, group: str) -> int:
+    return sum(cp["counters"].get("learned", 0) for cp in checkpoints(settings, group).values())
+
+
+def test_sigkill_mid_replay_then_restart_learns_exactly_the_uninterrupted_model(
+    test_settings, prism_topics, spawn, tmp_path, monkeypatch
+) -> None:
+    n = 30_000
+    generate_and_replay(test_settings, tmp_path, monkeypatch, events=n)
+    victim = spawn(*central("--checkpoint-interval", "0.1", "--batch-size", "200",
+                            group="gkill", worker="k1"), log_name="victim.log")  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _learned(test_settings, "gkill") < n // 5 and time.monotonic() < deadline:
+        assert victim.poll() is None, "the worker ended before it could be killed"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    at_kill = _learned(test_settings, "gkill")
+    assert n // 5 <= at_kill < n, at_kill
+    assert wait_exit(spawn(*central(group="gkill", worker="k1"), log_name="restart.log")) == 0
+    cps, refs = checkpoints(test_settings, "gkill"), reference_models(test_settings)
+    assert sum(cp["counters"]["learned"] for cp in cps.values()) == n
+    for p, ref in refs.items():
+        assert_checkpoint_matches(cps[p], ref)  # no event learned twice, none skipped
+    scored = {r["event_id"] for _, _, r in decoded(test_settings.kafka_bootstrap or "",
+                                                   prism_topics["scores"])}  # fmt: skip
+    assert len(scored) == n  # every event scored (at least once: the replayed tail twice)
+
+
+def test_two_workers_split_the_partitions_and_each_publishes_its_shard(
+    test_settings, prism_topics, spawn, tmp_path, monkeypatch
+) -> None:
+    a = spawn(*central(group="gtwo", worker="a"), "--idle-exit", "6", log_name="a.log")
+    b = spawn(*central(group="gtwo", worker="b"), "--idle-exit", "6", log_name="b.log")
+    _wait_for_split(a, b, time.monotonic() + 60)  # both in the group before any data exists
+    generate_and_replay(test_settings, tmp_path, monkeypatch, events=6000)
+    assert wait_exit(a) == 0 and wait_exit(b) == 0
+    cps, refs = checkpoints(test_settings, "gtwo"), reference_models(test_settings)
+    assert {cp["worker_id"] for cp in cps.values()} == {"a", "b"}
+    for p, ref in refs.items():
+        assert_checkpoint_matches(cps[p], ref)
+    updates = [r for _, _, r in decoded(test_settings.kafka_bootstrap or "",
+                                        prism_topics["model-updates"])]  # fmt: skip
+    assert {u["meta"]["worker"] for u in updates} == {"a", "b"}
+    owner = {int(u["meta"]["partition"]): u["meta"]["worker"] for u in updates}
+    assert sorted(owner) == [0, 1, 2]
+    client = redis.Redis.from_url(test_settings.redis_url.get_secret_value())
+    for w in ("a", "b"):
+        record = CODEC.decode(client.get(f"prism:model:fraud-linear@{w}:current"))
+        mine = {f"gtwo/p{p}" for p, o in owner.items() if o == w}
+        assert {c["node_id"] for c in record["contributors"]} == mine
+
+
+def _wait_for_split(a, b, deadline: float) -> None:
+    """Both workers are in the group once each log says it was assigned partitions."""
+    while time.monotonic() < deadline:
+        logs = [Path(p.log_path).read_text(errors="replace") for p in (a, b)]
+        if all("partition assigned" in text for text in logs) and _stable(logs):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the two workers never split the partitions")
+
+
+def _stable(logs: list[str]) -> bool:
+    """Each worker's latest assignment holds fewer than all three partitions."""
+    return all(text.rsplit("Joined group", 1)[-1].count("partition assigned") < 3 for text in logs)
