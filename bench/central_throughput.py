@@ -1,0 +1,210 @@
+"""Central learner throughput and latency on the real broker, all in one run.
+
+Not a test: prints figures measured in this run and their ratios.
+
+- **(a) batched**: ``prism central run`` (Faust worker, mini-batches of
+  ``--batch-size``) over a preloaded topic -> scores topic;
+- **(b) per-event**: the same worker with ``--batch-size 1`` (score one,
+  learn one, produce one), stopped after ``--per-event-seconds``;
+- **(c) ceiling**: a bare confluent-kafka consumer reading the same
+  transactions topic and decoding every record with the codec, no learning.
+
+Rates of (a) and (b) come from the scores themselves: scored events divided by
+the span between the first and the last ``scored_at`` (worker start-up and
+group join are not counted). Latency: a worker already running while
+``prism replay --rate 5000`` feeds it; per score ``latency_ms`` = time scored
+minus the Kafka timestamp the replay producer stamped. Goals: (a) >= 3x (b),
+(a) >= 50 % of (c), (a) >= 20,000 events/s.
+
+Needs a broker and Redis: ``prism stack up`` first (or PRISM_* variables).
+
+Run: ``.venv/bin/python bench/central_throughput.py [--events 200000] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from prism.data.fraud import FraudConfig, generate_fraud
+from prism.data.replay import ReplayOptions, replay, resolve_topics
+from prism.settings import load_settings
+from prism.stack.topics import create_topics
+from schemas import Codec
+from schemas.eventlog import open_writer
+
+CODEC = Codec()
+
+
+def make_log(path: Path, events: int) -> None:
+    with open_writer(path) as writer:
+        for chunk in generate_fraud(FraudConfig(events=events, sites=50, seed=11)):
+            writer.write_many(chunk)
+
+
+def fresh(settings, log: Path | None, rate: float | None = None):
+    """Topics under a new prefix, preloaded with ``log`` (unless None)."""
+    s = settings.model_copy(update={"topic_prefix": f"bench.c{uuid.uuid4().hex[:8]}."})
+    create_topics(s, bootstrap=s.kafka_bootstrap, partitions=s.partitions)
+    if log is not None:
+        preload(s, log, rate)
+    return s
+
+
+def preload(s, log: Path, rate: float | None = None) -> None:
+    topics = resolve_topics("auto", s.topic)
+    replay(
+        ReplayOptions(path=log, rate=rate, progress=False),
+        bootstrap=s.kafka_bootstrap,
+        topics=topics,
+        codec=CODEC,
+    )
+
+
+def worker(s, *args: str) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        PRISM_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
+        PRISM_REDIS_URL=s.redis_url.get_secret_value(),
+        PRISM_TOPIC_PREFIX=s.topic_prefix,
+        PRISM_LOG_LEVEL="WARNING",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "streams",
+        "central",
+        "run",
+        "--task",
+        "fraud",
+        "--group",
+        f"bench-{uuid.uuid4().hex[:8]}",
+        *args,
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def read_all(s, topic: str) -> list[bytes]:
+    c = Consumer(
+        {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "enable.auto.commit": False,
+        }
+    )
+    ends = [
+        c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(s.partitions)
+    ]
+    c.assign([TopicPartition(topic, p, lo) for p, (lo, _) in enumerate(ends)])
+    want, out = sum(hi - lo for lo, hi in ends), []
+    while len(out) < want:
+        out.extend(m.value() for m in c.consume(10_000, timeout=1.0) if m.error() is None)
+    c.close()
+    return out
+
+
+def score_rate(s) -> tuple[int, float]:
+    scored_at = np.array([CODEC.decode(v)["scored_at"] for v in read_all(s, s.topic("scores"))])
+    span = (scored_at.max() - scored_at.min()) / 1000 if len(scored_at) > 1 else float("nan")
+    return len(scored_at), len(scored_at) / span
+
+
+def ceiling(s, events: int) -> float:
+    """Bare consume + decode of the transactions topic."""
+    c = Consumer(
+        {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([s.topic("transactions")])
+    n, start = 0, None
+    while n < events:
+        for m in c.consume(10_000, timeout=1.0):
+            if m.error() is None:
+                start = start or time.perf_counter()
+                CODEC.decode(m.value(), expected="Transaction")
+                n += 1
+    rate = n / (time.perf_counter() - start)
+    c.close()
+    return rate
+
+
+def latency(settings, log: Path, rate: float) -> tuple[float, float]:
+    s = fresh(settings, None)
+    proc = worker(s, "--idle-exit", "10")
+    time.sleep(6)  # let it join the group before data flows (it stops 10 s after the last)
+    preload(s, log, rate)
+    proc.wait(600)
+    lat = np.array([CODEC.decode(v)["latency_ms"] for v in read_all(s, s.topic("scores"))])
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--per-event-seconds", type=float, default=30.0)
+    parser.add_argument("--latency-events", type=int, default=50_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    settings = load_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        log, small = Path(tmp) / "fraud.avro", Path(tmp) / "latency.avro"
+        make_log(log, args.events)
+        make_log(small, args.latency_events)
+
+        s = fresh(settings, log)
+        c_rate = ceiling(s, args.events)
+        assert worker(s, "--batch-size", str(args.batch_size), "--idle-exit", "3").wait(1800) == 0
+        a_n, a_rate = score_rate(s)
+        print(f"(c) ceiling {c_rate:,.0f} events/s; (a) batched {a_rate:,.0f} events/s", flush=True)
+
+        s = fresh(settings, log)
+        proc = worker(s, "--batch-size", "1", "--batch-wait", "0.001")
+        time.sleep(args.per_event_seconds)
+        proc.kill()  # a rate, not a clean stop: scores already delivered are what counts
+        proc.wait(60)
+        b_n, b_rate = score_rate(s)
+
+        p50, p99 = latency(settings, small, 5000.0)
+    result = {
+        "events": args.events,
+        "batched_events_per_s": round(a_rate),
+        "batched_scored": a_n,
+        "per_event_events_per_s": round(b_rate),
+        "per_event_scored": b_n,
+        "ceiling_events_per_s": round(c_rate),
+        "batched_over_per_event": round(a_rate / b_rate, 2),
+        "batched_over_ceiling": round(a_rate / c_rate, 3),
+        "latency_rate_events_per_s": 5000,
+        "latency_p50_ms": round(p50, 1),
+        "latency_p99_ms": round(p99, 1),
+    }
+    print(f"(a) batched      {a_rate:>10,.0f} events/s  ({a_n} scored, batch {args.batch_size})")
+    print(f"(b) per-event    {b_rate:>10,.0f} events/s  ({b_n} scored)")
+    print(f"(c) ceiling      {c_rate:>10,.0f} events/s  (bare consume + decode)")
+    print(
+        f"a/b = {a_rate / b_rate:.2f} (goal >= 3)   a/c = {a_rate / c_rate:.1%} (goal >= 50 %)"
+        f"   a >= 20,000/s: {'yes' if a_rate >= 20_000 else 'NO'}"
+    )
+    print(f"latency at 5,000 events/s: p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
