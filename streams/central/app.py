@@ -11,8 +11,8 @@ worker and rest in Redis checkpoints.
 Acks are manual: a batch's messages are acknowledged only after a
 checkpoint covering them is stored, so the offsets Faust commits to Kafka
 never run ahead of the Redis checkpoint. A rebalance waits for every
-message to be acknowledged (Faust's ``wait_empty``), so a timer checkpoints
-at once when Faust stops the flow.
+message to be acknowledged (Faust's ``wait_empty``) unless told not to; we
+tell it not to, and checkpoint in the revoke handler instead.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         datadir=datadir,
         broker_commit_interval=1.0,
+        # Faust would wait for every message to be acked before a rebalance or a stop;
+        # ours are acked only by checkpoints, so the revoke handler and the agent's
+        # finally checkpoint instead (a stop under load otherwise hangs).
+        stream_wait_empty=False,
         stream_buffer_maxsize=max(4 * config.batch_size, 4096),
         broker_max_poll_records=max(config.batch_size, 500),
     )
@@ -120,6 +124,7 @@ def build_app(
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
+        await settle(force=bool(acks.events))
         async with lock:
             worker.revoke({tp.partition for tp in revoked if tp.topic in _topics(worker)})
 

@@ -169,6 +169,7 @@ class PartitionLearner:
         self.metrics = WindowedMetrics(self.config.window_ms, self.config.window_periods)
         self.changes = Changes()
         self.rejected: list[Rejected] = []
+        self._to_measure: list[tuple[int, bool, float]] = []
 
     # -- positions -----------------------------------------------------------
     def fresh(self, topic: str, offset: int) -> bool:
@@ -228,6 +229,7 @@ class PartitionLearner:
             self.spec.learn_many(self.model, X, features)
             self.counters["learned"] += len(batch)
         self._drain()
+        self._measure()
         return out
 
     def _duplicate(self, event: EventIn, in_batch: set[str]) -> bool:
@@ -279,8 +281,15 @@ class PartitionLearner:
         self.counters["learned"] += 1
 
     def _labelled(self, ts: int, label: bool, score: float) -> None:
-        self.metrics.update(ts, label, score)
+        self._to_measure.append((ts, label, score))
         self.counters["labelled"] += 1
+
+    def _measure(self) -> None:
+        """Fold the labelled scores of a take_* call into the window in one update."""
+        if self._to_measure:
+            ts, y, s = zip(*self._to_measure, strict=True)
+            self.metrics.update_many(ts, y, s)
+            self._to_measure.clear()
 
     def _hold(self, p: Pending) -> None:
         self.pending[p.event_id] = p
@@ -307,6 +316,7 @@ class PartitionLearner:
             self.label_watermark = max(self.label_watermark, ts)
             self.waiting.append(WaitingLabel(r["event_id"], ts, bool(r["label"]), item.offset))
         self._drain()
+        self._measure()
 
     def _drain(self) -> None:
         """Resolve waiting labels in label-offset order; stop at one whose event may still come."""

@@ -185,3 +185,18 @@ def test_learn_order_does_not_depend_on_interleaving_or_batches(seed: int, choic
     assert_same_model(canonical, other)
     for key in ("learned", "expired", "label-not-pending", "label-unknown-event"):
         assert canonical.counters[key] == other.counters[key], key
+
+
+def test_window_update_many_equals_row_by_row() -> None:
+    from models.metrics import WindowedMetrics
+
+    rng = np.random.default_rng(3)
+    ts = (T0 + rng.integers(0, 10_000, size=300)).tolist()
+    y, s = (rng.random(300) < 0.3).tolist(), rng.random(300).tolist()
+    one, many = WindowedMetrics(1000, 4), WindowedMetrics(1000, 4)
+    for row in zip(ts, y, s, strict=True):
+        one.update(*row)
+    many.update_many(ts, y, s)
+    assert [(k, m.as_tuple()) for k, m in one.series()] == [
+        (k, m.as_tuple()) for k, m in many.series()
+    ]
