@@ -71,6 +71,9 @@ def preload(s, log: Path, rate: float | None = None) -> None:
     )
 
 
+STARTED: list[subprocess.Popen] = []  # killed at exit, whatever happened
+
+
 def worker(s, *args: str) -> subprocess.Popen:
     env = dict(
         os.environ,
@@ -91,7 +94,9 @@ def worker(s, *args: str) -> subprocess.Popen:
         f"bench-{uuid.uuid4().hex[:8]}",
         *args,
     ]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    STARTED.append(proc)
+    return proc
 
 
 def read_all(s, topic: str) -> list[bytes]:
@@ -207,4 +212,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        for proc in STARTED:
+            if proc.poll() is None:
+                proc.kill()
