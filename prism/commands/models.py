@@ -67,7 +67,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
-    rows = [_brief(client.get_model(name)) for name in client.models()]
+    # the registry name first: a central shard ("fraud-linear@w1") holds a fraud-linear model too
+    rows = [{"name": name} | _brief(client.get_model(name)) for name in client.models()]
     if args.json:
         _emit_json(rows)
     elif not rows:
