@@ -95,6 +95,13 @@ class RegistryWriter:
             self._queue_nodes(tx, nodes)
             tx.execute()
 
+    def current_version(self, name: str) -> int:
+        """Version of ``name``'s current record (0 if none): a restart goes on from it."""
+        data = self.client.get(self.keys.current(name))
+        return (
+            0 if data is None else int(self.codec.decode(data, expected="GlobalModel")["version"])
+        )
+
     def record_nodes(self, nodes: Iterable[NodeRecord]) -> None:
         """Node records alone (e.g. an update excluded before any model is published)."""
         with self.client.pipeline(transaction=True) as tx:

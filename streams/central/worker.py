@@ -307,6 +307,8 @@ class CentralWorker:
     def _publish_registry(self, summaries: list, now_ms: int) -> None:
         strategy = "fedavg" if self.spec.learned_vector(summaries[0]).size else "exact"
         result = merge(summaries, strategy)
+        if self._version == 0:  # a restart continues the registry's numbering
+            self._version = self.registry.current_version(self.registry_name)
         self._version += 1
         record = global_model_record(
             result.summary,

@@ -33,16 +33,39 @@ def generate_and_replay(
     monkeypatch.setenv("PRISM_TOPIC_PREFIX", settings.topic_prefix)
     monkeypatch.setenv("PRISM_STATE_DIR", str(settings.state_dir))
     log = tmp_path / "fraud.avro"
-    args = ["datagen", "fraud", "--events", str(events), "--sites", "9", "--seed", "11",
-            "--fraud-rate", "0.05", "--out", str(log)]  # fmt: skip
+    args = [
+        "datagen",
+        "fraud",
+        "--events",
+        str(events),
+        "--sites",
+        "9",
+        "--seed",
+        "11",
+        "--fraud-rate",
+        "0.05",
+        "--out",
+        str(log),
+    ]
     assert main(args) == 0
     assert main(["replay", str(log), "--no-progress", "--rate", rate]) == 0
     return log
 
 
 def central(*extra: str, worker: str = "w1", group: str = "g1") -> tuple[str, ...]:
-    return ("central", "run", "--task", "fraud", "--group", group, "--worker-id", worker,
-            "--idle-exit", "2", *extra)  # fmt: skip
+    return (
+        "central",
+        "run",
+        "--task",
+        "fraud",
+        "--group",
+        group,
+        "--worker-id",
+        worker,
+        "--idle-exit",
+        "2",
+        *extra,
+    )
 
 
 def checkpoints(settings: Settings, group: str) -> dict[int, dict]:
@@ -129,9 +152,18 @@ def _avro_with_nan() -> bytes:
     """A Transaction whose bytes are valid Avro but carry a NaN feature (a foreign producer)."""
     import io
 
-    record = {"event_id": "nan", "ts": 1, "site_id": "s", "region": "r", "account_id": "a",
-              "merchant_id": "m", "amount": 1.0, "currency": "EUR",
-              "features": {"amount": float("nan")}, "label": None}  # fmt: skip
+    record = {
+        "event_id": "nan",
+        "ts": 1,
+        "site_id": "s",
+        "region": "r",
+        "account_id": "a",
+        "merchant_id": "m",
+        "amount": 1.0,
+        "currency": "EUR",
+        "features": {"amount": float("nan")},
+        "label": None,
+    }
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, current("Transaction").parsed, record)
     return MARKER + fingerprint("Transaction") + buf.getvalue()
@@ -141,9 +173,21 @@ def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
     test_settings, prism_topics, spawn
 ) -> None:
     tx, lb = prism_topics["transactions"], prism_topics["labels"]
-    good = [{"event_id": f"e{i}", "ts": 1_000 + i, "site_id": "s", "region": "r",
-             "account_id": "a", "merchant_id": "m", "amount": 5.0, "currency": "EUR",
-             "features": {"amount": float(i)}, "label": i % 2 == 0} for i in range(20)]  # fmt: skip
+    good = [
+        {
+            "event_id": f"e{i}",
+            "ts": 1_000 + i,
+            "site_id": "s",
+            "region": "r",
+            "account_id": "a",
+            "merchant_id": "m",
+            "amount": 5.0,
+            "currency": "EUR",
+            "features": {"amount": float(i)},
+            "label": i % 2 == 0,
+        }
+        for i in range(20)
+    ]
     missing = b'{"schema": "prism.Transaction", "record": {"event_id": "m1"}}'
     bad = [
         (tx, b"\x00\x01garbage", "bad-marker"),
@@ -152,10 +196,13 @@ def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
         (tx, _avro_with_nan(), "non-finite"),
         (tx, None, "empty"),
         (tx, CODEC.encode("Transaction", good[3]), "duplicate-event"),
-        (lb, CODEC.encode("Label", {"event_id": "ghost", "ts": 1_005, "label": True}),
-         "label-unknown-event"),
+        (
+            lb,
+            CODEC.encode("Label", {"event_id": "ghost", "ts": 1_005, "label": True}),
+            "label-unknown-event",
+        ),
         (lb, b"\xc3\x01" + b"\x00" * 8 + b"zz", "unknown-fingerprint"),
-    ]  # fmt: skip
+    ]
     producer = Producer({"bootstrap.servers": test_settings.kafka_bootstrap})
     for rec in good[:10]:
         producer.produce(tx, CODEC.encode("Transaction", rec), partition=0)
@@ -197,8 +244,10 @@ def test_sigkill_mid_replay_then_restart_learns_exactly_the_uninterrupted_model(
 ) -> None:
     n = 30_000
     generate_and_replay(test_settings, tmp_path, monkeypatch, events=n)
-    victim = spawn(*central("--checkpoint-interval", "0.1", "--batch-size", "200",
-                            group="gkill", worker="k1"), log_name="victim.log")  # fmt: skip
+    victim = spawn(
+        *central("--checkpoint-interval", "0.1", "--batch-size", "200", group="gkill", worker="k1"),
+        log_name="victim.log",
+    )
     deadline = time.monotonic() + 120
     while _learned(test_settings, "gkill") < n // 5 and time.monotonic() < deadline:
         assert victim.poll() is None, "the worker ended before it could be killed"
@@ -212,9 +261,17 @@ def test_sigkill_mid_replay_then_restart_learns_exactly_the_uninterrupted_model(
     assert sum(cp["counters"]["learned"] for cp in cps.values()) == n
     for p, ref in refs.items():
         assert_checkpoint_matches(cps[p], ref)  # no event learned twice, none skipped
-    scored = {r["event_id"] for _, _, r in decoded(test_settings.kafka_bootstrap or "",
-                                                   prism_topics["scores"])}  # fmt: skip
+    scored = {
+        r["event_id"]
+        for _, _, r in decoded(test_settings.kafka_bootstrap or "", prism_topics["scores"])
+    }
     assert len(scored) == n  # every event scored (at least once: the replayed tail twice)
+    client = redis.Redis.from_url(test_settings.redis_url.get_secret_value())
+    history = [
+        CODEC.decode(v)["version"]
+        for v in client.lrange("prism:model:fraud-linear@k1:history", 0, -1)
+    ]
+    assert history == sorted(set(history), reverse=True), history  # restart went on numbering
 
 
 def test_two_workers_split_the_partitions_and_each_publishes_its_shard(
@@ -229,8 +286,9 @@ def test_two_workers_split_the_partitions_and_each_publishes_its_shard(
     assert {cp["worker_id"] for cp in cps.values()} == {"a", "b"}
     for p, ref in refs.items():
         assert_checkpoint_matches(cps[p], ref)
-    updates = [r for _, _, r in decoded(test_settings.kafka_bootstrap or "",
-                                        prism_topics["model-updates"])]  # fmt: skip
+    updates = [
+        r for _, _, r in decoded(test_settings.kafka_bootstrap or "", prism_topics["model-updates"])
+    ]
     assert {u["meta"]["worker"] for u in updates} == {"a", "b"}
     owner = {int(u["meta"]["partition"]): u["meta"]["worker"] for u in updates}
     assert sorted(owner) == [0, 1, 2]
