@@ -134,16 +134,7 @@ class CentralWorker:
             return self._process(records)
         except Exception as e:
             log.exception("batch failed worker=%s records=%d", self.config.worker, len(records))
-            for rec in records:
-                self.dead.send(
-                    topic=rec.topic,
-                    partition=rec.partition,
-                    offset=rec.offset,
-                    key=rec.key,
-                    value=rec.value,
-                    reason_code="processing-error",
-                    reason=f"processing failed: {type(e).__name__}: {e}",
-                )
+            self._dead_records(records, e)
             return 0
 
     def _process(self, records: Sequence[RecordIn]) -> int:
@@ -161,7 +152,7 @@ class CentralWorker:
                     learner.take_labels(labels[p])
             except Exception as e:  # the per-event boundary's last line: never die on a batch
                 log.exception("learner failed worker=%s partition=%s", self.config.worker, p)
-                self._dead_batch(p, events.get(p, []), labels.get(p, []), e)
+                self._dead_records([r for r in records if r.partition == p], e)
             for rej in learner.take_rejected():
                 value = rej.value
                 if value is None and rej.record is not None:
@@ -223,29 +214,17 @@ class CentralWorker:
             self.producer.produce(self.topics.scores, self.codec.encode("Score", record), key=key)
         return len(scored)
 
-    def _dead_batch(
-        self, p: int, events: list[EventIn], labels: list[LabelIn], e: Exception
-    ) -> None:
-        reason = f"processing failed: {type(e).__name__}: {e}"
-        for ev in events:
+    def _dead_records(self, records: Sequence[RecordIn], e: Exception) -> None:
+        """Dead-letter records as consumed (key and bytes intact) after an unexpected error."""
+        for rec in records:
             self.dead.send(
-                topic=self.topics.events,
-                partition=p,
-                offset=ev.offset,
-                key=None,
-                value=ev.raw,
+                topic=rec.topic,
+                partition=rec.partition,
+                offset=rec.offset,
+                key=rec.key,
+                value=rec.value,
                 reason_code="processing-error",
-                reason=reason,
-            )
-        for lb in labels:
-            self.dead.send(
-                topic=self.topics.labels,
-                partition=p,
-                offset=lb.offset,
-                key=None,
-                value=lb.raw,
-                reason_code="processing-error",
-                reason=reason,
+                reason=f"processing failed: {type(e).__name__}: {e}",
             )
 
     # -- cadences ------------------------------------------------------------
