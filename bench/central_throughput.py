@@ -2,16 +2,20 @@
 
 Not a test: prints figures measured in this run and their ratios.
 
-- **(a) batched**: ``prism central run`` (Faust worker, mini-batches of
-  ``--batch-size``) over a preloaded topic -> scores topic;
-- **(b) per-event**: the same worker with ``--batch-size 1`` (score one,
-  learn one, produce one), stopped after ``--per-event-seconds``;
-- **(c) ceiling**: a bare confluent-kafka consumer reading the same
-  transactions topic and decoding every record with the codec, no learning.
+- **(a) batched**: ``prism central run`` (confluent-kafka engine, mini-batches
+  of ``--batch-size``) over a preloaded topic -> scores topic, with
+  ``--workers`` processes in one consumer group (default 2: one per core of
+  the 2-core reference machine; the group splits the ``--partitions``);
+  **(a1)** the same with one worker;
+- **(b) per-event**: one worker with ``--batch-size 1`` (score one, learn
+  one, produce one), stopped after ``--per-event-seconds``;
+- **(c) ceiling**: one bare confluent-kafka consumer reading the same
+  transactions topic and decoding every record with the codec, no learning;
+- ``--faust-too``: (a1) again with ``--engine faust`` (the Faust agent).
 
 Rates of (a) and (b) come from the scores themselves: scored events divided by
 the span between the first and the last ``scored_at`` (worker start-up and
-group join are not counted). Latency: a worker already running while
+group join are not counted). Latency: one worker already running while
 ``prism replay --rate 5000`` feeds it; per score ``latency_ms`` = time scored
 minus the Kafka timestamp the replay producer stamped. Goals: (a) >= 3x (b),
 (a) >= 50 % of (c), (a) >= 20,000 events/s.
@@ -54,7 +58,9 @@ def make_log(path: Path, events: int) -> None:
 
 def fresh(settings, log: Path | None, rate: float | None = None):
     """Topics under a new prefix, preloaded with ``log`` (unless None)."""
-    s = settings.model_copy(update={"topic_prefix": f"bench.c{uuid.uuid4().hex[:8]}."})
+    s = settings.model_copy(
+        update={"topic_prefix": f"bench.c{uuid.uuid4().hex[:8]}.", "partitions": PARTITIONS}
+    )
     create_topics(s, bootstrap=s.kafka_bootstrap, partitions=s.partitions)
     if log is not None:
         preload(s, log, rate)
@@ -71,10 +77,12 @@ def preload(s, log: Path, rate: float | None = None) -> None:
     )
 
 
+ENGINE = "kafka"  # --engine
+PARTITIONS = 4  # --partitions
 STARTED: list[subprocess.Popen] = []  # killed at exit, whatever happened
 
 
-def worker(s, *args: str) -> subprocess.Popen:
+def worker(s, *args: str, group: str | None = None, engine: str | None = None) -> subprocess.Popen:
     env = dict(
         os.environ,
         PRISM_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
@@ -91,7 +99,9 @@ def worker(s, *args: str) -> subprocess.Popen:
         "--task",
         "fraud",
         "--group",
-        f"bench-{uuid.uuid4().hex[:8]}",
+        group or f"bench-{uuid.uuid4().hex[:8]}",
+        "--engine",
+        engine or ENGINE,
         *args,
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -157,25 +167,57 @@ def latency(settings, log: Path, rate: float) -> tuple[float, float]:
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
 
 
+def batched(settings, log: Path, args, workers: int, engine: str | None = None):
+    """Scored events and events/s of ``workers`` processes in one group over ``log``."""
+    s = fresh(settings, log)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    procs = [
+        worker(
+            s,
+            "--batch-size",
+            str(args.batch_size),
+            "--worker-id",
+            f"bench-{i}",
+            "--idle-exit",
+            "3",
+            group=group,
+            engine=engine,
+        )
+        for i in range(workers)
+    ]
+    assert all(p.wait(1800) == 0 for p in procs)
+    return score_rate(s)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes for (a)")
+    parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--per-event-seconds", type=float, default=30.0)
     parser.add_argument("--latency-events", type=int, default=50_000)
+    parser.add_argument("--engine", choices=("kafka", "faust"), default="kafka")
+    parser.add_argument(
+        "--faust-too",
+        action="store_true",
+        help="also time (a1) with --engine faust (the Faust agent) for comparison",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    global ENGINE, PARTITIONS
+    ENGINE, PARTITIONS = args.engine, args.partitions
     settings = load_settings()
     with tempfile.TemporaryDirectory() as tmp:
         log, small = Path(tmp) / "fraud.avro", Path(tmp) / "latency.avro"
         make_log(log, args.events)
         make_log(small, args.latency_events)
 
-        s = fresh(settings, log)
-        c_rate = ceiling(s, args.events)
-        assert worker(s, "--batch-size", str(args.batch_size), "--idle-exit", "3").wait(1800) == 0
-        a_n, a_rate = score_rate(s)
-        print(f"(c) ceiling {c_rate:,.0f} events/s; (a) batched {a_rate:,.0f} events/s", flush=True)
+        c_rate = ceiling(fresh(settings, log), args.events)
+        a_n, a_rate = batched(settings, log, args, args.workers)
+        a1_n, a1_rate = batched(settings, log, args, 1)
+        print(f"(c) {c_rate:,.0f}/s; (a) {a_rate:,.0f}/s; (a1) {a1_rate:,.0f}/s", flush=True)
+        f_rate = batched(settings, log, args, 1, engine="faust")[1] if args.faust_too else None
 
         s = fresh(settings, log)
         proc = worker(s, "--batch-size", "1", "--batch-wait", "0.001")
@@ -187,25 +229,37 @@ def main() -> int:
         p50, p99 = latency(settings, small, 5000.0)
     result = {
         "events": args.events,
+        "engine": args.engine,
+        "workers": args.workers,
+        "partitions": args.partitions,
         "batched_events_per_s": round(a_rate),
         "batched_scored": a_n,
+        "batched_one_worker_events_per_s": round(a1_rate),
         "per_event_events_per_s": round(b_rate),
         "per_event_scored": b_n,
         "ceiling_events_per_s": round(c_rate),
         "batched_over_per_event": round(a_rate / b_rate, 2),
+        "one_worker_batched_over_per_event": round(a1_rate / b_rate, 2),
         "batched_over_ceiling": round(a_rate / c_rate, 3),
+        "one_worker_over_ceiling": round(a1_rate / c_rate, 3),
+        "faust_one_worker_events_per_s": None if f_rate is None else round(f_rate),
         "latency_rate_events_per_s": 5000,
         "latency_p50_ms": round(p50, 1),
         "latency_p99_ms": round(p99, 1),
     }
-    print(f"(a) batched      {a_rate:>10,.0f} events/s  ({a_n} scored, batch {args.batch_size})")
-    print(f"(b) per-event    {b_rate:>10,.0f} events/s  ({b_n} scored)")
-    print(f"(c) ceiling      {c_rate:>10,.0f} events/s  (bare consume + decode)")
+    w = args.workers
+    print(f"(a)  batched, {w} workers {a_rate:>10,.0f} events/s  ({a_n} scored)")
+    print(f"(a1) batched, 1 worker  {a1_rate:>10,.0f} events/s  (batch {args.batch_size})")
+    if f_rate is not None:
+        print(f"     Faust engine, 1 worker {f_rate:>7,.0f} events/s")
+    print(f"(b)  per-event, 1 worker {b_rate:>10,.0f} events/s  ({b_n} scored)")
+    print(f"(c)  ceiling, 1 consumer {c_rate:>10,.0f} events/s  (bare consume + decode)")
     print(
-        f"a/b = {a_rate / b_rate:.2f} (goal >= 3)   a/c = {a_rate / c_rate:.1%} (goal >= 50 %)"
-        f"   a >= 20,000/s: {'yes' if a_rate >= 20_000 else 'NO'}"
+        f"a/b = {a_rate / b_rate:.2f}, a1/b = {a1_rate / b_rate:.2f} (goal >= 3)   "
+        f"a/c = {a_rate / c_rate:.1%}, a1/c = {a1_rate / c_rate:.1%} (goal >= 50 %)   "
+        f"a >= 20,000/s: {'yes' if a_rate >= 20_000 else 'NO'}"
     )
-    print(f"latency at 5,000 events/s: p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+    print(f"latency at 5,000 events/s (1 worker): p50 {p50:.1f} ms  p99 {p99:.1f} ms")
     if args.json:
         print(json.dumps(result))
     return 0

@@ -44,6 +44,7 @@ import base64
 import io
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import fastavro
@@ -140,6 +141,38 @@ class Codec:
                 "send fewer features or raise the limit",
             )
         return data
+
+    def encode_many(self, name: str, records: Sequence[dict[str, Any]]) -> list[bytes]:
+        """Encode records that Prism code built from typed values (hot paths: scores).
+
+        Same bytes as :meth:`encode`, at about half the cost: instead of the
+        full check, each record gets the cheap test decoders use (finite
+        doubles, 32-bit ints) and fastavro's own type errors; a record failing
+        either goes through :meth:`encode`, whose full check names the problem
+        (or fills a missing default). Not for records from outside: a ``bool``
+        in a ``long`` field, say, is written as 0/1 here and refused there.
+        """
+        compiled = current(name)
+        if self.mode == "json":
+            return [self.encode(name, r) for r in records]
+        quick, parsed = compiled.quick, compiled.parsed
+        head = MARKER + compiled.fingerprint
+        out, encoded = io.BytesIO(), []
+        for record in records:
+            try:
+                if quick is not None and not quick(record):
+                    raise ValueError("needs the full check")
+                out.seek(0)
+                out.truncate()
+                out.write(head)
+                fastavro.schemaless_writer(out, parsed, record)
+                data = out.getvalue()
+            except Exception:  # noqa: BLE001 - the full path raises the precise SchemaError
+                data = self.encode(name, record)
+            if len(data) > self.max_bytes:
+                data = self.encode(name, record)  # raises "oversized" with the message
+            encoded.append(data)
+        return encoded
 
     def decode(self, data: bytes, expected: str | None = None) -> dict[str, Any]:
         """The record in ``data``; with ``expected``, bytes of any other schema are refused."""

@@ -87,10 +87,17 @@ def compile_quick(schema: Any) -> Quick | None:
     kind = schema["type"]
     if kind == "record":
         fields = [(f["name"], compile_quick(f["type"])) for f in schema["fields"]]
-        tests = [(name, test) for name, test in fields if test is not None]
+        tests = tuple((name, test) for name, test in fields if test is not None)
         if not tests:
             return None
-        return lambda v: all(test(v[name]) for name, test in tests)
+
+        def record_ok(v: Any) -> bool:  # a plain loop: all(genexpr) costs 2x on the hot path
+            for name, test in tests:  # noqa: SIM110
+                if not test(v[name]):
+                    return False
+            return True
+
+        return record_ok
     if kind in ("array", "map"):
         inner = compile_quick(schema["items" if kind == "array" else "values"])
         if inner is None:

@@ -100,6 +100,23 @@ class ModelSpec(abc.ABC):
         for row, label in zip(np.asarray(X, dtype=np.float64), labels, strict=True):
             self.learn_one(model, dict(zip(features, row.tolist(), strict=True)), label)
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook; most specs need nothing
+        """Load/compile whatever the batch paths need, before the first event waits on it."""
+
+    def learn_dicts(
+        self,
+        model: Any,
+        xs: Sequence[Mapping[str, float]],
+        ys: Sequence[bool | None],
+    ) -> None:
+        """Learn events (feature dicts, maybe sparse) in order, as ``learn_one`` would.
+
+        The batch entry point of the central learner; specs with a compiled
+        path override it, and must stay equal to the ``learn_one`` loop.
+        """
+        for x, y in zip(xs, ys, strict=True):
+            self.learn_one(model, x, y)
+
     # -- state ----------------------------------------------------------------
     @abc.abstractmethod
     def summarize(self, model: Any) -> Summary:

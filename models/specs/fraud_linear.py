@@ -55,6 +55,22 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(z < -30.0, 0.0, np.where(z > 30.0, 1.0, p))
 
 
+def _dense(xs: Sequence[Mapping[str, float]], features: Sequence[str]) -> np.ndarray:
+    """Rows of ``xs`` over ``features``; NaN where an event lacks a feature."""
+    first = tuple(xs[0])
+    if all(tuple(x) == first for x in xs):  # the common case: one key order for all
+        rows = np.array([list(x.values()) for x in xs], dtype=np.float64)
+        X = np.full((len(xs), len(features)), np.nan)
+        X[:, [features.index(f) for f in first]] = rows
+        return X
+    index = {f: i for i, f in enumerate(features)}
+    X = np.full((len(xs), len(features)), np.nan)
+    for row, x in zip(X, xs, strict=True):
+        for f, v in x.items():
+            row[index[f]] = v
+    return X
+
+
 class FraudLinear(ModelSpec):
     """Binary fraud classifier; score = P(fraud).
 
@@ -105,6 +121,56 @@ class FraudLinear(ModelSpec):
         if y is None:
             raise ModelError("fraud-linear learns from labelled events only; y is missing")
         model.learn_one(dict(x), bool(y))
+
+    def warm_up(self) -> None:
+        """Import numba and load (or compile, ~2 s the first time) the learning kernel."""
+        self.learn_dicts(self.new_model(), [{"warm-up": 1.0}], [True])
+
+    def learn_dicts(
+        self,
+        model: compose.Pipeline,
+        xs: Sequence[Mapping[str, float]],
+        ys: Sequence[bool | None],
+    ) -> None:
+        """``learn_one`` over the events, compiled (models/specs/linear_sgd.py).
+
+        The same recurrences in the same order as River, ~20x faster; the
+        result is written back into the River pipeline, so everything else
+        (summaries, scoring, merges) sees an ordinary River model.
+        """
+        if len(xs) != len(ys):
+            raise ModelError(f"{len(xs)} events but {len(ys)} labels")
+        if not xs:
+            return
+        if any(y is None for y in ys):
+            raise ModelError("fraud-linear learns from labelled events only; a label is missing")
+        from models.specs.linear_sgd import learn_scaled_logistic  # numba: load on first use
+
+        scaler, glm = self._parts(model)
+        had_weight = set(glm.weights)
+        in_batch = set().union(*xs)
+        features = tuple(sorted(set(scaler.counts) | had_weight | in_batch))
+        X = _dense(xs, features)
+        _, counts, means, variances = river_adapter.get_scaler_state(scaler, features)
+        weights, intercept, steps = river_adapter.get_linear_state(glm, features)
+        intercept = learn_scaled_logistic(
+            X,
+            np.array([bool(y) for y in ys]),
+            counts,
+            means,
+            variances,
+            weights,
+            intercept,
+            LR,
+            L2,
+            INTERCEPT_LR,
+            float(glm.clip_gradient),
+        )
+        river_adapter.set_scaler_state(scaler, features, counts, means, variances)
+        keep = [i for i, f in enumerate(features) if f in had_weight or f in in_batch]
+        river_adapter.set_linear_state(
+            glm, [features[i] for i in keep], weights[keep], intercept, steps + len(xs)
+        )
 
     def score_one(self, model: compose.Pipeline, x: Mapping[str, float]) -> float:
         return float(model.predict_proba_one(dict(x)).get(True, 0.0))

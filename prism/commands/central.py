@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="stop once caught up and idle this long (bounded runs, benchmarks)",
     )
+    run.add_argument(
+        "--engine",
+        choices=("kafka", "faust"),
+        default="kafka",
+        help="consumption engine: confluent-kafka batches (default) or a Faust agent",
+    )
     run.set_defaults(handler=cmd_run)
 
 
@@ -63,4 +69,4 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         metrics_port=args.metrics_port,
         learner=LearnerConfig(ttl_ms=int(args.label_ttl * 1000), max_pending=args.max_pending),
     )
-    return run(settings, config, idle_exit_s=args.idle_exit)
+    return run(settings, config, idle_exit_s=args.idle_exit, engine=args.engine)

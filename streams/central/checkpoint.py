@@ -83,7 +83,10 @@ class CheckpointStore:
             "state": summary_to_state(learner.spec.summarize(learner.model)),
             "event_watermark": learner.event_watermark,
             "label_watermark": learner.label_watermark,
-            "waiting_labels": [vars(w) for w in learner.waiting],
+            "waiting_labels": [
+                {"event_id": w.event_id, "ts": w.ts, "label": w.label, "offset": w.offset}
+                for w in learner.waiting
+            ],
             "counters": {k: int(v) for k, v in learner.counters.items()},
         }
 
@@ -95,7 +98,9 @@ class CheckpointStore:
         with self.client.pipeline(transaction=True) as tx:
             for learner in learners:
                 k, changes = self.keys_for(learner.partition), learner.changes
-                tx.set(k.record, self.codec.encode("CentralCheckpoint", self.record(learner)))
+                tx.set(
+                    k.record, self.codec.encode_many("CentralCheckpoint", [self.record(learner)])[0]
+                )
                 if changes.added:
                     tx.hset(
                         k.pending, mapping={e: pack_pending(p) for e, p in changes.added.items()}

@@ -45,7 +45,7 @@ class Undecodable:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built per record, frozen costs 4x
 class EventIn:
     """A decoded event (Transaction or SensorReading) at its Kafka position.
 
@@ -61,7 +61,7 @@ class EventIn:
     error: Undecodable | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built per record, frozen costs 4x
 class LabelIn:
     offset: int
     record: Mapping[str, Any] | None
@@ -69,7 +69,7 @@ class LabelIn:
     error: Undecodable | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built per record, frozen costs 4x
 class Scored:
     """What the worker turns into a ``Score`` record."""
 
@@ -80,7 +80,7 @@ class Scored:
     timestamp_ms: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A scored event waiting for its label; ``raw`` is what the checkpoint stores."""
 
@@ -92,7 +92,7 @@ class Pending:
     raw: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class WaitingLabel:
     event_id: str
     ts: int
@@ -170,6 +170,8 @@ class PartitionLearner:
         self.changes = Changes()
         self.rejected: list[Rejected] = []
         self._to_measure: list[tuple[int, bool, float]] = []
+        self._to_learn_x: list[Mapping[str, float]] = []
+        self._to_learn_y: list[bool | None] = []
 
     # -- positions -----------------------------------------------------------
     def fresh(self, topic: str, offset: int) -> bool:
@@ -208,27 +210,33 @@ class PartitionLearner:
         for features, (rows, X) in groups.items():
             scores[rows] = self.spec.score_many(self.model, X, features)
         learn_batch = not self.spec.supervised and len(groups) == 1
+        learn_each = not self.spec.supervised and not learn_batch
+        supervised = self.spec.supervised
         out: list[Scored] = []
+        watermark = self.event_watermark
         for event, score in zip(batch, scores.tolist(), strict=True):
             r = event.record
-            eid, ts, label, x = r["event_id"], int(r["ts"]), r.get("label"), r["features"]
+            eid, ts, label, x = r["event_id"], r["ts"], r.get("label"), r["features"]
             out.append(Scored(eid, ts, score, label, event.timestamp_ms))
-            self.event_watermark = max(self.event_watermark, ts)
+            if ts > watermark:
+                watermark = ts
             self._remember(eid)
-            self.counters["scored"] += 1
-            if not self.spec.supervised and not learn_batch:
+            if learn_each:
                 self._learn(x, None)
             if label is not None:
-                self._labelled(ts, bool(label), score)
-                if self.spec.supervised:
-                    self._learn(x, bool(label))
+                self._labelled(ts, label, score)
+                if supervised:
+                    self._learn(x, label)
             else:
-                self._hold(Pending(eid, ts, event.offset, score, dict(x), event.raw))
+                self._hold(Pending(eid, ts, event.offset, score, x, event.raw))
+        self.event_watermark = watermark
+        self.counters["scored"] += len(batch)
         if learn_batch:  # one feature set: the spec's batch path, same order
             ((features, (_, X)),) = groups.items()
             self.spec.learn_many(self.model, X, features)
             self.counters["learned"] += len(batch)
         self._drain()
+        self._flush_learning()
         self._measure()
         return out
 
@@ -253,13 +261,13 @@ class PartitionLearner:
     def _groups(batch: list[EventIn]) -> dict[tuple[str, ...], tuple[list[int], np.ndarray]]:
         """Rows by feature set, as matrices: rows with other keys are never zero-filled."""
         rows: dict[tuple[str, ...], list[int]] = {}
-        for i, e in enumerate(batch):
-            rows.setdefault(tuple(sorted(e.record["features"])), []).append(i)
+        for i, e in enumerate(batch):  # grouped by key order: same set, other order = own group
+            rows.setdefault(tuple(e.record["features"]), []).append(i)
         return {
             features: (
                 idx,
                 np.array(
-                    [[batch[i].record["features"][f] for f in features] for i in idx],
+                    [list(batch[i].record["features"].values()) for i in idx],
                     dtype=np.float64,
                 ).reshape(len(idx), len(features)),
             )
@@ -277,8 +285,17 @@ class PartitionLearner:
         self.changes.recent.append(event_id)
 
     def _learn(self, x: Mapping[str, float], y: bool | None) -> None:
-        self.spec.learn_one(self.model, x, y)
+        """Queue in learn order; :meth:`_flush_learning` learns the queue in one call."""
+        self._to_learn_x.append(x)
+        self._to_learn_y.append(y)
         self.counters["learned"] += 1
+
+    def _flush_learning(self) -> None:
+        """Learn what a take_* call resolved, through the spec's compiled batch path."""
+        if self._to_learn_x:
+            xs, ys = self._to_learn_x, self._to_learn_y
+            self._to_learn_x, self._to_learn_y = [], []
+            self.spec.learn_dicts(self.model, xs, ys)
 
     def _labelled(self, ts: int, label: bool, score: float) -> None:
         self._to_measure.append((ts, label, score))
@@ -316,6 +333,7 @@ class PartitionLearner:
             self.label_watermark = max(self.label_watermark, ts)
             self.waiting.append(WaitingLabel(r["event_id"], ts, bool(r["label"]), item.offset))
         self._drain()
+        self._flush_learning()
         self._measure()
 
     def _drain(self) -> None:

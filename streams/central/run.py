@@ -1,4 +1,4 @@
-"""Composition root of ``prism central run``: real adapters in, Faust worker out."""
+"""Composition root of ``prism central run``: real adapters in, a running engine out."""
 
 from __future__ import annotations
 
@@ -70,16 +70,62 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
     )
 
 
-def run(settings: Settings, config: CentralConfig, *, idle_exit_s: float | None = None) -> int:
-    """Run the Faust worker until SIGTERM/SIGINT (or idle with no lag, if asked)."""
-    import faust  # imported here: the rest of the CLI must not pay for Faust
+ENGINES = ("kafka", "faust")
 
-    from streams.central.app import build_app
 
+def run(
+    settings: Settings,
+    config: CentralConfig,
+    *,
+    idle_exit_s: float | None = None,
+    engine: str = "kafka",
+) -> int:
+    """Run the worker until SIGTERM/SIGINT (or idle with no lag, if asked).
+
+    ``engine``: ``kafka`` (default) consumes mini-batches with confluent-kafka;
+    ``faust`` runs the same worker core as a Faust agent (slower; see
+    streams/central/kafka_loop.py for the measurement).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     worker = build_worker(settings, config)
     if config.metrics_port is not None:
         port = worker.telemetry.serve(config.metrics_port)
         log.info("metrics endpoint http://127.0.0.1:%s/metrics", port)
+    log.info(
+        "central worker starting engine=%s worker=%s group=%s model=%s topics=%s,%s",
+        engine,
+        config.worker,
+        config.group_id,
+        config.spec_name,
+        worker.topics.events,
+        worker.topics.labels,
+    )
+    if engine == "kafka":
+        return _run_kafka(settings, worker, idle_exit_s)
+    return _run_faust(settings, worker, idle_exit_s)
+
+
+def _run_kafka(settings: Settings, worker: CentralWorker, idle_exit_s: float | None) -> int:
+    from confluent_kafka import Consumer
+
+    from streams.central.kafka_loop import KafkaLoop, consumer_config
+
+    config = worker.config
+    consumer = Consumer(
+        consumer_config(settings.kafka_bootstrap or "", config.group_id, config.worker)
+    )
+    loop = KafkaLoop(worker, consumer, idle_exit_s=idle_exit_s)
+    loop.install_signal_handlers()
+    return loop.run()
+
+
+def _run_faust(settings: Settings, worker: CentralWorker, idle_exit_s: float | None) -> int:
+    import faust  # imported here: the rest of the CLI must not pay for Faust
+
+    from streams.central.app import build_app
+
+    config = worker.config
     datadir = settings.state_dir / "faust" / config.worker.replace("/", "_")
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = build_app(
@@ -87,14 +133,6 @@ def run(settings: Settings, config: CentralConfig, *, idle_exit_s: float | None 
         bootstrap=settings.kafka_bootstrap or "",
         datadir=str(datadir),
         idle_exit_s=idle_exit_s,
-    )
-    log.info(
-        "central worker starting worker=%s group=%s model=%s topics=%s,%s",
-        config.worker,
-        config.group_id,
-        config.spec_name,
-        worker.topics.events,
-        worker.topics.labels,
     )
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
     return 0

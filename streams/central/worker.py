@@ -39,7 +39,7 @@ from streams.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per consumed record, frozen costs 4x
 class RecordIn:
     """A consumed Kafka record, whatever the client library."""
 
@@ -87,6 +87,7 @@ class CentralWorker:
             producer, topics.dead_letter, service=self.service, codec=codec, telemetry=telemetry
         )
         self.learners: dict[int, PartitionLearner] = {}
+        self.spec.warm_up()
         self._since_checkpoint = 0
         self._last_checkpoint = self._last_summary = self._last_rate = time.monotonic()
         self._events_since_rate = 0
@@ -123,6 +124,11 @@ class CentralWorker:
                 del self.learners[p]
             log.info("partitions revoked worker=%s partitions=%s", self.config.worker, gone)
 
+    def drop(self, partitions: Iterable[int]) -> None:
+        """Forget partitions without a checkpoint (lost: another worker may own them)."""
+        for p in partitions:
+            self.learners.pop(p, None)
+
     # -- the hot path --------------------------------------------------------
     def process(self, records: Sequence[RecordIn]) -> int:
         """Decode, score, learn one mini-batch; returns the number of events scored.
@@ -140,8 +146,26 @@ class CentralWorker:
     def _process(self, records: Sequence[RecordIn]) -> int:
         events: dict[int, list[EventIn]] = {}
         labels: dict[int, list[LabelIn]] = {}
-        for rec in records:
-            self._route(rec, events, labels)
+        owned, events_topic = self.learners, self.topics.events
+        event_schema, decode = self.config.event_schema, self.codec.decode
+        for rec in records:  # the hottest loop: decoding inlined on purpose
+            p = rec.partition
+            if p not in owned:
+                continue  # revoked while buffered: its next owner reads it from the checkpoint on
+            is_event = rec.topic == events_topic
+            record = error = None
+            if rec.value is None:
+                error = Undecodable("empty", "a record without a value (tombstone)")
+            else:
+                try:
+                    record = decode(rec.value, expected=event_schema if is_event else "Label")
+                except SchemaError as e:
+                    error = Undecodable(e.reason_code, str(e))
+            if is_event:
+                item = EventIn(rec.offset, record, rec.value, rec.timestamp_ms, error)
+                events.setdefault(p, []).append(item)
+            else:
+                labels.setdefault(p, []).append(LabelIn(rec.offset, record, rec.value, error))
         scored = 0
         for p in sorted(set(events) | set(labels)):
             learner = self.learners[p]
@@ -172,36 +196,14 @@ class CentralWorker:
         self.telemetry.events.labels(self.service, "events").inc(scored)
         return scored
 
-    def _route(self, rec: RecordIn, events: dict, labels: dict) -> None:
-        if rec.partition not in self.learners:
-            return  # revoked while buffered: its next owner reads it from the checkpoint on
-        is_event = rec.topic == self.topics.events
-        record, error = self._decode(rec, self.config.event_schema if is_event else "Label")
-        if is_event:
-            events.setdefault(rec.partition, []).append(
-                EventIn(rec.offset, record, rec.value, rec.timestamp_ms, error)
-            )
-        else:
-            labels.setdefault(rec.partition, []).append(
-                LabelIn(rec.offset, record, rec.value, error)
-            )
-
-    def _decode(self, rec: RecordIn, schema: str) -> tuple[dict | None, Undecodable | None]:
-        if rec.value is None:
-            return None, Undecodable("empty", "a record without a value (tombstone)")
-        try:
-            return self.codec.decode(rec.value, expected=schema), None
-        except SchemaError as e:
-            return None, Undecodable(e.reason_code, str(e))
-
     def _emit_scores(self, scored: list) -> int:
         now = time.time() * 1000
-        worker, name = self.config.worker, self.spec.name
-        for s in scored:
-            record = {
+        stamp, worker, name = int(now), self.config.worker, self.spec.name
+        records = [
+            {
                 "event_id": s.event_id,
                 "ts": s.ts,
-                "scored_at": int(now),
+                "scored_at": stamp,
                 "node_id": worker,
                 "model_name": name,
                 "model_version": 0,
@@ -210,9 +212,21 @@ class CentralWorker:
                 "label": s.label,
                 "latency_ms": max(now - s.timestamp_ms, 0.0) if s.timestamp_ms else 0.0,
             }
-            key = s.event_id.encode()
-            self.producer.produce(self.topics.scores, self.codec.encode("Score", record), key=key)
+            for s in scored
+        ]
+        topic = self.topics.scores
+        for s, value in zip(scored, self.codec.encode_many("Score", records), strict=True):
+            self._produce(topic, value, s.event_id.encode())
         return len(scored)
+
+    def _produce(self, topic: str, value: bytes, key: bytes) -> None:
+        """Produce; if librdkafka's local queue is full, serve deliveries until it is not."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key=key)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
 
     def _dead_records(self, records: Sequence[RecordIn], e: Exception) -> None:
         """Dead-letter records as consumed (key and bytes intact) after an unexpected error."""

@@ -96,3 +96,50 @@ def test_avro_and_json_agree(name: str, data: st.DataObject) -> None:
     record = data.draw(from_schema(load_schema(name)))
     via_avro = Codec("avro").decode(Codec("avro").encode(name, record))
     assert via_avro == Codec("json").decode(Codec("json").encode(name, record))
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_encode_many_writes_the_same_bytes_as_encode(name: str) -> None:
+    codec = Codec()
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(from_schema(load_schema(name)), min_size=1, max_size=4))
+    def check(records: list[dict[str, Any]]) -> None:
+        assert codec.encode_many(name, records) == [codec.encode(name, r) for r in records]
+
+    check()
+
+
+SCORE = {
+    "event_id": "e1",
+    "ts": 1,
+    "scored_at": 2,
+    "node_id": "n",
+    "model_name": "fraud-linear",
+    "model_version": 0,
+    "source": "central",
+    "score": 0.5,
+    "label": None,
+    "latency_ms": 1.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason_code"),
+    [
+        ({"score": float("nan")}, "non-finite"),
+        ({"latency_ms": float("inf")}, "non-finite"),
+        ({"score": "high"}, "wrong-type"),
+        ({"event_id": None}, "wrong-type"),
+        ({"source": "elsewhere"}, "wrong-type"),
+    ],
+)
+def test_encode_many_refuses_what_encode_refuses(change: dict, reason_code: str) -> None:
+    with pytest.raises(SchemaError) as e:
+        Codec().encode_many("Score", [SCORE, SCORE | change])
+    assert e.value.reason_code == reason_code
+
+
+def test_encode_many_fills_defaults_like_encode() -> None:
+    short = {k: v for k, v in SCORE.items() if k not in ("label", "latency_ms")}
+    assert Codec().encode_many("Score", [short]) == [Codec().encode("Score", short)]

@@ -1,0 +1,238 @@
+"""The central learner's default engine: librdkafka batches straight into the worker.
+
+Why not Faust's stream here: measured on this project's bench, a Faust agent
+(``stream.noack_take``) tops out near 3,000 events/s on a 2-core machine,
+almost all of it in Faust's per-message machinery (an asyncio task and a
+``wait_first`` per message), while ``Consumer.consume(n)`` hands over a
+thousand records in one C call. The worker core
+(:class:`~streams.central.worker.CentralWorker`) is the same for both
+engines; ``--engine faust`` still runs the Faust agent (streams/central/app.py).
+
+Group protocol, the same guarantees as the Faust engine:
+
+- ``partition.assignment.strategy=range`` gives partition p of the events
+  topic and of ``labels`` (same partition count) to the same member -- the
+  co-partitioning the per-partition learners need;
+- on assignment each partition starts *at its Redis checkpoint's offsets*
+  (``assign`` with explicit offsets in the rebalance callback), so what the
+  checkpoint covers is never re-read, and nothing after it is skipped;
+- Kafka offsets are committed only from checkpoints (auto-commit off), and a
+  revocation checkpoints and commits before the partitions go;
+- a *lost* assignment (session timeout) is dropped without a checkpoint: the
+  partitions' new owner may already be writing theirs.
+
+Callbacks run inside ``consume()`` on this thread, between batches, so the
+worker is never entered twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams.central.worker import CentralWorker, RecordIn
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+_UNKNOWN_OFFSET = -1001
+
+
+def consumer_config(bootstrap: str, group_id: str, client_id: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        # a whole mini-batch should come from the local queue, not one fetch per call
+        "fetch.min.bytes": 1,
+        "queued.min.messages": 100_000,
+    }
+
+
+class KafkaLoop:
+    """Consume mini-batches with confluent-kafka and drive a :class:`CentralWorker`."""
+
+    def __init__(
+        self,
+        worker: CentralWorker,
+        consumer: Consumer,
+        *,
+        idle_exit_s: float | None = None,
+    ) -> None:
+        self.worker = worker
+        self.consumer = consumer
+        self.idle_exit_s = idle_exit_s
+        self._stopping = False
+        self._idle_since = time.monotonic()
+        self._last_tick = 0.0
+
+    @property
+    def topics(self) -> tuple[str, str]:
+        return self.worker.topics.events, self.worker.topics.labels
+
+    # -- lifecycle -------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to finish its batch, checkpoint and leave the group."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> int:
+        self.consumer.subscribe(
+            list(self.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not self._stopping:
+                self.step()
+        finally:
+            self._shutdown()
+        return 0
+
+    def step(self) -> int:
+        """One mini-batch (possibly empty) and whatever cadence is due; returns records seen."""
+        config = self.worker.config
+        messages = self.consumer.consume(config.batch_size, timeout=config.batch_wait_s)
+        records = self._records(messages)
+        if records:
+            self.worker.process(records)
+            self._idle_since = time.monotonic()
+        if self.worker.checkpoint_due():
+            self._checkpoint()
+        if self.worker.summary_due():
+            self.worker.publish_summaries()
+        self._tick()
+        return len(records)
+
+    def _records(self, messages: Iterable[Any]) -> list[RecordIn]:
+        out = []
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer error (librdkafka retries): %s", err)
+                continue
+            ts_type, ts = m.timestamp()
+            out.append(
+                RecordIn(
+                    m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else 0
+                )
+            )
+        return out
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_tick < TICK_S:
+            return
+        self._last_tick = now
+        self.worker.report_lag(self._cached_highwater)
+        if self._idle_exit_due(now) and self.worker.caught_up(self._highwater):
+            log.info("idle for %.1f s and caught up: stopping", self.idle_exit_s)
+            self._stopping = True
+
+    def _idle_exit_due(self, now: float) -> bool:
+        """Asked to exit when idle, has joined (owns partitions) and nothing came for that long."""
+        if self.idle_exit_s is None or not self.worker.learners:
+            return False
+        return now - self._idle_since > self.idle_exit_s
+
+    def _shutdown(self) -> None:
+        """Final checkpoint + summary, then leave the group (which revokes: a no-op by then)."""
+        try:
+            if self.worker.learners:
+                self._checkpoint()
+                self.worker.publish_summaries()
+                self.worker.producer.flush(10)
+        finally:
+            self.consumer.close()
+
+    # -- checkpoints and commits -------------------------------------------------
+    def _checkpoint(self, partitions: Iterable[int] | None = None) -> None:
+        self.worker.checkpoint()
+        self._commit(partitions, asynchronous=partitions is None)
+
+    def _commit(self, partitions: Iterable[int] | None, *, asynchronous: bool) -> None:
+        """Commit the checkpointed next offsets (Kafka never runs ahead of Redis)."""
+        owned = self.worker.learners
+        chosen = owned if partitions is None else {p: owned[p] for p in partitions if p in owned}
+        offsets = [
+            TopicPartition(topic, p, learner.offsets[topic])
+            for p, learner in chosen.items()
+            for topic in self.topics
+            if topic in learner.offsets
+        ]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as e:  # Redis holds the truth; a failed commit only delays lag
+            log.warning("offset commit failed (the Redis checkpoint stands): %s", e)
+
+    # -- rebalance callbacks (run inside consume()) ----------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ours = [tp for tp in partitions if tp.topic in self.topics]
+        self.worker.assign({tp.partition for tp in ours})
+        for tp in ours:
+            learner = self.worker.learners[tp.partition]
+            if tp.topic in learner.offsets:  # restored: start right after the checkpoint
+                tp.offset = learner.offsets[tp.topic]
+        consumer.assign(partitions)
+        self._idle_since = time.monotonic()
+        log.info(
+            "assigned %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{_show(tp.offset)}" for tp in partitions),
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {tp.partition for tp in partitions if tp.topic in self.topics}
+        gone &= set(self.worker.learners)
+        if gone:
+            self.worker.checkpoint([self.worker.learners[p] for p in gone])
+            self._commit(gone, asynchronous=False)
+            self.worker.revoke(gone)
+        consumer.unassign()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost (not revoked): another member may own them already; do not checkpoint."""
+        gone = {tp.partition for tp in partitions if tp.topic in self.topics}
+        self.worker.drop(gone)
+        log.warning("partitions lost without a checkpoint: %s", sorted(gone))
+        consumer.unassign()
+
+    # -- lag -------------------------------------------------------------------
+    def _cached_highwater(self, topic: str, partition: int) -> int | None:
+        return self._watermark(topic, partition, cached=True)
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        return self._watermark(topic, partition, cached=False)
+
+    def _watermark(self, topic: str, partition: int, *, cached: bool) -> int | None:
+        try:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=2.0, cached=cached
+            )
+        except KafkaException:
+            return None
+        return None if high in (_UNKNOWN_OFFSET, OFFSET_INVALID) else high
+
+
+def _show(offset: int) -> str:
+    return str(offset) if offset >= 0 else "committed"

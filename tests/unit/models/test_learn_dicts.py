@@ -1,0 +1,87 @@
+"""``learn_dicts`` (the central learner's batch path) equals River's learn_one loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models.errors import ModelError
+from models.specs import SPEC_NAMES, get_spec
+from models.summary import Summary
+
+KEYS = ("amount", "hour", "risk", "velocity", "zz_rare")
+
+values = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)
+sparse_event = st.dictionaries(st.sampled_from(KEYS), values, min_size=1, max_size=len(KEYS))
+stream = st.lists(st.tuples(sparse_event, st.booleans()), min_size=1, max_size=80)
+
+
+def assert_same(a: Summary, b: Summary) -> None:
+    assert a.features == b.features
+    assert a.n_samples == b.n_samples
+    for name, t in a.tensors.items():
+        np.testing.assert_allclose(b.tensor(name), t, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def river_loop(spec, model, events) -> None:
+    for x, y in events:
+        spec.learn_one(model, x, y)
+
+
+@given(
+    warmup=stream,
+    batch=stream,
+    cuts=st.lists(st.integers(min_value=0, max_value=80), max_size=4),
+)
+def test_fraud_linear_batch_path_equals_river_for_any_sparse_stream_and_split(
+    warmup, batch, cuts
+) -> None:
+    spec = get_spec("fraud-linear")
+    reference, fast = spec.new_model(), spec.new_model()
+    river_loop(spec, reference, warmup)  # both start from the same River-learned state
+    river_loop(spec, fast, warmup)
+    river_loop(spec, reference, batch)
+    bounds = sorted({0, len(batch), *(c for c in cuts if c < len(batch))})
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        chunk = batch[lo:hi]
+        spec.learn_dicts(fast, [x for x, _ in chunk], [y for _, y in chunk])
+    assert_same(spec.summarize(reference), spec.summarize(fast))
+    probe = dict.fromkeys(KEYS, 1.5)
+    assert spec.score_one(fast, probe) == pytest.approx(spec.score_one(reference, probe), 1e-9)
+
+
+def test_fraud_linear_batch_path_on_a_model_restored_from_a_merged_summary(make_events) -> None:
+    """A model applied from a summary may know features it never counted (count 0)."""
+    spec = get_spec("fraud-linear")
+    a, b = spec.new_model(), spec.new_model()
+    river_loop(spec, a, make_events("fraud", 50, seed=1))
+    river_loop(spec, b, [({"only_b": float(i)}, i % 3 == 0) for i in range(20)])
+    from models.merge import merge
+
+    merged = merge([spec.summarize(a), spec.summarize(b)], "fedavg").summary
+    reference, fast = spec.load(merged), spec.load(merged)
+    more = make_events("fraud", 30, seed=2)
+    river_loop(spec, reference, more)
+    spec.learn_dicts(fast, [x for x, _ in more], [y for _, y in more])
+    assert_same(spec.summarize(reference), spec.summarize(fast))
+
+
+def test_fraud_linear_batch_path_refuses_unlabelled_events() -> None:
+    spec = get_spec("fraud-linear")
+    with pytest.raises(ModelError, match="label"):
+        spec.learn_dicts(spec.new_model(), [{"a": 1.0}], [None])
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_every_spec_batch_path_equals_its_learn_one_loop(name, make_events) -> None:
+    spec = get_spec(name)
+    events = make_events(spec.task, 300, seed=5)
+    ys = [y if spec.supervised else None for _, y in events]
+    reference, fast = spec.new_model(), spec.new_model()
+    for (x, _), y in zip(events, ys, strict=True):
+        spec.learn_one(reference, x, y)
+    spec.learn_dicts(fast, [x for x, _ in events[:120]], ys[:120])
+    spec.learn_dicts(fast, [x for x, _ in events[120:]], ys[120:])
+    assert_same(spec.summarize(reference), spec.summarize(fast))
