@@ -104,7 +104,11 @@ def worker(s, *args: str, group: str | None = None, engine: str | None = None) -
         engine or ENGINE,
         *args,
     ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    errors = tempfile.NamedTemporaryFile(  # noqa: SIM115 - outlives this call, as the worker
+        prefix="central-bench-", suffix=".log", delete=False
+    )
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+    proc.log_path = errors.name  # type: ignore[attr-defined]
     STARTED.append(proc)
     return proc
 
@@ -185,7 +189,10 @@ def batched(settings, log: Path, args, workers: int, engine: str | None = None):
         )
         for i in range(workers)
     ]
-    assert all(p.wait(1800) == 0 for p in procs)
+    for p in procs:
+        if p.wait(1800) != 0:
+            tail = Path(p.log_path).read_text(errors="replace")[-3000:]
+            raise SystemExit(f"a worker failed (exit {p.returncode}); its log ends:\n{tail}")
     return score_rate(s)
 
 

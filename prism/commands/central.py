@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--max-pending", type=int, default=200_000, help="pending events per partition"
     )
+    run.add_argument(
+        "--max-waiting",
+        type=int,
+        default=50_000,
+        help="labels waiting for their events per partition before labels are paused",
+    )
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     run.add_argument(
         "--idle-exit",
@@ -67,6 +73,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         checkpoint_every_s=args.checkpoint_interval,
         summary_every_s=args.summary_interval,
         metrics_port=args.metrics_port,
-        learner=LearnerConfig(ttl_ms=int(args.label_ttl * 1000), max_pending=args.max_pending),
+        learner=LearnerConfig(
+            ttl_ms=int(args.label_ttl * 1000),
+            max_pending=args.max_pending,
+            max_waiting=args.max_waiting,
+        ),
     )
     return run(settings, config, idle_exit_s=args.idle_exit, engine=args.engine)

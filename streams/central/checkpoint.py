@@ -44,6 +44,9 @@ def unpack_pending(data: bytes, codec: Codec, schema: str) -> Pending:
     return Pending(r["event_id"], int(r["ts"]), offset, score, dict(r["features"]), raw)
 
 
+CHECKPOINT_MAX_BYTES = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class CheckpointKeys:
     record: str
@@ -66,7 +69,10 @@ class CheckpointStore:
     ) -> None:
         self.client = client
         self.group, self.worker_id, self.event_schema = group, worker_id, event_schema
-        self.codec = codec or Codec()
+        codec = codec or Codec()
+        # a checkpoint is a Redis value, not a Kafka message: up to its waiting labels
+        # (bounded by the engine's back-pressure), it may pass the message-size limit
+        self.codec = Codec(codec.mode, max_bytes=max(codec.max_bytes, CHECKPOINT_MAX_BYTES))
         self.keys = keys or RegistryKeys()
 
     def keys_for(self, partition: int) -> CheckpointKeys:

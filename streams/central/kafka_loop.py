@@ -76,6 +76,7 @@ class KafkaLoop:
         self._stopping = False
         self._idle_since = time.monotonic()
         self._last_tick = 0.0
+        self._paused: set[int] = set()  # partitions whose labels are paused
 
     @property
     def topics(self) -> tuple[str, str]:
@@ -112,12 +113,33 @@ class KafkaLoop:
         if records:
             self.worker.process(records)
             self._idle_since = time.monotonic()
+            self._balance_labels()
         if self.worker.checkpoint_due():
             self._checkpoint()
         if self.worker.summary_due():
             self.worker.publish_summaries()
         self._tick()
         return len(records)
+
+    def _balance_labels(self) -> None:
+        """Back-pressure: stop reading a partition's labels while too many wait for events.
+
+        Labels are small, so a catch-up (or a preloaded topic) fetches them far
+        ahead of their events; each waits in memory and in the checkpoint.
+        Pausing is lossless: librdkafka resumes after the last record handed
+        over. Resumed at half the bound, so it does not flap.
+        """
+        labels = self.worker.topics.labels
+        for p, learner in self.worker.learners.items():
+            waiting, bound = len(learner.waiting), learner.config.max_waiting
+            if p not in self._paused and waiting > bound:
+                self.consumer.pause([TopicPartition(labels, p)])
+                self._paused.add(p)
+                log.info("labels[%s] paused: %d labels wait for their events", p, waiting)
+            elif p in self._paused and waiting <= bound // 2:
+                self.consumer.resume([TopicPartition(labels, p)])
+                self._paused.discard(p)
+                log.info("labels[%s] resumed: %d labels wait", p, waiting)
 
     def _records(self, messages: Iterable[Any]) -> list[RecordIn]:
         out = []
@@ -195,6 +217,8 @@ class KafkaLoop:
             if tp.topic in learner.offsets:  # restored: start right after the checkpoint
                 tp.offset = learner.offsets[tp.topic]
         consumer.assign(partitions)
+        consumer.resume(partitions)  # a pause may outlive a rebalance in librdkafka
+        self._paused -= {tp.partition for tp in ours}
         self._idle_since = time.monotonic()
         log.info(
             "assigned %s",
@@ -208,12 +232,14 @@ class KafkaLoop:
             self.worker.checkpoint([self.worker.learners[p] for p in gone])
             self._commit(gone, asynchronous=False)
             self.worker.revoke(gone)
+        self._paused -= gone
         consumer.unassign()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost (not revoked): another member may own them already; do not checkpoint."""
         gone = {tp.partition for tp in partitions if tp.topic in self.topics}
         self.worker.drop(gone)
+        self._paused -= gone
         log.warning("partitions lost without a checkpoint: %s", sorted(gone))
         consumer.unassign()
 

@@ -106,6 +106,9 @@ class LearnerConfig:
 
     ttl_ms: int = 24 * 3_600_000
     max_pending: int = 200_000
+    #: labels read before their events; past this the engine stops reading labels
+    #: (pauses the partition) until events catch up -- nothing is dropped
+    max_waiting: int = 50_000
     recent_size: int = 10_000
     window_ms: int = 3_600_000
     window_periods: int = 24

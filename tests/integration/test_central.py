@@ -283,6 +283,23 @@ def test_stopped_mid_replay_then_restarted_learns_exactly_the_uninterrupted_mode
     assert history == sorted(set(history), reverse=True), history  # restart went on numbering
 
 
+def test_labels_read_far_ahead_of_events_are_paused_not_dropped(
+    test_settings, prism_topics, spawn, tmp_path, monkeypatch
+) -> None:
+    """A preloaded topic: labels (7x smaller records) are fetched far ahead of their events."""
+    n = 20_000
+    generate_and_replay(test_settings, tmp_path, monkeypatch, events=n)
+    worker = spawn(*central("--max-waiting", "50", group="gpause", worker="p1"))
+    assert wait_exit(worker) == 0
+    log = Path(worker.log_path).read_text(errors="replace")
+    assert "paused:" in log and "resumed:" in log, log[-2000:]
+    cps, refs = checkpoints(test_settings, "gpause"), reference_models(test_settings)
+    assert sum(cp["counters"]["learned"] for cp in cps.values()) == n
+    for p, ref in refs.items():
+        assert_checkpoint_matches(cps[p], ref)  # paused and resumed: nothing lost or doubled
+        assert cps[p]["waiting_labels"] == []
+
+
 def test_two_workers_split_the_partitions_and_each_publishes_its_shard(
     test_settings, prism_topics, spawn, tmp_path, monkeypatch
 ) -> None:
