@@ -1,0 +1,446 @@
+"""The merge job's logic, framework-free: intake, dedup, rounds, tiers.
+
+A :class:`Merger` takes decoded WeightSummary updates (with their Kafka
+position) and returns what to publish. No Kafka, Redis or clock of its own
+(``now_ms`` is passed in), so every rule below is unit-tested directly.
+
+Intake of one update, in this order (a refusal names its reason):
+
+1. ``invalid-summary`` -- the state does not verify against its spec;
+2. ``duplicate`` -- (node id, sequence) was merged or refused before: counted,
+   never merged twice (at-least-once delivery and replays are harmless);
+3. ``sequence-too-old`` -- older than the node's dedup window (the last
+   ``dedup_window`` sequences), so it cannot be told apart from a duplicate;
+4. ``out-of-order-snapshot`` -- a *cumulative* node (see below) sent a
+   snapshot older than one already merged;
+5. ``future-base`` -- trained from a global version the merger has not made.
+
+Accepted updates join the open round of their model; one update per node per
+round, a node's next update waits for the next round. A round closes on
+``round_size`` participants, or ``round_timeout`` after it opened once it has
+``min_participants``; an update that arrives after its round closed (a
+straggler) simply joins the next one, with its staleness recorded.
+
+What an update means (``meta["stats"]``):
+
+- ``increment`` (default; edge agents): exact statistics of a stretch of the
+  node's stream not sent before (``models.personalize.since``);
+- ``cumulative`` (central shards): everything the node ever learned; the
+  merger turns it into an increment by subtracting the node's last merged
+  snapshot (``spec.unmerge_exact``), so resending a snapshot never double
+  counts.
+
+The first round of a model merges plainly; later rounds merge the increments
+into the current global (``merge(..., current=global, accumulate=True)``):
+exact parts exactly, learned parts by the strategy, which also screens out
+poisoned updates (excluded everywhere, with the reason). ``async`` weighs
+updates by staleness and refuses too-stale ones through the same call.
+
+Optional regional tier: updates with a region merge per region first; each
+closed regional round becomes one update of the global round (node id
+``region:R``), and a regional model of its own in the registry.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from models.errors import ModelError
+from models.merge import Contributor, Exclusion, MergeResult, merge
+from models.personalize import since
+from models.specs import get_spec
+from models.strategies import get_strategy
+from models.summary import Summary
+
+__all__ = ["Closed", "MergerConfig", "Merger", "NodeLedger", "Refused", "Update"]
+
+CUMULATIVE = "cumulative"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergerConfig:
+    strategy: str = "fedavg"
+    round_size: int = 10
+    round_timeout_s: float = 30.0
+    min_participants: int = 1
+    tiers: tuple[str, ...] = ("global",)
+    dedup_window: int = 64
+
+    def __post_init__(self) -> None:
+        if self.round_size < 1 or self.min_participants < 1:
+            raise ValueError("round size and min participants must be >= 1")
+        if self.min_participants > self.round_size:
+            raise ValueError("min participants cannot exceed the round size")
+        if self.round_timeout_s <= 0 or self.dedup_window < 1:
+            raise ValueError("round timeout and dedup window must be positive")
+        unknown = set(self.tiers) - {"regional", "global"}
+        if unknown or "global" not in self.tiers:
+            raise ValueError(f"tiers are 'regional' and 'global' (global required), got {self.tiers}")
+        get_strategy(self.strategy)  # an unknown strategy fails at start, not at the first round
+
+    @property
+    def regional(self) -> bool:
+        return "regional" in self.tiers
+
+
+@dataclass(slots=True)
+class Update:
+    """One decoded WeightSummary and where it was read."""
+
+    summary: Summary
+    tier: str = "edge"
+    region: str | None = None
+    created_at_ms: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    meta: Mapping[str, str] = field(default_factory=dict)
+    partition: int = -1
+    offset: int = -1
+
+    @property
+    def node_id(self) -> str:
+        return self.summary.node_id
+
+    @property
+    def sequence(self) -> int:
+        return self.summary.sequence
+
+    @property
+    def cumulative(self) -> bool:
+        return self.meta.get("stats") == CUMULATIVE
+
+
+@dataclass(frozen=True)
+class Refused:
+    update: Update
+    reason_code: str
+    reason: str
+
+
+@dataclass
+class NodeLedger:
+    """What the merger remembers of one node: dedup window, last snapshot, last word."""
+
+    node_id: str
+    seen: list[int] = field(default_factory=list)  # sorted, at most dedup_window
+    snapshot: Summary | None = None  # last merged cumulative snapshot
+    last_seen_ms: int = 0
+    last_sequence: int = 0
+    tier: str = "edge"
+    region: str | None = None
+    model_name: str = ""
+    excluded: bool = False
+    reason: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def has_seen(self, sequence: int) -> bool:
+        i = bisect.bisect_left(self.seen, sequence)
+        return i < len(self.seen) and self.seen[i] == sequence
+
+    def too_old(self, sequence: int, window: int) -> bool:
+        return len(self.seen) >= window and sequence < self.seen[0]
+
+    def mark(self, sequence: int, window: int) -> None:
+        if not self.has_seen(sequence):
+            bisect.insort(self.seen, sequence)
+            del self.seen[: max(len(self.seen) - window, 0)]
+        self.last_sequence = max(self.last_sequence, sequence)
+
+
+@dataclass(frozen=True)
+class Closed:
+    """A closed round: the merged model to publish and the nodes it touched."""
+
+    name: str  # registry name: the spec name, or "spec@region:R"
+    tier: str
+    version: int
+    parent_version: int
+    result: MergeResult
+    strategy: str
+    created_at_ms: int
+    metrics: Mapping[str, float]
+    nodes: tuple[str, ...]
+
+
+@dataclass
+class _Round:
+    opened_ms: int = 0
+    updates: dict[str, Update] = field(default_factory=dict)  # node id -> its update
+
+    def __len__(self) -> int:
+        return len(self.updates)
+
+
+class _Tier:
+    """Rounds of one model at one level (the global model, or one region)."""
+
+    def __init__(self, name: str, tier: str, current: Summary | None, version: int) -> None:
+        self.name, self.tier = name, tier
+        self.current, self.version = current, version
+        self.round = _Round()
+        self.waiting: list[Update] = []  # a node's later updates, for later rounds
+
+    def offer(self, update: Update, now_ms: int) -> None:
+        if update.node_id in self.round.updates:
+            self.waiting.append(update)
+            return
+        if not self.round.updates:
+            self.round.opened_ms = now_ms
+        self.round.updates[update.node_id] = update
+
+    def due(self, config: MergerConfig, now_ms: int) -> bool:
+        n = len(self.round)
+        if n >= config.round_size:
+            return True
+        timed_out = n and now_ms - self.round.opened_ms >= config.round_timeout_s * 1000
+        return bool(timed_out) and n >= config.min_participants
+
+    def next_round(self, now_ms: int) -> None:
+        self.round = _Round()
+        waiting, self.waiting = self.waiting, []
+        for update in waiting:
+            self.offer(update, now_ms)
+
+    def pending(self) -> Iterable[Update]:
+        yield from self.round.updates.values()
+        yield from self.waiting
+
+
+class Merger:
+    """Every model's rounds and every node's ledger, for one merge job."""
+
+    def __init__(self, config: MergerConfig) -> None:
+        self.config = config
+        self.strategy = get_strategy(config.strategy)
+        self.nodes: dict[str, NodeLedger] = {}
+        self.tiers: dict[str, _Tier] = {}  # registry name -> tier
+        self.counters: dict[str, int] = {}
+        self._queued: set[tuple[str, int]] = set()  # (node, sequence) in an open round
+
+    # -- state from the registry / checkpoint ------------------------------------
+    def restore_model(self, name: str, current: Summary | None, version: int) -> None:
+        """The current model of ``name`` (global, or ``spec@region:R``) and its version."""
+        tier = "regional" if "@region:" in name else "global"
+        self.tiers[name] = _Tier(name, tier, current, version)
+
+    def ledger(self, node_id: str) -> NodeLedger:
+        ledger = self.nodes.get(node_id)
+        if ledger is None:
+            ledger = self.nodes[node_id] = NodeLedger(node_id)
+        return ledger
+
+    # -- intake -----------------------------------------------------------------
+    def offer(self, update: Update, now_ms: int) -> Refused | None:
+        """Admit ``update`` into its round, or say why not."""
+        refused = self._check(update)
+        if refused is not None:
+            self._count(refused.reason_code)
+            if refused.reason_code != "duplicate":
+                self._note(update, excluded=True, reason=refused.reason)
+            return refused
+        self._count("accepted")
+        self._queue(self._tier_for(update), update, now_ms)
+        return None
+
+    def _queue(self, tier: _Tier, update: Update, now_ms: int) -> None:
+        self._queued.add((update.node_id, update.sequence))
+        tier.offer(update, now_ms)
+
+    def _check(self, update: Update) -> Refused | None:
+        s = update.summary
+        try:
+            get_spec(s.model_name).check(s)
+        except ModelError as e:
+            return Refused(update, "invalid-summary", str(e))
+        ledger = self.nodes.get(update.node_id)
+        if ledger is not None:
+            if ledger.has_seen(s.sequence) or self._in_flight(update):
+                return Refused(update, "duplicate", f"({s.node_id}, {s.sequence}) seen before")
+            if ledger.too_old(s.sequence, self.config.dedup_window):
+                return Refused(
+                    update,
+                    "sequence-too-old",
+                    f"sequence {s.sequence} is older than node {s.node_id!r}'s dedup window "
+                    f"(oldest remembered {ledger.seen[0]}); it cannot be told from a duplicate",
+                )
+            snap = ledger.snapshot
+            if update.cumulative and snap is not None and s.sequence < snap.sequence:
+                return Refused(
+                    update,
+                    "out-of-order-snapshot",
+                    f"cumulative snapshot {s.sequence} is older than the merged {snap.sequence}",
+                )
+        elif self._in_flight(update):
+            return Refused(update, "duplicate", f"({s.node_id}, {s.sequence}) already queued")
+        version = self._global(s.model_name).version
+        if s.base_version > version:
+            return Refused(
+                update,
+                "future-base",
+                f"base version {s.base_version} is newer than global version {version} "
+                f"of {s.model_name!r}",
+            )
+        return None
+
+    def _in_flight(self, update: Update) -> bool:
+        return (update.node_id, update.sequence) in self._queued
+
+    def _global(self, model_name: str) -> _Tier:
+        tier = self.tiers.get(model_name)
+        if tier is None:
+            tier = self.tiers[model_name] = _Tier(model_name, "global", None, 0)
+        return tier
+
+    def _tier_for(self, update: Update) -> _Tier:
+        model = update.summary.model_name
+        if self.config.regional and update.region and update.tier == "edge":
+            name = f"{model}@region:{update.region}"
+            if name not in self.tiers:
+                self.tiers[name] = _Tier(name, "regional", None, 0)
+            return self.tiers[name]
+        return self._global(model)
+
+    # -- rounds -----------------------------------------------------------------
+    def close_due(self, now_ms: int) -> list[Closed]:
+        """Close every round that is due (regional first: their results join global rounds)."""
+        closed: list[Closed] = []
+        for tier in sorted(self.tiers.values(), key=lambda t: t.tier != "regional"):
+            while tier.due(self.config, now_ms):
+                done = self._close(tier, now_ms)
+                if done is not None:
+                    closed.append(done)
+        return closed
+
+    def _close(self, tier: _Tier, now_ms: int) -> Closed | None:
+        updates = list(tier.round.updates.values())
+        tier.next_round(now_ms)
+        increments = [self._increment(u) for u in updates]
+        regional = tier.tier == "regional"
+        current = None if regional else tier.current
+        try:
+            result = merge(
+                increments, self.strategy, current=current, accumulate=current is not None
+            )
+        except ModelError as e:  # e.g. the strategy excluded every update
+            for u in updates:
+                self._settle(u, excluded=True, reason=f"round refused: {e}")
+            self._count("rounds-refused")
+            return None
+        kept = {c.node_id for c in result.contributors}
+        why = {e.node_id: e.reason for e in result.excluded}
+        for u in updates:
+            self._settle(u, excluded=u.node_id not in kept, reason=why.get(u.node_id, ""))
+        tier.version += 1
+        tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
+        self._count("rounds")
+        if regional:
+            self._forward_regional(tier, result, updates, now_ms)
+        return Closed(
+            name=tier.name,
+            tier=tier.tier,
+            version=tier.version,
+            parent_version=tier.version - 1,
+            result=result,
+            strategy=self.strategy.name,
+            created_at_ms=now_ms,
+            metrics={
+                "participants": float(len(updates)),
+                "contributors": float(len(result.contributors)),
+                "excluded": float(len(result.excluded)),
+                "round_ms": float(now_ms - min(u.created_at_ms or now_ms for u in updates)),
+            },
+            nodes=tuple(u.node_id for u in updates),
+        )
+
+    def _increment(self, update: Update) -> Summary:
+        """Exact statistics not merged before (cumulative snapshots minus the last one)."""
+        if not update.cumulative:
+            return update.summary
+        snap = self.nodes[update.node_id].snapshot if update.node_id in self.nodes else None
+        if snap is None:
+            return update.summary
+        return replace(since(update.summary, snap), node_id=update.node_id)
+
+    def _settle(self, update: Update, *, excluded: bool, reason: str) -> None:
+        self._queued.discard((update.node_id, update.sequence))
+        ledger = self._note(update, excluded=excluded, reason=reason)
+        ledger.mark(update.sequence, self.config.dedup_window)
+        if update.cumulative and not excluded:
+            ledger.snapshot = update.summary
+
+    def _forward_regional(
+        self, tier: _Tier, result: MergeResult, updates: list[Update], now_ms: int
+    ) -> None:
+        """A closed regional round is one update of its model's global round."""
+        model, region = tier.name.split("@region:", 1)
+        summary = replace(
+            result.summary,
+            node_id=f"region:{region}",
+            sequence=tier.version,
+            base_version=min(u.summary.base_version for u in updates),
+        )
+        forwarded = Update(
+            summary,
+            tier="regional",
+            region=region,
+            created_at_ms=min(u.created_at_ms for u in updates),
+            meta={"stats": "increment"},
+            partition=-1,
+        )
+        self._queue(self._global(model), forwarded, now_ms)
+
+    def restore_forwarded(self, update: Update, now_ms: int) -> None:
+        """A regional result that was waiting for its global round (from the checkpoint)."""
+        self._queue(self._global(update.summary.model_name), update, now_ms)
+
+    def forwarded(self) -> list[Update]:
+        """Regional results waiting in global rounds: the checkpoint keeps them."""
+        return [u for t in self.tiers.values() if t.tier == "global" for u in t.pending()
+                if u.tier == "regional"]  # fmt: skip
+
+    def _note(self, update: Update, *, excluded: bool, reason: str) -> NodeLedger:
+        ledger = self.ledger(update.node_id)
+        ledger.last_seen_ms = max(ledger.last_seen_ms, update.created_at_ms)
+        ledger.last_sequence = max(ledger.last_sequence, update.sequence)
+        ledger.tier, ledger.region = update.tier, update.region
+        ledger.model_name = update.summary.model_name
+        ledger.excluded, ledger.reason = excluded, reason
+        ledger.metrics = dict(update.metrics)
+        return ledger
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    # -- positions -----------------------------------------------------------------
+    def resume_offsets(self) -> dict[int, int]:
+        """Per partition, the earliest offset still held in an open round (re-read on restart)."""
+        out: dict[int, int] = {}
+        for tier in self.tiers.values():
+            for u in tier.pending():
+                if u.partition >= 0:
+                    out[u.partition] = min(out.get(u.partition, u.offset), u.offset)
+        return out
+
+    def pending_count(self) -> int:
+        return sum(len(t.round) + len(t.waiting) for t in self.tiers.values())
+
+
+def contributors_of(closed: Closed) -> tuple[Contributor, ...]:
+    return closed.result.contributors
+
+
+def excluded_of(closed: Closed) -> tuple[Exclusion, ...]:
+    return closed.result.excluded
+
+
+def describe(closed: Closed) -> dict[str, Any]:
+    """One log line's worth of a closed round."""
+    return {
+        "name": closed.name,
+        "version": closed.version,
+        "contributors": len(closed.result.contributors),
+        "excluded": [(e.node_id, e.reason) for e in closed.result.excluded],
+        "n_samples": closed.result.summary.n_samples,
+    }
