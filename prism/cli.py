@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "prism.commands.demo",
     "prism.commands.models",
     "prism.commands.central",
+    "prism.commands.merger",
 )
 
 

@@ -19,3 +19,9 @@ class NotFoundError(PrismError):
     """Something the user asked for (a model, a node, a file) does not exist."""
 
     exit_code = 3
+
+
+class UsageError(PrismError):
+    """A flag value that cannot work (the message says which and why)."""
+
+    exit_code = 2

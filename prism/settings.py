@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         None, description="Redis URL of the read-only query user (registry reads)."
     )
     topic_prefix: str = Field("prism.", description="Prefix of every Kafka topic.")
+    redis_prefix: str = Field(
+        "prism", description="Prefix of every Redis key (registry, checkpoints, merger state)."
+    )
     partitions: int = Field(3, ge=1, description="Partitions per topic for `prism topics create`.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
     encoding: str = Field(

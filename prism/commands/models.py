@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from prism.errors import StackError
-from prism.registry import RegistryClient
+from prism.registry import RegistryClient, RegistryKeys
 from prism.settings import Settings
 from schemas.codec import to_json_compatible
 
@@ -33,7 +33,7 @@ def _client(settings: Settings) -> RegistryClient:
     url = settings.redis_query_url or settings.redis_url
     if url is None:
         raise StackError("no Redis configured: run `prism stack up` or set PRISM_REDIS_QUERY_URL")
-    return RegistryClient(url.get_secret_value())
+    return RegistryClient(url.get_secret_value(), keys=RegistryKeys(settings.redis_prefix))
 
 
 def _when(ms: int) -> str:

@@ -85,15 +85,20 @@ class RegistryWriter:
         a central worker publishes its shard under a name of its own so it
         never shadows the merged global model of the same spec.
         """
+        with self.client.pipeline(transaction=True) as tx:
+            self.queue_model(tx, record, name=name)
+            self.queue_nodes(tx, nodes)
+            tx.execute()
+
+    def queue_model(self, tx: Any, record: Mapping[str, Any], *, name: str | None = None) -> bytes:
+        """Queue a model's writes on ``tx`` (a MULTI/EXEC pipeline others add to); its bytes."""
         name = name or record["model_name"]
         data = self.codec.encode("GlobalModel", dict(record))
-        with self.client.pipeline(transaction=True) as tx:
-            tx.set(self.keys.current(name), data)
-            tx.lpush(self.keys.history(name), data)
-            tx.ltrim(self.keys.history(name), 0, self.history_size - 1)
-            tx.sadd(self.keys.models, name)
-            self._queue_nodes(tx, nodes)
-            tx.execute()
+        tx.set(self.keys.current(name), data)
+        tx.lpush(self.keys.history(name), data)
+        tx.ltrim(self.keys.history(name), 0, self.history_size - 1)
+        tx.sadd(self.keys.models, name)
+        return data
 
     def current_version(self, name: str) -> int:
         """Version of ``name``'s current record (0 if none): a restart goes on from it."""
@@ -105,10 +110,10 @@ class RegistryWriter:
     def record_nodes(self, nodes: Iterable[NodeRecord]) -> None:
         """Node records alone (e.g. an update excluded before any model is published)."""
         with self.client.pipeline(transaction=True) as tx:
-            self._queue_nodes(tx, nodes)
+            self.queue_nodes(tx, nodes)
             tx.execute()
 
-    def _queue_nodes(self, tx: Any, nodes: Iterable[NodeRecord]) -> None:
+    def queue_nodes(self, tx: Any, nodes: Iterable[NodeRecord]) -> None:
         for node in nodes:
             tx.hset(self.keys.node(node.node_id), mapping=node.as_hash())
             tx.sadd(self.keys.nodes, node.node_id)

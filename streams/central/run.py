@@ -9,7 +9,7 @@ import redis
 from confluent_kafka import Producer
 
 from prism.errors import StackError
-from prism.registry import RegistryWriter
+from prism.registry import RegistryKeys, RegistryWriter
 from prism.settings import Settings
 from schemas import Codec
 from streams.central.checkpoint import CheckpointStore
@@ -49,7 +49,8 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
     codec = Codec(settings.encoding, settings.max_message_bytes)
     redis_url = settings.redis_url.get_secret_value()
     client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-    registry = RegistryWriter(redis_url, codec=codec).setup()
+    keys = RegistryKeys(settings.redis_prefix)
+    registry = RegistryWriter(redis_url, codec=codec, keys=keys).setup()
     telemetry = Telemetry(f"central-{config.task}")
     store = CheckpointStore(
         client,
@@ -57,6 +58,7 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
         worker_id=config.worker,
         event_schema=config.event_schema,
         codec=codec,
+        keys=keys,
     )
     producer = Producer(producer_config(settings.kafka_bootstrap))
     return CentralWorker(

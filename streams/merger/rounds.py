@@ -78,7 +78,9 @@ class MergerConfig:
             raise ValueError("round timeout and dedup window must be positive")
         unknown = set(self.tiers) - {"regional", "global"}
         if unknown or "global" not in self.tiers:
-            raise ValueError(f"tiers are 'regional' and 'global' (global required), got {self.tiers}")
+            raise ValueError(
+                f"tiers are 'regional' and 'global' (global required), got {self.tiers}"
+            )
         get_strategy(self.strategy)  # an unknown strategy fails at start, not at the first round
 
     @property

@@ -88,7 +88,9 @@ def test_cumulative_snapshots_are_turned_into_increments() -> None:
     for seq, n in ((1, 25), (2, 60)):
         while SPEC.summarize(model).n_samples < n:
             SPEC.learn_one(model, {"amount": float(SPEC.summarize(model).n_samples % 7)}, True)
-        s = SPEC.summarize(model).with_provenance(node_id="central/p0", sequence=seq, base_version=0)
+        s = SPEC.summarize(model).with_provenance(
+            node_id="central/p0", sequence=seq, base_version=0
+        )
         snapshots.append(Update(s, tier="central", meta={"stats": "cumulative"}))
     m.offer(snapshots[0], 0)
     m.close_due(0)

@@ -1,0 +1,65 @@
+"""`prism merger run`: the global merge job over model-updates."""
+
+from __future__ import annotations
+
+import argparse
+
+from prism.errors import UsageError
+from prism.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("merger", help="The global merge job.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run = actions.add_parser("run", help="Merge node summaries into global models, in rounds.")
+    run.add_argument(
+        "--strategy",
+        default="fedavg",
+        help="fedavg | fedmedian | trimmed:0.1 | krum | multikrum:f=1,m=3 | exact | async | "
+        "fedavgm | fedadam; options after a colon, e.g. async:max_staleness=5, fedavg:screen=true",
+    )
+    run.add_argument("--round-size", type=int, default=10, help="updates that close a round")
+    run.add_argument(
+        "--round-timeout", type=float, default=30.0, help="seconds after which a round closes"
+    )
+    run.add_argument(
+        "--min-participants", type=int, default=1, help="a timed-out round waits for this many"
+    )
+    run.add_argument(
+        "--tiers", default="global", help="'global' or 'regional,global' (merge per region first)"
+    )
+    run.add_argument("--dedup-window", type=int, default=64, help="sequences remembered per node")
+    run.add_argument("--group", default="prism-merger", help="consumer group = state namespace")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    run.add_argument(
+        "--idle-exit",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long without updates (bounded runs, tests, benchmarks)",
+    )
+    run.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from models.errors import ModelError
+    from streams.merger.rounds import MergerConfig
+    from streams.merger.run import run
+
+    try:
+        config = MergerConfig(
+            strategy=args.strategy,
+            round_size=args.round_size,
+            round_timeout_s=args.round_timeout,
+            min_participants=args.min_participants,
+            tiers=tuple(t.strip() for t in args.tiers.split(",") if t.strip()),
+            dedup_window=args.dedup_window,
+        )
+    except (ValueError, ModelError) as e:
+        raise UsageError(str(e)) from e
+    return run(
+        settings,
+        config,
+        group=args.group,
+        idle_exit_s=args.idle_exit,
+        metrics_port=args.metrics_port,
+    )

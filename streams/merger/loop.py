@@ -1,0 +1,245 @@
+"""The merge job's consumer loop: model-updates in batches -> rounds -> global-model + Redis.
+
+Like the central learner's default engine (streams/central/kafka_loop.py, where
+the measurement is), it consumes with confluent-kafka in batches instead of a
+Faust agent: the merger's goal is thousands of summaries a second, and Faust's
+per-message stream machinery tops out near 3,000 records/s on the reference
+machine before any work is done.
+
+Publishing a round: GlobalModel records go to the compacted ``global-model``
+topic (key = model name) and the producer is *flushed*; then one Redis
+transaction stores the registry entries, the node records and the merger's
+state (:mod:`streams.merger.store`). A crash between the two re-merges the open
+rounds after restart (the same version may appear twice on the topic -- it is
+compacted and keyed, and consumers keep the highest version); Redis never sees
+a version twice. One merger per group: a second one would split the
+partitions and publish rival versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from models.errors import ModelError
+from models.serialization import global_model_record, summary_from_weight_record
+from schemas import Codec, SchemaError
+from streams.dead_letters import DeadLetters
+from streams.merger.rounds import Closed, Merger, Update, describe
+from streams.merger.store import MergerStore
+from streams.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+SERVICE = "merger"
+
+
+class MergerLoop:
+    def __init__(
+        self,
+        merger: Merger,
+        store: MergerStore,
+        *,
+        consumer: Consumer,
+        producer: Any,
+        codec: Codec,
+        topics: dict[str, str],
+        telemetry: Telemetry,
+        batch_size: int = 2000,
+        commit_every_s: float = 2.0,
+        idle_exit_s: float | None = None,
+    ) -> None:
+        self.merger, self.store = merger, store
+        self.consumer, self.producer, self.codec = consumer, producer, codec
+        self.topics, self.telemetry = topics, telemetry
+        self.dead = DeadLetters(
+            producer, topics["dead-letter"], service=SERVICE, codec=codec, telemetry=telemetry
+        )
+        self.batch_size, self.commit_every_s, self.idle_exit_s = (
+            batch_size,
+            commit_every_s,
+            idle_exit_s,
+        )
+        self.stored: dict[int, int] = {}
+        self.position: dict[int, int] = {}  # partition -> next offset after what was read
+        self.touched: set[str] = set()
+        self._stopping = False
+        self._assigned = False
+        self._last_commit = self._idle_since = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> int:
+        self.stored = self.store.load(self.merger, _now_ms())
+        self.consumer.subscribe(
+            [self.topics["model-updates"]], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        try:
+            while not self._stopping:
+                self.step()
+        finally:
+            try:
+                self._commit([])
+            finally:
+                self.consumer.close()
+        return 0
+
+    def step(self) -> int:
+        messages = self.consumer.consume(self.batch_size, timeout=0.2)
+        now = _now_ms()
+        n, closed = 0, []
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error (librdkafka retries): %s", err)
+                continue
+            n += 1
+            self.position[m.partition()] = m.offset() + 1
+            if self._take(m, now):  # a round may fill up: close it before the next update
+                closed += self.merger.close_due(now)
+        if n:
+            self._idle_since = time.monotonic()
+            self.telemetry.events.labels(SERVICE, "updates").inc(n)
+        closed += self.merger.close_due(_now_ms())
+        if closed or time.monotonic() - self._last_commit >= self.commit_every_s:
+            self._commit(closed)
+        self.producer.poll(0)
+        self._maybe_idle_exit()
+        return n
+
+    # -- intake -------------------------------------------------------------------------
+    def _take(self, m: Any, now_ms: int) -> bool:
+        """Decode and offer one record; True if it joined a round."""
+        try:
+            value = m.value()
+            if value is None:
+                raise SchemaError("empty", "a record without a value (tombstone)")
+            record = self.codec.decode(value, expected="WeightSummary")
+            update = Update(
+                summary_from_weight_record(record),
+                tier=record["tier"],
+                region=record["region"],
+                created_at_ms=int(record["created_at"]),
+                metrics=dict(record["metrics"]),
+                meta=dict(record["meta"]),
+                partition=m.partition(),
+                offset=m.offset(),
+            )
+        except SchemaError as e:
+            self._dead(m, e.reason_code, str(e))
+            return False
+        except ModelError as e:
+            self._dead(m, "invalid-summary", str(e))
+            return False
+        refused = self.merger.offer(update, now_ms)
+        self.touched.add(update.node_id)
+        if refused is not None and refused.reason_code != "duplicate":
+            self._dead(m, refused.reason_code, refused.reason)
+        return refused is None
+
+    def _dead(self, m: Any, reason_code: str, reason: str) -> None:
+        self.dead.send(
+            topic=m.topic(),
+            partition=m.partition(),
+            offset=m.offset(),
+            key=m.key(),
+            value=m.value(),
+            reason_code=reason_code,
+            reason=reason,
+        )
+
+    # -- publishing ---------------------------------------------------------------------
+    def _commit(self, closed: list[Closed]) -> None:
+        models = []
+        for c in closed:
+            record = global_model_record(
+                c.result.summary,
+                version=c.version,
+                parent_version=c.parent_version,
+                strategy=c.strategy,
+                created_at_ms=c.created_at_ms,
+                contributors=c.result.contributors,
+                excluded=c.result.excluded,
+                metrics=c.metrics,
+            )
+            models.append((c.name, record))
+            self.producer.produce(
+                self.topics["global-model"],
+                self.codec.encode("GlobalModel", record),
+                key=c.name.encode(),
+            )
+            self.touched.update(c.nodes)
+            self.touched.update(x.node_id for x in c.result.contributors)
+            log.info("round closed %s", describe(c))
+        remaining = self.producer.flush(30)
+        if remaining:
+            raise RuntimeError(f"{remaining} global models/dead letters not delivered")
+        offsets = self._offsets()
+        self.store.commit(self.merger, models=models, nodes=self.touched, offsets=offsets)
+        self.telemetry.summaries.labels(SERVICE).inc(len(models))
+        self.telemetry.checkpoints.labels(SERVICE).inc()
+        self.touched = set()
+        self._last_commit = time.monotonic()
+        self._commit_kafka(offsets)
+
+    def _offsets(self) -> dict[int, int]:
+        """Per partition read: the earliest offset an open round still holds, else the position."""
+        held = self.merger.resume_offsets()
+        out = dict(self.position)
+        for p, offset in held.items():
+            out[p] = min(offset, out.get(p, offset))
+        return out
+
+    def _commit_kafka(self, offsets: dict[int, int]) -> None:
+        tps = [TopicPartition(self.topics["model-updates"], p, o) for p, o in offsets.items()]
+        if tps:
+            try:
+                self.consumer.commit(offsets=tps, asynchronous=True)
+            except KafkaException as e:
+                log.warning("offset commit failed (Redis holds the truth): %s", e)
+
+    # -- group -----------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.partition in self.stored:
+                tp.offset = self.stored[tp.partition]
+        consumer.assign(partitions)
+        self._assigned = True
+        self._idle_since = time.monotonic()
+        where = [f"[{tp.partition}]@{_show(tp.offset)}" for tp in partitions]
+        log.info("assigned %s %s", self.topics["model-updates"], ", ".join(where))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit(self.merger.close_due(_now_ms()))
+        consumer.unassign()
+
+    def _maybe_idle_exit(self) -> None:
+        if self.idle_exit_s is None or not self._assigned:
+            return
+        if time.monotonic() - self._idle_since < self.idle_exit_s:
+            return
+        # open rounds stay open: the stored offsets hold them, a restart reads them again
+        log.info("idle for %.1f s: stopping (%d updates in open rounds)", self.idle_exit_s,
+                 self.merger.pending_count())  # fmt: skip
+        self._stopping = True
+
+
+def _show(offset: int) -> str:
+    return "start" if offset == OFFSET_INVALID else str(offset)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,79 @@
+"""Composition root of ``prism merger run``: real Kafka and Redis in, a running loop out."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from confluent_kafka import Consumer, Producer
+
+from prism.errors import StackError
+from prism.registry import RegistryKeys, RegistryWriter
+from prism.settings import Settings
+from schemas import Codec
+from streams.central.run import producer_config
+from streams.merger.loop import MergerLoop
+from streams.merger.rounds import Merger, MergerConfig
+from streams.merger.store import MergerStore
+from streams.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("model-updates", "global-model", "dead-letter")
+
+
+def build_loop(
+    settings: Settings,
+    config: MergerConfig,
+    *,
+    group: str,
+    idle_exit_s: float | None = None,
+    metrics_port: int | None = None,
+) -> MergerLoop:
+    if settings.kafka_bootstrap is None or settings.redis_url is None:
+        raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
+    codec = Codec(settings.encoding, settings.max_message_bytes)
+    url = settings.redis_url.get_secret_value()
+    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    keys = RegistryKeys(settings.redis_prefix)
+    writer = RegistryWriter(url, codec=codec, keys=keys).setup()
+    telemetry = Telemetry("merger")
+    if metrics_port is not None:
+        log.info("metrics endpoint http://127.0.0.1:%s/metrics", telemetry.serve(metrics_port))
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group,
+            "client.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+        }
+    )
+    return MergerLoop(
+        Merger(config),
+        MergerStore(client, writer, group=group, codec=codec, keys=keys),
+        consumer=consumer,
+        producer=Producer(producer_config(settings.kafka_bootstrap)),
+        codec=codec,
+        topics={t: settings.topic(t) for t in TOPICS},
+        telemetry=telemetry,
+        idle_exit_s=idle_exit_s,
+    )
+
+
+def run(settings: Settings, config: MergerConfig, *, group: str, **kwargs: object) -> int:
+    loop = build_loop(settings, config, group=group, **kwargs)  # type: ignore[arg-type]
+    loop.install_signal_handlers()
+    log.info(
+        "merger starting group=%s strategy=%s round_size=%s round_timeout=%ss tiers=%s topic=%s",
+        group,
+        config.strategy,
+        config.round_size,
+        config.round_timeout_s,
+        ",".join(config.tiers),
+        loop.topics["model-updates"],
+    )
+    return loop.run()

@@ -1,0 +1,159 @@
+"""Where the merge job's state rests: the registry plus a few keys of its own, in Redis.
+
+One MULTI/EXEC per commit holds everything a restart needs to go on exactly:
+
+=======================================  ======  ===========================================
+key (``{g}`` = the merger's group id)    type    value
+=======================================  ======  ===========================================
+``prism:model:{name}:current|history``   --      the registry entries of the new models
+``prism:node:{id}`` / ``prism:nodes``    --      node records of every node the commit touched
+``prism:merger:{g}:offsets``             hash    partition -> next offset to read on restart
+``prism:merger:{g}:seen``                hash    node -> its dedup window (int64 sequences)
+``prism:merger:{g}:snapshots``           hash    node -> last merged cumulative snapshot
+                                                 (an encoded ``WeightSummary``)
+``prism:merger:{g}:forwarded``           hash    regional results waiting for a global round
+=======================================  ======  ===========================================
+
+The offsets are the earliest position still held by an open round, so what
+a crash loses (open rounds) is read again; the dedup windows make what is read
+twice count once. The current global models themselves are the registry's.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from models.serialization import (
+    global_model_from_record,
+    summary_from_weight_record,
+    weight_summary_record,
+)
+from models.specs import SPEC_NAMES
+from prism.registry import NodeRecord, RegistryKeys, RegistryWriter
+from schemas import Codec
+from streams.merger.rounds import Merger, NodeLedger, Update
+
+
+class MergerStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        writer: RegistryWriter,
+        *,
+        group: str,
+        codec: Codec,
+        keys: RegistryKeys | None = None,
+    ) -> None:
+        self.client, self.writer, self.codec = client, writer, codec
+        self.keys = keys or RegistryKeys()
+        base = f"{self.keys.prefix}:merger:{group}"
+        self.offsets_key = f"{base}:offsets"
+        self.seen_key = f"{base}:seen"
+        self.snapshots_key = f"{base}:snapshots"
+        self.forwarded_key = f"{base}:forwarded"
+
+    # -- restore ------------------------------------------------------------------
+    def load(self, merger: Merger, now_ms: int) -> dict[int, int]:
+        """Fill ``merger`` with the registry's models and the node ledgers; the offsets."""
+        for raw in self.client.smembers(self.keys.models):
+            name = raw.decode()
+            if not _merged_name(name):
+                continue  # central shards (spec@worker) are not this job's
+            data = self.client.get(self.keys.current(name))
+            if data is not None:
+                info = global_model_from_record(self.codec.decode(data, expected="GlobalModel"))
+                merger.restore_model(name, info.summary, info.version)
+        for node, packed in self.client.hgetall(self.seen_key).items():
+            ledger = merger.ledger(node.decode())
+            ledger.seen = list(struct.unpack(f"<{len(packed) // 8}q", packed))
+            ledger.last_sequence = max(ledger.seen, default=0)
+        for node, data in self.client.hgetall(self.snapshots_key).items():
+            update = self._update(data)
+            merger.ledger(node.decode()).snapshot = update.summary
+        for data in self.client.hvals(self.forwarded_key):
+            merger.restore_forwarded(self._update(data), now_ms)
+        return {int(p): int(o) for p, o in self.client.hgetall(self.offsets_key).items()}
+
+    def _update(self, data: bytes) -> Update:
+        record = self.codec.decode(data, expected="WeightSummary")
+        return Update(
+            summary_from_weight_record(record),
+            tier=record["tier"],
+            region=record["region"],
+            created_at_ms=int(record["created_at"]),
+            meta=dict(record["meta"]),
+        )
+
+    # -- commit -------------------------------------------------------------------
+    def commit(
+        self,
+        merger: Merger,
+        *,
+        models: Iterable[tuple[str, dict[str, Any]]],
+        nodes: Iterable[str],
+        offsets: dict[int, int],
+    ) -> None:
+        """New models, touched nodes' records and ledgers, offsets: one transaction."""
+        with self.client.pipeline(transaction=True) as tx:
+            for name, record in models:
+                self.writer.queue_model(tx, record, name=name)
+            ledgers = [merger.nodes[n] for n in sorted(set(nodes)) if n in merger.nodes]
+            self.writer.queue_nodes(tx, [_node_record(lg) for lg in ledgers])
+            for lg in ledgers:
+                if lg.seen:
+                    tx.hset(self.seen_key, lg.node_id, struct.pack(f"<{len(lg.seen)}q", *lg.seen))
+                if lg.snapshot is not None:
+                    tx.hset(self.snapshots_key, lg.node_id, self._encode(lg.snapshot, lg))
+            tx.delete(self.forwarded_key)
+            for u in merger.forwarded():
+                field = f"{u.summary.model_name}|{u.region}"
+                tx.hset(self.forwarded_key, field, self._encode_update(u))
+            if offsets:
+                tx.hset(self.offsets_key, mapping={str(p): str(o) for p, o in offsets.items()})
+            tx.execute()
+
+    def _encode(self, summary: Any, ledger: NodeLedger) -> bytes:
+        record = weight_summary_record(
+            summary,
+            tier=ledger.tier,
+            region=ledger.region,
+            created_at_ms=ledger.last_seen_ms,
+            meta={"stats": "cumulative"},
+        )
+        return self.codec.encode("WeightSummary", record)
+
+    def _encode_update(self, u: Update) -> bytes:
+        record = weight_summary_record(
+            u.summary,
+            tier=u.tier,
+            region=u.region,
+            created_at_ms=u.created_at_ms,
+            meta=dict(u.meta),
+        )
+        return self.codec.encode("WeightSummary", record)
+
+    def clear(self) -> None:
+        self.client.delete(self.offsets_key, self.seen_key, self.snapshots_key, self.forwarded_key)
+
+
+def _merged_name(name: str) -> bool:
+    spec, _, rest = name.partition("@")
+    return spec in SPEC_NAMES and (not rest or rest.startswith("region:"))
+
+
+def _node_record(lg: NodeLedger) -> NodeRecord:
+    return NodeRecord(
+        node_id=lg.node_id,
+        last_seen_ms=lg.last_seen_ms,
+        last_sequence=lg.last_sequence,
+        model_name=lg.model_name,
+        tier=lg.tier,
+        region=lg.region,
+        excluded=lg.excluded,
+        reason=lg.reason,
+        metrics=lg.metrics,
+    )
