@@ -23,8 +23,8 @@ from schemas import Codec
 pytestmark = pytest.mark.integration
 CODEC = Codec()
 SPEC = get_spec("fraud-linear")
-KEY = b"one-partition"
-N = 300  # events per update: enough that honest nodes agree on the weights' direction  # every test update on one partition: a deterministic order
+KEY = b"one-partition"  # every test update on one partition: a deterministic order
+N = 300  # events per update: enough that honest nodes agree on the weights' direction
 
 
 def local(node: str, seq: int, base: int, *, poisoned: bool = False, draws: int = 0) -> Summary:
