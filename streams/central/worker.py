@@ -285,7 +285,11 @@ class CentralWorker:
                 tier="central",
                 created_at_ms=now_ms,
                 metrics=lr.metrics.total().to_dict(),
-                meta={"worker": self.config.worker, "partition": str(lr.partition)},
+                meta={
+                    "worker": self.config.worker,
+                    "partition": str(lr.partition),
+                    "stats": "cumulative",  # the whole partition model: the merger diffs it
+                },
             )
             self.producer.produce(
                 self.topics.model_updates,

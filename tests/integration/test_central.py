@@ -134,6 +134,7 @@ def test_replay_gets_one_score_per_event_and_beats_a_trivial_baseline(
     updates = decoded(boot, prism_topics["model-updates"])
     assert {r["node_id"] for _, _, r in updates} == {f"{group}/p{p}" for p in range(3)}
     assert {r["tier"] for _, _, r in updates} == {"central"}
+    assert {r["meta"]["stats"] for _, _, r in updates} == {"cumulative"}  # the merger diffs them
     assert log.exists()
 
 
