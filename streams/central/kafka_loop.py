@@ -40,7 +40,6 @@ from streams.central.worker import CentralWorker, RecordIn
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
-_UNKNOWN_OFFSET = -1001
 
 
 def consumer_config(bootstrap: str, group_id: str, client_id: str) -> dict[str, Any]:
@@ -257,7 +256,7 @@ class KafkaLoop:
             )
         except KafkaException:
             return None
-        return None if high in (_UNKNOWN_OFFSET, OFFSET_INVALID) else high
+        return None if high == OFFSET_INVALID else high  # -1001: not known yet
 
 
 def _show(offset: int) -> str:

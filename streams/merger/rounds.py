@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.errors import ModelError
-from models.merge import Contributor, Exclusion, MergeResult, merge
+from models.merge import MergeResult, merge
 from models.personalize import since
 from models.specs import get_spec
 from models.strategies import get_strategy
@@ -427,14 +427,6 @@ class Merger:
 
     def pending_count(self) -> int:
         return sum(len(t.round) + len(t.waiting) for t in self.tiers.values())
-
-
-def contributors_of(closed: Closed) -> tuple[Contributor, ...]:
-    return closed.result.contributors
-
-
-def excluded_of(closed: Closed) -> tuple[Exclusion, ...]:
-    return closed.result.excluded
 
 
 def describe(closed: Closed) -> dict[str, Any]:
