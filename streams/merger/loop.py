@@ -59,11 +59,9 @@ class MergerLoop:
         self.dead = DeadLetters(
             producer, topics["dead-letter"], service=SERVICE, codec=codec, telemetry=telemetry
         )
-        self.batch_size, self.commit_every_s, self.idle_exit_s = (
-            batch_size,
-            commit_every_s,
-            idle_exit_s,
-        )
+        self.batch_size = batch_size
+        self.commit_every_s = commit_every_s
+        self.idle_exit_s = idle_exit_s
         self.stored: dict[int, int] = {}
         self.position: dict[int, int] = {}  # partition -> next offset after what was read
         self.touched: set[str] = set()

@@ -11,6 +11,7 @@ from prism.errors import StackError
 from prism.registry import RegistryKeys, RegistryWriter
 from prism.settings import Settings
 from schemas import Codec
+from streams.central.kafka_loop import consumer_config
 from streams.central.run import producer_config
 from streams.merger.loop import MergerLoop
 from streams.merger.rounds import Merger, MergerConfig
@@ -40,18 +41,8 @@ def build_loop(
     telemetry = Telemetry("merger")
     if metrics_port is not None:
         log.info("metrics endpoint http://127.0.0.1:%s/metrics", telemetry.serve(metrics_port))
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": group,
-            "client.id": group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
-        }
-    )
+    # the central learner's settings: manual commits, earliest, fast group heartbeats
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap, group, group))
     return MergerLoop(
         Merger(config),
         MergerStore(client, writer, group=group, codec=codec, keys=keys),
