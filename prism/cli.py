@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "prism.commands.models",
     "prism.commands.central",
     "prism.commands.merger",
+    "prism.commands.edge",
 )
 
 

@@ -1,0 +1,277 @@
+"""The edge agent's loop: read -> score -> send the score -> learn; cut, save, send.
+
+Per local event: score it with the best model the learner has (blend, global
+or local fallback), send the score (topic or offline file), forward the raw
+event in hybrid mode, then learn it (or wait for its label). Every N events
+or T seconds: cut an increment, save it *with* the state and the read
+position in one SQLite transaction, and let the sender deliver it.
+
+Between events (every ``tick_s``): serve producer callbacks, poll for global
+models (adopting a newer one saves the state too), resend unsent summaries,
+drain buffered forwards. At the end of a file, or on SIGTERM: a last cut, then
+up to ``drain_timeout_s`` to deliver what waits; undelivered rows stay in the
+outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from edge_agents.config import EdgeConfig
+from edge_agents.learner import EdgeLearner
+from edge_agents.link import Link
+from edge_agents.outbox import Outbox
+from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
+from edge_agents.sources import Item, millis
+from models.errors import ModelError
+from models.serialization import weight_summary_record
+from schemas import Codec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EdgeAgent", "Parts"]
+
+
+@dataclass(kw_only=True)
+class Parts:
+    """The agent's adapters, made by :mod:`edge_agents.run` (or a test)."""
+
+    learner: EdgeLearner
+    outbox: Outbox
+    link: Link
+    scores: ScoreSink
+    sender: SummarySender
+    globals_: Any  # TopicGlobals | RegistryGlobals
+    forwarder: Forwarder | None
+    dead: LocalDeadLetters
+    codec: Codec
+
+
+class EdgeAgent:
+    tick_s = 0.2
+
+    def __init__(self, config: EdgeConfig, parts: Parts) -> None:
+        self.config, self.p = config, parts
+        self.learner = parts.learner
+        self.position: Any = 0
+        self.events = 0
+        self.by_source: Counter[str] = Counter()
+        self.summaries_cut = 0
+        self._events_since_cut = 0
+        self._last_cut = self._last_tick = time.monotonic()
+        self._started = time.monotonic()
+        self._stopping = False
+        self._unsent = 0
+
+    # -- life cycle -----------------------------------------------------------
+    def restore(self) -> Any:
+        """Load the saved state; returns the read position to resume after."""
+        saved = self.p.outbox.load()
+        if saved is None:
+            return None
+        self.learner.restore(saved.state)
+        self.position = saved.position
+        log.info(
+            "edge state restored node=%s sequence=%s global_version=%s position=%s unsent=%s",
+            self.config.node_id,
+            saved.state.sequence,
+            saved.state.global_version,
+            saved.position,
+            self.p.outbox.counts()["unsent"],
+        )
+        return saved.position
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: object) -> None:
+            log.info("signal %s: finishing with a last summary", signum)
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def run(self, source: Iterable[Item | None]) -> int:
+        log.info(
+            "edge agent running node=%s model=%s mode=%s source=%s linked=%s",
+            self.config.node_id,
+            self.learner.spec.name,
+            self.config.mode,
+            self.config.source,
+            self.p.link.up,
+        )
+        self.p.sender.pump()
+        for item in source:
+            if item is not None:
+                self.handle(item)
+            now = time.monotonic()
+            if now - self._last_tick >= self.tick_s:
+                self.tick(now)
+            if self._stopping:
+                break
+        self.finish()
+        return 0
+
+    def finish(self) -> None:
+        self.cut_and_save()
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        while time.monotonic() < deadline:
+            self.tick(time.monotonic(), wait=True)
+            done = self.p.sender.idle and not (self.p.forwarder and self.p.outbox.forward_batch(1))
+            if done and self.p.link.producer.flush(1.0) == 0:
+                break
+        remaining = self.p.link.close(timeout=5.0 if self.p.link.up else 0.1)
+        counts = self.p.outbox.counts()
+        log.info(
+            "edge agent done node=%s events=%s scores=%s offline_scores=%s summaries=%s "
+            "unsent=%s undelivered=%s dead_letters=%s learned=%s",
+            self.config.node_id,
+            self.events,
+            dict(self.by_source),
+            self.p.scores.offline,
+            counts["summaries"],
+            counts["unsent"],
+            remaining,
+            sum(self.p.dead.by_reason.values()),
+            self.learner.counts["learned"],
+        )
+        self.p.scores.close()
+        self.p.dead.close()
+        self.p.globals_.close()
+        self.p.outbox.close()
+
+    # -- per event ------------------------------------------------------------
+    def handle(self, item: Item) -> None:
+        self.position = item.position
+        record = item.record
+        if item.record_type == "Label":
+            self.learner.label(record["event_id"], bool(record["label"]))
+            return
+        if item.record_type != self.config.event_schema:
+            self.p.dead.add(
+                reason_code="wrong-record-type",
+                reason=f"a {item.record_type} on a {self.config.task} node",
+                where=item.position,
+                raw=str(record)[:500],
+            )
+            return
+        self.events += 1
+        self._events_since_cut += 1
+        now_ms = int(time.time() * 1000)
+        x = record["features"]
+        started = time.perf_counter()
+        scored = self.learner.score(x, now_ms, self.linked)
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.by_source[scored.source] += 1
+        self.p.scores.send(
+            {
+                "event_id": record["event_id"],
+                "ts": millis(record["ts"]),
+                "scored_at": now_ms,
+                "node_id": self.config.node_id,
+                "model_name": self.learner.spec.name,
+                "model_version": scored.version,
+                "source": scored.source,
+                "score": scored.score,
+                "latency_ms": latency_ms,
+                "label": record.get("label"),
+            }
+        )
+        if self.p.forwarder is not None:
+            value = self.p.codec.encode(self.config.event_schema, record)
+            key = (record.get("site_id") or record["event_id"]).encode()
+            self.p.forwarder.offer(record["event_id"], key, value)
+        self.learner.observe(record["event_id"], x, record.get("label"))
+        every = self.config.summary_every_events
+        if every is not None and self._events_since_cut >= every:
+            self.cut_and_save()
+
+    @property
+    def linked(self) -> bool:
+        return self.p.link.up and bool(self.p.globals_.linked)
+
+    # -- periodic -------------------------------------------------------------
+    def tick(self, now: float, *, wait: bool = False) -> None:
+        self._last_tick = now
+        self.p.link.producer.poll(0.1 if wait else 0)
+        if self.p.link.up:
+            self._adopt_newer_global()
+            self.p.sender.pump()
+            if self.p.forwarder is not None:
+                self.p.forwarder.drain()
+        self._unsent = self.p.outbox.counts()["unsent"]
+        every = self.config.summary_every_s
+        if every is not None and now - self._last_cut >= every:
+            self.cut_and_save()
+
+    def _adopt_newer_global(self) -> None:
+        info = self.p.globals_.poll()
+        if info is None or info.version <= self.learner.global_version:
+            return
+        if self.learner.needs_cut_before_adopt():
+            self.cut_and_save()
+        try:
+            adopted = self.learner.adopt(info.summary, info.version, info.created_at_ms)
+        except ModelError as e:
+            self.p.dead.add(
+                reason_code="incompatible-global-model",
+                reason=str(e),
+                where={"version": info.version},
+                raw=b"",
+            )
+            return
+        if adopted:
+            log.info("global model adopted node=%s version=%s", self.config.node_id, info.version)
+            self.cut_and_save(cut=False)
+
+    def cut_and_save(self, *, cut: bool = True) -> None:
+        """Cut an increment (if anything was learned) and save it with the state."""
+        self._events_since_cut = 0
+        self._last_cut = time.monotonic()
+        increment = self.learner.cut() if cut else None
+        payload = None
+        if increment is not None:
+            record = weight_summary_record(
+                increment,
+                tier="edge",
+                region=self.config.region,
+                created_at_ms=int(time.time() * 1000),
+                metrics={"events": float(self.events)},
+                meta={"stats": "increment", "mode": self.config.mode},
+                quantize=self.config.quantize,
+            )
+            payload = self.p.codec.encode("WeightSummary", record)
+            self.summaries_cut += 1
+        self._save(payload)
+        if payload is not None:
+            self.p.sender.pump()
+
+    def _save(self, payload: bytes | None) -> None:
+        if self.p.link.up:
+            self.p.link.producer.flush(5.0)  # what precedes the saved position is delivered
+        if self.p.forwarder is not None:
+            self.p.forwarder.save()
+        self.p.scores.flush()
+        self.p.outbox.commit(self.learner.state(), self.position, payload)
+        self._unsent = self.p.outbox.counts()["unsent"]
+
+    # -- reporting ------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        total = sum(self.by_source.values())
+        return {
+            "events": self.events,
+            "scores_by_source": dict(self.by_source),
+            "offline_scores": self.p.scores.offline,
+            "dead_letters": dict(self.p.dead.by_reason),
+            "summaries_cut": self.summaries_cut,
+            "summaries_delivered": self.p.sender.delivered,
+            "fallback_share": self.by_source["local"] / total if total else 0.0,
+            "outbox_unsent": self._unsent,
+            "connected": self.p.link.up,
+            "global_version": self.learner.global_version,
+            "events_per_s": self.events / max(time.monotonic() - self._started, 1e-9),
+        }

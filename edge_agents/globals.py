@@ -1,0 +1,122 @@
+"""Global models reaching the node: the compacted global-model topic, or the registry.
+
+The topic is compacted and keyed by model name, so a fresh consumer reading
+from the beginning sees the latest version of every model quickly; the node
+keeps only versions newer than the one it holds. The registry source polls
+``prism:model:{name}:current`` instead, for nodes that may reach Redis but
+not Kafka's consumer protocol. Either way a record that does not decode is a
+local dead letter, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from edge_agents.sources import OnBad
+from models.errors import ModelError
+from models.serialization import GlobalModelInfo, global_model_from_record
+from prism.errors import NotFoundError
+from prism.registry.client import RegistryClient, RegistryUnavailableError
+from schemas import Codec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RegistryGlobals", "TopicGlobals"]
+
+
+class TopicGlobals:
+    """Newest GlobalModel of ``model_name`` on the compacted topic."""
+
+    linked = True  # reachability of Kafka is the Link's business
+
+    def __init__(
+        self, bootstrap: str, topic: str, *, model_name: str, node_id: str, codec: Codec,
+        on_bad: OnBad,
+    ) -> None:  # fmt: skip
+        self.model_name, self.codec, self.on_bad = model_name, codec, on_bad
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                # no commits: every start reads the compacted topic from the beginning
+                "group.id": f"prism-edge-globals-{node_id}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "log_level": 3,
+            }
+        )
+        self.consumer.subscribe([topic])
+
+    def poll(self) -> GlobalModelInfo | None:
+        newest: GlobalModelInfo | None = None
+        for m in self.consumer.consume(50, timeout=0):
+            if m.error() is not None or m.value() is None:
+                continue
+            key = (m.key() or b"").decode(errors="replace")
+            if key != self.model_name:
+                continue
+            info = self._decode(m.value(), {"topic": m.topic(), "offset": m.offset()})
+            if info is not None and (newest is None or info.version > newest.version):
+                newest = info
+        return newest
+
+    def _decode(self, value: bytes, where: Any) -> GlobalModelInfo | None:
+        try:
+            return global_model_from_record(self.codec.decode(value, expected="GlobalModel"))
+        except (ModelError, ValueError) as e:
+            self.on_bad("bad-global-model", str(e), where, value)
+            return None
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class RegistryGlobals:
+    """Poll the registry's current GlobalModel every ``every_s`` seconds."""
+
+    def __init__(
+        self, client: RegistryClient, *, model_name: str, on_bad: OnBad, every_s: float = 2.0
+    ) -> None:
+        self.client, self.model_name, self.on_bad, self.every_s = (
+            client,
+            model_name,
+            on_bad,
+            every_s,
+        )
+        self.linked = True
+        self._last = 0.0
+        self._seen = 0
+
+    def poll(self) -> GlobalModelInfo | None:
+        if time.monotonic() - self._last < self.every_s:
+            return None
+        self._last = time.monotonic()
+        try:
+            record = self.client.get_model(self.model_name)
+            self.linked = True
+        except NotFoundError:
+            self.linked = True
+            return None
+        except RegistryUnavailableError as e:
+            if self.linked:
+                log.warning("registry unreachable: %s", e)
+            self.linked = False
+            return None
+        except (ModelError, ValueError) as e:
+            self.on_bad("bad-global-model", str(e), {"registry": self.model_name}, b"")
+            return None
+        try:
+            info = global_model_from_record(record)
+        except ModelError as e:
+            self.on_bad("bad-global-model", str(e), {"registry": self.model_name}, b"")
+            return None
+        if info.version <= self._seen:
+            return None
+        self._seen = info.version
+        return info
+
+    def close(self) -> None:
+        self.client.close()

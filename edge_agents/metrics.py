@@ -1,0 +1,65 @@
+"""Prometheus metrics of one edge agent, in a registry of its own.
+
+Counters live in the agent's plain objects (cheap on the hot path); a
+collector reads them at scrape time, so the per-event cost is zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["EdgeMetrics"]
+
+
+class EdgeMetrics(Collector):
+    """Exposes ``snapshot()`` -- a dict the agent builds -- as Prometheus families."""
+
+    def __init__(self, node_id: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.node_id, self.snapshot = node_id, snapshot
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Any]:
+        s = self.snapshot()
+        node = [self.node_id]
+        events = CounterMetricFamily("prism_edge_events", "Local events read.", labels=["node"])
+        events.add_metric(node, s["events"])
+        scores = CounterMetricFamily(
+            "prism_edge_scores", "Scores by the model that made them.", labels=["node", "source"]
+        )
+        for source, n in s["scores_by_source"].items():
+            scores.add_metric([self.node_id, source], n)
+        offline = CounterMetricFamily(
+            "prism_edge_offline_scores", "Scores written to the local file.", labels=["node"]
+        )
+        offline.add_metric(node, s["offline_scores"])
+        dead = CounterMetricFamily(
+            "prism_edge_dead_letters", "Bad local records, by reason.", labels=["node", "reason"]
+        )
+        for reason, n in s["dead_letters"].items():
+            dead.add_metric([self.node_id, reason], n)
+        summaries = CounterMetricFamily(
+            "prism_edge_summaries", "Summaries cut and delivered.", labels=["node", "state"]
+        )
+        summaries.add_metric([self.node_id, "cut"], s["summaries_cut"])
+        summaries.add_metric([self.node_id, "delivered"], s["summaries_delivered"])
+        yield from (events, scores, offline, dead, summaries)
+        for name, doc, value in (
+            ("prism_edge_fallback_share", "Share of local-model scores.", s["fallback_share"]),
+            ("prism_edge_outbox_unsent", "Summaries waiting in the outbox.", s["outbox_unsent"]),
+            ("prism_edge_connected", "1 while the broker answers.", float(s["connected"])),
+            ("prism_edge_global_version", "Adopted global model version.", s["global_version"]),
+            ("prism_edge_events_per_second", "Events/s since start.", s["events_per_s"]),
+        ):  # fmt: skip
+            gauge = GaugeMetricFamily(name, doc, labels=["node"])
+            gauge.add_metric(node, value)
+            yield gauge
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return int(server.server_address[1])

@@ -1,0 +1,121 @@
+"""Composition root of ``prism edge run``: real adapters in, a running agent out.
+
+Nothing here imports ``streams/`` or Faust: an edge device needs
+confluent-kafka, SQLite (stdlib) and, for ``--globals-from registry``, redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edge_agents.agent import EdgeAgent, Parts
+from edge_agents.config import EdgeConfig
+from edge_agents.globals import RegistryGlobals, TopicGlobals
+from edge_agents.learner import EdgeLearner
+from edge_agents.link import Link
+from edge_agents.metrics import EdgeMetrics
+from edge_agents.outbox import Outbox
+from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
+from edge_agents.sources import FileSource, TopicSource
+from prism.errors import StackError, UsageError
+from prism.registry import RegistryKeys
+from prism.registry.client import RegistryClient
+from prism.settings import Settings
+from schemas import Codec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build", "run", "state_dir_of"]
+
+
+def state_dir_of(settings: Settings, config: EdgeConfig) -> Path:
+    return config.state_dir or settings.state_dir / "edge" / config.node_id
+
+
+def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
+    """The agent and its event source, resumed from the node's saved state."""
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
+        raise StackError(
+            "an edge agent needs the broker's address even while it is down: "
+            "run `prism stack up` or set PRISM_KAFKA_BOOTSTRAP"
+        )
+    codec = Codec(settings.encoding, settings.max_message_bytes)
+    home = state_dir_of(settings, config)
+    dead = LocalDeadLetters(home / "dead-letters.jsonl")
+
+    def on_bad(code: str, reason: str, where: object, raw: str | bytes) -> None:
+        dead.add(reason_code=code, reason=reason, where=where, raw=raw)
+
+    learner = EdgeLearner(config.spec_name, config.node_id, config.policy)
+    outbox = Outbox(
+        home / "outbox.sqlite3", node_id=config.node_id, model_name=config.spec_name, codec=codec
+    )
+    link = Link(bootstrap)
+    parts = Parts(
+        learner=learner,
+        outbox=outbox,
+        link=link,
+        scores=ScoreSink(link, settings.topic("scores"), codec, home / "scores-offline.jsonl"),
+        sender=SummarySender(
+            link, outbox, settings.topic("model-updates"), config.node_id.encode()
+        ),
+        globals_=_globals(settings, config, codec, on_bad),
+        forwarder=(
+            Forwarder(link, outbox, settings.topic(config.events_topic), config.forward_sample)
+            if config.mode == "hybrid"
+            else None
+        ),
+        dead=dead,
+        codec=codec,
+    )
+    agent = EdgeAgent(config, parts)
+    position = agent.restore()
+    topic = config.source_topic
+    if topic is not None:
+        source: object = TopicSource(
+            bootstrap,
+            topic,
+            node_id=config.node_id,
+            codec=codec,
+            on_bad=on_bad,
+            after=position if isinstance(position, dict) else None,
+            idle_exit_s=config.idle_exit_s,
+        )
+    else:
+        path = Path(config.source)
+        if not path.is_file():
+            raise UsageError(f"--source {config.source!r}: no such file (or use topic:NAME)")
+        source = FileSource(
+            path, on_bad=on_bad, sites=config.sites, rate=config.rate, after=int(position or 0)
+        )
+    return agent, source
+
+
+def _globals(settings: Settings, config: EdgeConfig, codec: Codec, on_bad) -> object:
+    if config.globals_from == "registry":
+        secret = settings.redis_query_url or settings.redis_url
+        if secret is None:
+            raise StackError("--globals-from registry needs PRISM_REDIS_QUERY_URL or _URL")
+        client = RegistryClient(
+            secret.get_secret_value(), codec=codec, keys=RegistryKeys(settings.redis_prefix)
+        )
+        return RegistryGlobals(client, model_name=config.spec_name, on_bad=on_bad)
+    return TopicGlobals(
+        settings.kafka_bootstrap or "",
+        settings.topic("global-model"),
+        model_name=config.spec_name,
+        node_id=config.node_id,
+        codec=codec,
+        on_bad=on_bad,
+    )
+
+
+def run(settings: Settings, config: EdgeConfig) -> int:
+    agent, source = build(settings, config)
+    if config.metrics_port is not None:
+        port = EdgeMetrics(config.node_id, agent.snapshot).serve(config.metrics_port)
+        log.info("metrics endpoint http://127.0.0.1:%s/metrics", port)
+    agent.install_signal_handlers()
+    return agent.run(source)  # type: ignore[arg-type]

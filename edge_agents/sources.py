@@ -1,0 +1,152 @@
+"""A node's own events: its log file (replayed at a rate or flat out) or a local topic.
+
+Both yield ``Item(position, record_type, record, raw)`` in order, and ``None``
+on idle ticks so the agent can do its periodic work. ``position`` is what a
+restart resumes after (the log's record number, or next offsets per
+partition): the agent saves it with its state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from schemas import Codec
+from schemas.eventlog import BadRecord, RecordChecker, read_events
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FileSource", "Item", "TopicSource", "millis"]
+
+EVENT_TYPES = ("Transaction", "SensorReading")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    position: Any
+    record_type: str
+    record: dict[str, Any]
+
+
+OnBad = Callable[[str, str, Any, str | bytes], None]  # reason_code, reason, where, raw
+
+
+def millis(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+class FileSource:
+    """The node's log: records after ``after`` (a record number), of its sites only."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_bad: OnBad,
+        sites: frozenset[str] | None = None,
+        rate: float | None = None,
+        after: int = 0,
+    ) -> None:
+        if rate is not None and not rate > 0:
+            raise ValueError(f"--rate must be > 0 events/s, got {rate}")
+        self.path, self.on_bad, self.sites, self.rate, self.after = path, on_bad, sites, rate, after
+
+    def _bad(self, bad: BadRecord) -> None:
+        if bad.line_no > self.after:
+            self.on_bad("invalid-record", bad.reason, {"line": bad.line_no}, bad.text)
+
+    def __iter__(self) -> Iterator[Item | None]:
+        start, sent = time.monotonic(), 0
+        for event in read_events(self.path, on_error=self._bad):
+            if event.line_no <= self.after:
+                continue
+            site = event.record.get("site_id")
+            if self.sites is not None and site is not None and site not in self.sites:
+                continue
+            if self.rate is not None:
+                ahead = start + sent / self.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+                sent += 1
+            yield Item(event.line_no, event.record_type, event.record)
+
+
+class TopicSource:
+    """A local topic of events and labels; positions are next offsets per partition."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        node_id: str,
+        codec: Codec,
+        on_bad: OnBad,
+        after: dict[str, int] | None = None,
+        idle_exit_s: float | None = None,
+    ) -> None:
+        self.topic, self.codec, self.on_bad, self.idle_exit_s = topic, codec, on_bad, idle_exit_s
+        self.next: dict[int, int] = {int(p): int(o) for p, o in (after or {}).items()}
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"prism-edge-source-{node_id}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "log_level": 3,
+            }
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.partition in self.next:
+                tp.offset = self.next[tp.partition]
+        consumer.assign(partitions)
+
+    def __iter__(self) -> Iterator[Item | None]:
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign)
+        last = time.monotonic()
+        try:
+            while True:
+                messages = self.consumer.consume(500, timeout=0.2)
+                if not messages:
+                    if self.idle_exit_s is not None and time.monotonic() - last > self.idle_exit_s:
+                        return
+                    yield None
+                    continue
+                last = time.monotonic()
+                for m in messages:
+                    if m.error() is not None:
+                        if m.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("source topic error: %s", m.error())
+                        continue
+                    item = self._decode(m)
+                    self.next[m.partition()] = m.offset() + 1
+                    if item is not None:
+                        yield item
+        finally:
+            self.consumer.close()
+
+    def _decode(self, m: Any) -> Item | None:
+        where = {"topic": m.topic(), "partition": m.partition(), "offset": m.offset()}
+        raw = m.value() or b""
+        try:
+            rtype, record = self.codec.decode_any(raw)
+            if rtype not in (*EVENT_TYPES, "Label"):
+                raise ValueError(f"a {rtype} record is not an event or a label")
+            problem = RecordChecker.semantic_problem(rtype, record)
+            if problem:
+                raise ValueError(problem)
+        except Exception as e:  # noqa: BLE001 - every bad record is a dead letter, never a crash
+            self.on_bad("undecodable", str(e), where, raw)
+            return None
+        return Item(dict(self.next) | {m.partition(): m.offset() + 1}, rtype, record)
