@@ -1,0 +1,180 @@
+"""Edge learner rules without Kafka or SQLite (edge_agents/learner.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agents.learner import EdgeLearner, EdgePolicy
+from models.errors import ModelError
+from models.specs import get_spec
+from streams.merger.rounds import Merger, MergerConfig, Update
+
+SPEC = get_spec("fraud-linear")
+NOW = 1_800_000_000_000
+
+
+def events(seed: int, n: int, shift: float = 0.0) -> list[tuple[str, dict[str, float], bool]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x = {"amount": float(rng.normal(3 + shift, 1)), "hour": float(rng.normal(12, 3))}
+        out.append((f"s{seed}-{i}", x, bool(x["amount"] > 3.5 + shift)))
+    return out
+
+
+def trained(node: str = "n1", seed: int = 1, n: int = 200, **policy) -> EdgeLearner:
+    learner = EdgeLearner("fraud-linear", node, EdgePolicy(**policy))
+    for eid, x, y in events(seed, n):
+        learner.observe(eid, x, y)
+    return learner
+
+
+def a_global(version: int, seed: int = 9, n: int = 300):
+    other = trained("other", seed, n)
+    return other.state().local.with_provenance(node_id="global", sequence=0, base_version=version)
+
+
+X = {"amount": 4.0, "hour": 11.0}
+
+
+def test_without_a_global_model_every_score_is_the_local_fallback() -> None:
+    learner = trained()
+    scored = learner.score(X, NOW, linked=True)
+    assert scored.source == "local" and scored.version == 0
+    assert scored.score == pytest.approx(SPEC.score_one(learner.local, X))
+
+
+def test_a_fresh_global_is_blended_a_stale_or_unreachable_one_falls_back() -> None:
+    learner = trained(global_max_age_s=60)
+    assert learner.adopt(a_global(3), 3, created_ms=NOW)
+    fresh = learner.score(X, NOW + 59_000, linked=True)
+    assert (fresh.source, fresh.version) == ("blend", 3)
+    local_only = SPEC.score_one(learner.local, X)
+    assert fresh.score != pytest.approx(local_only)
+    stale = learner.score(X, NOW + 61_000, linked=True)
+    assert (stale.source, stale.score) == ("local", pytest.approx(local_only))
+    cut_off = learner.score(X, NOW, linked=False)
+    assert cut_off.source == "local"
+
+
+def test_alpha_one_scores_with_the_global_model_itself() -> None:
+    learner = trained(blend_alpha=1.0)
+    g = a_global(2)
+    learner.adopt(g, 2, created_ms=NOW)
+    scored = learner.score(X, NOW, linked=True)
+    assert scored.source == "global"
+    assert scored.score == pytest.approx(SPEC.score_one(SPEC.load(g), X))
+
+
+def test_older_or_equal_global_versions_are_ignored() -> None:
+    learner = trained()
+    assert learner.adopt(a_global(5), 5, NOW)
+    assert not learner.adopt(a_global(5, seed=4), 5, NOW)
+    assert not learner.adopt(a_global(4, seed=4), 4, NOW)
+    assert learner.global_version == 5
+
+
+def test_late_labels_join_pending_events_unknown_ones_are_counted() -> None:
+    learner = EdgeLearner("fraud-linear", "n1", EdgePolicy(max_pending=2))
+    for eid, x, _ in events(1, 3):
+        assert not learner.observe(eid, x, None)
+    assert learner.counts["expired"] == 1 and list(learner.pending) == ["s1-1", "s1-2"]
+    assert learner.label("s1-2", True)
+    assert not learner.label("s1-0", True)  # expired
+    assert not learner.label("nobody", False)
+    assert learner.counts == {"learned": 1, "expired": 1, "unknown-label": 2, "adopted": 0}
+
+
+def test_increments_cover_disjoint_stretches_so_the_merger_counts_each_event_once() -> None:
+    """Two nodes, cuts, merges and adoptions interleaved: the global's exact
+    statistics end equal to one scaler over every event of both nodes."""
+    nodes = {n: EdgeLearner("fraud-linear", n, EdgePolicy()) for n in ("a", "b")}
+    merger = Merger(MergerConfig(strategy="fedavg", round_size=2, round_timeout_s=60))
+    streams = {"a": events(1, 600), "b": events(2, 600, shift=0.5)}
+    oracle = SPEC.new_model()
+    now = 0
+    for stretch in range(6):
+        for name, learner in nodes.items():
+            for eid, x, y in streams[name][stretch * 100 : (stretch + 1) * 100]:
+                learner.observe(eid, x, y)
+                SPEC.learn_one(oracle, x, y)
+            increment = learner.cut()
+            assert increment is not None and increment.n_samples == 100
+            assert increment.sequence == stretch + 1
+            assert merger.offer(Update(increment, offset=now, partition=0), now_ms=now) is None
+            now += 1
+        (closed,) = merger.close_due(now_ms=now)
+        if stretch % 2 == 0:  # node b adopts every other global: staleness is allowed
+            for learner in nodes.values():
+                assert learner.adopt(closed.result.summary, closed.version, NOW)
+        else:
+            nodes["a"].adopt(closed.result.summary, closed.version, NOW)
+    final = closed.result.summary
+    truth = SPEC.summarize(oracle)
+    assert final.n_samples == 1200 == truth.n_samples
+    aligned = SPEC.align(final, truth.features)
+    for name in ("count", "mean", "var"):
+        np.testing.assert_allclose(aligned.tensor(name), truth.tensor(name), rtol=1e-9, atol=1e-12)
+
+
+def test_a_delta_adoption_keeps_unsent_progress_and_drops_nothing() -> None:
+    learner = trained(n=100)
+    learner.cut()
+    for eid, x, y in events(5, 40):
+        learner.observe(eid, x, y)
+    g = a_global(1, n=300)
+    learner.adopt(g, 1, NOW)
+    increment = learner.cut()
+    assert increment.n_samples == 40  # the 40 unsent events, nothing of the global's 300
+    assert learner.state().local.n_samples == 340
+    assert increment.base_version == 1
+
+
+def test_nothing_learned_means_no_increment_and_no_sequence_number_used() -> None:
+    learner = trained(n=10)
+    assert learner.cut().sequence == 1
+    assert learner.cut() is None
+    learner.observe("late", X, None)  # waiting for a label: not learned
+    assert learner.cut() is None
+    learner.label("late", True)
+    assert learner.cut().sequence == 2
+
+
+def test_restore_of_a_state_continues_exactly() -> None:
+    a = trained(n=150)
+    a.cut()
+    a.adopt(a_global(2), 2, NOW)
+    for eid, x, _ in events(7, 5):
+        a.observe(eid, x, None)
+    b = EdgeLearner("fraud-linear", "n1", EdgePolicy())
+    b.restore(a.state())
+    for learner in (a, b):
+        for eid, x, y in events(8, 50):
+            learner.observe(eid, x, y)
+        learner.label("s7-3", True)
+    assert a.score(X, NOW, True) == b.score(X, NOW, True)
+    ia, ib = a.cut(), b.cut()
+    assert (ia.sequence, ia.n_samples) == (ib.sequence, ib.n_samples) == (2, 51)
+    for name in ia.tensors:
+        np.testing.assert_array_equal(ia.tensor(name), ib.tensor(name))
+
+
+def test_dp_clips_the_weight_movement_and_refuses_specs_without_weights() -> None:
+    clipped = trained(n=300, dp_clip=0.01, dp_noise=0.0)
+    before = SPEC.learned_vector(clipped.state().local) * 0  # baseline: a fresh model
+    increment = clipped.cut()
+    movement = SPEC.learned_vector(increment) - before
+    assert np.linalg.norm(movement) == pytest.approx(0.01)
+    noisy = trained(n=300, dp_clip=0.01, dp_noise=1.0).cut()
+    assert not np.allclose(SPEC.learned_vector(noisy), SPEC.learned_vector(increment))
+    with pytest.raises(ModelError, match="no learned weights"):
+        EdgeLearner("iot-gauss", "n1", EdgePolicy(dp_clip=1.0))
+    with pytest.raises(ModelError, match="clipping norm"):
+        EdgePolicy(dp_noise=1.0)
+
+
+def test_unsupervised_specs_learn_every_event_at_once() -> None:
+    learner = EdgeLearner("iot-gauss", "m1", EdgePolicy())
+    assert learner.observe("e1", {"t": 1.0, "v": 2.0}, None)
+    assert learner.counts["learned"] == 1 and not learner.pending
