@@ -43,13 +43,14 @@ test-integration: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# Benchmarks print figures measured in one run; bench_replay, central_throughput and merger_throughput need `prism stack up`.
+# Benchmarks print figures measured in one run; bench_replay, central_throughput, merger_throughput and edge_agent need `prism stack up`.
 bench: setup
 	$(PY) bench/bench_merge.py
 	$(PY) bench/bench_exact_merge.py
 	$(PY) bench/bench_replay.py
 	$(PY) bench/central_throughput.py
 	$(PY) bench/merger_throughput.py
+	$(PY) bench/edge_agent.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
