@@ -151,7 +151,12 @@ class EdgeLearner:
         return False
 
     def label(self, event_id: str, label: bool) -> bool:
-        """A late label: learn its waiting event; unknown ids are counted, not kept."""
+        """A late label: learn its waiting event; unknown ids are counted, not kept.
+
+        Unsupervised specs learned the event when it came: the label is ignored.
+        """
+        if not self.spec.supervised:
+            return False
         x = self.pending.pop(event_id, None)
         if x is None:
             self.counts["unknown-label"] += 1

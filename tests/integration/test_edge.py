@@ -361,3 +361,31 @@ def test_bad_flags_are_a_message_and_exit_code_2(test_settings: Settings, tmp_pa
                 "--summary-every", "soon", name="bad")  # fmt: skip
     assert wait_exit(bad, timeout=60) == 2
     assert "--summary-every" in Path(bad.log_path).read_text()
+
+
+def test_a_local_topic_source_resumes_after_its_saved_offsets(
+    test_settings: Settings, prism_topics, tmp_path: Path, monkeypatch
+):
+    log = fraud_log(tmp_path, 900, labels="late")
+    monkeypatch.setenv("PRISM_KAFKA_BOOTSTRAP", test_settings.kafka_bootstrap or "")
+    monkeypatch.setenv("PRISM_TOPIC_PREFIX", test_settings.topic_prefix)
+    assert main(["replay", str(log), "--no-progress"]) == 0
+    local = prism_topics["transactions"]  # the node's local topic: its events...
+    producer = Producer({"bootstrap.servers": test_settings.kafka_bootstrap})
+    producer.produce(local, b"\x00garbage", key=b"x")  # ...and one undecodable message
+    for _p, _o, key, value in read_topic(test_settings.kafka_bootstrap, prism_topics["labels"]):
+        producer.produce(local, value, key=key)  # late labels on the same topic
+    assert producer.flush(30) == 0
+    args = ("--source", f"topic:{local}", "--idle-exit", "4", "--summary-every", "200")
+    first = start(test_settings, tmp_path, "edge", "run", "--node", "t1", "--state-dir",
+                  str(tmp_path / "t1"), *args, name="t1-first")  # fmt: skip
+    assert wait_exit(first) == 0
+    assert _log_field(first, "events") == "900" and _log_field(first, "learned") == "900"
+    dead = (tmp_path / "t1" / "dead-letters.jsonl").read_text().splitlines()
+    assert len(dead) == 1 and json.loads(dead[0])["reason_code"] == "undecodable"
+    again = start(test_settings, tmp_path, "edge", "run", "--node", "t1", "--state-dir",
+                  str(tmp_path / "t1"), *args, name="t1-again")  # fmt: skip
+    assert wait_exit(again) == 0
+    assert _log_field(again, "events") == "0"  # nothing read twice
+    scores = records(test_settings.kafka_bootstrap, prism_topics["scores"])
+    assert Counter(s["event_id"] for s in scores) == Counter(event_ids(log))

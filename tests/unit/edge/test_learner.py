@@ -178,3 +178,5 @@ def test_unsupervised_specs_learn_every_event_at_once() -> None:
     learner = EdgeLearner("iot-gauss", "m1", EdgePolicy())
     assert learner.observe("e1", {"t": 1.0, "v": 2.0}, None)
     assert learner.counts["learned"] == 1 and not learner.pending
+    assert not learner.label("e1", True)  # already learned; not an unknown label
+    assert learner.counts["unknown-label"] == 0
