@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from edge_agents.sources import OnBad
 from models.errors import ModelError
@@ -48,7 +48,21 @@ class TopicGlobals:
                 "log_level": 3,
             }
         )
-        self.consumer.subscribe([topic])
+        self._attach(topic)
+
+    def _attach(self, topic: str) -> None:
+        """Assign every partition from the beginning (no group join wait); subscribe when
+        the broker cannot be asked now, so the feed starts once it is back."""
+        try:
+            meta = self.consumer.list_topics(topic, timeout=5.0).topics[topic]
+            if meta.error is not None or not meta.partitions:
+                raise KafkaException(meta.error)
+        except KafkaException:
+            self.consumer.subscribe([topic])
+            return
+        self.consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+        )
 
     def poll(self) -> GlobalModelInfo | None:
         newest: GlobalModelInfo | None = None

@@ -274,13 +274,13 @@ def test_a_stale_global_model_falls_back_to_local_a_fresh_one_is_blended(
 ):
     log = fraud_log(tmp_path, 1500)
     publish_global(test_settings, prism_topics["global-model"], version=7, age_s=age_s)
-    agent = edge(test_settings, tmp_path, "g1", log, "--rate", "500", "--global-max-age", "600")
+    agent = edge(test_settings, tmp_path, "g1", log, "--rate", "300", "--global-max-age", "600")
     assert wait_exit(agent) == 0
     assert "global model adopted node=g1 version=7" in Path(agent.log_path).read_text()
     scores = [r for _, _, r in decoded(test_settings.kafka_bootstrap, prism_topics["scores"])]
     assert len(scores) == 1500
     after = [s for s in scores if s["model_version"] == 7]
-    assert len(after) >= 1000  # adopted within the first third of the run
+    assert len(after) >= 750  # adopted within the first half (2.5 s) of the run
     assert {s["source"] for s in after} == {expected}
     assert {s["source"] for s in scores if s["model_version"] == 0} <= {"local"}
 
