@@ -30,7 +30,7 @@ from schemas import Codec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Forwarder", "LocalDeadLetters", "ScoreSink", "SummarySender"]
+__all__ = ["Forwarder", "LocalDeadLetters", "ScoreSink", "SummarySender", "sampled"]
 
 
 class _JsonLines:
@@ -128,6 +128,13 @@ class SummarySender:
         return not self.in_flight and self.outbox.counts()["unsent"] == 0
 
 
+def sampled(event_id: str, sample: float) -> bool:
+    """Whether hybrid mode forwards this event: the same events on every run and in
+    every tool (crc32 of the id, not random), so ``prism compare`` forwards what
+    the agents forward."""
+    return sample >= 1.0 or zlib.crc32(event_id.encode()) < sample * 2**32
+
+
 class Forwarder:
     """Hybrid mode: raw events (or a stable sample by event id) to the central topic."""
 
@@ -139,8 +146,7 @@ class Forwarder:
         self.forwarded = self.buffered = 0
 
     def chosen(self, event_id: str) -> bool:
-        """The same events are chosen on every run (crc32 of the id, not random)."""
-        return self.sample >= 1.0 or zlib.crc32(event_id.encode()) < self.sample * 2**32
+        return sampled(event_id, self.sample)
 
     def offer(self, event_id: str, key: bytes | None, value: bytes) -> None:
         if not self.chosen(event_id):

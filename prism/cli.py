@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "prism.commands.central",
     "prism.commands.merger",
     "prism.commands.edge",
+    "prism.commands.compare",
 )
 
 

@@ -1,0 +1,1 @@
+"""``prism compare``: centralized vs federated vs hybrid vs local-only on one stream."""

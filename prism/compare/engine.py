@@ -1,0 +1,285 @@
+"""The in-process simulation: four architectures over one stream, with the services' code.
+
+No separate toy math: every site is an :class:`edge_agents.learner.EdgeLearner`
+(the edge agents' scoring, fallback, blend, reconcile and increment rules),
+every merge goes through :class:`streams.merger.rounds.Merger` (the merge
+job's intake, rounds and strategies), and bytes are the encoded sizes of the
+real wire records. Time is the events' own timestamps, so a run is
+deterministic for a given log, flags and seed.
+
+- ``centralized``: one learner sees every event; every event and label moves.
+- ``federated``: per-site learners send increments every ``summary_every``
+  learned events; each closed round's global model is pulled by the sites,
+  which score with it (``blend_alpha=1``; their own model only before the
+  first global). An outage cuts a site off: it keeps scoring with the global it
+  has, its increments wait and its rounds shrink.
+- ``hybrid``: per-site learners score with global (+) local (``blend_alpha``),
+  falling back to the local model while cut off; a central learner learns the
+  forwarded sample of raw events and joins the rounds as one more node.
+- ``local``: per-site learners, never merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_agents.learner import EdgeLearner, EdgePolicy
+from edge_agents.sinks import sampled
+from models.serialization import global_model_record, weight_summary_record
+from models.summary import Summary
+from prism.compare.stream import EVENT, Stream
+from schemas import Codec
+from streams.merger.rounds import Merger, MergerConfig, Update
+
+__all__ = ["ARCHITECTURES", "Outage", "Run", "SimConfig", "simulate"]
+
+ARCHITECTURES = ("centralized", "federated", "hybrid", "local")
+CODEC = Codec()
+
+
+@dataclass(frozen=True)
+class Outage:
+    """``fraction`` of the sites cut off from event ``start`` to ``end`` (fractions)."""
+
+    fraction: float
+    start: float
+    end: float
+
+    @classmethod
+    def parse(cls, text: str) -> Outage:
+        try:
+            fraction, start, end = (float(v) for v in text.split(":"))
+        except ValueError as e:
+            raise ValueError(
+                f"--outage takes FRACTION:START:END, e.g. 0.5:0.3:0.6, got {text!r}"
+            ) from e
+        if not (0 < fraction <= 1 and 0 <= start < end <= 1):
+            raise ValueError("--outage needs 0 < FRACTION <= 1 and 0 <= START < END <= 1")
+        return cls(fraction, start, end)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimConfig:
+    spec_name: str
+    architectures: tuple[str, ...] = ARCHITECTURES
+    strategy: str = "fedavg"
+    summary_every: int = 200
+    round_size: int | None = None
+    round_timeout_ms: int | None = None
+    blend_alpha: float = 0.5
+    forward_sample: float = 0.1
+    outage: Outage | None = None
+    seed: int = 0
+
+
+@dataclass
+class Run:
+    """What one architecture did: a score per event, and what it cost."""
+
+    name: str
+    scores: np.ndarray
+    sources: list[str]
+    bytes_raw: int = 0
+    bytes_summaries: int = 0
+    bytes_globals: int = 0
+    merges: int = 0
+    merges_during_outage: int = 0
+    summaries: int = 0
+    staleness: list[int] = field(default_factory=list)
+    scored_disconnected: int = 0
+
+    @property
+    def bytes_moved(self) -> int:
+        return self.bytes_raw + self.bytes_summaries + self.bytes_globals
+
+
+class _Fleet:
+    """Per-site learners + (optionally) a merger and a central learner for one architecture."""
+
+    def __init__(self, name: str, stream: Stream, config: SimConfig) -> None:
+        self.name, self.stream, self.config = name, stream, config
+        n_sites = len(stream.site_names)
+        alpha = {"federated": 1.0, "hybrid": config.blend_alpha}.get(name, 0.0)
+        policy = EdgePolicy(blend_alpha=alpha, global_max_age_s=1e12)
+        self.sites = [EdgeLearner(config.spec_name, s, policy) for s in stream.site_names]
+        self.central = EdgeLearner(config.spec_name, "central", EdgePolicy())
+        self.run = Run(name, np.zeros(len(stream)), [""] * len(stream))
+        self.merger: Merger | None = None
+        if name in ("federated", "hybrid"):
+            span = int(stream.ts_ms.max() - stream.ts_ms.min()) if len(stream) else 0
+            self.merger = Merger(
+                MergerConfig(
+                    strategy=config.strategy,
+                    round_size=config.round_size or max(1, (n_sites + 1) // 2),
+                    round_timeout_s=(config.round_timeout_ms or max(1, span // 100)) / 1000,
+                    min_participants=1,
+                    dedup_window=1_000_000,
+                )
+            )
+        self.global_: tuple[Summary, int] | None = None
+        self.global_bytes = 0
+        self.waiting: dict[int, list[Summary]] = {}  # increments of cut-off sites
+
+    # -- events -----------------------------------------------------------------
+    def score(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
+        x = self.stream.features[i]
+        if self.name == "centralized":
+            s = self.central.score(x, now_ms, True)
+        else:
+            site = self.sites[self.stream.sites[i]]
+            if connected:
+                self._pull(site)
+            # federated sites keep the global they have; hybrid ones fall back when cut off
+            s = site.score(x, now_ms, connected or self.name == "federated")
+            if s.source != "local" and self.global_ is not None:
+                self.run.staleness.append(self.global_[1] - s.version)
+            if not connected:
+                self.run.scored_disconnected += 1
+        self.run.scores[i], self.run.sources[i] = s.score, s.source
+        self._learn_unsupervised(i, connected, now_ms, in_outage)
+
+    def label(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
+        y = bool(self.stream.labels[i])
+        eid = self.stream.event_ids[i]
+        x = self.stream.features[i]
+        if self.name == "centralized":
+            self.central.observe(eid, x, y)
+            return
+        site = self.stream.sites[i]
+        self.sites[site].observe(eid, x, y)
+        if self.name == "hybrid" and sampled(eid, self.config.forward_sample):
+            self.central.observe(eid, x, y)
+            self._maybe_cut_central(now_ms, in_outage)
+        self._maybe_cut(site, connected, now_ms, in_outage)
+
+    def _learn_unsupervised(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
+        """Anomaly detectors learn every event at once (labels only grade them)."""
+        if self.central.spec.supervised:
+            return
+        eid, x = self.stream.event_ids[i], self.stream.features[i]
+        if self.name == "centralized":
+            self.central.observe(eid, x, None)
+            return
+        site = self.stream.sites[i]
+        self.sites[site].observe(eid, x, None)
+        if self.name == "hybrid" and sampled(eid, self.config.forward_sample):
+            self.central.observe(eid, x, None)
+            self._maybe_cut_central(now_ms, in_outage)
+        self._maybe_cut(site, connected, now_ms, in_outage)
+
+    # -- summaries and rounds ---------------------------------------------------
+    def _maybe_cut(self, site: int, connected: bool, now_ms: int, in_outage: bool) -> None:
+        learner = self.sites[site]
+        if self.merger is None or learner.learned_since_cut < self.config.summary_every:
+            return
+        increment = learner.cut()
+        if increment is None:
+            return
+        self.waiting.setdefault(site, []).append(increment)
+        if connected:
+            for waiting in self.waiting.pop(site):
+                self._offer(waiting, "edge", now_ms)
+        self._close(now_ms, in_outage)
+
+    def _maybe_cut_central(self, now_ms: int, in_outage: bool) -> None:
+        if self.central.learned_since_cut < self.config.summary_every:
+            return
+        increment = self.central.cut()
+        if increment is not None:
+            self._offer(increment, "central", now_ms)
+            self._close(now_ms, in_outage)
+
+    def _offer(self, summary: Summary, tier: str, now_ms: int) -> None:
+        assert self.merger is not None
+        record = weight_summary_record(summary, tier=tier, created_at_ms=now_ms)
+        self.run.bytes_summaries += len(CODEC.encode("WeightSummary", record))
+        self.run.summaries += 1
+        self.merger.offer(Update(summary, tier=tier, created_at_ms=now_ms), now_ms)
+
+    def reconnect(self, site: int, now_ms: int, in_outage: bool) -> None:
+        for waiting in self.waiting.pop(site, []):
+            self._offer(waiting, "edge", now_ms)
+        self._close(now_ms, in_outage)
+
+    def _close(self, now_ms: int, in_outage: bool) -> None:
+        if self.merger is None:
+            return
+        for closed in self.merger.close_due(now_ms):
+            summary = closed.result.summary
+            self.global_ = (summary, closed.version)
+            record = global_model_record(
+                summary, version=closed.version, strategy=closed.strategy, created_at_ms=now_ms
+            )
+            self.global_bytes = len(CODEC.encode("GlobalModel", record))
+            self.run.merges += 1
+            self.run.merges_during_outage += int(in_outage)
+
+    def tick(self, now_ms: int, in_outage: bool) -> None:
+        self._close(now_ms, in_outage)
+
+    def _pull(self, site: EdgeLearner) -> None:
+        """A connected site takes the newest global when it next scores (pull, lazily)."""
+        if self.global_ is None or self.global_[1] <= site.global_version:
+            return
+        summary, version = self.global_
+        site.adopt(summary, version, created_ms=0)
+        self.run.bytes_globals += self.global_bytes
+
+
+def simulate(
+    stream: Stream, config: SimConfig, progress: Callable[[int], None] | None = None
+) -> dict[str, Run]:
+    """Every architecture over ``stream``'s steps, in the same order."""
+    fleets = [_Fleet(name, stream, config) for name in config.architectures]
+    n = len(stream)
+    cut_off = _cut_off_sites(stream, config)
+    start, end = _outage_bounds(n, config.outage)
+    for fleet in fleets:
+        if fleet.name in ("centralized", "hybrid"):
+            sent = stream.raw_bytes if fleet.name == "centralized" else np.array(
+                [b if sampled(e, config.forward_sample) else 0
+                 for e, b in zip(stream.event_ids, stream.raw_bytes, strict=True)]
+            )  # fmt: skip
+            fleet.run.bytes_raw = int(np.sum(sent))
+    done = 0
+    seen_events = 0
+    for kind, i in stream.steps:
+        now_ms = int(stream.ts_ms[i])
+        in_outage = start <= seen_events < end
+        connected = not (in_outage and stream.sites[i] in cut_off)
+        if kind == EVENT:
+            if seen_events == end:
+                for fleet in fleets:
+                    for site in cut_off:
+                        fleet.reconnect(site, now_ms, False)
+            for fleet in fleets:
+                fleet.tick(now_ms, in_outage)
+                fleet.score(i, connected, now_ms, in_outage)
+            seen_events += 1
+            done += 1
+            if progress is not None and done % 1000 == 0:
+                progress(1000)
+        else:
+            for fleet in fleets:
+                fleet.label(i, connected, now_ms, in_outage)
+    if progress is not None:
+        progress(done % 1000)
+    return {fleet.name: fleet.run for fleet in fleets}
+
+
+def _outage_bounds(n: int, outage: Outage | None) -> tuple[int, int]:
+    if outage is None:
+        return n + 1, n + 1
+    return int(outage.start * n), int(outage.end * n)
+
+
+def _cut_off_sites(stream: Stream, config: SimConfig) -> set[int]:
+    if config.outage is None:
+        return set()
+    n_sites = len(stream.site_names)
+    k = max(1, round(config.outage.fraction * n_sites))
+    rng = np.random.default_rng(config.seed)
+    return {int(s) for s in rng.choice(n_sites, size=k, replace=False)}
