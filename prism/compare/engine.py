@@ -90,6 +90,7 @@ class Run:
     summaries: int = 0
     staleness: list[int] = field(default_factory=list)
     scored_disconnected: int = 0
+    merged_at: list[int] = field(default_factory=list)  # events seen when each round closed
 
     @property
     def bytes_moved(self) -> int:
@@ -122,6 +123,7 @@ class _Fleet:
         self.global_: tuple[Summary, int] | None = None
         self.global_bytes = 0
         self.waiting: dict[int, list[Summary]] = {}  # increments of cut-off sites
+        self.events_seen = 0
 
     # -- events -----------------------------------------------------------------
     def score(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
@@ -216,6 +218,7 @@ class _Fleet:
             self.global_bytes = len(CODEC.encode("GlobalModel", record))
             self.run.merges += 1
             self.run.merges_during_outage += int(in_outage)
+            self.run.merged_at.append(self.events_seen)
 
     def tick(self, now_ms: int, in_outage: bool) -> None:
         self._close(now_ms, in_outage)
@@ -249,6 +252,8 @@ def simulate(
     for kind, i in stream.steps:
         now_ms = int(stream.ts_ms[i])
         in_outage = start <= seen_events < end
+        for fleet in fleets:
+            fleet.events_seen = seen_events
         connected = not (in_outage and stream.sites[i] in cut_off)
         if kind == EVENT:
             if seen_events == end:
