@@ -150,6 +150,10 @@ class EdgeAgent:
         record = item.record
         if item.record_type == "Label":
             self.learner.label(record["event_id"], bool(record["label"]))
+            if self.p.forwarder is not None:
+                value = self.p.codec.encode("Label", record)
+                key = (record.get("site_id") or record["event_id"]).encode()
+                self.p.forwarder.offer(record["event_id"], key, value, label=True)
             return
         if item.record_type != self.config.event_schema:
             self.p.dead.add(

@@ -63,7 +63,13 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         ),
         globals_=_globals(settings, config, codec, on_bad),
         forwarder=(
-            Forwarder(link, outbox, settings.topic(config.events_topic), config.forward_sample)
+            Forwarder(
+                link,
+                outbox,
+                settings.topic(config.events_topic),
+                config.forward_sample,
+                labels_topic=settings.topic("labels"),
+            )
             if config.mode == "hybrid"
             else None
         ),

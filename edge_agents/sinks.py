@@ -138,22 +138,27 @@ def sampled(event_id: str, sample: float) -> bool:
 class Forwarder:
     """Hybrid mode: raw events (or a stable sample by event id) to the central topic."""
 
-    def __init__(self, link: Link, outbox: Outbox, topic: str, sample: float) -> None:
+    def __init__(
+        self, link: Link, outbox: Outbox, topic: str, sample: float, labels_topic: str
+    ) -> None:
         if not 0.0 < sample <= 1.0:
             raise ValueError(f"the forwarding sample must be in (0, 1], got {sample}")
         self.link, self.outbox, self.topic, self.sample = link, outbox, topic, sample
+        self.labels_topic = labels_topic
         self._held: list[tuple[str, bytes | None, bytes]] = []
         self.forwarded = self.buffered = 0
 
     def chosen(self, event_id: str) -> bool:
         return sampled(event_id, self.sample)
 
-    def offer(self, event_id: str, key: bytes | None, value: bytes) -> None:
+    def offer(self, event_id: str, key: bytes | None, value: bytes, *, label: bool = False) -> None:
+        """A chosen event -- or the late Label of one, so the centre can learn it too."""
         if not self.chosen(event_id):
             return
-        if self.link.up and self._produce(key, value):
+        topic = self.labels_topic if label else self.topic
+        if self.link.up and self._produce(topic, key, value):
             return
-        self._held.append((self.topic, key, value))
+        self._held.append((topic, key, value))
         self.buffered += 1
 
     def save(self) -> None:
@@ -167,16 +172,16 @@ class Forwarder:
             return
         rows = self.outbox.forward_batch(limit)
         done = 0
-        for row_id, _topic, key, value in rows:
-            if not self._produce(key, value):
+        for row_id, topic, key, value in rows:
+            if not self._produce(topic, key, value):
                 break
             done = row_id
         if done:
             self.outbox.drop_forwarded(done)
 
-    def _produce(self, key: bytes | None, value: bytes) -> bool:
+    def _produce(self, topic: str, key: bytes | None, value: bytes) -> bool:
         try:
-            self.link.producer.produce(self.topic, value, key=key, on_delivery=self._delivered)
+            self.link.producer.produce(topic, value, key=key, on_delivery=self._delivered)
         except BufferError:
             self.link.mark_down("producer queue full")
             return False
@@ -187,7 +192,7 @@ class Forwarder:
         if err is not None:
             self.forwarded -= 1
             self.link.mark_down(err.str())
-            self._held.append((self.topic, msg.key(), msg.value()))
+            self._held.append((msg.topic(), msg.key(), msg.value()))
 
 
 class LocalDeadLetters(_JsonLines):

@@ -33,10 +33,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, help="write the windowed metric as a PNG")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=cmd_compare, use_stack_file=False)
+    p.add_argument(
+        "--stack",
+        action="store_true",
+        help="also run it through the real local Kafka + Redis services and compare",
+    )
+    p.add_argument("--stack-timeout", type=float, default=1800.0,
+                   help="seconds each architecture may take on the stack")  # fmt: skip
+    p.set_defaults(handler=cmd_compare)
 
 
-def cmd_compare(args: argparse.Namespace, _settings: Settings) -> int:
+def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from models.errors import ModelError
@@ -74,6 +81,16 @@ def cmd_compare(args: argparse.Namespace, _settings: Settings) -> int:
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e
     report = build_report(stream, runs, config, threshold=args.threshold, windows=args.windows)
+    if args.stack:
+        from prism.compare.stack import run_on_stack
+
+        stacked = run_on_stack(settings, args.data, stream, config, timeout=args.stack_timeout)
+        inprocess = report
+        report = build_report(
+            stream, stacked, config, threshold=args.threshold, windows=args.windows
+        )
+        report["engine"] = "stack"
+        report["agreement"] = agreement(inprocess, report)
     if args.plot:
         report["plot"] = str(write_plot(report, args.plot))
     if args.json:
@@ -82,4 +99,26 @@ def cmd_compare(args: argparse.Namespace, _settings: Settings) -> int:
         print(render_table(report))
         if args.plot:
             print(f"plot: {args.plot}")
+        for name, a in report.get("agreement", {}).items():
+            print(f"stack vs in-process {name:<12} {a['metric_stack']:.4f} vs "
+                  f"{a['metric_in_process']:.4f} (diff {a['diff']:.4f}, tolerance "
+                  f"{a['tolerance']}) {'agrees' if a['agrees'] else 'DISAGREES'}")  # fmt: skip
     return 0
+
+
+def agreement(inprocess: dict, stacked: dict) -> dict[str, dict]:
+    """Per architecture: the stack's metric against the simulation's, and the tolerance."""
+    from prism.compare.stack import TOLERANCE
+
+    out = {}
+    for name, a in stacked["architectures"].items():
+        sim = inprocess["architectures"][name]["metric"]
+        diff = abs((a["metric"] or 0.0) - (sim or 0.0))
+        out[name] = {
+            "metric_stack": a["metric"] or 0.0,
+            "metric_in_process": sim or 0.0,
+            "diff": diff,
+            "tolerance": TOLERANCE[name],
+            "agrees": diff <= TOLERANCE[name],
+        }
+    return out

@@ -1,0 +1,40 @@
+"""`prism compare --stack`: the same comparison through the real services agrees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers.services import service_env
+
+from prism.cli import main
+from prism.compare.stack import TOLERANCE
+from prism.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_stack_run_agrees_with_the_in_process_simulation(
+    test_settings: Settings, tmp_path: Path, monkeypatch, capsys
+):
+    log = tmp_path / "small.avro"
+    assert main(["datagen", "fraud", "--events", "3000", "--sites", "3", "--regions", "1",
+                 "--seed", "3", "--labels", "inline", "--out", str(log)]) == 0  # fmt: skip
+    capsys.readouterr()
+    for key, value in service_env(test_settings).items():
+        if key.startswith("PRISM_"):
+            monkeypatch.setenv(key, value)
+    assert main(["compare", "--data", str(log), "--stack", "--summary-every", "100", "--json",
+                 "--stack-timeout", "300"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["engine"] == "stack"
+    agreement = report["agreement"]
+    assert set(agreement) == {"centralized", "federated", "hybrid", "local"}
+    for name, a in agreement.items():
+        assert a["diff"] <= TOLERANCE[name], (name, a)
+    archs = report["architectures"]
+    assert archs["federated"]["merges"] > 0 and archs["local"]["merges"] == 0
+    assert archs["centralized"]["scores_by_source"] == {"central": 3000}
+    assert sum(archs["hybrid"]["scores_by_source"].values()) == 3000
+    assert archs["hybrid"]["bytes"]["raw"] > 0  # the forwarded sample travelled
