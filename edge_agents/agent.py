@@ -234,8 +234,9 @@ class EdgeAgent:
 
     def cut_and_save(self, *, cut: bool = True) -> None:
         """Cut an increment (if anything was learned) and save it with the state."""
-        self._events_since_cut = 0
-        self._last_cut = time.monotonic()
+        if cut:  # an adoption's save does not restart the summary cadence
+            self._events_since_cut = 0
+            self._last_cut = time.monotonic()
         increment = self.learner.cut() if cut else None
         payload = None
         if increment is not None:

@@ -54,6 +54,7 @@ class EdgeConfig:
     summary_every_events: int | None = 500
     summary_every_s: float | None = 30.0
     rate: float | None = None
+    speedup: float | None = None
     sites: frozenset[str] | None = None
     state_dir: Path | None = None
     globals_from: str = "topic"

@@ -94,7 +94,12 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         if not path.is_file():
             raise UsageError(f"--source {config.source!r}: no such file (or use topic:NAME)")
         source = FileSource(
-            path, on_bad=on_bad, sites=config.sites, rate=config.rate, after=int(position or 0)
+            path,
+            on_bad=on_bad,
+            sites=config.sites,
+            rate=config.rate,
+            speedup=config.speedup,
+            after=int(position or 0),
         )
     return agent, source
 

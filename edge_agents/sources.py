@@ -54,24 +54,41 @@ class FileSource:
         on_bad: OnBad,
         sites: frozenset[str] | None = None,
         rate: float | None = None,
+        speedup: float | None = None,
         after: int = 0,
     ) -> None:
         if rate is not None and not rate > 0:
             raise ValueError(f"--rate must be > 0 events/s, got {rate}")
+        if speedup is not None and not speedup > 0:
+            raise ValueError(f"--speedup must be > 0, got {speedup}")
         self.path, self.on_bad, self.sites, self.rate, self.after = path, on_bad, sites, rate, after
+        self.speedup = speedup
 
     def _bad(self, bad: BadRecord) -> None:
         if bad.line_no > self.after:
             self.on_bad("invalid-record", bad.reason, {"line": bad.line_no}, bad.text)
 
     def __iter__(self) -> Iterator[Item | None]:
-        start, sent = time.monotonic(), 0
+        """Records in order; ``rate`` paces by count, ``speedup`` by the log's own clock.
+
+        With ``speedup`` every agent reading the same log keeps the same event
+        time at the same moment (time zero = the log's first record), so a
+        fleet replays the sites side by side as they happened, only faster.
+        """
+        start, sent, t0 = time.monotonic(), 0, None
         for event in read_events(self.path, on_error=self._bad):
+            if self.speedup is not None:
+                ts = millis(event.record["ts"])
+                t0 = ts if t0 is None else t0
             if event.line_no <= self.after:
                 continue
             site = event.record.get("site_id")
             if self.sites is not None and site is not None and site not in self.sites:
                 continue
+            if t0 is not None and self.speedup is not None:
+                ahead = start + (millis(event.record["ts"]) - t0) / 1000 / self.speedup
+                if ahead - time.monotonic() > 0:
+                    time.sleep(ahead - time.monotonic())
             if self.rate is not None:
                 ahead = start + sent / self.rate - time.monotonic()
                 if ahead > 0:

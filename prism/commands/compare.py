@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also run it through the real local Kafka + Redis services and compare",
     )
+    p.add_argument(
+        "--stack-seconds",
+        type=float,
+        default=30.0,
+        help="--stack: the agents replay the log on its clock in about this long",
+    )
     p.add_argument("--stack-timeout", type=float, default=1800.0,
                    help="seconds each architecture may take on the stack")  # fmt: skip
     p.set_defaults(handler=cmd_compare)
@@ -84,7 +90,14 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     if args.stack:
         from prism.compare.stack import run_on_stack
 
-        stacked = run_on_stack(settings, args.data, stream, config, timeout=args.stack_timeout)
+        stacked = run_on_stack(
+            settings,
+            args.data,
+            stream,
+            config,
+            timeout=args.stack_timeout,
+            replay_seconds=args.stack_seconds,
+        )
         inprocess = report
         report = build_report(
             stream, stacked, config, threshold=args.threshold, windows=args.windows

@@ -31,6 +31,8 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
         help="N events and/or Ts seconds between summaries, e.g. 500, 30s, 500,30s",
     )
     p.add_argument("--rate", type=float, help="events/s to read the file at (default: flat out)")
+    p.add_argument("--speedup", type=float,
+                   help="replay the file on its own clock, this many times faster")  # fmt: skip
     p.add_argument(
         "--globals-from",
         choices=("topic", "registry"),
@@ -118,6 +120,7 @@ def config_from(args: argparse.Namespace, **overrides: object):
             summary_every_events=every_n,
             summary_every_s=every_s,
             rate=args.rate,
+            speedup=args.speedup,
             globals_from=args.globals_from,
             quantize=args.quantize,
             metrics_port=args.metrics_port,
@@ -140,7 +143,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 _FLEET_PASS = (
-    "task", "model", "region", "mode", "forward_sample", "summary_every", "rate", "globals_from",
+    "task", "model", "region", "mode", "forward_sample", "summary_every", "rate", "speedup",
+    "globals_from",
     "blend_alpha", "global_max_age", "reconcile", "dp_clip", "dp_noise", "dp_seed", "quantize",
     "idle_exit", "drain_timeout",
 )  # fmt: skip

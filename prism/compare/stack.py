@@ -46,11 +46,17 @@ __all__ = ["TOLERANCE", "run_on_stack"]
 
 #: |ROC AUC on the stack - ROC AUC in-process| measured (README); exact for
 #: centralized and local, timing-dependent for federated and hybrid.
-TOLERANCE = {"centralized": 1e-6, "local": 1e-6, "federated": 0.05, "hybrid": 0.05}
+TOLERANCE = {"centralized": 1e-6, "local": 1e-6, "federated": 0.08, "hybrid": 0.08}
 
 
 def run_on_stack(
-    settings: Settings, log_path: Path, stream: Stream, config: SimConfig, *, timeout: float
+    settings: Settings,
+    log_path: Path,
+    stream: Stream,
+    config: SimConfig,
+    *,
+    timeout: float,
+    replay_seconds: float = 30.0,
 ) -> dict[str, Run]:
     if not settings.kafka_bootstrap or settings.redis_url is None:
         raise StackError("--stack needs the local stack: run `prism stack up` first")
@@ -66,7 +72,10 @@ def run_on_stack(
         )
         create_topics(arch_settings, bootstrap=settings.kafka_bootstrap, partitions=1)
         started = time.monotonic()
-        _ArchitectureOnStack(arch, arch_settings, log_path, stream, config).run(timeout)
+        on_stack = _ArchitectureOnStack(
+            arch, arch_settings, log_path, stream, config, replay_seconds
+        )
+        on_stack.run(timeout)
         log.info("compare --stack %s done in %.1f s", arch, time.monotonic() - started)
         runs[arch] = _collect(arch, arch_settings, stream, config)
     return runs
@@ -74,12 +83,19 @@ def run_on_stack(
 
 class _ArchitectureOnStack:
     def __init__(
-        self, arch: str, settings: Settings, log_path: Path, stream: Stream, config: SimConfig
+        self,
+        arch: str,
+        settings: Settings,
+        log_path: Path,
+        stream: Stream,
+        config: SimConfig,
+        replay_seconds: float,
     ) -> None:
         self.arch, self.settings, self.log_path = arch, settings, log_path
         self.stream, self.config = stream, config
         self.task = "fraud" if stream.record_type == "Transaction" else "iot"
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.config_replay_seconds = replay_seconds
         settings.state_dir.mkdir(parents=True, exist_ok=True)
 
     def _env(self) -> dict[str, str]:
@@ -133,7 +149,8 @@ class _ArchitectureOnStack:
                 size = c.round_size or max(1, (len(self.stream.site_names) + 1) // 2)
                 merger = self._start(
                     "merger", "merger", "run", "--strategy", c.strategy, "--round-size", str(size),
-                    "--round-timeout", "2", "--idle-exit", "8", "--group", "compare",
+                    "--round-timeout", str(self._round_timeout_s()), "--idle-exit", "8",
+                    "--group", "compare",
                 )  # fmt: skip
             if self.arch == "hybrid":
                 central = self._central(idle=8.0)
@@ -145,6 +162,7 @@ class _ArchitectureOnStack:
                 "--data", str(self.log_path), "--task", self.task, "--model", c.spec_name,
                 "--summary-every", every, "--blend-alpha", alpha,
                 "--global-max-age", "1e9", "--drain-timeout", "30",
+                "--speedup", str(self._speedup()),
                 *(["--mode", "hybrid", "--forward-sample", str(c.forward_sample)]
                   if self.arch == "hybrid" else []),
             )  # fmt: skip
@@ -157,6 +175,17 @@ class _ArchitectureOnStack:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(10)
+
+    def _speedup(self) -> float:
+        """Replay the sites side by side on the log's clock in about ``replay_seconds``."""
+        span_s = float(self.stream.ts_ms.max() - self.stream.ts_ms.min()) / 1000
+        return max(span_s / self.config_replay_seconds, 1e-3)
+
+    def _round_timeout_s(self) -> float:
+        """The simulation's round timeout (event time), on the replay's wall clock."""
+        span_ms = float(self.stream.ts_ms.max() - self.stream.ts_ms.min())
+        event_ms = self.config.round_timeout_ms or max(1.0, span_ms // 100)
+        return max(event_ms / 1000 / self._speedup(), 0.05)
 
     def _central(self, idle: float) -> subprocess.Popen:
         return self._start(
