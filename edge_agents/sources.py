@@ -86,9 +86,10 @@ class FileSource:
             if self.sites is not None and site is not None and site not in self.sites:
                 continue
             if t0 is not None and self.speedup is not None:
-                ahead = start + (millis(event.record["ts"]) - t0) / 1000 / self.speedup
-                if ahead - time.monotonic() > 0:
-                    time.sleep(ahead - time.monotonic())
+                due = start + (millis(event.record["ts"]) - t0) / 1000 / self.speedup
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
             if self.rate is not None:
                 ahead = start + sent / self.rate - time.monotonic()
                 if ahead > 0:
