@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         description="Opt in to the Tansu broker when Maven Central is unreachable (logged).",
     )
     log_level: str = Field("INFO", description="Log level of every Prism process.")
+    metrics_addr: str = Field(
+        "127.0.0.1",
+        description="Address the services' Prometheus endpoints bind to (0.0.0.0 in containers).",
+    )
 
     @property
     def env_file(self) -> Path:

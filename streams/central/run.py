@@ -92,7 +92,7 @@ def run(
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     worker = build_worker(settings, config)
     if config.metrics_port is not None:
-        port = worker.telemetry.serve(config.metrics_port)
+        port = worker.telemetry.serve(config.metrics_port, settings.metrics_addr)
         log.info("metrics endpoint http://127.0.0.1:%s/metrics", port)
     log.info(
         "central worker starting engine=%s worker=%s group=%s model=%s topics=%s,%s",

@@ -40,7 +40,10 @@ def build_loop(
     writer = RegistryWriter(url, codec=codec, keys=keys).setup()
     telemetry = Telemetry("merger")
     if metrics_port is not None:
-        log.info("metrics endpoint http://127.0.0.1:%s/metrics", telemetry.serve(metrics_port))
+        log.info(
+            "metrics endpoint http://127.0.0.1:%s/metrics",
+            telemetry.serve(metrics_port, settings.metrics_addr),
+        )
     # the central learner's settings: manual commits, earliest, fast group heartbeats
     consumer = Consumer(consumer_config(settings.kafka_bootstrap, group, group))
     return MergerLoop(

@@ -50,3 +50,34 @@ def test_services_built_from_the_one_dockerfile() -> None:
     assert built, "no Prism service is built"
     assert (ROOT / "Dockerfile").is_file()
     assert all(s["build"] == "." for s in built)
+
+
+def test_every_prism_service_runs_from_the_image_with_health_and_metrics() -> None:
+    services = _compose()["services"]
+    for name in ("central-fraud", "central-iot", "merger", "edge"):
+        service = services[name]
+        assert service["image"] == "prism:latest", name
+        command = " ".join(service["command"])
+        port = service["environment"]["METRICS_PORT"]
+        assert f"--metrics-port {port}" in command, name
+        assert "METRICS_PORT" in " ".join(service["healthcheck"]["test"]), name
+        assert service["environment"]["PRISM_METRICS_ADDR"] == "0.0.0.0", name
+        assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_edges_scale_with_their_own_node_id_and_local_volume() -> None:
+    edge = _compose()["services"]["edge"]
+    command = " ".join(edge["command"])
+    assert "--node edge-$$(hostname)" in command  # unique per replica of --scale edge=K
+    assert "/state" in edge["volumes"]  # an anonymous volume: one per replica
+    assert "prism edge run" in command and "--source /state/local.avro" in command
+
+
+def test_replay_and_prometheus_are_opt_in_profiles_scraping_every_service() -> None:
+    services = _compose()["services"]
+    assert services["replay"]["profiles"] == ["replay"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = str(scrape["scrape_configs"])
+    for service in ("central-fraud:9101", "central-iot:9103", "merger:9102", "'edge'"):
+        assert service in targets, service
