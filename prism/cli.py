@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "prism.commands.merger",
     "prism.commands.edge",
     "prism.commands.compare",
+    "prism.commands.up",
 )
 
 

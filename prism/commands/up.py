@@ -1,0 +1,211 @@
+"""`prism up / ps / down`: the docker-compose topology as supervised local processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from prism.errors import StackError, UsageError
+from prism.settings import Settings
+
+MARKER = "prism.cli supervise"
+PORTS = {"central-fraud": 9301, "central-iot": 9303, "merger": 9302}
+EDGE_PORT = 9310
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    up = subparsers.add_parser("up", help="Stack + central + merger + edges as local processes.")
+    up.add_argument("--edges", type=int, default=3, help="edge agents (one per site of --data)")
+    up.add_argument("--task", choices=("fraud", "iot", "both"), default="fraud")
+    up.add_argument("--data", type=Path, help="the edges' log, split by site (default: generated)")
+    up.add_argument("--edge-rate", type=float, default=200.0, help="events/s per edge agent")
+    up.add_argument("--round-size", type=int, help="merger round size (default: --edges)")
+    up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health")
+    up.set_defaults(handler=cmd_up, use_stack_file=False)
+    ps = subparsers.add_parser("ps", help="Each service of `prism up`: pid, health, lag.")
+    ps.set_defaults(handler=cmd_ps)
+    down = subparsers.add_parser("down", help="Stop every service of `prism up`, then the stack.")
+    down.add_argument("--keep-stack", action="store_true", help="leave Kafka and Redis running")
+    down.set_defaults(handler=cmd_down)
+    status = subparsers.add_parser("status", help="One screen: stack, services, models.")
+    status.set_defaults(handler=cmd_status)
+    sup = subparsers.add_parser("supervise", help=argparse.SUPPRESS)
+    sup.add_argument("home", type=Path)
+    sup.set_defaults(handler=cmd_supervise)
+
+
+def home_of(settings: Settings) -> Path:
+    return settings.state_dir / "up"
+
+
+def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
+    from prism.services.supervisor import Service
+
+    services = []
+    tasks = ("fraud", "iot") if args.task == "both" else (args.task,)
+    for task in tasks:
+        name = f"central-{task}"
+        argv = ["central", "run", "--task", task, "--worker-id", name,
+                "--metrics-port", str(PORTS[name])]  # fmt: skip
+        services.append(Service(name, argv, PORTS[name]))
+    size = str(args.round_size or args.edges)
+    services.append(Service("merger", ["merger", "run", "--round-size", size, "--round-timeout",
+                                       "10", "--metrics-port", str(PORTS["merger"])],
+                            PORTS["merger"]))  # fmt: skip
+    edge_task = tasks[0]
+    for i in range(args.edges):
+        port = EDGE_PORT + i
+        services.append(Service(f"edge-{i}", [
+            "edge", "run", "--node", f"edge-{i}", "--task", edge_task, "--source", str(data),
+            "--sites", sites[i], "--rate", str(args.edge_rate), "--summary-every", "200,10s",
+            "--metrics-port", str(port)], port))  # fmt: skip
+    return services
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from prism import stack
+    from prism.cli import main as prism
+    from prism.services.supervisor import save_plan
+    from prism.stack import process
+    from prism.stack.topics import create_topics
+
+    if args.edges < 0:
+        raise UsageError("--edges must be >= 0")
+    home = home_of(settings)
+    if _supervisor_pid(home):
+        raise StackError("already up: `prism ps` shows it, `prism down` stops it")
+    info = stack.up(settings)
+    env = dict(os.environ, **info.env_lines(), PRISM_STATE_DIR=str(settings.state_dir))
+    create_topics(settings.model_copy(update={"kafka_bootstrap": info.kafka_bootstrap}),
+                  bootstrap=info.kafka_bootstrap)  # fmt: skip
+    data = args.data or home / "data" / "edges.avro"
+    if args.data is None and args.edges:
+        kind = "iot" if args.task == "iot" else "fraud"
+        assert prism(["datagen", kind, "--events", str(2000 * args.edges), "--sites",
+                      str(args.edges), "--regions", "1", "--out", str(data)]) == 0  # fmt: skip
+    sites = _sites(data, args.edges) if args.edges else []
+    save_plan(home / "plan.json", plan(args, data, sites))
+    cmd = [sys.executable, "-m", "prism.cli", "supervise", str(home)]
+    pid = process.start_detached(cmd, log_path=home / "supervisor.log", marker=MARKER, env=env)
+    (home / "supervisor.pid").write_text(str(pid))
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        rows = _rows(home)
+        if rows and all(r["healthy"] or r["state"] == "done" for r in rows):
+            break
+        time.sleep(0.5)
+    _print(_rows(home))
+    return 0
+
+
+def _sites(data: Path, edges: int) -> list[str]:
+    from edge_agents.fleet import plan as deal
+    from edge_agents.fleet import site_ids
+
+    try:
+        return [",".join(s) for _node, s in deal(site_ids(data), edges)]
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+def _supervisor_pid(home: Path) -> int | None:
+    from prism.stack import process
+
+    path = home / "supervisor.pid"
+    pid = int(path.read_text()) if path.exists() else None
+    return pid if process.is_alive(pid, MARKER) else None
+
+
+def _health(port: int | None) -> tuple[bool, float | None]:
+    """Whether /metrics answers, and the summed consumer lag it reports (if any)."""
+    if port is None:
+        return False, None
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return False, None
+    lags = re.findall(rb"^prism_consumer_lag\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    return True, sum(float(v) for v in lags) if lags else None
+
+
+def _rows(home: Path) -> list[dict]:
+    from prism.services.supervisor import read_status
+
+    rows = []
+    for s in read_status(home):
+        healthy, lag = _health(s["metrics_port"]) if s["state"] == "running" else (False, None)
+        rows.append({**s, "healthy": healthy, "lag": lag})
+    return rows
+
+
+def _print(rows: list[dict]) -> None:
+    print(f"{'service':<14} {'state':<9} {'pid':<8} {'healthy':<8} {'restarts':<9} {'lag':<8} log")
+    for r in rows:
+        lag = "-" if r["lag"] is None else f"{r['lag']:.0f}"
+        healthy = "yes" if r["healthy"] else "no"
+        print(
+            f"{r['name']:<14} {r['state']:<9} {r['pid'] or '-':<8} {healthy:<8} "
+            f"{r['restarts']:<9} {lag:<8} {r['log']}"
+        )
+
+
+def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
+    home = home_of(settings)
+    if _supervisor_pid(home) is None:
+        print("prism: not up (run `prism up`)", file=sys.stderr)
+        return 1
+    _print(_rows(home))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from prism import stack
+    from prism.stack import process
+
+    home = home_of(settings)
+    pid = _supervisor_pid(home)
+    if pid is not None:
+        process.stop(pid, MARKER, timeout=60)
+    stopped = [] if args.keep_stack else stack.down(settings)
+    (home / "supervisor.pid").unlink(missing_ok=True)
+    print(f"prism: services {'stopped' if pid else 'were not running'}; "
+          f"stack: stopped {', '.join(stopped) or 'nothing'}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_supervise(args: argparse.Namespace, settings: Settings) -> int:
+    from prism.services.supervisor import Supervisor, load_plan
+
+    return Supervisor(args.home, load_plan(args.home / "plan.json")).run()
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Stack health, the services of `prism up` and the registry's models on one screen."""
+    from prism import stack
+    from prism.commands.models import _brief, _table, _when
+    from prism.registry import RegistryClient, RegistryKeys
+
+    rows = stack.status(settings)
+    print("stack:  " + "   ".join(
+        f"{r.name} {'ok' if r.healthy else 'DOWN'} ({r.address})" for r in rows))  # fmt: skip
+    home = home_of(settings)
+    if _supervisor_pid(home) is None:
+        print("services: not up (`prism up` starts them)")
+    else:
+        print("services:")
+        _print(_rows(home))
+    url = settings.redis_query_url or settings.redis_url
+    if url is None or not all(r.healthy for r in rows):
+        print("models: registry not reachable")
+        return 1
+    client = RegistryClient(url.get_secret_value(), keys=RegistryKeys(settings.redis_prefix))
+    models = [{"name": n} | _brief(client.get_model(n)) for n in client.models()]
+    print(f"models: {len(models)}")
+    if models:
+        _table([dict(m, created_at=_when(m["created_at"])) for m in models], list(models[0]))
+    return 0

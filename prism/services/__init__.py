@@ -1,0 +1,1 @@
+"""Local service topology: `prism up / ps / down` (the compose file as processes)."""
