@@ -44,7 +44,14 @@ def reindex(
     --------
     >>> reindex(np.array([1.0, 2.0]), ("a", "b"), ("b", "c", "a"), (0,)).tolist()
     [2.0, 0.0, 1.0]
+    >>> reindex(np.zeros(0), (), ("a", "b"), (0,)).tolist()  # a node that saw no feature yet
+    [0.0, 0.0]
     """
+    if len(source) == 0:
+        shape = list(array.shape)
+        for axis in axes:
+            shape[axis] = len(target)
+        return np.zeros(shape, dtype=array.dtype)
     position = {f: i for i, f in enumerate(source)}
     take = np.array([position.get(f, -1) for f in target], dtype=np.int64)
     missing = take < 0

@@ -180,3 +180,12 @@ def test_unsupervised_specs_learn_every_event_at_once() -> None:
     assert learner.counts["learned"] == 1 and not learner.pending
     assert not learner.label("e1", True)  # already learned; not an unknown label
     assert learner.counts["unknown-label"] == 0
+
+
+def test_a_node_that_learned_nothing_yet_adopts_a_global_and_scores_with_it() -> None:
+    fresh = EdgeLearner("fraud-linear", "new", EdgePolicy(blend_alpha=1.0))
+    assert fresh.adopt(a_global(1), 1, NOW)  # used to fail aligning an empty feature index
+    assert fresh.score(X, NOW, True).source == "global"
+    assert fresh.cut() is None  # and it has nothing of its own to send
+    fresh.observe("e", X, True)
+    assert fresh.cut().n_samples == 1
