@@ -7,14 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agents.learner import EdgePolicy
+from schemas.tasks import TASKS
 
-__all__ = ["TASKS", "EdgeConfig", "parse_cadence"]
+__all__ = ["EdgeConfig", "parse_cadence"]
 
-#: task -> (central events topic, event schema, default model spec)
-TASKS: dict[str, tuple[str, str, str]] = {
-    "fraud": ("transactions", "Transaction", "fraud-linear"),
-    "iot": ("sensor-readings", "SensorReading", "iot-hst"),
-}
 MODES = ("private", "hybrid")
 GLOBAL_SOURCES = ("topic", "registry")
 QUANTIZE = ("float32", "float16", "int8")

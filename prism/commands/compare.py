@@ -10,8 +10,6 @@ from pathlib import Path
 from prism.errors import UsageError
 from prism.settings import Settings
 
-DEFAULT_SPEC = {"Transaction": "fraud-linear", "SensorReading": "iot-hst"}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare", help="Centralized vs federated vs hybrid vs local-only.")
@@ -57,6 +55,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from prism.compare.plot import write_plot
     from prism.compare.report import build_report, render_table
     from prism.compare.stream import load_stream
+    from schemas.tasks import default_spec_for_record
 
     archs = tuple(a.strip() for a in args.architectures.split(",") if a.strip())
     unknown = set(archs) - set(ARCHITECTURES)
@@ -70,7 +69,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
         outage = Outage.parse(args.outage) if args.outage else None
         stream = load_stream(args.data, task=args.task, label_delay=args.label_delay)
         config = SimConfig(
-            spec_name=args.model or DEFAULT_SPEC[stream.record_type],
+            spec_name=args.model or default_spec_for_record(stream.record_type),
             architectures=archs,
             strategy=args.strategy,
             summary_every=args.summary_every,

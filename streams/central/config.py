@@ -5,13 +5,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
+from schemas.tasks import TASKS
 from streams.central.partition import LearnerConfig
-
-#: task -> (events topic, event schema, default model spec)
-TASKS: dict[str, tuple[str, str, str]] = {
-    "fraud": ("transactions", "Transaction", "fraud-linear"),
-    "iot": ("sensor-readings", "SensorReading", "iot-hst"),
-}
 
 
 @dataclass(frozen=True, kw_only=True)
