@@ -1,11 +1,13 @@
 """`prism demo`: the README's main job on the local stack, start to finish.
 
 It starts what is missing (a real Kafka broker and Redis), creates the topics,
-generates a small non-IID fraud log, replays it through Kafka, reads every
-event back and checks that it decodes, runs one federated round in-process
-(per-store models merged with FedAvg) and publishes the global model to the
-Redis registry, prints the registry, and stops what it started. Later
-capabilities (central learner, merger, edges, compare) join this command.
+generates a non-IID fraud log over N stores, starts the services as local
+processes (`prism up`: central learner, merger, one edge agent per store
+scoring and learning its own events), replays the log through Kafka for the
+central learner, reads every event back, waits until the registry holds a
+global model merged from every edge and the central model, prints the
+registry and the services, stops them, prints the `prism compare` table of
+the same log and writes its PNG, and stops what it started.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from prism import stack
-from prism.demo_round import federated_round
 from prism.errors import PrismError
 from prism.settings import Settings, load_settings
 from prism.stack.topics import create_topics
@@ -55,6 +56,7 @@ def running_stack(settings: Settings, *, keep: bool) -> Iterator[Settings]:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    began = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
     with running_stack(settings, keep=args.keep) as live:
         bootstrap = live.kafka_bootstrap or ""
@@ -63,23 +65,53 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         log_path = args.out / "demo-fraud.avro"
         say(f"generating {args.events} fraud events over {args.sites} stores -> {log_path}")
         run_prism("datagen", "fraud", "--events", str(args.events), "--sites", str(args.sites),
-                  "--seed", "7", "--labels", "inline", "--out", str(log_path))  # fmt: skip
-        say("replaying the log into Kafka")
-        run_prism("replay", str(log_path))
-        counted = count_decoded(live, live.topic("transactions"), expected=args.events)
-        say(f"read back {counted} transactions from Kafka, every one decoded by the Avro codec")
-        if counted < args.events:
-            raise PrismError(f"only {counted} of {args.events} events came back from Kafka")
-        say("one federated round in-process: per-store fraud-linear models, FedAvg, to Redis")
-        redis_url = live.redis_url.get_secret_value() if live.redis_url else ""
-        report = federated_round(log_path, redis_url)
-        auc = "n/a" if report.merged_auc is None else f"{report.merged_auc:.3f}"
-        say(f"{report.stores} stores learned {report.events} labelled events "
-            f"(prequential ROC AUC {auc}); global model v{report.version} published")  # fmt: skip
-        run_prism("models", "list")
-        run_prism("models", "nodes")
-    say("demo finished")
+                  "--regions", "2", "--seed", "7", "--labels", "inline", "--fraud-rate", "0.03",
+                  "--out", str(log_path))  # fmt: skip
+        say(f"starting the services (prism up): central learner, merger, {args.sites} edge agents")
+        run_prism("up", "--edges", str(args.sites), "--data", str(log_path), "--edge-rate", "1000")
+        try:
+            say("replaying the log into Kafka for the central learner")
+            run_prism("replay", str(log_path), "--no-progress")
+            counted = count_decoded(live, live.topic("transactions"), expected=args.events)
+            say(f"read back {counted} transactions from Kafka, every one decoded by the Avro codec")
+            if counted < args.events:
+                raise PrismError(f"only {counted} of {args.events} events came back from Kafka")
+            version, edges = wait_for_models(live, args.sites)
+            say(f"global model v{version} merged with all {edges} edges; central model published")
+            run_prism("models", "list")
+            run_prism("models", "nodes")
+            run_prism("ps")
+        finally:
+            run_prism("down", "--keep-stack")
+        png = args.out / "compare.png"
+        say(f"comparing the architectures on the same log (prism compare) -> {png}")
+        run_prism("compare", "--data", str(log_path), "--plot", str(png), "--no-progress")
+    say(f"demo finished in {time.monotonic() - began:.0f} s")
     return 0
+
+
+def wait_for_models(settings: Settings, edges: int, timeout: float = 300.0) -> tuple[int, int]:
+    """Until a global model has every edge among its contributors and the centre published."""
+    from prism.registry import RegistryClient, RegistryKeys
+
+    assert settings.redis_url is not None
+    client = RegistryClient(settings.redis_url.get_secret_value(), keys=RegistryKeys())
+    wanted = {f"edge-{i}" for i in range(edges)}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            names = set(client.models())
+            if "fraud-linear" in names and "fraud-linear@central-fraud" in names:
+                history = client.history("fraud-linear")
+                seen = {c["node_id"] for v in history for c in v["contributors"]}
+                if wanted <= seen:
+                    return int(history[0]["version"]), len(wanted)
+            time.sleep(1.0)
+    finally:
+        client.close()
+    raise PrismError(
+        f"no global model with all {edges} edges within {timeout:.0f} s: see `prism ps`"
+    )
 
 
 def run_prism(*argv: str) -> None:

@@ -23,8 +23,13 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "read back 3000 transactions" in out
-    assert "global model v1 published" in out
-    assert "fraud-linear  1" in out  # `prism models list` row
-    assert out.count("store-") >= 4  # `prism models nodes` rows
+    assert "merged with all 4 edges; central model published" in out
+    assert "fraud-linear@central-fraud" in out  # `prism models list` rows
+    assert out.count("edge-") >= 4  # `prism models nodes` rows
+    for architecture in ("centralized", "federated", "hybrid", "local"):
+        assert f"\n{architecture} " in out  # the `prism compare` table
+    png = tmp_path / "out" / "compare.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
     assert "stopping kafka, redis" in out
     assert not (tmp_path / "state" / "stack.env").exists()
+    assert not (tmp_path / "state" / "up" / "supervisor.pid").exists()
