@@ -50,6 +50,21 @@ class Telemetry:
         self.summaries = Counter(
             "prism_summaries_published_total", "WeightSummaries published.", ["service"], registry=r
         )
+        self.merge_rounds = Counter(
+            "prism_merge_rounds_total", "Rounds closed, by model.", ["service", "model"], registry=r
+        )
+        self.excluded = Counter(
+            "prism_excluded_updates_total",
+            "Updates a round excluded (screening, staleness), by model.",
+            ["service", "model"],
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "prism_model_version",
+            "Latest published version, by model.",
+            ["service", "model"],
+            registry=r,
+        )
         self.pending = Gauge(
             "prism_pending_events", "Scored events waiting for a label.", ["service"], registry=r
         )

@@ -181,6 +181,9 @@ class MergerLoop:
             )
             self.touched.update(c.nodes)
             self.touched.update(x.node_id for x in c.result.contributors)
+            self.telemetry.merge_rounds.labels(SERVICE, c.name).inc()
+            self.telemetry.excluded.labels(SERVICE, c.name).inc(len(c.result.excluded))
+            self.telemetry.model_version.labels(SERVICE, c.name).set(c.version)
             log.info("round closed %s", describe(c))
         remaining = self.producer.flush(30)
         if remaining:

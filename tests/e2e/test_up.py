@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,14 @@ def test_up_with_three_edges_scores_every_event_merges_all_three_and_downs_clean
                 pass
             time.sleep(1)
         assert contributors == {"edge-0", "edge-1", "edge-2"}
+        merger = urllib.request.urlopen("http://127.0.0.1:9302/metrics", timeout=5).read().decode()
+        rounds = re.search(r'^prism_merge_rounds_total\{model="fraud-linear",service="merger"\} '
+                           r"([0-9.]+)$", merger, re.M)  # fmt: skip
+        assert rounds and float(rounds.group(1)) >= 1
+        assert re.search(r'^prism_model_version\{model="fraud-linear",service="merger"\} [1-9]',
+                         merger, re.M)  # fmt: skip
+        central = urllib.request.urlopen("http://127.0.0.1:9301/metrics", timeout=5).read()
+        assert b"prism_consumer_lag{" in central and b"prism_events_total{" in central
         status = prism(env, "status")
         assert status.returncode == 0, status.stderr
         assert "kafka ok" in status.stdout and "merger" in status.stdout
