@@ -65,8 +65,8 @@ class Supervisor:
     grace_s = 20.0
     max_backoff_s = 30.0
 
-    def __init__(self, home: Path, services: list[Service]) -> None:
-        self.home, self.services = home, services
+    def __init__(self, home: Path, services: list[Service], *, max_restarts: int = 1000) -> None:
+        self.home, self.services, self.max_restarts = home, services, max_restarts
         self.logs = home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self._stopping = False
@@ -93,11 +93,12 @@ class Supervisor:
 
     def _exited(self, s: Service, next_try: dict[str, float]) -> None:
         s.exit_code = s._proc.returncode
-        if s.exit_code == 0 or not s.restart:
+        if s.exit_code == 0 or not s.restart or s.restarts >= self.max_restarts:
             s.state = "done" if s.exit_code == 0 else "crashed"
-            log.info("service finished name=%s exit_code=%s", s.name, s.exit_code)
+            log.info("service finished name=%s exit_code=%s restarts=%s", s.name, s.exit_code,
+                     s.restarts)  # fmt: skip
             return
-        delay = min(self.max_backoff_s, 2.0 ** min(s.restarts, 5))
+        delay = min(self.max_backoff_s, 2.0 ** min(s.restarts, 5))  # 1, 2, 4 ... s
         s.state = "backoff"
         next_try[s.name] = time.monotonic() + delay
         log.warning("service crashed name=%s exit_code=%s restart_in=%.0fs", s.name,
