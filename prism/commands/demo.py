@@ -68,8 +68,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                   "--regions", "2", "--seed", "7", "--labels", "inline", "--fraud-rate", "0.03",
                   "--out", str(log_path))  # fmt: skip
         say(f"starting the services (prism up): central learner, merger, {args.sites} edge agents")
-        run_prism("up", "--edges", str(args.sites), "--data", str(log_path), "--edge-rate", "1000")
         try:
+            run_prism("up", "--edges", str(args.sites), "--data", str(log_path),
+                      "--edge-rate", "1000")  # fmt: skip
             say("replaying the log into Kafka for the central learner")
             run_prism("replay", str(log_path), "--no-progress")
             counted = count_decoded(live, live.topic("transactions"), expected=args.events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import re
 import sys
@@ -93,13 +94,17 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     cmd = [sys.executable, "-m", "prism.cli", "supervise", str(home)]
     pid = process.start_detached(cmd, log_path=home / "supervisor.log", marker=MARKER, env=env)
     (home / "supervisor.pid").write_text(str(pid))
-    deadline = time.monotonic() + args.wait
-    while time.monotonic() < deadline:
-        rows = _rows(home)
-        if rows and all(r["healthy"] or r["state"] == "done" for r in rows):
-            break
-        time.sleep(0.5)
-    _print(_rows(home))
+    try:
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            rows = _rows(home)
+            if rows and all(r["healthy"] or r["state"] == "done" for r in rows):
+                break
+            time.sleep(0.5)
+        _print(_rows(home))
+    except BaseException:  # never leave a supervisor behind that nobody knows about
+        process.stop(pid, MARKER, timeout=30)
+        raise
     return 0
 
 
@@ -127,7 +132,7 @@ def _health(port: int | None) -> tuple[bool, float | None]:
         return False, None
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not listening yet, or cut off mid-answer
         return False, None
     lags = re.findall(rb"^prism_consumer_lag\{[^}]*\} ([0-9.e+]+)$", text, re.M)
     return True, sum(float(v) for v in lags) if lags else None

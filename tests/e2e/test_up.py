@@ -65,8 +65,6 @@ def test_up_with_three_edges_scores_every_event_merges_all_three_and_downs_clean
         assert rounds and float(rounds.group(1)) >= 1
         assert re.search(r'^prism_model_version\{model="fraud-linear",service="merger"\} [1-9]',
                          merger, re.M)  # fmt: skip
-        central = urllib.request.urlopen("http://127.0.0.1:9301/metrics", timeout=5).read()
-        assert b"prism_consumer_lag{" in central and b"prism_events_total{" in central
         status = prism(env, "status")
         assert status.returncode == 0, status.stderr
         assert "kafka ok" in status.stdout and "merger" in status.stdout
@@ -75,6 +73,13 @@ def test_up_with_three_edges_scores_every_event_merges_all_three_and_downs_clean
         scored = _scores(stack["PRISM_KAFKA_BOOTSTRAP"], len(events))
         assert set(scored["central"]) == events  # the central learner scored every event
         assert set(scored["edge"]) == events  # and every event was scored at its edge
+        central = b""
+        for _ in range(60):  # lag is reported once the worker has fetched the end offsets
+            central = urllib.request.urlopen("http://127.0.0.1:9301/metrics", timeout=5).read()
+            if b"prism_consumer_lag{" in central:
+                break
+            time.sleep(0.5)
+        assert b"prism_consumer_lag{" in central and b"prism_events_total{" in central
     finally:
         services = json.loads((state / "up" / "services.json").read_text())
         supervisor = int((state / "up" / "supervisor.pid").read_text())
