@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test test-unit test-integration lint bench clean
+.PHONY: setup system-deps demo test test-unit test-integration test-reliability lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test-unit: setup
 
 test-integration: setup
 	$(PY) -m pytest -m "integration or e2e"
+
+# The fault-and-abuse suite alone (tests/reliability/ + the capability tests marked reliability).
+test-reliability: setup
+	$(PY) -m pytest -m reliability
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
