@@ -32,6 +32,7 @@ from edge_agents.sources import Item, millis
 from models.errors import ModelError
 from models.serialization import weight_summary_record
 from schemas import Codec
+from schemas.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Parts:
     forwarder: Forwarder | None
     dead: LocalDeadLetters
     codec: Codec
+    signer: Signer | None = None  # signs each summary before the outbox stores it
 
 
 class EdgeAgent:
@@ -249,6 +251,8 @@ class EdgeAgent:
                 meta={"stats": "increment", "mode": self.config.mode},
                 quantize=self.config.quantize,
             )
+            if self.p.signer is not None:  # signed once: a resend is the same bytes
+                record = self.p.signer.sign(record)
             payload = self.p.codec.encode("WeightSummary", record)
             self.summaries_cut += 1
         self._save(payload)

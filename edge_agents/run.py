@@ -23,6 +23,7 @@ from prism.registry import RegistryKeys
 from prism.registry.client import RegistryClient
 from prism.settings import Settings
 from schemas import Codec
+from schemas.signing import signer_from
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
             "run `prism stack up` or set PRISM_KAFKA_BOOTSTRAP"
         )
     codec = Codec(settings.encoding, settings.max_message_bytes)
+    key = settings.signing_key.get_secret_value() if settings.signing_key else None
+    try:
+        signer = signer_from(settings.signing_key_id, key)
+    except ValueError as e:
+        raise UsageError(f"summary signing: {e}") from e
     home = state_dir_of(settings, config)
     dead = LocalDeadLetters(home / "dead-letters.jsonl")
 
@@ -75,6 +81,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         ),
         dead=dead,
         codec=codec,
+        signer=signer,
     )
     agent = EdgeAgent(config, parts)
     position = agent.restore()

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Address the services' Prometheus endpoints bind to (0.0.0.0 in containers).",
     )
+    signing_key_id: str | None = Field(
+        None, description="Key id this node signs its WeightSummary updates with (HMAC-SHA256)."
+    )
+    signing_key: SecretStr | None = Field(
+        None, description="This node's signing secret (>= 16 bytes); set with the key id."
+    )
+    trusted_keys: SecretStr | None = Field(
+        None,
+        description='Merger: JSON {"key-id": {"secret": "...", "nodes": ["node-id or glob"]}}.',
+    )
+    require_signed: bool | None = Field(
+        None, description="Merger: refuse unsigned summaries (default: when trusted keys are set)."
+    )
 
     @property
     def env_file(self) -> Path:

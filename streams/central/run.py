@@ -8,10 +8,11 @@ from typing import Any
 import redis
 from confluent_kafka import Producer
 
-from prism.errors import StackError
+from prism.errors import StackError, UsageError
 from prism.registry import RegistryKeys, RegistryWriter
 from prism.settings import Settings
 from schemas import Codec
+from schemas.signing import signer_from
 from streams.central.checkpoint import CheckpointStore
 from streams.central.config import CentralConfig
 from streams.central.worker import CentralWorker, Topics
@@ -61,6 +62,11 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
         keys=keys,
     )
     producer = Producer(producer_config(settings.kafka_bootstrap))
+    key = settings.signing_key.get_secret_value() if settings.signing_key else None
+    try:
+        signer = signer_from(settings.signing_key_id, key)
+    except ValueError as e:
+        raise UsageError(f"summary signing: {e}") from e
     return CentralWorker(
         config,
         topics_for(settings, config),
@@ -69,6 +75,7 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
         registry=registry,
         codec=codec,
         telemetry=telemetry,
+        signer=signer,
     )
 
 

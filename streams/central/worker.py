@@ -30,6 +30,7 @@ from models.metrics import BinaryMetrics
 from models.serialization import global_model_record, weight_summary_record
 from models.specs import get_spec
 from schemas import Codec, SchemaError
+from schemas.signing import Signer
 from streams.central.checkpoint import CheckpointStore
 from streams.central.config import CentralConfig
 from streams.central.partition import EventIn, LabelIn, PartitionLearner, Undecodable
@@ -73,8 +74,10 @@ class CentralWorker:
         registry: Any,
         codec: Codec,
         telemetry: Telemetry,
+        signer: Signer | None = None,
     ) -> None:
         self.config, self.topics = config, topics
+        self.signer = signer  # signs the shard summaries for the merger
         self.spec = get_spec(config.spec_name)
         if self.spec.task != config.task:
             raise ValueError(
@@ -291,6 +294,8 @@ class CentralWorker:
                     "stats": "cumulative",  # the whole partition model: the merger diffs it
                 },
             )
+            if self.signer is not None:
+                record = self.signer.sign(record)
             self.producer.produce(
                 self.topics.model_updates,
                 self.codec.encode("WeightSummary", record),

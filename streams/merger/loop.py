@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from models.errors import ModelError
 from models.serialization import global_model_record, summary_from_weight_record
 from schemas import Codec, SchemaError
+from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
 from streams.merger.rounds import Closed, Merger, Update, describe
 from streams.merger.store import MergerStore
@@ -52,8 +53,10 @@ class MergerLoop:
         batch_size: int = 2000,
         commit_every_s: float = 2.0,
         idle_exit_s: float | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.merger, self.store = merger, store
+        self.verifier = verifier  # signed summaries: refused before they touch a ledger
         self.consumer, self.producer, self.codec = consumer, producer, codec
         self.topics, self.telemetry = topics, telemetry
         self.dead = DeadLetters(
@@ -126,6 +129,7 @@ class MergerLoop:
             if value is None:
                 raise SchemaError("empty", "a record without a value (tombstone)")
             record = self.codec.decode(value, expected="WeightSummary")
+            signature = self.verifier.check(record) if self.verifier is not None else None
             update = Update(
                 summary_from_weight_record(record),
                 tier=record["tier"],
@@ -135,8 +139,9 @@ class MergerLoop:
                 meta=dict(record["meta"]),
                 partition=m.partition(),
                 offset=m.offset(),
+                signature=signature,
             )
-        except SchemaError as e:
+        except (SchemaError, SignatureError) as e:
             self._dead(m, e.reason_code, str(e))
             return False
         except ModelError as e:

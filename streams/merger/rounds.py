@@ -15,6 +15,14 @@ Intake of one update, in this order (a refusal names its reason):
    snapshot older than one already merged;
 5. ``future-base`` -- trained from a global version the merger has not made.
 
+Signed updates (``Update.signature``, verified by the loop) are held to more:
+a redelivery of a (node, sequence) already merged, refused or queued is a
+``duplicate`` only if it carries the *same* signature -- the same bytes, e.g.
+an edge outbox resend; with other content it is ``replayed``, and so is any
+sequence not above the newest the node got merged or refused (unseen or older
+than the window). The signature (a MAC of the content) is kept per sequence
+in the node's dedup window for this comparison.
+
 Accepted updates join the open round of their model; one update per node per
 round, a node's next update waits for the next round. A round closes on
 ``round_size`` participants, or ``round_timeout`` after it opened once it has
@@ -100,6 +108,7 @@ class Update:
     meta: Mapping[str, str] = field(default_factory=dict)
     partition: int = -1
     offset: int = -1
+    signature: bytes | None = None  # verified MAC of a signed summary
 
     @property
     def node_id(self) -> str:
@@ -136,6 +145,7 @@ class NodeLedger:
     excluded: bool = False
     reason: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    macs: dict[int, bytes] = field(default_factory=dict)  # sequence -> signature, in the window
 
     def has_seen(self, sequence: int) -> bool:
         i = bisect.bisect_left(self.seen, sequence)
@@ -149,6 +159,8 @@ class NodeLedger:
             bisect.insort(self.seen, sequence)
             del self.seen[: max(len(self.seen) - window, 0)]
         self.last_sequence = max(self.last_sequence, sequence)
+        if self.macs and self.seen and min(self.macs) < self.seen[0]:
+            self.macs = {q: m for q, m in self.macs.items() if q >= self.seen[0]}
 
 
 @dataclass(frozen=True)
@@ -219,7 +231,7 @@ class Merger:
         self.nodes: dict[str, NodeLedger] = {}
         self.tiers: dict[str, _Tier] = {}  # registry name -> tier
         self.counters: dict[str, int] = {}
-        self._queued: set[tuple[str, int]] = set()  # (node, sequence) in an open round
+        self._queued: dict[tuple[str, int], bytes | None] = {}  # in an open round -> signature
 
     # -- state from the registry / checkpoint ------------------------------------
     def restore_model(self, name: str, current: Summary | None, version: int) -> None:
@@ -239,7 +251,7 @@ class Merger:
         refused = self._check(update)
         if refused is not None:
             self._count(refused.reason_code)
-            if refused.reason_code != "duplicate":
+            if refused.reason_code not in ("duplicate", "replayed"):  # not the node's news
                 self._note(update, excluded=True, reason=refused.reason)
             return refused
         self._count("accepted")
@@ -247,7 +259,7 @@ class Merger:
         return None
 
     def _queue(self, tier: _Tier, update: Update, now_ms: int) -> None:
-        self._queued.add((update.node_id, update.sequence))
+        self._queued[(update.node_id, update.sequence)] = update.signature
         tier.offer(update, now_ms)
 
     def _check(self, update: Update) -> Refused | None:
@@ -257,6 +269,10 @@ class Merger:
         except ModelError as e:
             return Refused(update, "invalid-summary", str(e))
         ledger = self.nodes.get(update.node_id)
+        if update.signature is not None:
+            replayed = self._replayed(update, ledger)
+            if replayed is not None:
+                return replayed
         if ledger is not None:
             if ledger.has_seen(s.sequence) or self._in_flight(update):
                 return Refused(update, "duplicate", f"({s.node_id}, {s.sequence}) seen before")
@@ -285,6 +301,30 @@ class Merger:
                 f"of {s.model_name!r}",
             )
         return None
+
+    def _replayed(self, update: Update, ledger: NodeLedger | None) -> Refused | None:
+        """A signed update reusing an old sequence; None lets the usual checks run."""
+        s, key = update.summary, (update.node_id, update.sequence)
+        if key in self._queued:
+            before = self._queued[key]
+        elif ledger is not None and ledger.has_seen(s.sequence):
+            before = ledger.macs.get(s.sequence)
+        elif ledger is not None and s.sequence <= ledger.last_sequence:
+            return Refused(
+                update,
+                "replayed",
+                f"sequence {s.sequence} of node {s.node_id!r} is not newer than its last "
+                f"merged or refused sequence {ledger.last_sequence}",
+            )
+        else:
+            return None
+        if before is None or before == update.signature:
+            return None  # the same bytes again (or unknown): the duplicate check counts it
+        return Refused(
+            update,
+            "replayed",
+            f"sequence {s.sequence} of node {s.node_id!r} was already used by other content",
+        )
 
     def _in_flight(self, update: Update) -> bool:
         return (update.node_id, update.sequence) in self._queued
@@ -366,9 +406,11 @@ class Merger:
         return replace(since(update.summary, snap), node_id=update.node_id)
 
     def _settle(self, update: Update, *, excluded: bool, reason: str) -> None:
-        self._queued.discard((update.node_id, update.sequence))
+        self._queued.pop((update.node_id, update.sequence), None)
         ledger = self._note(update, excluded=excluded, reason=reason)
         ledger.mark(update.sequence, self.config.dedup_window)
+        if update.signature is not None and ledger.has_seen(update.sequence):
+            ledger.macs[update.sequence] = update.signature
         if update.cumulative and not excluded:
             ledger.snapshot = update.summary
 

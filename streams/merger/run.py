@@ -7,10 +7,11 @@ import logging
 import redis
 from confluent_kafka import Consumer, Producer
 
-from prism.errors import StackError
+from prism.errors import StackError, UsageError
 from prism.registry import RegistryKeys, RegistryWriter
 from prism.settings import Settings
 from schemas import Codec
+from schemas.signing import Verifier, parse_trusted_keys
 from streams.central.kafka_loop import consumer_config
 from streams.central.run import producer_config
 from streams.merger.loop import MergerLoop
@@ -55,7 +56,22 @@ def build_loop(
         topics={t: settings.topic(t) for t in TOPICS},
         telemetry=telemetry,
         idle_exit_s=idle_exit_s,
+        verifier=verifier_from(settings),
     )
+
+
+def verifier_from(settings: Settings) -> Verifier | None:
+    """The trusted keys (secrets never logged); None when summaries are not checked."""
+    try:
+        secret = settings.trusted_keys.get_secret_value() if settings.trusted_keys else None
+        verifier = Verifier(parse_trusted_keys(secret), required=settings.require_signed)
+    except ValueError as e:
+        raise UsageError(f"signed summaries: {e}") from e
+    if not verifier.active:
+        return None
+    log.info("signed summaries: required=%s trusted key ids=%s", verifier.required,
+             ",".join(sorted(verifier.keys)) or "-")  # fmt: skip
+    return verifier
 
 
 def run(settings: Settings, config: MergerConfig, *, group: str, **kwargs: object) -> int:

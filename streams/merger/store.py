@@ -9,6 +9,8 @@ key (``{g}`` = the merger's group id)    type    value
 ``prism:node:{id}`` / ``prism:nodes``    --      node records of every node the commit touched
 ``prism:merger:{g}:offsets``             hash    partition -> next offset to read on restart
 ``prism:merger:{g}:seen``                hash    node -> its dedup window (int64 sequences)
+``prism:merger:{g}:macs``                hash    node -> (int64 sequence, 32-byte signature)
+                                                 pairs of signed updates in that window
 ``prism:merger:{g}:snapshots``           hash    node -> last merged cumulative snapshot
                                                  (an encoded ``WeightSummary``)
 ``prism:merger:{g}:forwarded``           hash    regional results waiting for a global round
@@ -53,6 +55,7 @@ class MergerStore:
         base = f"{self.keys.prefix}:merger:{group}"
         self.offsets_key = f"{base}:offsets"
         self.seen_key = f"{base}:seen"
+        self.macs_key = f"{base}:macs"
         self.snapshots_key = f"{base}:snapshots"
         self.forwarded_key = f"{base}:forwarded"
 
@@ -71,6 +74,9 @@ class MergerStore:
             ledger = merger.ledger(node.decode())
             ledger.seen = list(struct.unpack(f"<{len(packed) // 8}q", packed))
             ledger.last_sequence = max(ledger.seen, default=0)
+        for node, packed in self.client.hgetall(self.macs_key).items():
+            pairs = struct.iter_unpack(_MAC_PAIR, packed)
+            merger.ledger(node.decode()).macs = {seq: mac for seq, mac in pairs}
         for node, data in self.client.hgetall(self.snapshots_key).items():
             update = self._update(data)
             merger.ledger(node.decode()).snapshot = update.summary
@@ -106,6 +112,9 @@ class MergerStore:
             for lg in ledgers:
                 if lg.seen:
                     tx.hset(self.seen_key, lg.node_id, struct.pack(f"<{len(lg.seen)}q", *lg.seen))
+                if lg.macs:
+                    packed = b"".join(struct.pack(_MAC_PAIR, q, m) for q, m in lg.macs.items())
+                    tx.hset(self.macs_key, lg.node_id, packed)
                 if lg.snapshot is not None:
                     tx.hset(self.snapshots_key, lg.node_id, self._encode(lg.snapshot, lg))
             tx.delete(self.forwarded_key)
@@ -137,7 +146,12 @@ class MergerStore:
         return self.codec.encode("WeightSummary", record)
 
     def clear(self) -> None:
-        self.client.delete(self.offsets_key, self.seen_key, self.snapshots_key, self.forwarded_key)
+        self.client.delete(
+            self.offsets_key, self.seen_key, self.macs_key, self.snapshots_key, self.forwarded_key
+        )
+
+
+_MAC_PAIR = "<q32s"  # a sequence and its HMAC-SHA256
 
 
 def _merged_name(name: str) -> bool:
