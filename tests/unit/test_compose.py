@@ -81,3 +81,34 @@ def test_replay_and_prometheus_are_opt_in_profiles_scraping_every_service() -> N
     targets = str(scrape["scrape_configs"])
     for service in ("central-fraud:9101", "central-iot:9103", "merger:9102", "'edge'"):
         assert service in targets, service
+
+
+def test_every_summary_producer_signs_with_a_key_the_merger_trusts_for_its_nodes() -> None:
+    import re
+
+    import pytest
+
+    from schemas.signing import SignatureError, Signer, Verifier, parse_trusted_keys
+
+    def defaults(text: str) -> str:  # compose's ${VAR:-default} with nothing set
+        return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+    services = _compose()["services"]
+    merger = services["merger"]["environment"]
+    assert merger["PRISM_REQUIRE_SIGNED"] == "true"
+    verifier = Verifier(parse_trusted_keys(defaults(merger["PRISM_TRUSTED_KEYS"])))
+    nodes = {"central-fraud": "prism-central-fraud/p0", "central-iot": "prism-central-iot/p2",
+             "edge": "edge-3f2a9c"}  # fmt: skip
+    record = {"tier": "edge", "sequence": 1, "base_version": 0, "created_at": 0,
+              "state": {"model_name": "m", "model_kind": "k", "features": [], "n_samples": 0,
+                        "tensors": []}}  # fmt: skip
+    for name, node in nodes.items():
+        env = services[name]["environment"]
+        assert "${" in env["PRISM_SIGNING_KEY"], f"{name}: the secret must be a variable"
+        signer = Signer(env["PRISM_SIGNING_KEY_ID"], defaults(env["PRISM_SIGNING_KEY"]))
+        assert verifier.check(signer.sign(dict(record, node_id=node))), name
+    edge_key = Signer("edge", defaults(services["edge"]["environment"]["PRISM_SIGNING_KEY"]))
+    other = edge_key.sign(dict(record, node_id="prism-central-fraud/p0"))
+    with pytest.raises(SignatureError) as info:  # the edge fleet's key: not a central shard
+        verifier.check(other)
+    assert info.value.reason_code == "key-not-for-node"
