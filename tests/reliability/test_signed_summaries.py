@@ -182,3 +182,37 @@ def test_only_authentic_fresh_summaries_change_the_global_model(
     for secret in (SECRET_1, SECRET_2, STOLEN):
         assert secret not in log1 + log2 + Path(agent.log_path).read_text()
         assert not any(secret in d["reason"] for d in dead)
+
+
+def test_central_shard_summaries_are_signed_and_merged(
+    isolated: Settings, prism_topics: dict[str, str], tmp_path: Path, monkeypatch
+) -> None:
+    s, boot = isolated, isolated.kafka_bootstrap or ""
+    for name, value in service_env(s).items():
+        if name.startswith("PRISM_"):
+            monkeypatch.setenv(name, value)
+    data = tmp_path / "fraud.avro"
+    assert main(["datagen", "fraud", "--events", "3000", "--sites", "6", "--seed", "3",
+                 "--out", str(data)]) == 0  # fmt: skip
+    assert main(["replay", str(data), "--no-progress"]) == 0
+    secret = "central-" + uuid.uuid4().hex
+    worker = start(s, tmp_path, "central", "central", "run", "--task", "fraud", "--group", "gsig",
+                   "--worker-id", "w1", "--idle-exit", "3",
+                   PRISM_SIGNING_KEY_ID="central", PRISM_SIGNING_KEY=secret)  # fmt: skip
+    assert wait_exit(worker, timeout=180) == 0, Path(worker.log_path).read_text()[-3000:]
+    updates = [r for _p, _o, r in decoded(boot, prism_topics["model-updates"])]
+    assert updates and all(u["tier"] == "central" and u["key_id"] == "central" for u in updates)
+
+    trusted = json.dumps({"central": {"secret": secret, "nodes": ["gsig/p*"]}})
+    merger = start(s, tmp_path, "merger-central", "merger", "run", "--round-size", "1",
+                   "--round-timeout", "600", "--idle-exit", "4", "--group", "gsig-merge",
+                   PRISM_TRUSTED_KEYS=trusted)  # fmt: skip
+    assert wait_exit(merger, timeout=180) == 0, Path(merger.log_path).read_text()[-3000:]
+    assert decoded(boot, prism_topics["dead-letter"]) == []
+    model, merged = current(s)
+    assert merged == {(u["node_id"], u["sequence"]) for u in updates}
+    latest = {
+        u["node_id"]: u["state"]["n_samples"] for u in sorted(updates, key=lambda u: u["sequence"])
+    }
+    assert model.summary.n_samples == sum(latest.values())  # cumulative shards, counted once
+    assert secret not in Path(worker.log_path).read_text() + Path(merger.log_path).read_text()
