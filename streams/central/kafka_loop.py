@@ -35,7 +35,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from streams.central.worker import CentralWorker, RecordIn
+from streams.central.worker import CentralWorker, RecordIn, Undelivered
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,10 @@ class KafkaLoop:
             self._idle_since = time.monotonic()
             self._balance_labels()
         if self.worker.checkpoint_due():
-            self._checkpoint()
+            try:
+                self._checkpoint()
+            except Undelivered as e:  # keep going; the next step tries again
+                log.warning("checkpoint postponed: %s", e)
         if self.worker.summary_due():
             self.worker.publish_summaries()
         self._tick()

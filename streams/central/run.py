@@ -30,6 +30,8 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
         "linger.ms": 5,
         "batch.num.messages": 10_000,
         "compression.type": "lz4",
+        # never give up on a record while the broker is away: a checkpoint waits for them
+        "message.timeout.ms": 0,
     }
 
 

@@ -40,6 +40,10 @@ from streams.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 
+class Undelivered(RuntimeError):
+    """Produced records are not acknowledged yet (the broker is away): no checkpoint now."""
+
+
 @dataclass(slots=True)  # not frozen: one per consumed record, frozen costs 4x
 class RecordIn:
     """A consumed Kafka record, whatever the client library."""
@@ -257,7 +261,7 @@ class CentralWorker:
         learners = list(self.learners.values()) if learners is None else list(learners)
         remaining = self.producer.flush(30)
         if remaining:
-            raise RuntimeError(f"{remaining} scores/dead letters not delivered; not checkpointing")
+            raise Undelivered(f"{remaining} scores/dead letters not delivered; not checkpointing")
         self.store.save(learners)
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()

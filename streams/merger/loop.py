@@ -70,6 +70,7 @@ class MergerLoop:
         self.touched: set[str] = set()
         self._stopping = False
         self._assigned = False
+        self._unpublished: list[tuple[str, dict]] = []  # produced, not yet in Redis
         self._last_commit = self._idle_since = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -166,7 +167,7 @@ class MergerLoop:
 
     # -- publishing ---------------------------------------------------------------------
     def _commit(self, closed: list[Closed]) -> None:
-        models = []
+        """Produce closed rounds, flush, then one Redis transaction; postponed while undelivered."""
         for c in closed:
             record = global_model_record(
                 c.result.summary,
@@ -178,7 +179,7 @@ class MergerLoop:
                 excluded=c.result.excluded,
                 metrics=c.metrics,
             )
-            models.append((c.name, record))
+            self._unpublished.append((c.name, record))
             self.producer.produce(
                 self.topics["global-model"],
                 self.codec.encode("GlobalModel", record),
@@ -191,8 +192,10 @@ class MergerLoop:
             self.telemetry.model_version.labels(SERVICE, c.name).set(c.version)
             log.info("round closed %s", describe(c))
         remaining = self.producer.flush(30)
-        if remaining:
-            raise RuntimeError(f"{remaining} global models/dead letters not delivered")
+        if remaining:  # the broker is away: Redis must not run ahead of the topic
+            log.warning("publish postponed: %d records not delivered yet (broker away?)", remaining)
+            return
+        models, self._unpublished = self._unpublished, []
         offsets = self._offsets()
         self.store.commit(self.merger, models=models, nodes=self.touched, offsets=offsets)
         self.telemetry.summaries.labels(SERVICE).inc(len(models))
@@ -237,10 +240,30 @@ class MergerLoop:
             return
         if time.monotonic() - self._idle_since < self.idle_exit_s:
             return
+        if not self._caught_up():  # quiet because the broker is away is not idle
+            self._idle_since = time.monotonic()
+            return
         # open rounds stay open: the stored offsets hold them, a restart reads them again
         log.info("idle for %.1f s: stopping (%d updates in open rounds)", self.idle_exit_s,
                  self.merger.pending_count())  # fmt: skip
         self._stopping = True
+
+    def _caught_up(self) -> bool:
+        """Read to the end of every assigned partition (a fresh look; False if unreachable)."""
+        assignment = self.consumer.assignment()
+        if not assignment:  # revoked (e.g. a session timeout while the broker was away)
+            return False
+        try:
+            for tp in self.consumer.position(assignment):
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+                known = [self.position.get(tp.partition), self.stored.get(tp.partition)]
+                at = max([o for o in known if o is not None] + [tp.offset, low])
+                if at < high:
+                    return False
+        except KafkaException as e:
+            log.info("idle, but the broker does not answer (%s): waiting", e)
+            return False
+        return True
 
 
 def _show(offset: int) -> str:

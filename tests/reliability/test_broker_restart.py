@@ -1,0 +1,210 @@
+"""#10.1 -- the real broker stopped mid-replay (SIGTERM, then SIGKILL) and restarted.
+
+A broker of the test's own carries a paced replay while a central worker, the
+merge job and an edge agent run. The broker is stopped cleanly once and killed
+once, each time restarted on the same ports. Nobody is restarted by hand:
+
+- every replayed event has exactly one central score, and every event of the
+  edge's log exactly one edge score (on the topic while linked, in its offline
+  file while cut off);
+- every edge summary is on model-updates once and merged exactly once;
+- the central checkpoints equal a reference learned in-process from what is in
+  Kafka (1e-9): nothing learned twice or skipped across the outages;
+- the services were never restarted (one process each, exit 0 after idling).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from helpers.services import decoded, read_topic, service_env, wait_exit, wait_for_log
+
+from models.serialization import global_model_from_record, state_to_summary
+from models.specs import get_spec
+from prism.cli import main
+from prism.settings import Settings
+from prism.stack import kafka as local_kafka
+from prism.stack import process
+from prism.stack.topics import create_topics
+from schemas import Codec
+from schemas.eventlog import read_events
+from streams.central.partition import EventIn, LabelIn, PartitionLearner
+
+pytestmark = pytest.mark.integration
+CODEC = Codec()
+EVENTS = 12_000  # replayed to the central worker at RATE events/s
+RATE = 600
+EDGE_EVENTS = 3_000
+
+
+def _log(tmp_path: Path, name: str, events: int, seed: int) -> Path:
+    path = tmp_path / f"{name}.avro"
+    args = ["datagen", "fraud", "--events", str(events), "--sites", "4", "--regions", "1",
+            "--seed", str(seed), "--fraud-rate", "0.05", "--out", str(path)]  # fmt: skip
+    assert main(args) == 0
+    return path
+
+
+def _ids(path: Path) -> list[str]:
+    return [e.record["event_id"] for e in read_events(path) if e.record_type == "Transaction"]
+
+
+def _start(settings: Settings, tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
+    log = tmp_path / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prism.cli", *args],
+        env=service_env(settings) | {"PRISM_REDIS_PREFIX": settings.redis_prefix},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
+
+
+def _controller_port(broker: Settings) -> int:
+    text = local_kafka.KafkaPaths.of(broker).config.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("controller.quorum.voters="))
+    return int(line.rsplit(":", 1)[1])
+
+
+def _kill_broker(broker: Settings) -> None:
+    pid = local_kafka.running_pid(broker)
+    assert pid is not None, "the broker is not running"
+    os.kill(pid, signal.SIGKILL)
+    assert process.wait_gone(pid, local_kafka.MARKER, 20.0)
+
+
+def _wait_scores(bootstrap: str, topic: str, at_least: int, timeout: float = 60.0) -> None:
+    """Wait until the scores topic holds ``at_least`` records (the replay is under way)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), 5) for p in range(3)]
+            if sum(hi for _lo, hi in marks) >= at_least:
+                return
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+    raise AssertionError(f"fewer than {at_least} scores after {timeout} s")
+
+
+def _reference(settings: Settings) -> dict[int, PartitionLearner]:
+    spec, boot = get_spec("fraud-linear"), settings.kafka_bootstrap or ""
+    tx, lb = settings.topic("transactions"), settings.topic("labels")
+    out = {p: PartitionLearner(spec, p, events_topic=tx, labels_topic=lb) for p in range(3)}
+    for p, o, r in decoded(boot, tx):
+        out[p].take_events([EventIn(o, r, b"")])
+    for p, o, r in decoded(boot, lb):
+        out[p].take_labels([LabelIn(o, r)])
+    return out
+
+
+@pytest.fixture
+def own_broker(test_settings: Settings, tmp_path: Path):
+    broker = Settings(state_dir=tmp_path / "broker")
+    bootstrap = local_kafka.start(broker)
+    try:
+        prefix = f"t{os.urandom(4).hex()}"
+        yield (
+            broker,
+            test_settings.model_copy(update={"kafka_bootstrap": bootstrap, "redis_prefix": prefix}),
+        )
+    finally:
+        local_kafka.stop(broker)
+
+
+def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
+    own_broker, tmp_path: Path
+) -> None:
+    broker, settings = own_broker
+    boot = settings.kafka_bootstrap or ""
+    create_topics(settings, bootstrap=boot, partitions=3)
+    central_log, edge_log = (
+        _log(tmp_path, "central", EVENTS, 11),
+        _log(tmp_path, "edge", EDGE_EVENTS, 5),
+    )
+    port, controller = int(boot.rsplit(":", 1)[1]), _controller_port(broker)
+
+    merger = _start(settings, tmp_path, "merger", "merger", "run", "--round-size", "1",
+                    "--idle-exit", "25", "--group", "m-restart")  # fmt: skip
+    central = _start(settings, tmp_path, "central", "central", "run", "--task", "fraud",
+                     "--group", "c-restart", "--worker-id", "c1", "--idle-exit", "15",
+                     "--checkpoint-interval", "1")  # fmt: skip
+    wait_for_log(merger, "merger starting", timeout=60)
+    wait_for_log(central, "assigned", timeout=90)
+    edge = _start(settings, tmp_path, "edge", "edge", "run", "--node", "e1", "--source",
+                  str(edge_log), "--state-dir", str(tmp_path / "e1"), "--rate", str(RATE // 4),
+                  "--summary-every", "150", "--drain-timeout", "120")  # fmt: skip
+    replay = _start(settings, tmp_path, "replay", "replay", str(central_log), "--no-progress",
+                    "--rate", str(RATE))  # fmt: skip
+    services = {"merger": merger, "central": central, "edge": edge}
+
+    _wait_scores(boot, settings.topic("scores"), EVENTS // 5)
+    assert local_kafka.stop(broker)  # SIGTERM of the real broker
+    wait_for_log(edge, "link down", timeout=60)
+    time.sleep(3)  # an outage of a few seconds: records pile up on every side
+    local_kafka.start(broker, ports=(port, controller))
+    _wait_scores(boot, settings.topic("scores"), EVENTS // 2, timeout=120)
+    _kill_broker(broker)
+    time.sleep(3)
+    local_kafka.start(broker, ports=(port, controller))
+
+    assert wait_exit(replay, timeout=240) == 0
+    for name, proc in services.items():  # the same processes, each finishing on its own
+        assert wait_exit(proc, timeout=240) == 0, name
+        text = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+        assert "Traceback" not in text, f"{name}:\n{text[-3000:]}"
+
+    scores = [r for _p, _o, r in decoded(boot, settings.topic("scores"))]
+    central_ids = [r["event_id"] for r in scores if r["source"] == "central"]
+    assert Counter(central_ids) == Counter(_ids(central_log))  # exactly one each
+
+    offline = tmp_path / "e1" / "scores-offline.jsonl"
+    edge_ids = [r["event_id"] for r in scores if r["source"] != "central"]
+    if offline.exists():
+        edge_ids += [json.loads(x)["event_id"] for x in offline.read_text().splitlines()]
+    assert Counter(edge_ids) == Counter(_ids(edge_log))
+
+    sent = [
+        int(CODEC.decode(v)["sequence"])
+        for _p, _o, k, v in read_topic(boot, settings.topic("model-updates"))
+        if k == b"e1"
+    ]
+    assert sent and sorted(sent) == list(range(1, len(sent) + 1))  # each once, none missing
+    versions = [
+        global_model_from_record(CODEC.decode(v))
+        for _p, _o, _k, v in read_topic(boot, settings.topic("global-model"))
+    ]
+    merged = Counter(
+        (c.node_id, c.sequence) for v in {x.version: x for x in versions}.values()
+        for c in v.contributors if c.node_id == "e1"
+    )  # fmt: skip
+    assert merged == Counter({("e1", s): 1 for s in sent})
+
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+    reference = _reference(settings)
+    learned = 0
+    for p, ref in reference.items():
+        cp = CODEC.decode(
+            client.get(f"{settings.redis_prefix}:checkpoint:c-restart:{p}"),
+            expected="CentralCheckpoint",
+        )
+        got, want = state_to_summary(cp["state"]), ref.spec.summarize(ref.model)
+        assert got.n_samples == want.n_samples == ref.counters["learned"]
+        for name, array in want.tensors.items():
+            np.testing.assert_allclose(got.tensor(name), array, rtol=0, atol=1e-9, err_msg=name)
+        learned += cp["counters"].get("learned", 0)
+    client.close()
+    assert learned == EVENTS
