@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.services import spawn  # noqa: F401  (a fixture)
 
 HERE = Path(__file__).parent
 
