@@ -242,6 +242,7 @@ def _learned(settings: Settings, group: str) -> int:
     return sum(cp["counters"].get("learned", 0) for cp in checkpoints(settings, group).values())
 
 
+@pytest.mark.reliability  # #10.2: central worker SIGKILL mid-replay, restart, identical model
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_stopped_mid_replay_then_restarted_learns_exactly_the_uninterrupted_model(
     sig, test_settings, prism_topics, spawn, tmp_path, monkeypatch
