@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test test-unit test-integration test-reliability lint bench clean
+.PHONY: setup system-deps demo test test-unit test-integration test-reliability soak lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test-integration: setup
 # The fault-and-abuse suite alone (tests/reliability/ + the capability tests marked reliability).
 test-reliability: setup
 	$(PY) -m pytest -m reliability
+
+# Nightly: 5 minutes at 80 % of the central learner's measured maximum (needs `prism stack up`).
+soak: setup
+	$(PY) bench/soak.py --seconds 300 --load 0.8
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
