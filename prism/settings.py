@@ -28,6 +28,16 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; when set, `prism stack up` starts no broker."
     )
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", description="Kafka client protocol: PLAINTEXT, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: str = Field(
+        "SCRAM-SHA-512", description="SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN."
+    )
+    kafka_sasl_username: str | None = Field(None, description="Kafka SASL user (SASL_* only).")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="Kafka SASL password (SASL_* only; never logged)."
+    )
     redis_url: SecretStr | None = Field(
         None, description="Redis URL with password; when set, `prism stack up` starts no Redis."
     )
