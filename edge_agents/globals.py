@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -35,11 +36,12 @@ class TopicGlobals:
 
     def __init__(
         self, bootstrap: str, topic: str, *, model_name: str, node_id: str, codec: Codec,
-        on_bad: OnBad,
+        on_bad: OnBad, security: Mapping[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.model_name, self.codec, self.on_bad = model_name, codec, on_bad
         self.consumer = Consumer(
             {
+                **(security or {}),
                 "bootstrap.servers": bootstrap,
                 # no commits: every start reads the compacted topic from the beginning
                 "group.id": f"prism-edge-globals-{node_id}",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -29,8 +29,13 @@ log = logging.getLogger(__name__)
 __all__ = ["Link", "producer_config"]
 
 
-def producer_config(bootstrap: str, error_cb: Callable[[KafkaError], None]) -> dict[str, Any]:
+def producer_config(
+    bootstrap: str,
+    error_cb: Callable[[KafkaError], None],
+    security: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     return {
+        **(security or {}),
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "acks": "all",
@@ -46,12 +51,19 @@ def producer_config(bootstrap: str, error_cb: Callable[[KafkaError], None]) -> d
 class Link:
     """Producer + connectivity flag shared by the score sink, sender and forwarder."""
 
-    def __init__(self, bootstrap: str, *, probe_every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        probe_every_s: float = 1.0,
+        security: Mapping[str, str] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
-        self.producer = Producer(producer_config(bootstrap, self._on_error))
+        self.producer = Producer(producer_config(bootstrap, self._on_error, security))
         self._admin = AdminClient(
-            {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0}
-        )
+            {**(security or {}), "bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
+             "log_level": 0}
+        )  # fmt: skip
         self._up = threading.Event()
         self._stop = threading.Event()
         self.transitions = 0

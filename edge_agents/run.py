@@ -19,6 +19,7 @@ from edge_agents.outbox import Outbox
 from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
 from edge_agents.sources import FileSource, TopicSource
 from prism.errors import StackError, UsageError
+from prism.kafka_security import KafkaAuth, check_login
 from prism.registry import RegistryKeys
 from prism.registry.client import RegistryClient
 from prism.settings import Settings
@@ -43,6 +44,10 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
             "run `prism stack up` or set PRISM_KAFKA_BOOTSTRAP"
         )
     codec = Codec(settings.encoding, settings.max_message_bytes)
+    auth = KafkaAuth.from_settings(settings)
+    security = auth.librdkafka()
+    log.info("kafka bootstrap=%s auth=%s", bootstrap, auth.describe())
+    check_login(bootstrap, auth, timeout=5.0)  # a refused login exits; an outage does not
     key = settings.signing_key.get_secret_value() if settings.signing_key else None
     try:
         signer = signer_from(settings.signing_key_id, key)
@@ -58,7 +63,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
     outbox = Outbox(
         home / "outbox.sqlite3", node_id=config.node_id, model_name=config.spec_name, codec=codec
     )
-    link = Link(bootstrap)
+    link = Link(bootstrap, security=security)
     parts = Parts(
         learner=learner,
         outbox=outbox,
@@ -95,6 +100,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
             on_bad=on_bad,
             after=position if isinstance(position, dict) else None,
             idle_exit_s=config.idle_exit_s,
+            security=security,
         )
     else:
         path = Path(config.source)
@@ -127,6 +133,7 @@ def _globals(settings: Settings, config: EdgeConfig, codec: Codec, on_bad) -> ob
         node_id=config.node_id,
         codec=codec,
         on_bad=on_bad,
+        security=KafkaAuth.from_settings(settings).librdkafka(),
     )
 
 

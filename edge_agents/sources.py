@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,11 +111,13 @@ class TopicSource:
         on_bad: OnBad,
         after: dict[str, int] | None = None,
         idle_exit_s: float | None = None,
+        security: Mapping[str, str] | None = None,
     ) -> None:
         self.topic, self.codec, self.on_bad, self.idle_exit_s = topic, codec, on_bad, idle_exit_s
         self.next: dict[int, int] = {int(p): int(o) for p, o in (after or {}).items()}
         self.consumer = Consumer(
             {
+                **(security or {}),
                 "bootstrap.servers": bootstrap,
                 "group.id": f"prism-edge-source-{node_id}",
                 "enable.auto.commit": False,

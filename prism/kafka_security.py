@@ -27,13 +27,22 @@ Examples
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism.errors import UsageError
+from prism.errors import StackError, UsageError
 from prism.settings import Settings
 
-__all__ = ["MECHANISMS", "PROTOCOLS", "KafkaAuth", "kafka_security"]
+__all__ = [
+    "MECHANISMS",
+    "PROTOCOLS",
+    "KafkaAuth",
+    "KafkaAuthError",
+    "check_login",
+    "kafka_security",
+    "unanswered_hint",
+]
 
 PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -117,3 +126,51 @@ class KafkaAuth:
 def kafka_security(settings: Settings) -> dict[str, str]:
     """Shorthand: the librdkafka properties every client built from ``settings`` adds."""
     return KafkaAuth.from_settings(settings).librdkafka()
+
+
+class KafkaAuthError(StackError):
+    """The broker refused this client's SASL login (wrong user, password or mechanism)."""
+
+
+def check_login(bootstrap: str, auth: KafkaAuth, *, timeout: float = 15.0) -> None:
+    """Fail fast when the broker refuses our SASL login; do nothing for PLAINTEXT.
+
+    librdkafka retries a refused login forever, so without this a service with a
+    wrong password would sit idle and log the same line every 300 ms. An
+    unreachable broker is *not* an error here: services wait for it as before.
+    """
+    if not auth.sasl:
+        return
+    from confluent_kafka import KafkaError, KafkaException, Producer
+
+    refused: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            refused.append(err.str())
+
+    config = {**auth.librdkafka(), "bootstrap.servers": bootstrap, "error_cb": on_error}
+    probe = Producer({**config, "log_level": 0})
+    deadline = time.monotonic() + timeout
+    while not refused and time.monotonic() < deadline:
+        try:
+            probe.list_topics(timeout=1.0)
+            return
+        except KafkaException:
+            probe.poll(0.2)
+    if refused:
+        raise KafkaAuthError(
+            f"Kafka at {bootstrap} refused the login of {auth.describe()}: {refused[0]} -- "
+            "check PRISM_KAFKA_SASL_USERNAME, PRISM_KAFKA_SASL_PASSWORD and "
+            "PRISM_KAFKA_SASL_MECHANISM"
+        )
+
+
+def unanswered_hint(auth: KafkaAuth) -> str:
+    """What to add to a 'Kafka did not answer' message when no SASL is configured."""
+    if auth.sasl:
+        return ""
+    return (
+        " (if the broker requires authentication, set PRISM_KAFKA_SECURITY_PROTOCOL and "
+        "PRISM_KAFKA_SASL_USERNAME / PRISM_KAFKA_SASL_PASSWORD)"
+    )

@@ -228,6 +228,7 @@ def handle_dataset_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def handle_replay(args: argparse.Namespace, settings: Settings) -> int:
     from prism.data.replay import ReplayOptions, replay, resolve_topics
+    from prism.kafka_security import KafkaAuth, check_login
     from schemas import Codec
 
     if not settings.kafka_bootstrap:
@@ -250,7 +251,15 @@ def handle_replay(args: argparse.Namespace, settings: Settings) -> int:
         raise DataError(f"replay: {e}") from e
     codec = Codec(mode=settings.encoding, max_bytes=settings.max_message_bytes)
     topics = resolve_topics(args.topic, settings.topic)
-    summary = replay(options, bootstrap=settings.kafka_bootstrap, topics=topics, codec=codec)
+    auth = KafkaAuth.from_settings(settings)
+    check_login(settings.kafka_bootstrap, auth)
+    summary = replay(
+        options,
+        bootstrap=settings.kafka_bootstrap,
+        topics=topics,
+        codec=codec,
+        security=auth.librdkafka(),
+    )
     print(summary.line())
     if summary.bad_records:
         print(f"replay: {summary.bad_records} bad record(s) skipped, see {options.report_path}")

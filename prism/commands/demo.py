@@ -23,6 +23,7 @@ from confluent_kafka import Consumer
 
 from prism import stack
 from prism.errors import PrismError
+from prism.kafka_security import kafka_security
 from prism.settings import Settings, load_settings
 from prism.stack.topics import create_topics
 from schemas import Codec
@@ -127,7 +128,7 @@ def run_prism(*argv: str) -> None:
 def count_decoded(settings: Settings, topic: str, *, expected: int, timeout: float = 60.0) -> int:
     """Consume ``topic`` from the start until ``expected`` events decoded or time runs out."""
     codec = Codec(max_bytes=settings.max_message_bytes)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer({**kafka_security(settings), "bootstrap.servers": settings.kafka_bootstrap,
                          "group.id": f"prism-demo-{time.time_ns()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     consumer.subscribe([topic])

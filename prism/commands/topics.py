@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prism.errors import StackError
+from prism.kafka_security import kafka_security
 from prism.settings import Settings
 from prism.stack.topics import create_topics, list_topics
 
@@ -34,6 +35,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    for name, partitions in sorted(list_topics(require_bootstrap(settings)).items()):
+    found = list_topics(require_bootstrap(settings), security=kafka_security(settings))
+    for name, partitions in sorted(found.items()):
         print(f"{name:<32} {partitions}")
     return 0

@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, TopicPartition
 from prism.compare.engine import Run, SimConfig
 from prism.compare.stream import Stream
 from prism.errors import StackError
+from prism.kafka_security import kafka_security
 from prism.settings import Settings
 from prism.stack.topics import create_topics
 
@@ -254,7 +255,8 @@ def _decode(value: bytes) -> dict[str, Any]:
 
 def _read_all(settings: Settings, names: tuple[str, ...]) -> list[tuple[bytes, int, str]]:
     """Every message of the given one-partition topics: (value, size, logical name)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "compare-read",
+    consumer = Consumer({**kafka_security(settings),
+                         "bootstrap.servers": settings.kafka_bootstrap, "group.id": "compare-read",
                          "enable.auto.commit": False, "log_level": 3})  # fmt: skip
     out: list[tuple[bytes, int, str]] = []
     try:

@@ -169,6 +169,7 @@ class Sender:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.failed = 0
+        self.config = config
         self._producer = Producer(config, logger=log)
         self._flush_s = int(config.get("message.timeout.ms", 120_000)) / 1000 + 10
 
@@ -180,6 +181,12 @@ class Sender:
             raise StackError(
                 f"cannot reach Kafka ({e.args[0]}); run `prism stack up` or set "
                 "PRISM_KAFKA_BOOTSTRAP"
+                + (
+                    ""
+                    if "sasl.username" in self.config
+                    else "; if the broker requires "
+                    "authentication, set PRISM_KAFKA_SECURITY_PROTOCOL and PRISM_KAFKA_SASL_*"
+                )
             ) from e
         for topic in sorted(topics - set(meta.topics)):
             log.warning("event=topic_missing topic=%s hint='prism topics create'", topic)
@@ -239,9 +246,18 @@ class _Named:
 
 
 def replay(
-    options: ReplayOptions, *, bootstrap: str, topics: dict[str, str], codec: Encoder
+    options: ReplayOptions,
+    *,
+    bootstrap: str,
+    topics: dict[str, str],
+    codec: Encoder,
+    security: dict[str, str] | None = None,
 ) -> ReplaySummary:
-    """Send every record of ``options.path``; return the numbers, never raise on bad data."""
+    """Send every record of ``options.path``; return the numbers, never raise on bad data.
+
+    ``security``: the SASL properties of :func:`prism.kafka_security.kafka_security`
+    (``--producer`` pairs still win).
+    """
     if not options.path.is_file():
         raise NotFoundError(f"{options.path}: no such event log")
     report = BadRecordReport(options.report_path, strict=options.strict)
@@ -255,7 +271,7 @@ def replay(
         need_ts=options.speedup is not None,
         decode=options.decode,
     )
-    sender = Sender(producer_config(bootstrap, options.producer))
+    sender = Sender(producer_config(bootstrap, (security or {}) | options.producer))
     summary = ReplaySummary(raw_path=source.raw)
     try:
         sender.check(set(topics.values()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from prism.kafka_security import kafka_security
 from prism.settings import Settings
 from prism.stack import kafka, redis_server
 from prism.stack.state import locked, read_env_file, write_env_file
@@ -132,7 +133,7 @@ def _kafka_status(settings: Settings, bootstrap: str | None) -> ComponentStatus:
         return ComponentStatus("kafka", "-", None, None, False, _NOT_CONFIGURED)
     pid = kafka.running_pid(settings)
     managed = settings.kafka_bootstrap is None  # ours unless the user gave the address
-    ok = kafka.metadata_ok(kafka.probe_client(bootstrap), timeout=5.0)
+    ok = kafka.metadata_ok(kafka.probe_client(bootstrap, kafka_security(settings)), timeout=5.0)
     detail = "metadata ok" if ok else "no metadata answer"
     return ComponentStatus("kafka", bootstrap, pid, _alive(pid, managed), ok, detail)
 

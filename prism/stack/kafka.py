@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,7 +27,7 @@ from prism.settings import Settings
 from prism.stack import process
 from prism.stack.jars import ensure_jars
 from prism.stack.ports import free_port
-from prism.stack.state import read_int, read_text, write_text
+from prism.stack.state import read_int, read_text, write_private, write_text
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,74 @@ class Launch:
         return "\n".join(process.read_since(path, at) for path, at in self.log_marks.items())
 
 
+SCRAM_SECRET = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+
+@dataclass(frozen=True)
+class BrokerSasl:
+    """Serve clients on a SASL_PLAINTEXT listener with SCRAM; users made at format time.
+
+    KRaft keeps SCRAM credentials in the metadata log, so the users (and the
+    broker's own inter-broker user, ``broker_user``, with a random password)
+    are written by ``kafka-storage format --add-scram`` before the first start
+    (KIP-900). A data dir formatted earlier keeps the users it was formatted
+    with. Names and passwords are restricted to URL-safe characters: they are
+    pasted into the format tool's ``[name=..,password=..]`` syntax and a JAAS
+    line. The controller listener stays PLAINTEXT on 127.0.0.1.
+    """
+
+    users: Mapping[str, str] = field(repr=False)  # name -> password
+    mechanism: str = "SCRAM-SHA-512"
+    broker_user: str = "broker"
+    broker_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mechanism not in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+            raise StackError(f"local broker SASL: {self.mechanism} is not a SCRAM mechanism")
+        for name, password in self.credentials().items():
+            if not (SCRAM_SECRET.fullmatch(name) and SCRAM_SECRET.fullmatch(password)):
+                raise StackError(
+                    f"local broker SASL user {name!r}: names and passwords may only use "
+                    "letters, digits and . _ ~ -"
+                )
+
+    def credentials(self) -> dict[str, str]:
+        return {self.broker_user: self.broker_password, **self.users}
+
+    def client_security(self, user: str | None = None) -> dict[str, str]:
+        """librdkafka properties of ``user`` (default: the broker's own user)."""
+        name = user or self.broker_user
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": self.mechanism,
+            "sasl.username": name,
+            "sasl.password": self.credentials()[name],
+        }
+
+    def format_args(self) -> list[str]:
+        return [
+            arg
+            for name, password in self.credentials().items()
+            for arg in ("--add-scram", f"{self.mechanism}=[name={name},password={password}]")
+        ]
+
+    def properties(self, broker_port: int, controller_port: int) -> list[str]:
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{self.broker_user}" password="{self.broker_password}";'
+        )
+        return [
+            f"listeners=SASL_PLAINTEXT://127.0.0.1:{broker_port},"
+            f"CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{broker_port}",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            f"sasl.enabled.mechanisms={self.mechanism}",
+            f"sasl.mechanism.inter.broker.protocol={self.mechanism}",
+            f"listener.name.sasl_plaintext.{self.mechanism.lower()}.sasl.jaas.config={jaas}",
+        ]
+
+
 def new_cluster_id() -> str:
     """16 random bytes, urlsafe base64 without padding, never starting with '-'.
 
@@ -93,18 +163,27 @@ def new_cluster_id() -> str:
             return cid
 
 
-def render_server_properties(*, broker_port: int, controller_port: int, data_dir: Path) -> str:
+def render_server_properties(
+    *, broker_port: int, controller_port: int, data_dir: Path, sasl: BrokerSasl | None = None
+) -> str:
     """The single-node KRaft config of notes/kafka-local.md, sized for 2 cores."""
+    listeners = (
+        sasl.properties(broker_port, controller_port)
+        if sasl
+        else [
+            f"listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+    )
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}",
-            "inter.broker.listener.name=PLAINTEXT",
+            *listeners,
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={data_dir}",
             "offsets.topic.replication.factor=1",
             "transaction.state.log.replication.factor=1",
@@ -136,7 +215,9 @@ def java_command(settings: Settings, libs: Path, paths: KafkaPaths, *args: str) 
     ]  # fmt: skip
 
 
-def _format(settings: Settings, libs: Path, paths: KafkaPaths) -> None:
+def _format(
+    settings: Settings, libs: Path, paths: KafkaPaths, sasl: BrokerSasl | None = None
+) -> None:
     """Format the log dir once; ``--ignore-formatted`` keeps data across restarts."""
     cid_file = paths.root / "cluster.id"
     cluster_id = read_text(cid_file)
@@ -146,10 +227,14 @@ def _format(settings: Settings, libs: Path, paths: KafkaPaths) -> None:
     cmd = java_command(
         settings, libs, paths, "kafka.tools.StorageTool", "format",
         "--cluster-id", cluster_id, "--config", str(paths.config), "--ignore-formatted",
+        *(sasl.format_args() if sasl else ()),
     )  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
-        raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+        output = f"{result.stdout}{result.stderr}"
+        for secret in sasl.credentials().values() if sasl else ():
+            output = output.replace(secret, "***")
+        raise StackError(f"formatting Kafka storage failed:\n{output}")
 
 
 def prepare(settings: Settings) -> Path:
@@ -160,21 +245,26 @@ def prepare(settings: Settings) -> Path:
 
 
 def start(
-    settings: Settings, *, timeout: float = 120.0, ports: tuple[int, int] | None = None
+    settings: Settings,
+    *,
+    timeout: float = 120.0,
+    ports: tuple[int, int] | None = None,
+    sasl: BrokerSasl | None = None,
 ) -> str:
     """Start the broker and return its bootstrap once it answers metadata.
 
     Free ports are picked by the kernel, so another process can take one
     between the pick and the broker's bind: on 'Address already in use' the
     start is retried once with new ports. ``ports`` (broker, controller) fixes
-    the first attempt's ports, which is how the retry is tested.
+    the first attempt's ports, which is how the retry is tested. ``sasl``
+    makes the client listener SASL_PLAINTEXT/SCRAM (see :class:`BrokerSasl`).
     """
     libs = prepare(settings)
     paths = KafkaPaths.of(settings)
     for attempt in (1, 2):
-        launch = _launch(settings, libs, paths, ports if attempt == 1 else None)
+        launch = _launch(settings, libs, paths, ports if attempt == 1 else None, sasl)
         try:
-            wait_ready(launch, paths, timeout=timeout)
+            wait_ready(launch, paths, timeout=timeout, security=sasl and sasl.client_security())
             log.info("kafka ready bootstrap=%s pid=%s", launch.bootstrap, launch.pid)
             return launch.bootstrap
         except StackError:
@@ -186,17 +276,19 @@ def start(
 
 
 def _launch(
-    settings: Settings, libs: Path, paths: KafkaPaths, ports: tuple[int, int] | None
+    settings: Settings,
+    libs: Path,
+    paths: KafkaPaths,
+    ports: tuple[int, int] | None,
+    sasl: BrokerSasl | None = None,
 ) -> Launch:
     broker_port, controller_port = ports or (free_port(), free_port())
     paths.data.mkdir(parents=True, exist_ok=True)
-    write_text(
-        paths.config,
-        render_server_properties(
-            broker_port=broker_port, controller_port=controller_port, data_dir=paths.data
-        ),
+    text = render_server_properties(
+        broker_port=broker_port, controller_port=controller_port, data_dir=paths.data, sasl=sasl
     )
-    _format(settings, libs, paths)
+    (write_private if sasl else write_text)(paths.config, text)  # a JAAS password inside
+    _format(settings, libs, paths, sasl)
     marks = process.log_sizes(paths.console_log, paths.server_log)
     pid = process.start_detached(
         java_command(settings, libs, paths, "kafka.Kafka", str(paths.config)),
@@ -210,9 +302,11 @@ def _launch(
     return Launch(bootstrap, pid, marks)
 
 
-def wait_ready(launch: Launch, paths: KafkaPaths, *, timeout: float) -> None:
+def wait_ready(
+    launch: Launch, paths: KafkaPaths, *, timeout: float, security: dict[str, str] | None = None
+) -> None:
     """Poll a metadata request until it succeeds, the process dies, or time runs out."""
-    admin = probe_client(launch.bootstrap)
+    admin = probe_client(launch.bootstrap, security)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process.is_alive(launch.pid, MARKER):
@@ -229,9 +323,12 @@ def wait_ready(launch: Launch, paths: KafkaPaths, *, timeout: float) -> None:
     )
 
 
-def probe_client(bootstrap: str) -> AdminClient:
+def probe_client(bootstrap: str, security: dict[str, str] | None = None) -> AdminClient:
     """An admin client for readiness polls; connection-refused noise is expected, so muted."""
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
+    return AdminClient(
+        {**(security or {}), "bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
+         "log_level": 0}
+    )  # fmt: skip
 
 
 def metadata_ok(admin: AdminClient, timeout: float = 2.0) -> bool:

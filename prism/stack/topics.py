@@ -8,6 +8,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from prism.errors import StackError
+from prism.kafka_security import KafkaAuth, check_login, unanswered_hint
 from prism.settings import Settings
 
 # Logical name -> extra topic config. global-model keeps only the latest per model.
@@ -31,7 +32,9 @@ def create_topics(
     timeout: float = 30.0,
 ) -> dict[str, str]:
     """Create the topics; return ``full name -> "created" | "exists"``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    auth = KafkaAuth.from_settings(settings)
+    check_login(bootstrap, auth)
+    admin = AdminClient({**auth.librdkafka(), "bootstrap.servers": bootstrap})
     new = [
         NewTopic(
             settings.topic(name),
@@ -48,14 +51,18 @@ def create_topics(
             outcome[topic] = "created"
         except KafkaException as e:
             if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise StackError(f"could not create topic {topic}: {e.args[0].str()}") from e
+                raise StackError(
+                    f"could not create topic {topic}: {e.args[0].str()}{unanswered_hint(auth)}"
+                ) from e
             outcome[topic] = "exists"
     return outcome
 
 
-def list_topics(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:
+def list_topics(
+    bootstrap: str, timeout: float = 10.0, *, security: dict[str, str] | None = None
+) -> dict[str, int]:
     """Topic name -> partition count (internal topics left out)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({**(security or {}), "bootstrap.servers": bootstrap})
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as e:

@@ -44,12 +44,19 @@ class _Acks:
 
 
 def build_app(
-    worker: CentralWorker, *, bootstrap: str, datadir: str, idle_exit_s: float | None = None
+    worker: CentralWorker,
+    *,
+    bootstrap: str,
+    datadir: str,
+    idle_exit_s: float | None = None,
+    credentials: Any = None,
 ) -> faust.App:
+    """``credentials``: Faust ``broker_credentials`` (SASL), see prism/kafka_security.py."""
     config = worker.config
     app = faust.App(
         config.group_id,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=credentials,
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,

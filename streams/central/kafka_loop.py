@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
@@ -42,8 +42,11 @@ log = logging.getLogger(__name__)
 TICK_S = 0.5
 
 
-def consumer_config(bootstrap: str, group_id: str, client_id: str) -> dict[str, Any]:
+def consumer_config(
+    bootstrap: str, group_id: str, client_id: str, *, security: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     return {
+        **(security or {}),
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
         "client.id": client_id,

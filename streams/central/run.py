@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 from confluent_kafka import Producer
 
 from prism.errors import StackError, UsageError
+from prism.kafka_security import KafkaAuth, check_login, kafka_security
 from prism.registry import RegistryKeys, RegistryWriter
 from prism.settings import Settings
 from schemas import Codec
@@ -21,9 +23,13 @@ from streams.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 
-def producer_config(bootstrap: str) -> dict[str, Any]:
-    """Idempotent, batched: scores are many and small; a retry never duplicates one."""
+def producer_config(bootstrap: str, security: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Idempotent, batched: scores are many and small; a retry never duplicates one.
+
+    ``security``: the SASL properties of :func:`prism.kafka_security.kafka_security`.
+    """
     return {
+        **(security or {}),
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "acks": "all",
@@ -49,6 +55,7 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
     """A worker wired to the configured Kafka and Redis (connections made here)."""
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
+    check_login(settings.kafka_bootstrap, KafkaAuth.from_settings(settings))
     codec = Codec(settings.encoding, settings.max_message_bytes)
     redis_url = settings.redis_url.get_secret_value()
     client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
@@ -63,7 +70,7 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
         codec=codec,
         keys=keys,
     )
-    producer = Producer(producer_config(settings.kafka_bootstrap))
+    producer = Producer(producer_config(settings.kafka_bootstrap, kafka_security(settings)))
     key = settings.signing_key.get_secret_value() if settings.signing_key else None
     try:
         signer = signer_from(settings.signing_key_id, key)
@@ -104,13 +111,14 @@ def run(
         port = worker.telemetry.serve(config.metrics_port, settings.metrics_addr)
         log.info("metrics endpoint http://127.0.0.1:%s/metrics", port)
     log.info(
-        "central worker starting engine=%s worker=%s group=%s model=%s topics=%s,%s",
+        "central worker starting engine=%s worker=%s group=%s model=%s topics=%s,%s kafka_auth=%s",
         engine,
         config.worker,
         config.group_id,
         config.spec_name,
         worker.topics.events,
         worker.topics.labels,
+        KafkaAuth.from_settings(settings).describe(),
     )
     if engine == "kafka":
         return _run_kafka(settings, worker, idle_exit_s)
@@ -124,7 +132,12 @@ def _run_kafka(settings: Settings, worker: CentralWorker, idle_exit_s: float | N
 
     config = worker.config
     consumer = Consumer(
-        consumer_config(settings.kafka_bootstrap or "", config.group_id, config.worker)
+        consumer_config(
+            settings.kafka_bootstrap or "",
+            config.group_id,
+            config.worker,
+            security=kafka_security(settings),
+        )
     )
     loop = KafkaLoop(worker, consumer, idle_exit_s=idle_exit_s)
     loop.install_signal_handlers()
@@ -142,6 +155,7 @@ def _run_faust(settings: Settings, worker: CentralWorker, idle_exit_s: float | N
     app = build_app(
         worker,
         bootstrap=settings.kafka_bootstrap or "",
+        credentials=KafkaAuth.from_settings(settings).faust_credentials(),
         datadir=str(datadir),
         idle_exit_s=idle_exit_s,
     )

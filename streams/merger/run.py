@@ -8,6 +8,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from prism.errors import StackError, UsageError
+from prism.kafka_security import KafkaAuth, check_login
 from prism.registry import RegistryKeys, RegistryWriter
 from prism.settings import Settings
 from schemas import Codec
@@ -34,6 +35,8 @@ def build_loop(
 ) -> MergerLoop:
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
+    auth = KafkaAuth.from_settings(settings)
+    check_login(settings.kafka_bootstrap, auth)
     codec = Codec(settings.encoding, settings.max_message_bytes)
     url = settings.redis_url.get_secret_value()
     client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
@@ -46,12 +49,13 @@ def build_loop(
             telemetry.serve(metrics_port, settings.metrics_addr),
         )
     # the central learner's settings: manual commits, earliest, fast group heartbeats
-    consumer = Consumer(consumer_config(settings.kafka_bootstrap, group, group))
+    security = auth.librdkafka()
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap, group, group, security=security))
     return MergerLoop(
         Merger(config),
         MergerStore(client, writer, group=group, codec=codec, keys=keys),
         consumer=consumer,
-        producer=Producer(producer_config(settings.kafka_bootstrap)),
+        producer=Producer(producer_config(settings.kafka_bootstrap, security)),
         codec=codec,
         topics={t: settings.topic(t) for t in TOPICS},
         telemetry=telemetry,
