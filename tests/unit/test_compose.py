@@ -112,3 +112,88 @@ def test_every_summary_producer_signs_with_a_key_the_merger_trusts_for_its_nodes
     with pytest.raises(SignatureError) as info:  # the edge fleet's key: not a central shard
         verifier.check(other)
     assert info.value.reason_code == "key-not-for-node"
+
+
+# -- the SASL/SCRAM variant: docker compose -f docker-compose.yml -f deploy/compose.sasl.yml --
+def _merged_with_sasl() -> dict:
+    """The two files merged as compose merges them: mappings by key, lists replaced."""
+
+    def merge(base: object, over: object) -> object:
+        if isinstance(base, dict) and isinstance(over, dict):
+            return {**base, **{k: merge(base.get(k), v) for k, v in over.items()}}
+        return over
+
+    override = yaml.safe_load((ROOT / "deploy" / "compose.sasl.yml").read_text())
+    return merge(_compose(), override)  # type: ignore[return-value]
+
+
+def _defaults(text: str) -> str:  # compose's ${VAR:-default} with nothing set
+    import re
+
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+def _image_property(env_name: str) -> str:
+    """The apache/kafka image's env -> property rule: _ is '.', __ is '_', ___ is '-'."""
+    import re
+
+    key = re.sub(r"(?<=[^_])_(?=[^_])", ".", env_name.removeprefix("KAFKA_"))
+    return key.replace("___", "-").replace("__", "_").lower()
+
+
+def test_sasl_variant_logs_every_kafka_client_service_in_with_scram() -> None:
+    from prism.kafka_security import KafkaAuth
+    from prism.settings import Settings
+
+    base, merged = _compose()["services"], _merged_with_sasl()["services"]
+    clients = [name for name, s in base.items()
+               if "PRISM_KAFKA_BOOTSTRAP" in (s.get("environment") or {})]  # fmt: skip
+    assert {"topics", "central-fraud", "central-iot", "merger", "edge", "replay"} <= set(clients)
+    for name in clients:
+        env = merged[name]["environment"]
+        assert env["PRISM_KAFKA_BOOTSTRAP"] == "kafka:9092", name  # the base's, kept
+        assert "${" in env["PRISM_KAFKA_SASL_PASSWORD"], f"{name}: the secret must be a variable"
+        kafka = {k: _defaults(str(v)) for k, v in env.items() if k.startswith("PRISM_KAFKA_")}
+        settings = Settings(**{k.removeprefix("PRISM_").lower(): v for k, v in kafka.items()})
+        auth = KafkaAuth.from_settings(settings)
+        assert auth.describe() == "SASL_PLAINTEXT/SCRAM-SHA-512 user=prism", name
+
+
+def test_sasl_variant_serves_clients_only_on_scram_listeners() -> None:
+    kafka = _merged_with_sasl()["services"]["kafka"]
+    env = {k: str(v) for k, v in kafka["environment"].items()}
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    inter = env["KAFKA_INTER_BROKER_LISTENER_NAME"]
+    assert set(listeners) == set(protocols)
+    assert listeners[inter].startswith("localhost:")  # PLAINTEXT only inside the container
+    for name in set(listeners) - {inter, "CONTROLLER"}:
+        assert protocols[name] == "SASL_PLAINTEXT", name
+        key = f"listener.name.{name.lower()}.scram-sha-512.sasl.jaas.config"
+        jaas = [v for k, v in env.items() if _image_property(k) == key]
+        assert jaas and "ScramLoginModule required" in jaas[0], name
+        assert "=" not in jaas[0], f"{name}: the image drops env values containing '='"
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert "kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]  # what the services dial
+    health = " ".join(kafka["healthcheck"]["test"])
+    assert f"--bootstrap-server {listeners[inter]}" in health  # no login needed to probe
+
+
+def test_sasl_variant_creates_the_scram_user_when_formatting_before_the_first_start() -> None:
+    services = _merged_with_sasl()["services"]
+    kafka, fmt = services["kafka"], services["kafka-format"]
+    assert kafka["depends_on"]["kafka-format"]["condition"] == "service_completed_successfully"
+    assert fmt["image"] == kafka["image"] and fmt["restart"] == "no"
+    assert fmt["volumes"] == kafka["volumes"] == ["kafka-data:/var/lib/kafka/data"]
+    # the same cluster id, or the image's own format call fails on the existing storage
+    assert fmt["environment"]["CLUSTER_ID"] == kafka["environment"]["CLUSTER_ID"]
+    command = " ".join(fmt["command"])
+    assert "kafka-storage.sh format --ignore-formatted" in command
+    assert "log.dirs=/var/lib/kafka/data" in command
+    voters = kafka["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    assert f"controller.quorum.voters={voters}" in command
+    assert ('--add-scram "SCRAM-SHA-512=[name=$$PRISM_KAFKA_SASL_USERNAME,'
+            'password=$$PRISM_KAFKA_SASL_PASSWORD]"') in command  # fmt: skip
+    for name in ("central-fraud", "merger", "edge"):  # the user the services log in as
+        for var in ("PRISM_KAFKA_SASL_USERNAME", "PRISM_KAFKA_SASL_PASSWORD"):
+            assert fmt["environment"][var] == services[name]["environment"][var], (name, var)
