@@ -226,3 +226,26 @@ def test_a_wrong_password_or_no_sasl_is_refused_with_a_clear_message(
     mixed = env_of(sasl_settings, PRISM_KAFKA_SECURITY_PROTOCOL="PLAINTEXT")
     code, out, _ = procs.run(mixed, "topics", "create", name="mixed")
     assert code == 2 and "set it to SASL_PLAINTEXT or SASL_SSL" in out, out[-2000:]
+
+
+def test_the_faust_engine_logs_in_through_aiokafka(
+    sasl_broker, sasl_settings: Settings, procs: Procs, tmp_path: Path
+) -> None:
+    """``--engine faust`` uses aiokafka, not librdkafka: its own SCRAM login, same outcome."""
+    bootstrap, sasl = sasl_broker
+    env, security = env_of(sasl_settings), sasl.client_security(USER)
+    log = fraud_log(tmp_path, events=1000, sites=1)
+    assert procs.run(env, "topics", "create", name="topics")[0] == 0
+    central = procs.start(env, "central", "run", "--task", "fraud", "--engine", "faust",
+                          "--group", f"gf-{uuid.uuid4().hex[:6]}", "--worker-id", "wf",
+                          "--idle-exit", "4", name="central-faust")  # fmt: skip
+    wait_for_log(central, "partition assigned", timeout=180)
+    code, out, _ = procs.run(env, "replay", str(log), "--no-progress", name="replay")
+    assert code == 0, out
+    assert wait_exit(central) == 0
+    sent = [
+        r["event_id"] for r in read_all(bootstrap, security, sasl_settings.topic("transactions"))
+    ]
+    scores = read_all(bootstrap, security, sasl_settings.topic("scores"))
+    assert len(sent) == 1000 and sorted(s["event_id"] for s in scores) == sorted(sent)
+    assert sasl.users[USER] not in Path(central.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
