@@ -167,7 +167,13 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
                     raise SystemExit(f"{svc.name} exited ({svc.proc.returncode}) under load")
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         elapsed = time.monotonic() - start
-        replay.wait(120)
+        try:
+            replay.wait(60)
+            behind = False
+        except subprocess.TimeoutExpired:  # the load generator itself could not keep the rate
+            replay.terminate()
+            replay.wait(30)
+            behind = True
     finally:
         for svc in services:
             svc.proc.terminate()
@@ -193,6 +199,7 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
         "rss": rss,
         "rss_flat": all(r["growth_mb"] < RSS_GROWTH * r["mean_mb"] for r in rss.values()),
         "lag_series": lag,
+        "replay_fell_behind": behind,
     }
 
 
