@@ -171,13 +171,25 @@ class KafkaLoop:
             return
         self._last_tick = now
         self.worker.report_lag(self._cached_highwater)
-        if self._idle_exit_due(now) and self.worker.caught_up(self._highwater):
+        if self._idle_exit_due(now) and self._caught_up():
             log.info("idle for %.1f s and caught up: stopping", self.idle_exit_s)
             self._stopping = True
+
+    def _caught_up(self) -> bool:
+        """At every fresh end offset; an end the broker did not tell (away?) is not caught up."""
+        ends: list[int | None] = []
+
+        def fresh(topic: str, partition: int) -> int | None:
+            ends.append(self._highwater(topic, partition))
+            return ends[-1]
+
+        return self.worker.caught_up(fresh) and None not in ends
 
     def _idle_exit_due(self, now: float) -> bool:
         """Asked to exit when idle, has joined (owns partitions) and nothing came for that long."""
         if self.idle_exit_s is None or not self.worker.learners:
+            return False
+        if not self.consumer.assignment():  # revoked while the broker was away: not idle
             return False
         return now - self._idle_since > self.idle_exit_s
 
