@@ -24,14 +24,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 from helpers.services import decoded, read_topic, service_env, wait_exit, wait_for_log
+from integration.test_central import assert_checkpoint_matches, reference_models
 
-from models.serialization import global_model_from_record, state_to_summary
-from models.specs import get_spec
+from models.serialization import global_model_from_record
 from prism.cli import main
 from prism.settings import Settings
 from prism.stack import kafka as local_kafka
@@ -39,7 +38,6 @@ from prism.stack import process
 from prism.stack.topics import create_topics
 from schemas import Codec
 from schemas.eventlog import read_events
-from streams.central.partition import EventIn, LabelIn, PartitionLearner
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
@@ -98,17 +96,6 @@ def _wait_scores(bootstrap: str, topic: str, at_least: int, timeout: float = 60.
     finally:
         consumer.close()
     raise AssertionError(f"fewer than {at_least} scores after {timeout} s")
-
-
-def _reference(settings: Settings) -> dict[int, PartitionLearner]:
-    spec, boot = get_spec("fraud-linear"), settings.kafka_bootstrap or ""
-    tx, lb = settings.topic("transactions"), settings.topic("labels")
-    out = {p: PartitionLearner(spec, p, events_topic=tx, labels_topic=lb) for p in range(3)}
-    for p, o, r in decoded(boot, tx):
-        out[p].take_events([EventIn(o, r, b"")])
-    for p, o, r in decoded(boot, lb):
-        out[p].take_labels([LabelIn(o, r)])
-    return out
 
 
 @pytest.fixture
@@ -194,17 +181,14 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
     assert merged == Counter({("e1", s): 1 for s in sent})
 
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
-    reference = _reference(settings)
+    reference = reference_models(settings)
     learned = 0
     for p, ref in reference.items():
         cp = CODEC.decode(
             client.get(f"{settings.redis_prefix}:checkpoint:c-restart:{p}"),
             expected="CentralCheckpoint",
         )
-        got, want = state_to_summary(cp["state"]), ref.spec.summarize(ref.model)
-        assert got.n_samples == want.n_samples == ref.counters["learned"]
-        for name, array in want.tensors.items():
-            np.testing.assert_allclose(got.tensor(name), array, rtol=0, atol=1e-9, err_msg=name)
+        assert_checkpoint_matches(cp, ref)  # 1e-9, n_samples == learned by the reference
         learned += cp["counters"].get("learned", 0)
     client.close()
     assert learned == EVENTS
