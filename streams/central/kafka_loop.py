@@ -36,6 +36,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.central.worker import CentralWorker, RecordIn, Undelivered
+from streams.idle import IdleClock
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class KafkaLoop:
         self.consumer = consumer
         self.idle_exit_s = idle_exit_s
         self._stopping = False
-        self._idle_since = time.monotonic()
+        self.idle = IdleClock(idle_exit_s, look_every_s=TICK_S)
         self._last_tick = 0.0
         self._paused: set[int] = set()  # partitions whose labels are paused
 
@@ -114,7 +115,7 @@ class KafkaLoop:
         records = self._records(messages)
         if records:
             self.worker.process(records)
-            self._idle_since = time.monotonic()
+            self.idle.activity()
             self._balance_labels()
         if self.worker.checkpoint_due():
             try:
@@ -171,8 +172,8 @@ class KafkaLoop:
             return
         self._last_tick = now
         self.worker.report_lag(self._cached_highwater)
-        if self._idle_exit_due(now) and self._caught_up():
-            log.info("idle for %.1f s and caught up: stopping", self.idle_exit_s)
+        if self.idle.due(self._owns_and_caught_up):
+            log.info("caught up with nothing new for %.1f s: stopping", self.idle_exit_s)
             self._stopping = True
 
     def _caught_up(self) -> bool:
@@ -185,13 +186,8 @@ class KafkaLoop:
 
         return self.worker.caught_up(fresh) and None not in ends
 
-    def _idle_exit_due(self, now: float) -> bool:
-        """Asked to exit when idle, has joined (owns partitions) and nothing came for that long."""
-        if self.idle_exit_s is None or not self.worker.learners:
-            return False
-        if not self.consumer.assignment():  # revoked while the broker was away: not idle
-            return False
-        return now - self._idle_since > self.idle_exit_s
+    def _owns_and_caught_up(self) -> bool:
+        return bool(self.worker.learners and self.consumer.assignment() and self._caught_up())
 
     def _shutdown(self) -> None:
         """Final checkpoint + summary, then leave the group (which revokes: a no-op by then)."""
@@ -236,7 +232,7 @@ class KafkaLoop:
         consumer.assign(partitions)
         consumer.resume(partitions)  # a pause may outlive a rebalance in librdkafka
         self._paused -= {tp.partition for tp in ours}
-        self._idle_since = time.monotonic()
+        self.idle.activity()
         log.info(
             "assigned %s",
             ", ".join(f"{tp.topic}[{tp.partition}]@{_show(tp.offset)}" for tp in partitions),

@@ -30,6 +30,7 @@ from models.serialization import global_model_record, summary_from_weight_record
 from schemas import Codec, SchemaError
 from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
+from streams.idle import IdleClock
 from streams.merger.rounds import Closed, Merger, Update, describe
 from streams.merger.store import MergerStore
 from streams.telemetry import Telemetry
@@ -71,7 +72,8 @@ class MergerLoop:
         self._stopping = False
         self._assigned = False
         self._unpublished: list[tuple[str, dict]] = []  # produced, not yet in Redis
-        self._last_commit = self._idle_since = time.monotonic()
+        self._last_commit = time.monotonic()
+        self.idle = IdleClock(idle_exit_s)
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -113,7 +115,7 @@ class MergerLoop:
             if self._take(m, now):  # a round may fill up: close it before the next update
                 closed += self.merger.close_due(now)
         if n:
-            self._idle_since = time.monotonic()
+            self.idle.activity()
             self.telemetry.events.labels(SERVICE, "updates").inc(n)
         closed += self.merger.close_due(_now_ms())
         if closed or time.monotonic() - self._last_commit >= self.commit_every_s:
@@ -227,7 +229,7 @@ class MergerLoop:
                 tp.offset = self.stored[tp.partition]
         consumer.assign(partitions)
         self._assigned = True
-        self._idle_since = time.monotonic()
+        self.idle.activity()
         where = [f"[{tp.partition}]@{_show(tp.offset)}" for tp in partitions]
         log.info("assigned %s %s", self.topics["model-updates"], ", ".join(where))
 
@@ -236,12 +238,7 @@ class MergerLoop:
         consumer.unassign()
 
     def _maybe_idle_exit(self) -> None:
-        if self.idle_exit_s is None or not self._assigned:
-            return
-        if time.monotonic() - self._idle_since < self.idle_exit_s:
-            return
-        if not self._caught_up():  # quiet because the broker is away is not idle
-            self._idle_since = time.monotonic()
+        if not self.idle.due(lambda: self._assigned and self._caught_up()):
             return
         # open rounds stay open: the stored offsets hold them, a restart reads them again
         log.info("idle for %.1f s: stopping (%d updates in open rounds)", self.idle_exit_s,
@@ -256,6 +253,8 @@ class MergerLoop:
         try:
             for tp in self.consumer.position(assignment):
                 low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+                if high < 0:  # -1001: the broker did not tell (shutting down, no leader)
+                    return False
                 known = [self.position.get(tp.partition), self.stored.get(tp.partition)]
                 at = max([o for o in known if o is not None] + [tp.offset, low])
                 if at < high:

@@ -46,10 +46,11 @@ RATE = 600
 EDGE_EVENTS = 3_000
 
 
-def _log(tmp_path: Path, name: str, events: int, seed: int) -> Path:
+def _log(tmp_path: Path, name: str, events: int, seed: int, labels: str = "late") -> Path:
     path = tmp_path / f"{name}.avro"
     args = ["datagen", "fraud", "--events", str(events), "--sites", "4", "--regions", "1",
-            "--seed", str(seed), "--fraud-rate", "0.05", "--out", str(path)]  # fmt: skip
+            "--seed", str(seed), "--fraud-rate", "0.05", "--labels", labels,
+            "--out", str(path)]  # fmt: skip
     assert main(args) == 0
     return path
 
@@ -192,3 +193,47 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
         learned += cp["counters"].get("learned", 0)
     client.close()
     assert learned == EVENTS
+
+
+def test_quiet_broker_outage_is_not_idle(own_broker, tmp_path: Path) -> None:
+    """Services asked to exit when idle wait out a broker outage and the producers' reconnect.
+
+    The outage and the pause after the restart together last longer than the
+    idle limit; the central worker and the merger must still be running when
+    the second half of the log arrives, and score (merge) it.
+    """
+    broker, settings = own_broker
+    boot = settings.kafka_bootstrap or ""
+    create_topics(settings, bootstrap=boot, partitions=3)
+    # inline labels: the two logs share event time, a late label of the second would be
+    # (rightly) refused as a label for an event that never came before its time
+    first = _log(tmp_path, "first", 600, 21, labels="inline")
+    second = _log(tmp_path, "second", 600, 22, labels="inline")
+    port, controller = int(boot.rsplit(":", 1)[1]), _controller_port(broker)
+    merger = _start(settings, tmp_path, "merger", "merger", "run", "--round-size", "1",
+                    "--idle-exit", "6", "--group", "m-quiet")  # fmt: skip
+    central = _start(settings, tmp_path, "central", "central", "run", "--task", "fraud",
+                     "--group", "c-quiet", "--worker-id", "c1", "--idle-exit", "6",
+                     "--summary-interval", "1")  # fmt: skip
+    wait_for_log(merger, "merger starting", timeout=60)
+    wait_for_log(central, "assigned", timeout=90)
+    assert wait_exit(_start(settings, tmp_path, "replay1", "replay", str(first), "--no-progress"),
+                     timeout=120) == 0  # fmt: skip
+    _wait_scores(boot, settings.topic("scores"), 600)
+
+    assert local_kafka.stop(broker)
+    time.sleep(8)  # longer than --idle-exit
+    local_kafka.start(broker, ports=(port, controller))
+    time.sleep(4)  # the broker is back, the producers not yet: still under the idle limit
+    for name, proc in {"merger": merger, "central": central}.items():
+        assert proc.poll() is None, f"{name} stopped as idle during the outage"
+    assert wait_exit(_start(settings, tmp_path, "replay2", "replay", str(second), "--no-progress"),
+                     timeout=120) == 0  # fmt: skip
+
+    for name, proc in {"merger": merger, "central": central}.items():
+        assert wait_exit(proc, timeout=120) == 0, name
+    scores = [r for _p, _o, r in decoded(boot, settings.topic("scores"))]
+    assert Counter(r["event_id"] for r in scores) == Counter(_ids(first) + _ids(second))
+    for proc in (merger, central):
+        text = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+        assert "Traceback" not in text and "dead letter" not in text, text[-3000:]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import redis
 from helpers.services import decoded, wait_exit, wait_for_log
-from integration.test_merger import CODEC, N, SPEC, local, message, send
+from integration.test_merger import CODEC, SPEC, N, local, message, send
 
 from models.serialization import global_model_from_record
 from prism.settings import Settings
