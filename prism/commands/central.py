@@ -54,6 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="kafka",
         help="consumption engine: confluent-kafka batches (default) or a Faust agent",
     )
+    run.add_argument(
+        "--redis-wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="while Redis is away the service goes on and writes its state when Redis is back; "
+        "a step that cannot go on without it (restore, the last write) waits this long",
+    )
     run.set_defaults(handler=cmd_run)
 
 
@@ -72,6 +80,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         checkpoint_every_events=args.checkpoint_every,
         checkpoint_every_s=args.checkpoint_interval,
         summary_every_s=args.summary_interval,
+        redis_wait_s=args.redis_wait,
         metrics_port=args.metrics_port,
         learner=LearnerConfig(
             ttl_ms=int(args.label_ttl * 1000),

@@ -37,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="stop after this long without updates (bounded runs, tests, benchmarks)",
     )
+    run.add_argument(
+        "--redis-wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="while Redis is away the service goes on and writes its state when Redis is back; "
+        "a step that cannot go on without it (restore, the last write) waits this long",
+    )
     run.set_defaults(handler=cmd_run)
 
 
@@ -62,4 +70,5 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         group=args.group,
         idle_exit_s=args.idle_exit,
         metrics_port=args.metrics_port,
+        redis_wait_s=args.redis_wait,
     )

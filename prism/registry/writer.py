@@ -46,7 +46,7 @@ class RegistryWriter:
 
     def __init__(
         self, url: str, *, codec: Codec | None = None, history_size: int = 50,
-        keys: RegistryKeys | None = None,
+        keys: RegistryKeys | None = None, client: redis.Redis | None = None,
     ) -> None:  # fmt: skip
         if history_size < 1:
             raise ValueError("history_size must be >= 1")
@@ -55,9 +55,12 @@ class RegistryWriter:
         self.history_size = history_size
         self.keys = keys or RegistryKeys()
         self._client: redis.Redis | None = None
+        self._given = client  # a service's own client (its timeouts and retry policy)
 
     def setup(self) -> RegistryWriter:
-        self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        self._client = self._given or redis.Redis.from_url(
+            self.url, socket_timeout=5, socket_connect_timeout=5
+        )
         self._client.ping()
         return self
 

@@ -7,6 +7,7 @@ KILL), which is all that `prism models ...` and dashboards need.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import shutil
@@ -51,7 +52,11 @@ def render_config(*, port: int, password: str, query_password: str, data_dir: Pa
             "daemonize no",
             f"dir {data_dir}",
             "appendonly yes",
-            "appendfsync everysec",
+            # fsync before acknowledging: a checkpoint or registry version a service saw
+            # acknowledged survives a power loss too (a killed redis-server loses nothing
+            # either way: the AOF is written before the reply; everysec could lose the
+            # last second to a machine crash). Prism writes a few times a second.
+            "appendfsync always",
             'save ""',
             f"requirepass {password}",
             f"user {QUERY_USER} on >{query_password} ~* &* -@all +@read +@connection -@dangerous",
@@ -79,12 +84,29 @@ def start(settings: Settings, *, timeout: float = 20.0) -> RedisAddresses:
     raise AssertionError("unreachable")
 
 
-def _launch(settings: Settings, binary: str, timeout: float) -> RedisAddresses:
+def restart(settings: Settings, *, timeout: float = 20.0) -> RedisAddresses:
+    """Start the stopped server of this state dir again: same port, passwords and data (AOF)."""
+    binary = shutil.which("redis-server")
+    if binary is None or not (_root(settings) / "server.json").exists():
+        raise StackError(f"no redis-server to restart in {_root(settings)}")
+    saved = json.loads((_root(settings) / "server.json").read_text())
+    kept = (int(saved["port"]), saved["password"], saved["query_password"])
+    return _launch(settings, binary, timeout, kept=kept)
+
+
+def _launch(
+    settings: Settings, binary: str, timeout: float, *, kept: tuple[int, str, str] | None = None
+) -> RedisAddresses:
     root = _root(settings)
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    password, query_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    if kept is None:
+        port = free_port()
+        password, query_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    else:
+        port, password, query_password = kept
+    write_private(root / "server.json", json.dumps(
+        {"port": port, "password": password, "query_password": query_password}))  # fmt: skip
     config = root / "redis.conf"
     write_private(config, render_config(port=port, password=password,
                                         query_password=query_password, data_dir=data))  # fmt: skip

@@ -28,6 +28,7 @@ class CentralConfig:
     checkpoint_every_events: int = 50_000
     checkpoint_every_s: float = 2.0
     summary_every_s: float = 10.0
+    redis_wait_s: float = 120.0  # how long a step that needs Redis (a restore) waits for it
     metrics_port: int | None = None
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 

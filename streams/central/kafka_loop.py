@@ -35,6 +35,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
+from prism.redis_outage import REDIS_AWAY, Outage, RedisUnavailable
 from streams.central.worker import CentralWorker, RecordIn, Undelivered
 from streams.idle import IdleClock
 
@@ -78,6 +79,7 @@ class KafkaLoop:
         self.idle_exit_s = idle_exit_s
         self._stopping = False
         self.idle = IdleClock(idle_exit_s, look_every_s=TICK_S)
+        self.redis = Outage("the checkpoint (state and offsets)")
         self._last_tick = 0.0
         self._paused: set[int] = set()  # partitions whose labels are paused
 
@@ -104,6 +106,9 @@ class KafkaLoop:
         try:
             while not self._stopping:
                 self.step()
+        except RedisUnavailable:  # waited long enough: leave without a last checkpoint
+            self.worker.learners.clear()
+            raise
         finally:
             self._shutdown()
         return 0
@@ -117,11 +122,15 @@ class KafkaLoop:
             self.worker.process(records)
             self.idle.activity()
             self._balance_labels()
-        if self.worker.checkpoint_due():
+        if self.worker.checkpoint_due() and self.redis.ready():
             try:
                 self._checkpoint()
             except Undelivered as e:  # keep going; the next step tries again
                 log.warning("checkpoint postponed: %s", e)
+            except REDIS_AWAY as e:  # keep scoring and learning; the state waits in memory
+                self.redis.failed(e)
+            else:
+                self.redis.succeeded()
         if self.worker.summary_due():
             self.worker.publish_summaries()
         self._tick()
@@ -193,7 +202,8 @@ class KafkaLoop:
         """Final checkpoint + summary, then leave the group (which revokes: a no-op by then)."""
         try:
             if self.worker.learners:
-                self._checkpoint()
+                self.worker.checkpoint_waiting()
+                self._commit(None, asynchronous=True)
                 self.worker.publish_summaries()
                 self.worker.producer.flush(10)
         finally:
@@ -242,7 +252,7 @@ class KafkaLoop:
         gone = {tp.partition for tp in partitions if tp.topic in self.topics}
         gone &= set(self.worker.learners)
         if gone:
-            self.worker.checkpoint([self.worker.learners[p] for p in gone])
+            self.worker.checkpoint_waiting([self.worker.learners[p] for p in gone])
             self._commit(gone, asynchronous=False)
             self.worker.revoke(gone)
         self._paused -= gone

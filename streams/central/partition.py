@@ -285,7 +285,10 @@ class PartitionLearner:
                 del self._recent_set[old]
         self.recent.append(event_id)
         self._recent_set[event_id] += 1
-        self.changes.recent.append(event_id)
+        changed = self.changes.recent
+        changed.append(event_id)
+        if len(changed) > 2 * self.config.recent_size:  # checkpoints postponed (Redis away):
+            del changed[: -self.config.recent_size]  # the list is trimmed to this size anyway
 
     def _learn(self, x: Mapping[str, float], y: bool | None) -> None:
         """Queue in learn order; :meth:`_flush_learning` learns the queue in one call."""

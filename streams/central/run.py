@@ -6,11 +6,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from confluent_kafka import Producer
 
 from prism.errors import StackError, UsageError
 from prism.kafka_security import KafkaAuth, check_login, kafka_security
+from prism.redis_outage import service_client
 from prism.registry import RegistryKeys, RegistryWriter
 from prism.settings import Settings
 from schemas import Codec
@@ -58,9 +58,9 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
     check_login(settings.kafka_bootstrap, KafkaAuth.from_settings(settings))
     codec = Codec(settings.encoding, settings.max_message_bytes)
     redis_url = settings.redis_url.get_secret_value()
-    client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = service_client(redis_url)
     keys = RegistryKeys(settings.redis_prefix)
-    registry = RegistryWriter(redis_url, codec=codec, keys=keys).setup()
+    registry = RegistryWriter(redis_url, codec=codec, keys=keys, client=client).setup()
     telemetry = Telemetry(f"central-{config.task}")
     store = CheckpointStore(
         client,

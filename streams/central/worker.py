@@ -29,6 +29,7 @@ from models.merge import Contributor, merge
 from models.metrics import BinaryMetrics
 from models.serialization import global_model_record, weight_summary_record
 from models.specs import get_spec
+from prism.redis_outage import REDIS_AWAY, Outage, wait_for
 from schemas import Codec, SchemaError
 from schemas.signing import Signer
 from streams.central.checkpoint import CheckpointStore
@@ -100,6 +101,7 @@ class CentralWorker:
         self._events_since_rate = 0
         self._sequence = 0
         self._version = 0
+        self.registry_outage = Outage("the registry record")
 
     # -- assignment ----------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
@@ -112,7 +114,11 @@ class CentralWorker:
                 labels_topic=self.topics.labels,
                 config=self.config.learner,
             )
-            restored = self.store.load(learner)
+            restored = wait_for(
+                lambda learner=learner: self.store.load(learner),
+                what=f"restoring the checkpoint of partition {p}",
+                limit_s=self.config.redis_wait_s,
+            )
             self.learners[p] = learner
             log.info(
                 "partition assigned worker=%s partition=%s restored=%s offsets=%s",
@@ -126,7 +132,7 @@ class CentralWorker:
         """Checkpoint, then let go of partitions: their next owner resumes from here."""
         gone = [p for p in partitions if p in self.learners]
         if gone:
-            self.checkpoint([self.learners[p] for p in gone])
+            self.checkpoint_waiting([self.learners[p] for p in gone])
             for p in gone:
                 del self.learners[p]
             log.info("partitions revoked worker=%s partitions=%s", self.config.worker, gone)
@@ -268,6 +274,16 @@ class CentralWorker:
         self.telemetry.checkpoints.labels(self.service).inc()
         self._update_gauges()
 
+    def checkpoint_waiting(self, learners: Sequence[PartitionLearner] | None = None) -> None:
+        """A checkpoint that cannot be postponed (partitions handed over, the worker leaving):
+        waits up to ``redis_wait_s`` for Redis, then raises :class:`RedisUnavailable`."""
+        owned = sorted(lr.partition for lr in learners) if learners else sorted(self.learners)
+        wait_for(
+            lambda: self.checkpoint(learners),
+            what=f"checkpointing partitions {owned} before letting them go",
+            limit_s=self.config.redis_wait_s,
+        )
+
     def summary_due(self) -> bool:
         return time.monotonic() - self._last_summary >= self.config.summary_every_s
 
@@ -306,7 +322,13 @@ class CentralWorker:
                 key=s.node_id.encode(),
             )
         self.telemetry.summaries.labels(self.service).inc(len(summaries))
-        self._publish_registry(summaries, now_ms)
+        if self.registry_outage.ready():  # the summaries are on the topic; the registry
+            try:  # record is this worker's view of them, refreshed at the next interval
+                self._publish_registry(summaries, now_ms)
+            except REDIS_AWAY as e:
+                self.registry_outage.failed(e)
+            else:
+                self.registry_outage.succeeded()
         self.producer.poll(0)
         return len(summaries)
 
@@ -315,17 +337,18 @@ class CentralWorker:
         result = merge(summaries, strategy)
         if self._version == 0:  # a restart continues the registry's numbering
             self._version = self.registry.current_version(self.registry_name)
-        self._version += 1
+        version = self._version + 1
         record = global_model_record(
             result.summary,
-            version=self._version,
-            parent_version=self._version - 1,
+            version=version,
+            parent_version=version - 1,
             strategy=f"central-shard:{strategy}",
             created_at_ms=now_ms,
             contributors=[Contributor(s.node_id, s.sequence, s.n_samples) for s in summaries],
             metrics=self.metrics(),
         )
         self.registry.publish_model(record, name=self.registry_name)
+        self._version = version
 
     @property
     def registry_name(self) -> str:

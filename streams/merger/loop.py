@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from models.errors import ModelError
 from models.serialization import global_model_record, summary_from_weight_record
+from prism.redis_outage import REDIS_AWAY, Outage, RedisUnavailable, wait_for
 from schemas import Codec, SchemaError
 from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
@@ -54,6 +55,7 @@ class MergerLoop:
         batch_size: int = 2000,
         commit_every_s: float = 2.0,
         idle_exit_s: float | None = None,
+        redis_wait_s: float = 120.0,
         verifier: Verifier | None = None,
     ) -> None:
         self.merger, self.store = merger, store
@@ -74,6 +76,8 @@ class MergerLoop:
         self._unpublished: list[tuple[str, dict]] = []  # produced, not yet in Redis
         self._last_commit = time.monotonic()
         self.idle = IdleClock(idle_exit_s)
+        self.redis = Outage("the merger's models and state")
+        self.redis_wait_s = redis_wait_s
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -84,16 +88,25 @@ class MergerLoop:
         signal.signal(signal.SIGINT, self.stop)
 
     def run(self) -> int:
-        self.stored = self.store.load(self.merger, _now_ms())
+        self.stored = wait_for(
+            lambda: self.store.load(self.merger, _now_ms()),
+            what="loading the merger's state",
+            limit_s=self.redis_wait_s,
+        )
         self.consumer.subscribe(
             [self.topics["model-updates"]], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
+        redis_gone = False
         try:
             while not self._stopping:
                 self.step()
+        except RedisUnavailable:  # waited long enough: leave without a last write
+            redis_gone = True
+            raise
         finally:
             try:
-                self._commit([])
+                if not redis_gone:
+                    self._commit([], wait=True)
             finally:
                 self.consumer.close()
         return 0
@@ -168,8 +181,13 @@ class MergerLoop:
         )
 
     # -- publishing ---------------------------------------------------------------------
-    def _commit(self, closed: list[Closed]) -> None:
-        """Produce closed rounds, flush, then one Redis transaction; postponed while undelivered."""
+    def _commit(self, closed: list[Closed], *, wait: bool = False) -> None:
+        """Produce closed rounds, flush, then one Redis transaction.
+
+        Postponed while the broker has not taken the records, and while Redis
+        is away (tried again after a growing pause; ``wait``: retried up to
+        ``redis_wait_s``, then :class:`RedisUnavailable`).
+        """
         for c in closed:
             record = global_model_record(
                 c.result.summary,
@@ -197,9 +215,22 @@ class MergerLoop:
         if remaining:  # the broker is away: Redis must not run ahead of the topic
             log.warning("publish postponed: %d records not delivered yet (broker away?)", remaining)
             return
-        models, self._unpublished = self._unpublished, []
-        offsets = self._offsets()
+        if wait:  # leaving or handing partitions over: the next owner starts from this
+            what = "writing the merger's state before letting its partitions go"
+            wait_for(self._write_redis, what=what, limit_s=self.redis_wait_s)
+        elif self.redis.ready():  # else Redis is away: models and state wait in memory
+            try:
+                self._write_redis()
+            except REDIS_AWAY as e:
+                self.redis.failed(e)
+            else:
+                self.redis.succeeded()
+
+    def _write_redis(self) -> None:
+        """New models, touched ledgers, state and offsets in one transaction, then Kafka."""
+        models, offsets = self._unpublished, self._offsets()
         self.store.commit(self.merger, models=models, nodes=self.touched, offsets=offsets)
+        self._unpublished = []
         self.telemetry.summaries.labels(SERVICE).inc(len(models))
         self.telemetry.checkpoints.labels(SERVICE).inc()
         self.touched = set()
@@ -234,7 +265,7 @@ class MergerLoop:
         log.info("assigned %s %s", self.topics["model-updates"], ", ".join(where))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._commit(self.merger.close_due(_now_ms()))
+        self._commit(self.merger.close_due(_now_ms()), wait=True)
         consumer.unassign()
 
     def _maybe_idle_exit(self) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from confluent_kafka import Consumer, Producer
 
 from prism.errors import StackError, UsageError
 from prism.kafka_security import KafkaAuth, check_login
+from prism.redis_outage import service_client
 from prism.registry import RegistryKeys, RegistryWriter
 from prism.settings import Settings
 from schemas import Codec
@@ -32,6 +32,7 @@ def build_loop(
     group: str,
     idle_exit_s: float | None = None,
     metrics_port: int | None = None,
+    redis_wait_s: float = 120.0,
 ) -> MergerLoop:
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
@@ -39,9 +40,9 @@ def build_loop(
     check_login(settings.kafka_bootstrap, auth)
     codec = Codec(settings.encoding, settings.max_message_bytes)
     url = settings.redis_url.get_secret_value()
-    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    client = service_client(url)
     keys = RegistryKeys(settings.redis_prefix)
-    writer = RegistryWriter(url, codec=codec, keys=keys).setup()
+    writer = RegistryWriter(url, codec=codec, keys=keys, client=client).setup()
     telemetry = Telemetry("merger")
     if metrics_port is not None:
         log.info(
@@ -60,6 +61,7 @@ def build_loop(
         topics={t: settings.topic(t) for t in TOPICS},
         telemetry=telemetry,
         idle_exit_s=idle_exit_s,
+        redis_wait_s=redis_wait_s,
         verifier=verifier_from(settings),
     )
 

@@ -18,57 +18,28 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
-from helpers.services import decoded, read_topic, service_env, wait_exit, wait_for_log
+from helpers.runs import datagen_log, event_ids, start_cli, wait_records
+from helpers.services import decoded, read_topic, wait_exit, wait_for_log
 from integration.test_central import assert_checkpoint_matches, reference_models
 
 from models.serialization import global_model_from_record
-from prism.cli import main
 from prism.settings import Settings
 from prism.stack import kafka as local_kafka
 from prism.stack import process
 from prism.stack.topics import create_topics
 from schemas import Codec
-from schemas.eventlog import read_events
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
 EVENTS = 12_000  # replayed to the central worker at RATE events/s
 RATE = 600
 EDGE_EVENTS = 3_000
-
-
-def _log(tmp_path: Path, name: str, events: int, seed: int, labels: str = "late") -> Path:
-    path = tmp_path / f"{name}.avro"
-    args = ["datagen", "fraud", "--events", str(events), "--sites", "4", "--regions", "1",
-            "--seed", str(seed), "--fraud-rate", "0.05", "--labels", labels,
-            "--out", str(path)]  # fmt: skip
-    assert main(args) == 0
-    return path
-
-
-def _ids(path: Path) -> list[str]:
-    return [e.record["event_id"] for e in read_events(path) if e.record_type == "Transaction"]
-
-
-def _start(settings: Settings, tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
-    log = tmp_path / f"{name}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prism.cli", *args],
-        env=service_env(settings) | {"PRISM_REDIS_PREFIX": settings.redis_prefix},
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    proc.log_path = log  # type: ignore[attr-defined]
-    return proc
 
 
 def _controller_port(broker: Settings) -> int:
@@ -82,21 +53,6 @@ def _kill_broker(broker: Settings) -> None:
     assert pid is not None, "the broker is not running"
     os.kill(pid, signal.SIGKILL)
     assert process.wait_gone(pid, local_kafka.MARKER, 20.0)
-
-
-def _wait_scores(bootstrap: str, topic: str, at_least: int, timeout: float = 60.0) -> None:
-    """Wait until the scores topic holds ``at_least`` records (the replay is under way)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), 5) for p in range(3)]
-            if sum(hi for _lo, hi in marks) >= at_least:
-                return
-            time.sleep(0.2)
-    finally:
-        consumer.close()
-    raise AssertionError(f"fewer than {at_least} scores after {timeout} s")
 
 
 @pytest.fixture
@@ -120,31 +76,31 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
     boot = settings.kafka_bootstrap or ""
     create_topics(settings, bootstrap=boot, partitions=3)
     central_log, edge_log = (
-        _log(tmp_path, "central", EVENTS, 11),
-        _log(tmp_path, "edge", EDGE_EVENTS, 5),
+        datagen_log(tmp_path, "central", EVENTS, 11),
+        datagen_log(tmp_path, "edge", EDGE_EVENTS, 5),
     )
     port, controller = int(boot.rsplit(":", 1)[1]), _controller_port(broker)
 
-    merger = _start(settings, tmp_path, "merger", "merger", "run", "--round-size", "1",
+    merger = start_cli(settings, tmp_path, "merger", "merger", "run", "--round-size", "1",
                     "--idle-exit", "25", "--group", "m-restart")  # fmt: skip
-    central = _start(settings, tmp_path, "central", "central", "run", "--task", "fraud",
+    central = start_cli(settings, tmp_path, "central", "central", "run", "--task", "fraud",
                      "--group", "c-restart", "--worker-id", "c1", "--idle-exit", "15",
                      "--checkpoint-interval", "1")  # fmt: skip
     wait_for_log(merger, "merger starting", timeout=60)
     wait_for_log(central, "assigned", timeout=90)
-    edge = _start(settings, tmp_path, "edge", "edge", "run", "--node", "e1", "--source",
+    edge = start_cli(settings, tmp_path, "edge", "edge", "run", "--node", "e1", "--source",
                   str(edge_log), "--state-dir", str(tmp_path / "e1"), "--rate", str(RATE // 4),
                   "--summary-every", "150", "--drain-timeout", "120")  # fmt: skip
-    replay = _start(settings, tmp_path, "replay", "replay", str(central_log), "--no-progress",
+    replay = start_cli(settings, tmp_path, "replay", "replay", str(central_log), "--no-progress",
                     "--rate", str(RATE))  # fmt: skip
     services = {"merger": merger, "central": central, "edge": edge}
 
-    _wait_scores(boot, settings.topic("scores"), EVENTS // 5)
+    wait_records(boot, settings.topic("scores"), EVENTS // 5)
     assert local_kafka.stop(broker)  # SIGTERM of the real broker
     wait_for_log(edge, "link down", timeout=60)
     time.sleep(3)  # an outage of a few seconds: records pile up on every side
     local_kafka.start(broker, ports=(port, controller))
-    _wait_scores(boot, settings.topic("scores"), EVENTS // 2, timeout=120)
+    wait_records(boot, settings.topic("scores"), EVENTS // 2, timeout=120)
     _kill_broker(broker)
     time.sleep(3)
     local_kafka.start(broker, ports=(port, controller))
@@ -157,13 +113,13 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
 
     scores = [r for _p, _o, r in decoded(boot, settings.topic("scores"))]
     central_ids = [r["event_id"] for r in scores if r["source"] == "central"]
-    assert Counter(central_ids) == Counter(_ids(central_log))  # exactly one each
+    assert Counter(central_ids) == Counter(event_ids(central_log))  # exactly one each
 
     offline = tmp_path / "e1" / "scores-offline.jsonl"
     edge_ids = [r["event_id"] for r in scores if r["source"] != "central"]
     if offline.exists():
         edge_ids += [json.loads(x)["event_id"] for x in offline.read_text().splitlines()]
-    assert Counter(edge_ids) == Counter(_ids(edge_log))
+    assert Counter(edge_ids) == Counter(event_ids(edge_log))
 
     sent = [
         int(CODEC.decode(v)["sequence"])
@@ -207,19 +163,19 @@ def test_quiet_broker_outage_is_not_idle(own_broker, tmp_path: Path) -> None:
     create_topics(settings, bootstrap=boot, partitions=3)
     # inline labels: the two logs share event time, a late label of the second would be
     # (rightly) refused as a label for an event that never came before its time
-    first = _log(tmp_path, "first", 600, 21, labels="inline")
-    second = _log(tmp_path, "second", 600, 22, labels="inline")
+    first = datagen_log(tmp_path, "first", 600, 21, labels="inline")
+    second = datagen_log(tmp_path, "second", 600, 22, labels="inline")
     port, controller = int(boot.rsplit(":", 1)[1]), _controller_port(broker)
-    merger = _start(settings, tmp_path, "merger", "merger", "run", "--round-size", "1",
+    merger = start_cli(settings, tmp_path, "merger", "merger", "run", "--round-size", "1",
                     "--idle-exit", "6", "--group", "m-quiet")  # fmt: skip
-    central = _start(settings, tmp_path, "central", "central", "run", "--task", "fraud",
+    central = start_cli(settings, tmp_path, "central", "central", "run", "--task", "fraud",
                      "--group", "c-quiet", "--worker-id", "c1", "--idle-exit", "6",
                      "--summary-interval", "1")  # fmt: skip
     wait_for_log(merger, "merger starting", timeout=60)
     wait_for_log(central, "assigned", timeout=90)
-    assert wait_exit(_start(settings, tmp_path, "replay1", "replay", str(first), "--no-progress"),
-                     timeout=120) == 0  # fmt: skip
-    _wait_scores(boot, settings.topic("scores"), 600)
+    replay = start_cli(settings, tmp_path, "replay1", "replay", str(first), "--no-progress")
+    assert wait_exit(replay, timeout=120) == 0
+    wait_records(boot, settings.topic("scores"), 600)
 
     assert local_kafka.stop(broker)
     time.sleep(8)  # longer than --idle-exit
@@ -227,13 +183,13 @@ def test_quiet_broker_outage_is_not_idle(own_broker, tmp_path: Path) -> None:
     time.sleep(4)  # the broker is back, the producers not yet: still under the idle limit
     for name, proc in {"merger": merger, "central": central}.items():
         assert proc.poll() is None, f"{name} stopped as idle during the outage"
-    assert wait_exit(_start(settings, tmp_path, "replay2", "replay", str(second), "--no-progress"),
-                     timeout=120) == 0  # fmt: skip
+    replay = start_cli(settings, tmp_path, "replay2", "replay", str(second), "--no-progress")
+    assert wait_exit(replay, timeout=120) == 0
 
     for name, proc in {"merger": merger, "central": central}.items():
         assert wait_exit(proc, timeout=120) == 0, name
     scores = [r for _p, _o, r in decoded(boot, settings.topic("scores"))]
-    assert Counter(r["event_id"] for r in scores) == Counter(_ids(first) + _ids(second))
+    assert Counter(r["event_id"] for r in scores) == Counter(event_ids(first) + event_ids(second))
     for proc in (merger, central):
         text = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
         assert "Traceback" not in text and "dead letter" not in text, text[-3000:]
