@@ -53,18 +53,18 @@ def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
         name = f"central-{task}"
         argv = ["central", "run", "--task", task, "--worker-id", name,
                 "--metrics-port", str(PORTS[name])]  # fmt: skip
-        services.append(Service(name, argv, PORTS[name]))
+        services.append(Service(name, argv, PORTS[name], redis_role="central"))
     size = str(args.round_size or args.edges)
     services.append(Service("merger", ["merger", "run", "--round-size", size, "--round-timeout",
                                        "10", "--metrics-port", str(PORTS["merger"])],
-                            PORTS["merger"]))  # fmt: skip
+                            PORTS["merger"], redis_role="merger"))  # fmt: skip
     edge_task = tasks[0]
     for i in range(args.edges):
         port = EDGE_PORT + i
         services.append(Service(f"edge-{i}", [
             "edge", "run", "--node", f"edge-{i}", "--task", edge_task, "--source", str(data),
             "--sites", sites[i], "--rate", str(args.edge_rate), "--summary-every", "200,10s",
-            "--metrics-port", str(port)], port))  # fmt: skip
+            "--metrics-port", str(port)], port, redis_role="edge"))  # fmt: skip
     return services
 
 
@@ -81,7 +81,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if _supervisor_pid(home):
         raise StackError("already up: `prism ps` shows it, `prism down` stops it")
     info = stack.up(settings)
-    env = dict(os.environ, **info.env_lines(), PRISM_STATE_DIR=str(settings.state_dir))
+    env = dict(os.environ, **info.env_lines(), **info.role_env(),
+               PRISM_STATE_DIR=str(settings.state_dir))  # fmt: skip
     create_topics(settings.model_copy(update={"kafka_bootstrap": info.kafka_bootstrap}),
                   bootstrap=info.kafka_bootstrap)  # fmt: skip
     data = args.data or home / "data" / "edges.avro"

@@ -33,6 +33,9 @@ class Service:
     name: str
     argv: list[str]
     metrics_port: int | None = None
+    #: central | merger | edge: runs as that role's Redis user when the supervisor's
+    #: environment has its URL (PRISM_REDIS_URL_<ROLE>; secrets never in the plan file)
+    redis_role: str | None = None
     restart: bool = True
     pid: int | None = None
     state: str = "pending"  # pending | running | done | crashed | backoff | stopped
@@ -41,6 +44,17 @@ class Service:
     started_at: float = 0.0
     log: str = ""
     _proc: Any = field(default=None, repr=False)
+
+
+def service_env(s: Service) -> dict[str, str]:
+    """The supervisor's environment, with the service's own Redis user when it has one."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    role_url = env.get(f"PRISM_REDIS_URL_{(s.redis_role or '').upper()}")
+    if s.redis_role and role_url:
+        env["PRISM_REDIS_URL"] = role_url
+    for key in [k for k in env if k.startswith("PRISM_REDIS_URL_")]:
+        del env[key]  # a service knows its own password only
+    return env
 
 
 def _row(s: Service) -> dict[str, Any]:
@@ -112,7 +126,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                env=service_env(s),
             )
         s.pid, s.state, s.started_at, s.exit_code = s._proc.pid, "running", time.time(), None
         log.info("service started name=%s pid=%s", s.name, s.pid)

@@ -10,7 +10,7 @@ so a half-running stack is completed rather than started twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prism.kafka_security import kafka_security
 from prism.settings import Settings
@@ -31,6 +31,15 @@ class StackInfo:
     started: tuple[str, ...] = ()
     reused: tuple[str, ...] = ()
     given: tuple[str, ...] = ()
+    #: service role -> its least-privilege Redis URL (our redis-server only; a given
+    #: Redis has just the URLs the user gave)
+    redis_role_urls: dict[str, str] = field(default_factory=dict)
+
+    def role_env(self) -> dict[str, str]:
+        """``PRISM_REDIS_URL_<ROLE>`` for ``prism up``'s supervisor (see redis_acl)."""
+        return {
+            f"PRISM_REDIS_URL_{role.upper()}": url for role, url in self.redis_role_urls.items()
+        }
 
     def env_lines(self) -> dict[str, str]:
         return {
@@ -89,22 +98,24 @@ def _up(settings: Settings, started: list[str]) -> StackInfo:
         (given if settings.kafka_bootstrap else reused).append("kafka")
     redis_url = _secret(settings.redis_url)
     query_url = _secret(settings.redis_query_url) or redis_url
+    roles: dict[str, str] = {}
     if redis_url is not None:
         given.append("redis")
     elif (running := redis_server.running_addresses(settings)) is not None:
-        redis_url, query_url = running.url, running.query_url
+        redis_url, query_url, roles = running.url, running.query_url, running.role_urls
         reused.append("redis")
     else:
         redis_server.stop(settings)
         addresses = redis_server.start(settings)
         started.append("redis")
-        redis_url, query_url = addresses.url, addresses.query_url
+        redis_url, query_url, roles = addresses.url, addresses.query_url, addresses.role_urls
     if bootstrap is None:
         bootstrap = kafka.start(settings)
         started.append("kafka")
     assert redis_url is not None and query_url is not None
     log.info("stack up started=%s reused=%s given=%s", started, reused, given)
-    return StackInfo(bootstrap, redis_url, query_url, tuple(started), tuple(reused), tuple(given))
+    return StackInfo(bootstrap, redis_url, query_url, tuple(started), tuple(reused), tuple(given),
+                     roles)  # fmt: skip
 
 
 def down(settings: Settings) -> list[str]:

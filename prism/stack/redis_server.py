@@ -1,8 +1,9 @@
-"""Debian's redis-server on 127.0.0.1 with a password and a read-only query user.
+"""Debian's redis-server on 127.0.0.1 with an admin password and least-privilege users.
 
-The password protects the registry; the ``prism-query`` ACL user can read every
-key but write none (nor run dangerous commands such as KEYS, CONFIG or CLIENT
-KILL), which is all that `prism models ...` and dashboards need.
+The admin password protects everything; each kind of service gets its own
+ACL user (:mod:`prism.stack.redis_acl`): the central worker and the merger
+may write only their own keys and the registry, edge agents and the
+``prism-query`` user (`prism models ...`, dashboards) may only read.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -21,29 +22,37 @@ from prism.errors import StackError
 from prism.settings import Settings
 from prism.stack import process
 from prism.stack.ports import free_port
+from prism.stack.redis_acl import QUERY_USER, ROLE_USERS, user_line
 from prism.stack.state import read_env_file, read_int, write_env_file, write_private, write_text
 
 log = logging.getLogger(__name__)
 
 MARKER = "redis-server"
-QUERY_USER = "prism-query"
 
 
 @dataclass(frozen=True)
 class RedisAddresses:
     url: str
     query_url: str
+    #: service role (central, merger, edge) -> the URL of its least-privilege user
+    role_urls: dict[str, str] = field(default_factory=dict)
 
     def as_env(self) -> dict[str, str]:
-        return {"url": self.url, "query_url": self.query_url}
+        roles = {f"url_{role}": url for role, url in self.role_urls.items()}
+        return {"url": self.url, "query_url": self.query_url, **roles}
 
 
 def _root(settings: Settings) -> Path:
     return settings.state_dir / "redis"
 
 
-def render_config(*, port: int, password: str, query_password: str, data_dir: Path) -> str:
-    """redis.conf: loopback only, AOF persistence, default user + read-only user."""
+def render_config(
+    *, port: int, password: str, passwords: dict[str, str], prefix: str, data_dir: Path
+) -> str:
+    """redis.conf: loopback only, AOF persistence, admin + one least-privilege user each.
+
+    ``passwords``: Redis user -> password, for the users of :mod:`prism.stack.redis_acl`.
+    """
     return "\n".join(
         [
             "bind 127.0.0.1",
@@ -59,7 +68,7 @@ def render_config(*, port: int, password: str, query_password: str, data_dir: Pa
             "appendfsync always",
             'save ""',
             f"requirepass {password}",
-            f"user {QUERY_USER} on >{query_password} ~* &* -@all +@read +@connection -@dangerous",
+            *(f"user {user_line(u, pw, prefix)}" for u, pw in sorted(passwords.items())),
             "",
         ]
     )
@@ -90,33 +99,38 @@ def restart(settings: Settings, *, timeout: float = 20.0) -> RedisAddresses:
     if binary is None or not (_root(settings) / "server.json").exists():
         raise StackError(f"no redis-server to restart in {_root(settings)}")
     saved = json.loads((_root(settings) / "server.json").read_text())
-    kept = (int(saved["port"]), saved["password"], saved["query_password"])
-    return _launch(settings, binary, timeout, kept=kept)
+    return _launch(settings, binary, timeout, kept=saved)
 
 
 def _launch(
-    settings: Settings, binary: str, timeout: float, *, kept: tuple[int, str, str] | None = None
+    settings: Settings, binary: str, timeout: float, *, kept: dict | None = None
 ) -> RedisAddresses:
     root = _root(settings)
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
-    if kept is None:
-        port = free_port()
-        password, query_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
-    else:
-        port, password, query_password = kept
-    write_private(root / "server.json", json.dumps(
-        {"port": port, "password": password, "query_password": query_password}))  # fmt: skip
+    users = [QUERY_USER, *ROLE_USERS.values()]
+    kept = kept or {
+        "port": free_port(),
+        "password": secrets.token_urlsafe(18),
+        "passwords": {u: secrets.token_urlsafe(18) for u in users},
+    }
+    port, password, passwords = kept["port"], kept["password"], kept["passwords"]
+    write_private(root / "server.json", json.dumps(kept))
     config = root / "redis.conf"
-    write_private(config, render_config(port=port, password=password,
-                                        query_password=query_password, data_dir=data))  # fmt: skip
+    write_private(config, render_config(port=port, password=password, passwords=passwords,
+                                        prefix=settings.redis_prefix, data_dir=data))  # fmt: skip
     log_path = root / "redis.log"
     marks = process.log_sizes(log_path)
     pid = process.start_detached([binary, str(config)], log_path=log_path, marker=MARKER)
     write_text(root / "pid", str(pid))
+
+    def url_of(user: str) -> str:
+        return f"redis://{user}:{passwords[user]}@127.0.0.1:{port}/0"
+
     addresses = RedisAddresses(
         url=f"redis://:{password}@127.0.0.1:{port}/0",
-        query_url=f"redis://{QUERY_USER}:{query_password}@127.0.0.1:{port}/0",
+        query_url=url_of(QUERY_USER),
+        role_urls={role: url_of(user) for role, user in ROLE_USERS.items()},
     )
     # Kept beside the pid so `up` can reuse a running server even without stack.env.
     write_env_file(root / "addresses.env", addresses.as_env())
@@ -152,7 +166,8 @@ def running_addresses(settings: Settings) -> RedisAddresses | None:
     saved = read_env_file(_root(settings) / "addresses.env")
     if "url" not in saved or "query_url" not in saved:
         return None
-    return RedisAddresses(saved["url"], saved["query_url"])
+    roles = {role: saved[f"url_{role}"] for role in ROLE_USERS if f"url_{role}" in saved}
+    return RedisAddresses(saved["url"], saved["query_url"], roles)
 
 
 def stop(settings: Settings, *, timeout: float = 30.0) -> bool:

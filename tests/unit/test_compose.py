@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from prism.stack.redis_acl import ROLE_USERS, acl_rules
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,7 +33,26 @@ def test_redis_has_password_persistence_and_query_user() -> None:
     assert "--requirepass" in command
     assert "--appendonly yes" in command
     assert "prism-query on" in command and "+@read" in command and "-@all" in command
+    assert "--appendfsync always" in command
     assert redis["healthcheck"]["test"]
+
+
+def test_redis_users_are_the_least_privilege_users_of_the_local_stack() -> None:
+    """The compose ACL users carry exactly the rules `prism up` gives its own redis-server,
+    and every service that writes or reads Redis connects as its own role's user."""
+    services = _compose()["services"]
+    command = services["redis"]["command"]
+    users = [command[i + 1] for i, arg in enumerate(command) if arg == "--user"]
+    declared = {}
+    for line in users:
+        name, on, password, rules = line.split(" ", 3)
+        assert on == "on" and password.startswith(">${PRISM_REDIS_"), line
+        declared[name] = rules
+    assert declared == acl_rules("prism")
+    for service, role in [("central-fraud", "central"), ("central-iot", "central"),
+                          ("merger", "merger"), ("edge", "edge")]:  # fmt: skip
+        url = _defaults(services[service]["environment"]["PRISM_REDIS_URL"])
+        assert url == f"redis://{ROLE_USERS[role]}:{ROLE_USERS[role]}-password@redis:6379/0"
 
 
 def test_every_dependency_waits_for_health_not_sleep() -> None:

@@ -51,18 +51,40 @@ def test_env_file_round_trip_is_private(tmp_path: Path) -> None:
     assert read_env_file(tmp_path / "missing.env") == {}
 
 
-def test_redis_config_has_read_only_user(tmp_path: Path) -> None:
-    text = render_config(port=1, password="pw", query_password="qpw", data_dir=tmp_path)
-    assert "requirepass pw" in text
-    assert "user prism-query on >qpw ~* &* -@all +@read +@connection -@dangerous" in text
-    assert "bind 127.0.0.1" in text
+PASSWORDS = {"prism-query": "qpw", "prism-central": "cpw", "prism-merger": "mpw",
+             "prism-edge": "epw"}  # fmt: skip
 
 
-def test_redis_config_is_loopback_persistent_and_query_user_cannot_write(tmp_path: Path) -> None:
-    text = render_config(port=7, password="pw", query_password="qpw", data_dir=tmp_path)
-    assert "appendonly yes" in text and f"dir {tmp_path}" in text and "port 7" in text
-    assert text.splitlines()[-1].endswith("-@dangerous")
-    assert "+@write" not in text
+def _users(text: str) -> dict[str, str]:
+    lines = [x.split(" ", 2) for x in text.splitlines() if x.startswith("user ")]
+    return {name: rules for _user, name, rules in lines}
+
+
+def test_redis_config_has_one_least_privilege_user_per_service(tmp_path: Path) -> None:
+    text = render_config(port=1, password="pw", passwords=PASSWORDS, prefix="px", data_dir=tmp_path)
+    assert "requirepass pw" in text and "bind 127.0.0.1" in text
+    users = _users(text)
+    assert set(users) == set(PASSWORDS)
+    for user, password in PASSWORDS.items():
+        assert users[user].startswith(f"on >{password} resetkeys ")
+        assert users[user].endswith("-@dangerous") and "resetchannels" in users[user]
+    assert "~* " in users["prism-query"]
+    for user in ("prism-central", "prism-merger", "prism-edge"):  # keys under their prefix only
+        keys = [w for w in users[user].split() if w.startswith("~")]
+        assert keys and all(k.startswith("~px:") for k in keys), user
+    assert "~px:checkpoint:*" in users["prism-central"] and "merger" not in users["prism-central"]
+    assert "~px:merger:*" in users["prism-merger"] and "checkpoint" not in users["prism-merger"]
+
+
+def test_redis_config_is_loopback_persistent_and_readers_cannot_write(tmp_path: Path) -> None:
+    text = render_config(port=7, password="pw", passwords=PASSWORDS, prefix="px", data_dir=tmp_path)
+    assert "appendonly yes" in text and "appendfsync always" in text
+    assert f"dir {tmp_path}" in text and "port 7" in text
+    users = _users(text)
+    for reader in ("prism-query", "prism-edge"):
+        assert "+@write" not in users[reader] and "+@read" in users[reader]
+    for writer in ("prism-central", "prism-merger"):
+        assert "+@write" in users[writer] and "+@transaction" in users[writer]
 
 
 def test_log_excerpt_keeps_the_cause_not_the_stack_frames(tmp_path: Path) -> None:

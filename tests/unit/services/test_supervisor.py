@@ -18,3 +18,23 @@ def test_a_crashing_service_is_restarted_and_a_finished_one_is_done(tmp_path):
     assert rows["finisher"]["state"] == "done" and rows["finisher"]["restarts"] == 0
     log = (tmp_path / "logs" / "crasher.log").read_text()
     assert log.count("--summary-every") == 3  # the first start and two restarts
+
+
+def test_each_service_gets_its_own_redis_user_and_no_other_password(monkeypatch) -> None:
+    from prism.services.supervisor import service_env
+
+    monkeypatch.setenv("PRISM_REDIS_URL", "redis://:admin@h:1/0")
+    for role in ("CENTRAL", "MERGER", "EDGE"):
+        monkeypatch.setenv(f"PRISM_REDIS_URL_{role}", f"redis://prism-{role.lower()}:pw@h:1/0")
+    central = service_env(Service("c", ["central", "run"], redis_role="central"))
+    assert central["PRISM_REDIS_URL"] == "redis://prism-central:pw@h:1/0"
+    assert not [k for k in central if k.startswith("PRISM_REDIS_URL_")]
+    assert service_env(Service("e", ["edge"], redis_role="edge"))["PRISM_REDIS_URL"].startswith(
+        "redis://prism-edge:"
+    )
+    plain = service_env(Service("x", ["replay"]))  # no role: the URL it was given
+    assert plain["PRISM_REDIS_URL"] == "redis://:admin@h:1/0"
+    monkeypatch.delenv("PRISM_REDIS_URL_MERGER")  # a Redis the user gave: its URL for all
+    assert service_env(Service("m", ["merger"], redis_role="merger"))["PRISM_REDIS_URL"] == (
+        "redis://:admin@h:1/0"
+    )
