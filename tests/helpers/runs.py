@@ -29,6 +29,18 @@ def event_ids(path: Path) -> list[str]:
     return [e.record["event_id"] for e in read_events(path) if e.record_type == "Transaction"]
 
 
+STARTED: list[subprocess.Popen] = []  # killed after each test by :func:`kill_leftovers`
+
+
+def kill_leftovers() -> None:
+    """Kill what a (failed) test left running, so it cannot disturb the next tests."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def start_cli(settings: Settings, tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
     """``prism ARGS`` against ``settings``; output appended to ``tmp_path/NAME.log``."""
     log = tmp_path / f"{name}.log"
@@ -39,6 +51,7 @@ def start_cli(settings: Settings, tmp_path: Path, name: str, *args: str) -> subp
         stderr=subprocess.STDOUT,
     )
     proc.log_path = log  # type: ignore[attr-defined]
+    STARTED.append(proc)
     return proc
 
 
