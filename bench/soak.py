@@ -157,6 +157,7 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
         replay = _spawn(s, workdir, "replay", "replay", str(log), "--no-progress",
                         "--rate", str(rate))  # fmt: skip
         lag: list[float] = []
+        produced_at_start = _produced(s)
         start = time.monotonic()
         while time.monotonic() - start < seconds and replay.poll() is None:
             tick = time.monotonic()
@@ -167,6 +168,7 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
                     raise SystemExit(f"{svc.name} exited ({svc.proc.returncode}) under load")
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         elapsed = time.monotonic() - start
+        delivered = (_produced(s) - produced_at_start) / elapsed
         try:
             replay.wait(60)
             behind = False
@@ -190,6 +192,7 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
     }
     return {
         "rate": rate,
+        "delivered_events_per_s": round(delivered),  # what the replay got onto the topic
         "seconds": round(elapsed, 1),
         "events": events,
         "lag_max": max(lag),
@@ -201,6 +204,21 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
         "lag_series": lag,
         "replay_fell_behind": behind,
     }
+
+
+def _produced(s: Settings) -> int:
+    """Records on the transactions topic now (sum of the partitions' end offsets)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "soak-probe"})
+    try:
+        topic = s.topic("transactions")
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(ct.PARTITIONS)
+        )
+    finally:
+        consumer.close()
 
 
 def main() -> int:
@@ -224,7 +242,8 @@ def main() -> int:
                       edge_rate=args.edge_rate, workdir=Path(tmp))  # fmt: skip
     result["max_events_per_s"] = maximum
     print(f"central maximum: {maximum and round(maximum)} events/s; load {rate:.0f} events/s "
-          f"for {result['seconds']} s ({result['events']} events)")  # fmt: skip
+          f"asked, {result['delivered_events_per_s']} events/s delivered by the replay, "
+          f"for {result['seconds']} s")  # fmt: skip
     print(f"consumer lag: median {result['lag_median']:.0f}, max {result['lag_max']:.0f}, "
           f"trend over the steady part {result['lag_growth']:+.0f} events -> "
           f"{'flat' if result['lag_flat'] else 'GROWING'}")  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from prism.commands import add_redis_wait
 from prism.settings import Settings
 
 
@@ -54,14 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="kafka",
         help="consumption engine: confluent-kafka batches (default) or a Faust agent",
     )
-    run.add_argument(
-        "--redis-wait",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="while Redis is away the service goes on and writes its state when Redis is back; "
-        "a step that cannot go on without it (restore, the last write) waits this long",
-    )
+    add_redis_wait(run)
     run.set_defaults(handler=cmd_run)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from prism.commands import add_redis_wait
 from prism.errors import UsageError
 from prism.settings import Settings
 
@@ -37,14 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="stop after this long without updates (bounded runs, tests, benchmarks)",
     )
-    run.add_argument(
-        "--redis-wait",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="while Redis is away the service goes on and writes its state when Redis is back; "
-        "a step that cannot go on without it (restore, the last write) waits this long",
-    )
+    add_redis_wait(run)
     run.set_defaults(handler=cmd_run)
 
 
