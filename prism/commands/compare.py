@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--blend-alpha", type=float, default=0.5, help="hybrid: weight of the global")
     p.add_argument("--forward-sample", type=float, default=0.1, help="hybrid: raw events sent")
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
+    p.add_argument("--poison", help="FRACTION:KIND[:SCALE] of sites send scaled|signflip|random "
+                   "updates (default scale 10), e.g. 0.2:signflip")  # fmt: skip
     p.add_argument("--label-delay", type=int, help="labels arrive N events after their event")
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")
     p.add_argument("--windows", type=int, default=20, help="windows of the metric over time")
@@ -51,6 +53,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from models.errors import ModelError
+    from models.poisoning import Attack
     from prism.compare.engine import ARCHITECTURES, Outage, SimConfig, simulate
     from prism.compare.plot import write_plot
     from prism.compare.report import build_report, render_table
@@ -67,6 +70,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--summary-every and --windows must be >= 1")
     try:
         outage = Outage.parse(args.outage) if args.outage else None
+        poison = Attack.parse(args.poison) if args.poison else None
         stream = load_stream(args.data, task=args.task, label_delay=args.label_delay)
         config = SimConfig(
             spec_name=args.model or default_spec_for_record(stream.record_type),
@@ -78,6 +82,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
             blend_alpha=args.blend_alpha,
             forward_sample=args.forward_sample,
             outage=outage,
+            poison=poison,
             seed=args.seed,
         )
         show = not (args.no_progress or args.json) and sys.stderr.isatty()

@@ -17,6 +17,10 @@ deterministic for a given log, flags and seed.
   falling back to the local model while cut off; a central learner learns the
   forwarded sample of raw events and joins the rounds as one more node.
 - ``local``: per-site learners, never merged.
+
+With ``poison`` a deterministic share of the sites (by ``seed``) send
+poisoned increments (:mod:`models.poisoning`): their own models stay honest,
+what they offer the merger lies, relative to the global they adopted.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ import numpy as np
 
 from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.sinks import sampled
+from models.poisoning import Attack, poison_summary
 from models.serialization import global_model_record, weight_summary_record
 from models.summary import Summary
 from prism.compare.stream import EVENT, Stream
 from schemas import Codec
 from streams.merger.rounds import Merger, MergerConfig, Update
 
-__all__ = ["ARCHITECTURES", "Outage", "Run", "SimConfig", "simulate"]
+__all__ = ["ARCHITECTURES", "Outage", "Run", "SimConfig", "poisoned_sites", "simulate"]
 
 ARCHITECTURES = ("centralized", "federated", "hybrid", "local")
 CODEC = Codec()
@@ -72,6 +77,7 @@ class SimConfig:
     blend_alpha: float = 0.5
     forward_sample: float = 0.1
     outage: Outage | None = None
+    poison: Attack | None = None
     seed: int = 0
 
 
@@ -91,6 +97,7 @@ class Run:
     staleness: list[int] = field(default_factory=list)
     scored_disconnected: int = 0
     merged_at: list[int] = field(default_factory=list)  # events seen when each round closed
+    poisoned: int = 0  # poisoned summaries offered
 
     @property
     def bytes_moved(self) -> int:
@@ -124,6 +131,8 @@ class _Fleet:
         self.global_bytes = 0
         self.waiting: dict[int, list[Summary]] = {}  # increments of cut-off sites
         self.events_seen = 0
+        self.attackers = poisoned_sites(stream, config)
+        self.poison_rng = np.random.default_rng([config.seed, 0xBAD])
 
     # -- events -----------------------------------------------------------------
     def score(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
@@ -180,6 +189,11 @@ class _Fleet:
         increment = learner.cut()
         if increment is None:
             return
+        if site in self.attackers and self.config.poison is not None:
+            increment = poison_summary(
+                learner.spec, increment, learner.global_, self.config.poison, self.poison_rng
+            )
+            self.run.poisoned += 1
         self.waiting.setdefault(site, []).append(increment)
         if connected:
             for waiting in self.waiting.pop(site):
@@ -273,6 +287,13 @@ def simulate(
     if progress is not None:
         progress(done % 1000)
     return {fleet.name: fleet.run for fleet in fleets}
+
+
+def poisoned_sites(stream: Stream, config: SimConfig) -> frozenset[int]:
+    """Indices of the sites that poison their updates (none without ``config.poison``)."""
+    if config.poison is None:
+        return frozenset()
+    return config.poison.attackers(len(stream.site_names), config.seed)
 
 
 def _outage_bounds(n: int, outage: Outage | None) -> tuple[int, int]:

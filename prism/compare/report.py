@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.metrics import BinaryMetrics
-from prism.compare.engine import Run, SimConfig
+from prism.compare.engine import Run, SimConfig, poisoned_sites
 from prism.compare.stream import Stream
 
 __all__ = ["build_report", "exact_auc", "render_table"]
@@ -97,6 +97,7 @@ def build_report(
             ),
             "merges": run.merges,
             "summaries": run.summaries,
+            "poisoned_summaries": run.poisoned,
             "staleness_mean": float(np.mean(run.staleness)) if run.staleness else 0.0,
             "scores_by_source": sources,
             "windowed": _windows(stream, run, windows, threshold),
@@ -122,6 +123,7 @@ def build_report(
         "seed": config.seed,
         "threshold": threshold,
         "outage": None if config.outage is None else vars(config.outage),
+        "poison": _poison(stream, config),
         "architectures": archs,
     }
 
@@ -139,6 +141,13 @@ def _outage(stream: Stream, run: Run, config: SimConfig, threshold: float) -> di
         out[f"metric_{part}"] = _grade(stream.labels[lo:hi][mask], run.scores[lo:hi][mask],
                                        threshold)["roc_auc"]  # fmt: skip
     return out
+
+
+def _poison(stream: Stream, config: SimConfig) -> dict[str, Any] | None:
+    if config.poison is None:
+        return None
+    sites = sorted(poisoned_sites(stream, config))
+    return vars(config.poison) | {"sites": [stream.site_names[i] for i in sites]}
 
 
 def render_table(report: dict[str, Any]) -> str:
@@ -163,6 +172,14 @@ def render_table(report: dict[str, Any]) -> str:
             f"{f(a['f1']):>7} {f(a['precision']):>9} {f(a['recall']):>7} "
             f"{a['bytes_moved']:>13,} {f(a['bytes_reduction_vs_centralized'], ',.1f'):>8} "
             f"{a['merges']:>7} {a['staleness_mean']:>6.2f}"
+        )
+    if report.get("poison") is not None:
+        p = report["poison"]
+        sites = ", ".join(p["sites"])
+        lines.insert(
+            1,
+            f"poisoned: {len(p['sites'])} sites ({sites}) send {p['kind']} updates "
+            f"x{p['scale']:g} under strategy {report['strategy']}",
         )
     if report["outage"] is not None:
         for name, a in report["architectures"].items():

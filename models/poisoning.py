@@ -1,0 +1,150 @@
+"""Model-poisoning attacks on a node's update: the threat the robust strategies face.
+
+A poisoning node runs the honest learner and then lies about what it learned.
+What it lies about is the *learned* part of its summary -- the weights and
+intercept the strategy merges -- as an update relative to the global model the
+node trained from (its ``reference``): ``delta = learned - reference``. The
+sent vector is ``reference + attack(delta)``:
+
+============  ===========================================================
+kind          sent update
+============  ===========================================================
+``scaled``    ``scale * delta`` (boosted: drags a mean ``scale`` times)
+``signflip``  ``-scale * delta`` (pulls against what the node learned)
+``random``    Gaussian noise with norm ``scale * |delta|`` on the
+              coordinates the node saw (no information, plausible length)
+============  ===========================================================
+
+Exact statistics (scaler counts, means, variances) and ``n_samples`` stay
+honest. They are merged exactly, not voted on, so no aggregation rule can
+outvote a lie there; inflating them is a different threat (bounded by
+authenticating nodes and screening statistics), not what these attacks test.
+
+Pure code: the caller chooses which nodes attack (:meth:`Attack.attackers`)
+and passes a seeded generator, so a run is reproducible.
+
+>>> poison_delta(np.array([1.0, -2.0]), "signflip", 3.0).tolist()
+[-3.0, 6.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.errors import ModelError
+from models.specs.base import ModelSpec
+from models.summary import Summary
+
+__all__ = ["KINDS", "Attack", "poison_delta", "poison_summary"]
+
+KINDS = ("scaled", "signflip", "random")
+DEFAULT_SCALE = 10.0
+
+
+@dataclass(frozen=True)
+class Attack:
+    """``fraction`` of the nodes send ``kind`` updates with factor ``scale``."""
+
+    fraction: float
+    kind: str
+    scale: float = DEFAULT_SCALE
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"poison kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if not 0.0 < self.fraction < 0.5:
+            raise ValueError(
+                f"poison fraction must be in (0, 0.5): a majority of attackers is not a "
+                f"threat any aggregation rule can withstand, got {self.fraction}"
+            )
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"poison scale must be a finite number > 0, got {self.scale}")
+
+    @classmethod
+    def parse(cls, text: str) -> Attack:
+        """``FRACTION:KIND[:SCALE]``, e.g. ``0.2:signflip`` or ``0.2:scaled:10``.
+
+        >>> Attack.parse("0.2:scaled:5")
+        Attack(fraction=0.2, kind='scaled', scale=5.0)
+        """
+        parts = text.split(":")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError("wrong number of fields")
+            fraction = float(parts[0])
+            scale = float(parts[2]) if len(parts) == 3 else DEFAULT_SCALE
+        except ValueError as e:
+            raise ValueError(
+                f"--poison takes FRACTION:KIND[:SCALE] with KIND one of {', '.join(KINDS)}, "
+                f"e.g. 0.2:signflip or 0.2:scaled:10, got {text!r}"
+            ) from e
+        return cls(fraction, parts[1].strip(), scale)
+
+    def attackers(self, n_nodes: int, seed: int) -> frozenset[int]:
+        """Which of ``n_nodes`` attack: ``round(fraction * n)`` (at least 1), by ``seed``."""
+        if n_nodes < 2:
+            raise ValueError("poisoning needs at least 2 nodes (an attacker and an honest one)")
+        k = max(1, round(self.fraction * n_nodes))
+        rng = np.random.default_rng([seed, 0x5EED])
+        return frozenset(int(i) for i in rng.choice(n_nodes, size=k, replace=False))
+
+
+def poison_delta(
+    delta: np.ndarray,
+    kind: str,
+    scale: float = DEFAULT_SCALE,
+    rng: np.random.Generator | None = None,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """The attacker's update in place of the honest ``delta`` (see the module docstring).
+
+    ``mask`` limits random noise to the coordinates the node has seen (others
+    are imputed by the merge anyway); ``rng`` is required for ``random``.
+    """
+    delta = np.asarray(delta, dtype=np.float64)
+    if kind == "scaled":
+        return scale * delta
+    if kind == "signflip":
+        return -scale * delta
+    if kind != "random":
+        raise ModelError(f"poison kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if rng is None:
+        raise ModelError("the random attack needs a seeded generator (rng)")
+    seen = np.ones(delta.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    noise = np.zeros_like(delta)
+    noise[seen] = rng.standard_normal(int(seen.sum()))
+    norm = float(np.linalg.norm(noise))
+    if norm == 0.0:
+        return noise
+    return noise * (scale * float(np.linalg.norm(delta)) / norm)
+
+
+def poison_summary(
+    spec: ModelSpec,
+    increment: Summary,
+    reference: Summary | None,
+    attack: Attack,
+    rng: np.random.Generator,
+) -> Summary:
+    """``increment`` with its learned part replaced by ``reference + attack(delta)``.
+
+    ``reference`` is the global model the node trained from (None: the fresh
+    model, whose learned part is zero). Exact statistics, ``n_samples`` and
+    provenance are the honest ones.
+    """
+    if spec.learned_vector(increment).size == 0:
+        raise ModelError(
+            f"{spec.name!r} has no learned weights to poison: its state is exact statistics, "
+            "merged exactly (lying about them is a different threat, see models.poisoning)"
+        )
+    if reference is not None:
+        features = spec.union_features([increment, reference])
+        increment, reference = spec.align(increment, features), spec.align(reference, features)
+    learned = spec.learned_vector(increment)
+    start = np.zeros_like(learned) if reference is None else spec.learned_vector(reference)
+    sent = poison_delta(
+        learned - start, attack.kind, attack.scale, rng, spec.learned_mask(increment)
+    )
+    return spec.with_learned_vector(increment, start + sent)
