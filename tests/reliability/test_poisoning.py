@@ -1,0 +1,89 @@
+"""Poisoning (#10.7): 20 % of the sites send scaled, sign-flipped or random updates.
+
+In-process, no Kafka: ``prism compare``'s engine runs the services' code (an
+EdgeLearner per site, the merge job's Merger and strategies); the attackers
+are chosen by the seed (:mod:`models.poisoning`). Data: River's bundled
+Phishing exported as a 5-site log (1 attacker), small and deterministic.
+
+What is asserted, on the final prequential ROC AUC of ``federated`` and
+``hybrid``:
+
+- FedMedian (the robust strategy, see bench/poisoning.py for why) stays
+  within 2 % of its own clean run and of FedAvg's clean run, for every kind;
+- FedAvg loses at least 5 % (a clear margin, 2.5x the tolerance) under
+  ``signflip`` and ``random``. ``scaled`` x10 is *not* asserted to hurt
+  FedAvg: an honest update made 10x longer mostly makes a linear model's
+  weights longer along the direction the fleet learns anyway, and ROC AUC
+  ignores the scale of a linear score -- measured here it costs FedAvg about
+  1 % (bench/poisoning.py reports it, and larger factors). So the
+  ``scaled`` case of the robust test guards FedMedian itself (it fails if the
+  median lets the attacker through and that hurts); it does not tell FedMedian
+  from FedAvg, which the ``signflip`` and ``random`` cases do.
+
+Rounds close on size only (half the sites), as in the bench: robust
+aggregation outvotes attackers within a round, which needs rounds of more
+than one update.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from models.poisoning import KINDS, Attack
+from prism.cli import main
+from prism.compare.engine import SimConfig, simulate
+from prism.compare.report import build_report
+from prism.compare.stream import Stream, load_stream
+
+ROBUST = "fedmedian"
+ARCHS = ("federated", "hybrid")
+TOLERANCE = 0.02
+CLEAR_MARGIN = 0.05
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory) -> Stream:
+    path = tmp_path_factory.mktemp("poisoning") / "phishing.avro"
+    flags = ["--sites", "5", "--seed", "1", "--labels", "inline", "--out", str(path)]
+    assert main(["dataset", "export", "phishing", *flags]) == 0
+    return load_stream(path)
+
+
+def auc(stream: Stream, strategy: str, kind: str | None) -> dict[str, float]:
+    config = SimConfig(
+        spec_name="fraud-linear",
+        architectures=ARCHS,
+        strategy=strategy,
+        summary_every=50,
+        round_timeout_ms=10**15,
+        poison=None if kind is None else Attack(0.2, kind, 10.0),
+        seed=0,
+    )
+    report = build_report(stream, simulate(stream, config), config)
+    if kind is not None:
+        assert len(report["poison"]["sites"]) == 1  # 20 % of 5 sites
+        assert report["architectures"]["federated"]["poisoned_summaries"] > 0
+    return {name: a["metric"] for name, a in report["architectures"].items()}
+
+
+@pytest.fixture(scope="module")
+def clean(stream: Stream) -> dict[str, dict[str, float]]:
+    runs = {s: auc(stream, s, None) for s in ("fedavg", ROBUST)}
+    for arch in ARCHS:  # a model that learned something, so a drop can show
+        assert runs["fedavg"][arch] > 0.85
+    return runs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_robust_strategy_stays_within_2pct_of_the_clean_runs(stream, clean, kind):
+    poisoned = auc(stream, ROBUST, kind)
+    for arch in ARCHS:
+        for reference in (clean[ROBUST][arch], clean["fedavg"][arch]):
+            assert poisoned[arch] >= (1 - TOLERANCE) * reference, (arch, poisoned, clean)
+
+
+@pytest.mark.parametrize("kind", ["signflip", "random"])
+def test_fedavg_degrades_by_a_clear_margin(stream, clean, kind):
+    poisoned = auc(stream, "fedavg", kind)
+    for arch in ARCHS:
+        assert poisoned[arch] <= (1 - CLEAR_MARGIN) * clean["fedavg"][arch], (arch, poisoned)
