@@ -174,6 +174,10 @@ class CentralWorker:
                     record = decode(rec.value, expected=event_schema if is_event else "Label")
                 except SchemaError as e:
                     error = Undecodable(e.reason_code, str(e))
+                else:  # the schema's doc: amounts are >= 0 (types alone cannot say it)
+                    if is_event and not record.get("amount", 0.0) >= 0:
+                        amount, record = record["amount"], None
+                        error = Undecodable("out-of-range", f"amount must be >= 0, got {amount!r}")
             if is_event:
                 item = EventIn(rec.offset, record, rec.value, rec.timestamp_ms, error)
                 events.setdefault(p, []).append(item)

@@ -140,10 +140,11 @@ class MergerLoop:
     # -- intake -------------------------------------------------------------------------
     def _take(self, m: Any, now_ms: int) -> bool:
         """Decode and offer one record; True if it joined a round."""
+        value = m.value()
+        if value is None:  # "empty" is no codec reason: SchemaError("empty") raised ValueError
+            self._dead(m, "empty", "a record without a value (tombstone)")
+            return False
         try:
-            value = m.value()
-            if value is None:
-                raise SchemaError("empty", "a record without a value (tombstone)")
             record = self.codec.decode(value, expected="WeightSummary")
             signature = self.verifier.check(record) if self.verifier is not None else None
             update = Update(
