@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test test-unit test-integration test-reliability soak lint bench clean
+.PHONY: setup system-deps demo test test-unit test-integration test-reliability soak poisoning lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test-reliability: setup
 # Nightly: 5 minutes at 80 % of the central learner's measured maximum (needs `prism stack up`).
 soak: setup
 	$(PY) bench/soak.py --seconds 300 --load 0.8
+
+# Poisoning figures (in-process, no stack): FedAvg vs FedMedian, clean vs 20 % attackers.
+poisoning: setup
+	$(PY) bench/poisoning.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -27,7 +27,15 @@ and River's bundled Phishing as ``prism dataset export phishing`` (1,250
 events, 5 sites, inline labels; a summary every 50 learned events, since
 each site holds ~250 events).
 
-Run: ``.venv/bin/python bench/poisoning.py [--fraud-events 50000] [--json]``
+What ``scaled`` does to FedAvg depends on the factor: an honest update made
+10x longer mostly lengthens a linear model's weights along the direction the
+fleet learns anyway, and ROC AUC ignores the scale of a linear score, so x10
+costs FedAvg little; ``--scale 100`` shows the damage. ``--seed`` picks other
+attackers (the robust run loses the attackers' data too, so its own figure
+moves with the choice).
+
+Run: ``.venv/bin/python bench/poisoning.py [--fraud-events 50000] [--scale 10]
+[--seed 0] [--default-rounds] [--json]`` (or ``make poisoning``)
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from prism.compare.stream import Stream, load_stream
 ROBUST = "fedmedian"
 STRATEGIES = ("fedavg", ROBUST)
 ARCHS = ("federated", "hybrid")
-FRACTION, SCALE = 0.2, 10.0
+FRACTION = 0.2
 TOLERANCE = 0.02  # the robust poisoned run may lose at most 2 % of the clean metric
 NO_TIMEOUT_MS = 10**15
 
@@ -75,17 +83,24 @@ def make_datasets(tmp: Path, fraud_events: int, phishing: bool) -> list[Dataset]
     return out
 
 
+@dataclass(frozen=True)
+class Setup:
+    scale: float
+    seed: int
+    timeout: int | None
+
+
 def metrics(
-    stream: Stream, data: Dataset, strategy: str, attack: Attack | None, timeout: int | None
+    stream: Stream, data: Dataset, strategy: str, attack: Attack | None, setup: Setup
 ) -> dict[str, Any]:
     config = SimConfig(
         spec_name="fraud-linear",
         architectures=ARCHS,
         strategy=strategy,
         summary_every=data.summary_every,
-        round_timeout_ms=timeout,
+        round_timeout_ms=setup.timeout,
         poison=attack,
-        seed=0,
+        seed=setup.seed,
     )
     report = build_report(stream, simulate(stream, config), config)
     return {name: a["metric"] for name, a in report["architectures"].items()} | {
@@ -99,15 +114,15 @@ def change(value: float, reference: float) -> float:
     return round(100.0 * (value - reference) / reference, 2)
 
 
-def run(data: Dataset, timeout: int | None) -> list[dict[str, Any]]:
+def run(data: Dataset, setup: Setup) -> list[dict[str, Any]]:
     stream = load_stream(data.path)
-    clean = {s: metrics(stream, data, s, None, timeout) for s in STRATEGIES}
+    clean = {s: metrics(stream, data, s, None, setup) for s in STRATEGIES}
     rows = []
     for strategy in STRATEGIES:
         for kind in (None, *KINDS):
-            attack = None if kind is None else Attack(FRACTION, kind, SCALE)
+            attack = None if kind is None else Attack(FRACTION, kind, setup.scale)
             got = clean[strategy] if attack is None else metrics(
-                stream, data, strategy, attack, timeout
+                stream, data, strategy, attack, setup
             )  # fmt: skip
             for arch in ARCHS:
                 row = {
@@ -163,24 +178,34 @@ def main() -> int:
     parser.add_argument("--no-phishing", action="store_true", help="fraud data only")
     parser.add_argument("--default-rounds", action="store_true",
                         help="prism compare's default round timeout (span / 100)")  # fmt: skip
+    parser.add_argument("--scale", type=float, default=10.0, help="attack factor (10)")
+    parser.add_argument("--seed", type=int, default=0, help="chooses the attackers (0)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    timeout = None if args.default_rounds else NO_TIMEOUT_MS
+    setup = Setup(args.scale, args.seed, None if args.default_rounds else NO_TIMEOUT_MS)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for data in make_datasets(Path(tmp), args.fraud_events, not args.no_phishing):
-            rows += run(data, timeout)
+            rows += run(data, setup)
             print(f"{data.name}: done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     result = {
         "fraction": FRACTION,
-        "scale": SCALE,
+        "scale": args.scale,
+        "seed": args.seed,
         "robust_strategy": ROBUST,
         "rounds": "default timeout" if args.default_rounds else "close on size only",
         "rows": rows,
         **verdicts(rows),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    print(f"{FRACTION:.0%} of the sites attack, factor {args.scale:g}, seed {args.seed}; "
+          f"rounds {result['rounds']}")  # fmt: skip
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        sites = next(
+            r["poisoned_sites"] for r in rows if r["dataset"] == name and r["attack"] != "clean"
+        )
+        print(f"{name}: poisoned sites {', '.join(sites)}")
     print(table(rows))
     print(
         f"robust ({ROBUST}) poisoned within 2 % of its own clean run: "
