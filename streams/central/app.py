@@ -21,14 +21,15 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from faust.types import TP
 
-from streams.central.worker import CentralWorker, RecordIn
+from prism.redis_outage import REDIS_AWAY, Outage
+from streams.central.worker import CentralWorker, RecordIn, Undelivered
+from streams.idle import IdleClock
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,31 @@ def build_app(
     )
     lock = asyncio.Lock()
     acks = _Acks()
-    idle = {"since": time.monotonic()}
+    idle = IdleClock(idle_exit_s, look_every_s=TICK_S)
+    redis = Outage("the checkpoint (state and offsets)")
+
+    def checkpointed(force: bool) -> bool:
+        """Checkpoint if due (or forced); False when postponed (broker or Redis away)."""
+        if force:  # a hand-over or the last checkpoint: waits for Redis (bounded)
+            worker.checkpoint_waiting()
+            return True
+        if not (worker.checkpoint_due() and redis.ready()):
+            return False
+        try:
+            worker.checkpoint()
+        except Undelivered as e:  # broker away: keep going, acknowledge nothing yet
+            log.warning("checkpoint postponed: %s", e)
+            return False
+        except REDIS_AWAY as e:  # Redis away: keep going, the state waits in memory
+            redis.failed(e)
+            return False
+        redis.succeeded()
+        return True
 
     async def settle(force: bool = False) -> None:
         """Checkpoint if due (or forced) and acknowledge what the checkpoint covers."""
         async with lock:
-            if force or worker.checkpoint_due():
-                worker.checkpoint()
+            if checkpointed(force):
                 pending, acks.events = acks.events, []
                 for event in pending:
                     await acks.stream.ack(event)
@@ -105,11 +124,11 @@ def build_app(
                 async with lock:
                     worker.process(records)
                     acks.events.extend(batch)
-                idle["since"] = time.monotonic()
+                idle.activity()
                 await settle()
         finally:  # graceful stop (SIGTERM): keep what was learned since the last checkpoint
             if acks.events:
-                worker.checkpoint()
+                worker.checkpoint_waiting()
             worker.publish_summaries()
             worker.producer.flush(10)
 
@@ -121,12 +140,11 @@ def build_app(
         flow_stopped = not app.consumer.flow_active
         await settle(force=bool(acks.events) and flow_stopped)
         worker.report_lag(highwater)
-        idle_for = time.monotonic() - idle["since"]
-        if idle_exit_s is not None and idle_for > idle_exit_s and worker.caught_up(highwater):
+        if idle.due(lambda: bool(worker.learners) and worker.caught_up(highwater)):
             await settle(force=bool(acks.events))
             async with lock:
                 worker.publish_summaries()
-            log.info("idle for %.1f s and caught up: stopping", idle_exit_s)
+            log.info("caught up with nothing new for %.1f s: stopping", idle_exit_s)
             os.kill(os.getpid(), signal.SIGTERM)
 
     @app.on_partitions_revoked.connect
@@ -139,7 +157,7 @@ def build_app(
     async def on_assigned(sender: Any, assigned: set, **kwargs: Any) -> None:
         async with lock:
             worker.assign({tp.partition for tp in assigned if tp.topic in _topics(worker)})
-        idle["since"] = time.monotonic()
+        idle.activity()
 
     return app
 
