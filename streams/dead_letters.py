@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from schemas import Codec
+from schemas import Codec, SchemaError
 from streams.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,23 @@ class DeadLetters:
     ) -> None:
         self.producer, self.topic, self.service = producer, topic, service
         self.codec, self.telemetry = codec, telemetry
+
+    def _encode(self, record: dict[str, Any]) -> bytes:
+        """The dead letter; an oversized record keeps the head of its value (and says so)."""
+        try:
+            return self.codec.encode("DeadLetter", record)
+        except SchemaError as e:
+            value, key = record["value"] or b"", record["key"]
+            if e.reason_code != "oversized":
+                raise
+            keep = max(self.codec.max_bytes - 2048, 0)
+            record = record | {
+                "key": key[:256] if key is not None else None,
+                "value": value[:keep],
+                "reason": f"{record['reason'][:500]} [value cut to its first {keep} of "
+                f"{len(value)} bytes to fit max_bytes]",
+            }
+            return self.codec.encode("DeadLetter", record)
 
     def send(
         self,
@@ -44,11 +61,12 @@ class DeadLetters:
             "key": key,
             "value": value,
             "reason_code": reason_code,
-            "reason": reason,
+            # a reason may quote the bad text (a lone surrogate): never fail on it here
+            "reason": reason.encode("utf-8", "backslashreplace").decode("utf-8"),
             "service": self.service,
             "failed_at": int(time.time() * 1000),
         }
-        self.producer.produce(self.topic, self.codec.encode("DeadLetter", record), key=key)
+        self.producer.produce(self.topic, self._encode(record), key=key)
         self.telemetry.dead_letters.labels(self.service, reason_code).inc()
         log.warning(
             "dead letter service=%s topic=%s partition=%s offset=%s reason_code=%s reason=%r",
