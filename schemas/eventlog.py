@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import fastavro
+import fastavro.schema
 import fastavro.write
 
 from schemas.codec import load_schema
@@ -132,6 +133,11 @@ def _read_avro(path: Path, report: OnError) -> Iterator[Event]:
     with path.open("rb") as fo:
         try:
             records = fastavro.reader(fo, return_record_name=True)
+            if _canonical(records.writer_schema) != _CONTRACT:
+                # another writer schema (one record type, an older or a foreign one): resolve
+                # it against the contract, else its records need not have the contract's fields
+                fo.seek(0)
+                records = fastavro.reader(fo, CONTAINER_SCHEMA, return_record_name=True)
         except Exception as e:  # fastavro raises ValueError, EOFError, ... on bad headers
             raise EventLogError(f"not an Avro container file ({e})", path=path) from e
         while True:
@@ -153,6 +159,13 @@ def _read_avro(path: Path, report: OnError) -> Iterator[Event]:
                 report(BadRecord(n, problem))
                 continue
             yield Event(n, rtype, record)
+
+
+def _canonical(schema: Any) -> str:
+    return fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(schema))
+
+
+_CONTRACT = _canonical(CONTAINER_SCHEMA)
 
 
 def _single_type(records: Any) -> str:
