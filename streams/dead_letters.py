@@ -16,6 +16,10 @@ from streams.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+#: Under librdkafka's default ``message.max.bytes`` (1,000,000) with room for the envelope:
+#: a value the broker took (up to ~1 MiB) could otherwise not be produced as a dead letter.
+MAX_DEAD_LETTER_BYTES = 900_000
+
 
 class DeadLetters:
     """Encodes ``DeadLetter`` records and produces them with the service's producer."""
@@ -27,21 +31,24 @@ class DeadLetters:
         self.codec, self.telemetry = codec, telemetry
 
     def _encode(self, record: dict[str, Any]) -> bytes:
-        """The dead letter; an oversized record keeps the head of its value (and says so)."""
+        """The dead letter; one too big to send keeps the head of its value (and says so)."""
+        limit = min(self.codec.max_bytes, MAX_DEAD_LETTER_BYTES)
         try:
-            return self.codec.encode("DeadLetter", record)
+            data = self.codec.encode("DeadLetter", record)
+            if len(data) <= limit:
+                return data
         except SchemaError as e:
-            value, key = record["value"] or b"", record["key"]
             if e.reason_code != "oversized":
                 raise
-            keep = max(self.codec.max_bytes - 2048, 0)
-            record = record | {
-                "key": key[:256] if key is not None else None,
-                "value": value[:keep],
-                "reason": f"{record['reason'][:500]} [value cut to its first {keep} of "
-                f"{len(value)} bytes to fit max_bytes]",
-            }
-            return self.codec.encode("DeadLetter", record)
+        value, key = record["value"] or b"", record["key"]
+        keep = max(limit - 2048, 0)
+        record = record | {
+            "key": key[:256] if key is not None else None,
+            "value": value[:keep],
+            "reason": f"{record['reason'][:500]} [value cut to its first {keep} of "
+            f"{len(value)} bytes to fit a dead letter]",
+        }
+        return self.codec.encode("DeadLetter", record)
 
     def send(
         self,

@@ -414,3 +414,25 @@ def test_edge_keeps_bad_local_events_and_bad_global_models_and_goes_on(
     )
     assert scores == Counter(r["event_id"] for r in good)
     assert read_topic(s.kafka_bootstrap or "", prism_topics["dead-letter"]) == []  # kept locally
+
+
+def test_a_value_too_big_for_a_dead_letter_message_is_still_one(
+    test_settings, prism_topics, spawn, monkeypatch
+) -> None:
+    """Default max_bytes (1 MiB) is above librdkafka's default message.max.bytes (1,000,000):
+    a ~1 MB value the broker took could not be dead-lettered whole, and producing it raised."""
+    monkeypatch.setenv("PRISM_REDIS_PREFIX", f"t{uuid.uuid4().hex[:8]}")
+    s, topic = test_settings, prism_topics["model-updates"]
+    big = b"\x00" + b"z" * 1_000_000  # under max_bytes: refused as bad-marker, not oversized
+    good = CODEC.encode("WeightSummary", _update(_summary("a")))
+    produce(s, topic, [(b"a", big), (b"a", good)])
+    proc = spawn("merger", "run", "--round-size", "1", "--group", "gbig", "--idle-exit", "3",
+                 log_name="merger-big.log")  # fmt: skip
+    assert wait_exit(proc, 120) == 0
+    assert "Traceback" not in Path(proc.log_path).read_text(errors="replace")
+    (dead,) = [r for _, _, r in decoded(s.kafka_bootstrap or "", prism_topics["dead-letter"])]
+    assert dead["reason_code"] == "bad-marker" and dead["offset"] == 0
+    assert big.startswith(dead["value"]) and len(dead["value"]) > 800_000
+    assert "cut to its first" in dead["reason"]
+    published = decoded(s.kafka_bootstrap or "", prism_topics["global-model"])
+    assert [r["version"] for _, _, r in published] == [1]  # the good update after it merged
