@@ -190,7 +190,9 @@ class KafkaLoop:
         ends: list[int | None] = []
 
         def fresh(topic: str, partition: int) -> int | None:
-            ends.append(self._highwater(topic, partition))
+            if None in ends:  # one unknown end settles it: no more waiting on the broker
+                return None
+            ends.append(self._watermark(topic, partition, cached=False, timeout=1.0))
             return ends[-1]
 
         return self.worker.caught_up(fresh) and None not in ends
@@ -273,10 +275,12 @@ class KafkaLoop:
     def _highwater(self, topic: str, partition: int) -> int | None:
         return self._watermark(topic, partition, cached=False)
 
-    def _watermark(self, topic: str, partition: int, *, cached: bool) -> int | None:
+    def _watermark(
+        self, topic: str, partition: int, *, cached: bool, timeout: float = 2.0
+    ) -> int | None:
         try:
             _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=2.0, cached=cached
+                TopicPartition(topic, partition), timeout=timeout, cached=cached
             )
         except KafkaException:
             return None

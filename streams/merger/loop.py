@@ -284,7 +284,7 @@ class MergerLoop:
             return False
         try:
             for tp in self.consumer.position(assignment):
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
                 if high < 0:  # -1001: the broker did not tell (shutting down, no leader)
                     return False
                 known = [self.position.get(tp.partition), self.stored.get(tp.partition)]

@@ -150,6 +150,11 @@ def own_broker(test_settings: Settings, tmp_path: Path):
         local_kafka.stop(broker_settings)
 
 
+# enough that, after the broker is back, the agent still runs while the merger rejoins its
+# group and merges the backlog (the test wants a global adopted after the reconnect)
+OUTAGE_EVENTS = 6000
+
+
 @pytest.mark.reliability  # #10.4: an edge offline for a long stretch
 def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     own_broker, tmp_path: Path, monkeypatch
@@ -159,7 +164,7 @@ def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     monkeypatch.setenv("PRISM_REDIS_PREFIX", prefix)
     settings = settings.model_copy(update={"redis_prefix": prefix})
     create_topics(settings, bootstrap=settings.kafka_bootstrap or "", partitions=1)
-    log = fraud_log(tmp_path, 4000)
+    log = fraud_log(tmp_path, OUTAGE_EVENTS)
     merger = start(settings, tmp_path, "merger", "run", "--round-size", "1", "--round-timeout",
                    "600", "--idle-exit", "40", "--group", "edge-outage", name="merger")  # fmt: skip
     wait_for_log(merger, "merger starting", timeout=60)
@@ -196,7 +201,7 @@ def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     text = Path(agent.log_path).read_text()  # type: ignore[attr-defined]
     assert "global model adopted" in text.split("link up again", 1)[1]
     learned = int(_log_field(agent, "learned"))
-    assert learned == 4000
+    assert learned == OUTAGE_EVENTS
     assert max(versions, key=lambda v: v.version).summary.n_samples == learned
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from streams.idle import IdleClock
+import pytest
+
+from streams.idle import MAX_PAUSE_S, IdleClock
 
 
 class Clock:
@@ -39,8 +41,21 @@ def test_an_outage_is_not_idle_and_the_time_after_it_counts_from_the_first_good_
     clock = Clock()
     idle = IdleClock(6.0, clock=clock)
     assert not run(clock, idle, 30.0, caught_up=False)  # broker away: ends unknown
-    assert not run(clock, idle, 5.0, caught_up=True)  # back, producers reconnecting
-    assert run(clock, idle, 2.0, caught_up=True)
+    assert not run(clock, idle, 6.0, caught_up=True)  # back, producers reconnecting
+    # the first good look comes within MAX_PAUSE_S of the return, the limit runs from it
+    assert run(clock, idle, MAX_PAUSE_S + 1.0, caught_up=True)
+
+
+def test_failed_looks_back_off_so_an_outage_is_not_hammered() -> None:
+    clock = Clock()
+    idle = IdleClock(6.0, look_every_s=0.5, clock=clock)
+    looks = []
+    for _ in range(600):  # 60 s of a loop stepping every 100 ms, the broker away
+        clock.t += 0.1
+        idle.due(lambda: looks.append(clock.t) and False)
+    gaps = [b - a for a, b in zip(looks, looks[1:], strict=False)]
+    expected = [1.0, 2.0, 4.0] + [MAX_PAUSE_S] * (len(gaps) - 3)
+    assert gaps == pytest.approx(expected, abs=0.11)  # steps of 100 ms
 
 
 def test_a_long_block_between_two_looks_does_not_count() -> None:
