@@ -248,9 +248,10 @@ def _produced(s: Settings) -> int:
     consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "soak-probe"})
     try:
         topic = s.topic("transactions")
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(
             consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(ct.PARTITIONS)
+            for p in partitions
         )
     finally:
         consumer.close()

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from helpers.services import service_env
 from prism.cli import main
@@ -61,7 +61,11 @@ def wait_records(bootstrap: str, topic: str, at_least: int, timeout: float = 60.
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), 5) for p in range(3)]
+            try:
+                marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), 5)
+                         for p in range(3)]  # fmt: skip
+            except KafkaException:  # the broker restarting, a leader not yet known: ask again
+                marks = []
             if sum(hi for _lo, hi in marks) >= at_least:
                 return
             time.sleep(0.2)

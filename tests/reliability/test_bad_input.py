@@ -86,7 +86,8 @@ def wait_until(check, what: str, proc, timeout: float = 120.0):
 
 
 def count_messages(settings: Settings, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
+    """Records on ``topic`` now; -1 while the broker cannot tell yet (a fresh topic's leader)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": uuid.uuid4().hex})
     try:
@@ -96,6 +97,8 @@ def count_messages(settings: Settings, topic: str) -> int:
                 c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(3)
             )
         )
+    except KafkaException:  # e.g. NOT_LEADER_FOR_PARTITION right after creation: ask again
+        return -1
     finally:
         c.close()
 
