@@ -34,6 +34,7 @@ from typing import Any
 import fastavro
 import numpy as np
 import pytest
+from helpers.avro_strategies import from_schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability import corpus
@@ -59,35 +60,6 @@ RSS_GROWTH_MB = 300  # ru_maxrss may grow this much over a whole run, no more
 
 
 # -- valid seeds -----------------------------------------------------------------------
-_PRIMITIVE = {
-    "string": st.text(max_size=12),
-    "int": st.integers(-(2**31), 2**31 - 1),
-    "long": st.integers(-(2**63), 2**63 - 1),
-    "double": st.floats(allow_nan=False, allow_infinity=False),
-    "boolean": st.booleans(),
-    "null": st.none(),
-    "bytes": st.binary(max_size=32),
-}
-
-
-def from_schema(schema: Any) -> st.SearchStrategy[Any]:
-    """Valid values of an Avro schema (as in tests/unit/test_codec_properties.py)."""
-    if isinstance(schema, list):
-        return st.one_of([from_schema(s) for s in schema])
-    if isinstance(schema, str):
-        return _PRIMITIVE[schema]
-    kind = schema["type"]
-    if kind == "record":
-        return st.fixed_dictionaries({f["name"]: from_schema(f["type"]) for f in schema["fields"]})
-    if kind == "array":
-        return st.lists(from_schema(schema["items"]), max_size=3)
-    if kind == "map":
-        return st.dictionaries(st.text(max_size=8), from_schema(schema["values"]), max_size=4)
-    if kind == "enum":
-        return st.sampled_from(schema["symbols"])
-    return from_schema(kind)
-
-
 def hypothesis_records(name: str, n: int = 12) -> list[dict[str, Any]]:
     """A few valid records of ``name``, drawn by hypothesis (deterministic: derandomized)."""
     out: list[dict[str, Any]] = []
