@@ -52,6 +52,7 @@ from schemas.eventlog import open_writer
 sys.path.insert(0, str(Path(__file__).parent))
 import central_throughput as ct  # noqa: E402 - the (a1) measurement, reused
 
+RECORDS_PER_EVENT = 2  # a generated fraud log: one Transaction and one Label per event
 WARMUP = 0.2  # share of the run left out of the trends
 RSS_GROWTH = 0.05  # allowed RSS trend over the steady part, relative to its mean
 LAG_GROWTH_S = 0.5  # allowed lag trend over the steady part, in seconds of input
@@ -189,8 +190,9 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
         deadline = time.monotonic() + 60
         while _lag(central_port) is None and time.monotonic() < deadline:
             time.sleep(0.5)  # the worker has joined and reports lag
+        # `prism replay --rate` counts records: each transaction is followed by its label
         replay = _spawn(s, workdir, "replay", "replay", str(log), "--no-progress",
-                        "--rate", str(rate))  # fmt: skip
+                        "--rate", str(rate * RECORDS_PER_EVENT))  # fmt: skip
         lag: list[float] = []
         produced_at_start = _produced(s)
         start = time.monotonic()
