@@ -11,6 +11,12 @@ Not a test: prints figures measured in this run and their ratios.
   one, produce one), stopped after ``--per-event-seconds``;
 - **(c) ceiling**: one bare confluent-kafka consumer reading the same
   transactions topic and decoding every record with the codec, no learning;
+- **(d) floor**: ``bench/pipeline_floor.py`` with ``--workers`` processes in
+  one group (and **(d1)** one): consume and decode the transactions *and* the
+  labels, encode and produce one Score per event, with the worker's own
+  consumer and producer settings -- everything a central worker must do except
+  learning, joining and checkpointing. No learner can beat it, so d/c bounds
+  what a/c can reach on this machine;
 - ``--faust-too``: (a1) again with ``--engine faust`` (the Faust agent).
 
 Rates of (a) and (b) come from the scores themselves: scored events divided by
@@ -161,6 +167,23 @@ def ceiling(s, events: int) -> float:
     return rate
 
 
+def floor(settings, log: Path, workers: int) -> tuple[int, float]:
+    """Scored events and events/s of ``workers`` pipeline-floor processes in one group."""
+    s = fresh(settings, log)
+    group = f"floor-{uuid.uuid4().hex[:8]}"
+    script = Path(__file__).with_name("pipeline_floor.py")
+    topics = [s.topic(t) for t in ("transactions", "labels", "scores")]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), s.kafka_bootstrap, *topics, group, f"f{i}"])
+        for i in range(workers)
+    ]
+    STARTED.extend(procs)
+    for p in procs:
+        if p.wait(1800) != 0:
+            raise SystemExit(f"a floor process failed (exit {p.returncode})")
+    return score_rate(s)
+
+
 def latency(settings, log: Path, rate: float) -> tuple[float, float]:
     s = fresh(settings, None)
     proc = worker(s, "--idle-exit", "10")
@@ -224,6 +247,9 @@ def main() -> int:
         a_n, a_rate = batched(settings, log, args, args.workers)
         a1_n, a1_rate = batched(settings, log, args, 1)
         print(f"(c) {c_rate:,.0f}/s; (a) {a_rate:,.0f}/s; (a1) {a1_rate:,.0f}/s", flush=True)
+        d_n, d_rate = floor(settings, log, args.workers)
+        d1_n, d1_rate = floor(settings, log, 1)
+        print(f"(d) {d_rate:,.0f}/s; (d1) {d1_rate:,.0f}/s", flush=True)
         f_rate = batched(settings, log, args, 1, engine="faust")[1] if args.faust_too else None
 
         s = fresh(settings, log)
@@ -249,6 +275,10 @@ def main() -> int:
         "one_worker_batched_over_per_event": round(a1_rate / b_rate, 2),
         "batched_over_ceiling": round(a_rate / c_rate, 3),
         "one_worker_over_ceiling": round(a1_rate / c_rate, 3),
+        "floor_events_per_s": round(d_rate),
+        "floor_one_worker_events_per_s": round(d1_rate),
+        "floor_over_ceiling": round(d_rate / c_rate, 3),
+        "batched_over_floor": round(a_rate / d_rate, 3),
         "faust_one_worker_events_per_s": None if f_rate is None else round(f_rate),
         "latency_rate_events_per_s": 5000,
         "latency_p50_ms": round(p50, 1),
@@ -261,6 +291,9 @@ def main() -> int:
         print(f"     Faust engine, 1 worker {f_rate:>7,.0f} events/s")
     print(f"(b)  per-event, 1 worker {b_rate:>10,.0f} events/s  ({b_n} scored)")
     print(f"(c)  ceiling, 1 consumer {c_rate:>10,.0f} events/s  (bare consume + decode)")
+    print(f"(d)  floor, {w} workers   {d_rate:>10,.0f} events/s  (consume + decode both topics")
+    print(f"(d1) floor, 1 worker    {d1_rate:>10,.0f} events/s   + produce a Score, no learning)")
+    print(f"d/c = {d_rate / c_rate:.1%}, d1/c = {d1_rate / c_rate:.1%}: the most a/c can be here")
     print(
         f"a/b = {a_rate / b_rate:.2f}, a1/b = {a1_rate / b_rate:.2f} (goal >= 3)   "
         f"a/c = {a_rate / c_rate:.1%}, a1/c = {a1_rate / c_rate:.1%} (goal >= 50 %)   "

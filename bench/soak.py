@@ -5,18 +5,19 @@ Not a test: prints figures measured in this run. Steps, all on the real broker:
 1. **max**: one ``prism central run`` worker over ``--max-events`` preloaded
    fraud events; its rate = scored events / span of ``scored_at``
    (``bench/central_throughput.py``'s (a1) measurement) -- the *isolated*
-   maximum; then the *colocated* one: the worker scoring while a replay at
-   full speed produces beside it on the same cores, counting only the scores
-   made while the replay ran. ``--max colocated`` (default) takes the load as
-   a share of the latter: on a 2-core box the soak's replay and broker share
-   the cores with the services, and 80 % of the isolated maximum is then more
-   than the machine can produce and consume at once (measured: 80 % of
-   16,229 asked, 6,500 delivered by the replay);
+   maximum. Then the *loaded* one: the soak's whole set-up (step 2) for
+   ``--overload-seconds`` with the replay asking for the isolated maximum;
+   what the central worker keeps up with there (input rate less the lag's
+   growth) is its maximum in the soak's own company -- the replay, the broker,
+   the merger and the edges share its cores. ``--max loaded`` (default) takes
+   the load as a share of that one, ``--max isolated`` of the first (on a
+   2-core box 80 % of it is more than the worker gets beside the others:
+   measured, the lag grows);
 2. **soak**: fresh topics; a central worker, the merge job and ``--edges``
    edge agents (each replaying a log of its own at ``--edge-rate``) run while
    ``prism replay --rate`` feeds ``--load`` x max events/s for ``--seconds``.
-   Every second: the central worker's consumer lag (its /metrics) and every
-   service's RSS (/proc). ``--rate`` skips step 1.
+   Every second: the central worker's consumer lag (its /metrics; records of
+   both topics) and every service's RSS (/proc). ``--rate`` skips step 1.
 
 Flat means: after a warm-up (the first ``WARMUP`` of the run), the fitted
 trend of the lag grows by less than half a second of input over the steady
@@ -72,34 +73,6 @@ def measure_max(settings: Settings, events: int) -> float:
         args = argparse.Namespace(batch_size=1000)
         _scored, rate = ct.batched(settings, log, args, workers=1)
     return rate
-
-
-def measure_max_colocated(settings: Settings, events: int) -> float:
-    """Events/s the central worker scores while a replay at full speed shares the machine.
-
-    On one small box the soak's load generator and broker run on the same
-    cores as the services, so the maximum that matters for "80 % of the
-    maximum" is the one measured in that company: only scores made while the
-    replay was still producing count (after it ends the worker would run
-    alone, faster). If the replay itself is the slower side, this is its rate:
-    the end-to-end maximum of the machine either way.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        log = make_log(Path(tmp) / "max.avro", events, seed=13, sites=50)
-        s = ct.fresh(settings, None)
-        proc = ct.worker(s, "--idle-exit", "5")
-        time.sleep(6)  # joined before data flows (bench/central_throughput.py's latency run)
-        start = time.time()
-        ct.preload(s, log)  # full speed, in this process
-        end = time.time()
-        if proc.wait(900) != 0:
-            raise SystemExit(f"the worker failed: {Path(proc.log_path).read_text()[-2000:]}")
-        scored = np.array([ct.CODEC.decode(v)["scored_at"] for v in
-                           ct.read_all(s, s.topic("scores"))]) / 1000  # fmt: skip
-    inside = np.sort(scored[(scored >= start) & (scored <= end)])
-    if len(inside) < 2:
-        raise SystemExit("no scores while the replay ran: use more --max-events")
-    return float(len(inside) / (inside[-1] - inside[0]))
 
 
 @dataclass
@@ -218,7 +191,9 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
             svc.proc.terminate()
         for svc in services:
             svc.proc.wait(60)
-    lag_growth = trend(lag)
+    lag_growth = trend(lag)  # in records: the lag gauge sums transactions and labels
+    steady_s = elapsed * (1 - WARMUP)
+    kept_up = delivered - max(lag_growth, 0.0) / RECORDS_PER_EVENT / steady_s
     rss = {
         svc.name: {
             "peak_mb": round(max(svc.rss_mb), 1),
@@ -235,7 +210,9 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
         "lag_max": max(lag),
         "lag_median": float(np.median(lag)),
         "lag_growth": round(lag_growth, 1),
-        "lag_flat": bool(lag_growth < LAG_GROWTH_S * rate),
+        "lag_flat": bool(lag_growth < LAG_GROWTH_S * rate * RECORDS_PER_EVENT),
+        # what the central worker consumed under this load: the input less the lag's growth
+        "central_events_per_s": round(kept_up),
         "rss": rss,
         "rss_flat": all(r["growth_mb"] < RSS_GROWTH * r["mean_mb"] for r in rss.values()),
         "lag_series": lag,
@@ -267,11 +244,13 @@ def main() -> int:
     parser.add_argument("--max-events", type=int, default=60_000)
     parser.add_argument(
         "--max",
-        choices=("colocated", "isolated"),
-        default="colocated",
-        help="the maximum the load is a share of: measured beside a full-speed replay on the "
-        "same machine (default; the soak's own situation) or alone over a preloaded topic",
+        choices=("loaded", "isolated"),
+        default="loaded",
+        help="the maximum the load is a share of: what the worker keeps up with beside the "
+        "soak's replay, merger and edges when asked for more (default) or alone over a "
+        "preloaded topic",
     )
+    parser.add_argument("--overload-seconds", type=float, default=90.0)
     parser.add_argument("--edges", type=int, default=2)
     parser.add_argument("--edge-rate", type=float, default=100.0)
     parser.add_argument("--json", action="store_true")
@@ -280,27 +259,33 @@ def main() -> int:
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise SystemExit("no broker/Redis: run `prism stack up` first")
     ct.PARTITIONS = 3
-    isolated = colocated = None
+    isolated = loaded = None
+    run = {"edges": args.edges, "edge_rate": args.edge_rate}
     if not args.rate:
         isolated = measure_max(settings, args.max_events)
-        colocated = measure_max_colocated(settings, args.max_events * 3)
-    maximum = colocated if args.max == "colocated" else isolated
+        with tempfile.TemporaryDirectory(prefix="prism-overload-") as tmp:
+            over = soak(settings, rate=round(isolated), seconds=args.overload_seconds,
+                        workdir=Path(tmp), **run)  # fmt: skip
+        # kept up (flat lag): the worker was not the limit, so its maximum is at least that
+        loaded = over["delivered_events_per_s" if over["lag_flat"] else "central_events_per_s"]
+    maximum = loaded if args.max == "loaded" else isolated
     rate = args.rate or round(args.load * maximum, 0)
     with tempfile.TemporaryDirectory(prefix="prism-soak-") as tmp:
-        result = soak(settings, rate=rate, seconds=args.seconds, edges=args.edges,
-                      edge_rate=args.edge_rate, workdir=Path(tmp))  # fmt: skip
+        result = soak(settings, rate=rate, seconds=args.seconds, workdir=Path(tmp), **run)
     result["max_events_per_s"] = maximum
     result["max_isolated_events_per_s"] = isolated and round(isolated)
-    result["max_colocated_events_per_s"] = colocated and round(colocated)
-    print(f"central maximum: {isolated and round(isolated)} events/s alone on a preloaded "
-          f"topic, {colocated and round(colocated)} events/s beside a full-speed replay; "
-          f"the load is {args.load:.0%} of the {args.max} one")  # fmt: skip
-    print(f"central maximum: {maximum and round(maximum)} events/s; load {rate:.0f} events/s "
-          f"asked, {result['delivered_events_per_s']} events/s delivered by the replay, "
-          f"for {result['seconds']} s")  # fmt: skip
-    print(f"consumer lag: median {result['lag_median']:.0f}, max {result['lag_max']:.0f}, "
-          f"trend over the steady part {result['lag_growth']:+.0f} events -> "
-          f"{'flat' if result['lag_flat'] else 'GROWING'}")  # fmt: skip
+    result["max_loaded_events_per_s"] = loaded
+    if maximum is not None:
+        print(f"central maximum: {round(isolated)} events/s alone on a preloaded topic, "
+              f"{loaded} events/s kept up with beside the soak's replay, merger and edges "
+              f"when asked for {round(isolated)}; the load is {args.load:.0%} of the "
+              f"{args.max} one")  # fmt: skip
+    print(f"load {rate:.0f} events/s asked, {result['delivered_events_per_s']} events/s "
+          f"delivered by the replay, for {result['seconds']} s; the central worker kept up "
+          f"with {result['central_events_per_s']} events/s")  # fmt: skip
+    print(f"consumer lag (records): median {result['lag_median']:.0f}, max "
+          f"{result['lag_max']:.0f}, trend over the steady part {result['lag_growth']:+.0f} "
+          f"-> {'flat' if result['lag_flat'] else 'GROWING'}")  # fmt: skip
     for name, r in result["rss"].items():
         print(f"  {name:<10} peak RSS {r['peak_mb']:7.1f} MB  mean {r['mean_mb']:7.1f} MB  "
               f"trend {r['growth_mb']:+.2f} MB")  # fmt: skip
