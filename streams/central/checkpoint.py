@@ -7,11 +7,18 @@ Per partition ``p`` of consumer group ``g`` (prefix from the registry keys)::
                                       counters
     prism:checkpoint:{g}:{p}:pending  hash event id -> score (f64) | offset (i64) | event bytes
     prism:checkpoint:{g}:{p}:recent   list of the latest event ids, newest first
+    prism:checkpoint:{g}:{p}:waiting  hash label offset -> ts (i64) | offset (i64) | label (u8)
+                                      | event id: labels waiting for their events
 
-One MULTI/EXEC writes every partition a worker owns. The pending hash and the
-recent list are written incrementally (only what changed since the previous
-checkpoint), so a checkpoint costs what the interval added, not the size of
-the store; being in the same transaction, they never disagree with the record.
+One MULTI/EXEC writes every partition a worker owns. The pending and waiting
+hashes and the recent list are written incrementally (only what changed since
+the previous checkpoint), so a checkpoint costs what the interval changed, not
+the size of the stores (up to ``max_waiting`` labels wait per partition while
+labels are read ahead of their events); being in the same transaction, they
+never disagree with the record. The hashes take HSET/HDEL, which repeat
+harmlessly when a transaction whose reply was lost is written again.
+(Checkpoints written before the waiting hash existed carry the waiting labels
+in the record; they are read from there and moved to the hash at the next save.)
 Pending events rest as the event bytes exactly as consumed (already in the
 contract encoding): no re-encoding on the hot path.
 """
@@ -31,6 +38,7 @@ from schemas import Codec
 from streams.central.partition import PartitionLearner, Pending, WaitingLabel
 
 _HEAD = struct.Struct("<dq")
+_WAITING = struct.Struct("<qqB")
 
 
 def pack_pending(p: Pending) -> bytes:
@@ -44,6 +52,15 @@ def unpack_pending(data: bytes, codec: Codec, schema: str) -> Pending:
     return Pending(r["event_id"], int(r["ts"]), offset, score, dict(r["features"]), raw)
 
 
+def pack_waiting(w: WaitingLabel) -> bytes:
+    return _WAITING.pack(w.ts, w.offset, w.label) + w.event_id.encode()
+
+
+def unpack_waiting(data: bytes) -> WaitingLabel:
+    ts, offset, label = _WAITING.unpack_from(data)
+    return WaitingLabel(bytes(data[_WAITING.size :]).decode(), ts, bool(label), offset)
+
+
 CHECKPOINT_MAX_BYTES = 256 * 1024 * 1024
 
 
@@ -52,6 +69,7 @@ class CheckpointKeys:
     record: str
     pending: str
     recent: str
+    waiting: str
 
 
 class CheckpointStore:
@@ -77,7 +95,7 @@ class CheckpointStore:
 
     def keys_for(self, partition: int) -> CheckpointKeys:
         base = self.keys.checkpoint(f"{self.group}:{partition}")
-        return CheckpointKeys(base, f"{base}:pending", f"{base}:recent")
+        return CheckpointKeys(base, f"{base}:pending", f"{base}:recent", f"{base}:waiting")
 
     def record(self, learner: PartitionLearner) -> dict:
         return {
@@ -89,10 +107,7 @@ class CheckpointStore:
             "state": summary_to_state(learner.spec.summarize(learner.model)),
             "event_watermark": learner.event_watermark,
             "label_watermark": learner.label_watermark,
-            "waiting_labels": [
-                {"event_id": w.event_id, "ts": w.ts, "label": w.label, "offset": w.offset}
-                for w in learner.waiting
-            ],
+            "waiting_labels": [],  # in the waiting hash, written incrementally
             "counters": {k: int(v) for k, v in learner.counters.items()},
         }
 
@@ -116,6 +131,10 @@ class CheckpointStore:
                 if changes.recent:
                     tx.lpush(k.recent, *changes.recent)
                     tx.ltrim(k.recent, 0, learner.config.recent_size - 1)
+                if changes.waiting_removed:
+                    tx.hdel(k.waiting, *changes.waiting_removed)
+                if added := learner.waiting_added():
+                    tx.hset(k.waiting, mapping={w.offset: pack_waiting(w) for w in added})
             tx.execute()
         for learner in learners:
             learner.clear_changes()
@@ -127,7 +146,8 @@ class CheckpointStore:
             tx.get(k.record)
             tx.hvals(k.pending)
             tx.lrange(k.recent, 0, -1)
-            data, pending, recent = tx.execute()
+            tx.hvals(k.waiting)
+            data, pending, recent, waiting = tx.execute()
         if data is None:
             return False
         r = self.codec.decode(data, expected="CentralCheckpoint")
@@ -136,7 +156,11 @@ class CheckpointStore:
             model=spec.load(state_to_summary(r["state"])),
             offsets=r["offsets"],
             pending=[unpack_pending(v, self.codec, self.event_schema) for v in pending],
-            waiting=[WaitingLabel(**w) for w in r["waiting_labels"]],
+            # a checkpoint from before the waiting hash: its labels are in the record,
+            # not in the hash yet (the next save writes them)
+            waiting=[WaitingLabel(**w) for w in r["waiting_labels"]]
+            + sorted(map(unpack_waiting, waiting), key=lambda w: w.offset),
+            waiting_stored=len(waiting) if not r["waiting_labels"] else 0,
             recent=[e.decode() for e in reversed(recent)],
             event_watermark=r["event_watermark"],
             label_watermark=r["label_watermark"],

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -128,11 +129,18 @@ class Rejected:
 
 @dataclass
 class Changes:
-    """Pending-store and recent-id changes since the last checkpoint (incremental writes)."""
+    """Pending-store, recent-id and waiting-label changes since the last checkpoint.
+
+    Checkpoints write only these (incremental writes), so a checkpoint costs
+    what the interval changed, not the size of the stores: up to ``max_waiting``
+    labels can wait per partition when labels are read ahead of their events.
+    """
 
     added: dict[str, Pending] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     recent: list[str] = field(default_factory=list)
+    #: label offsets of stored waiting labels resolved since the last checkpoint
+    waiting_removed: list[int] = field(default_factory=list)
 
     def add(self, p: Pending) -> None:
         self.added[p.event_id] = p
@@ -165,12 +173,16 @@ class PartitionLearner:
         self.pending: dict[str, Pending] = {}
         self.waiting: deque[WaitingLabel] = deque()
         self.recent: deque[str] = deque(maxlen=self.config.recent_size)
-        self._recent_set: Counter[str] = Counter()
+        #: event id -> times in :attr:`recent` (a plain dict: Counter's Python-level
+        #: __missing__/__delitem__ cost a measurable share of the hot path)
+        self._recent_set: dict[str, int] = {}
         self.event_watermark = -1
         self.label_watermark = -1
         self.counters: Counter[str] = Counter()
         self.metrics = WindowedMetrics(self.config.window_ms, self.config.window_periods)
         self.changes = Changes()
+        #: how many labels at the head of :attr:`waiting` the last checkpoint stored
+        self.waiting_stored = 0
         self.rejected: list[Rejected] = []
         self._to_measure: list[tuple[int, bool, float]] = []
         self._to_learn_x: list[Mapping[str, float]] = []
@@ -245,7 +257,7 @@ class PartitionLearner:
 
     def _duplicate(self, event: EventIn, in_batch: set[str]) -> bool:
         eid = event.record["event_id"]
-        if eid in in_batch or eid in self.pending or self._recent_set[eid] > 0:
+        if eid in in_batch or eid in self.pending or eid in self._recent_set:
             self.counters["duplicate-events"] += 1
             self.rejected.append(
                 Rejected(
@@ -280,11 +292,13 @@ class PartitionLearner:
     def _remember(self, event_id: str) -> None:
         if len(self.recent) == self.recent.maxlen:
             old = self.recent[0]
-            self._recent_set[old] -= 1
-            if self._recent_set[old] <= 0:
+            left = self._recent_set[old] - 1
+            if left:
+                self._recent_set[old] = left
+            else:
                 del self._recent_set[old]
         self.recent.append(event_id)
-        self._recent_set[event_id] += 1
+        self._recent_set[event_id] = self._recent_set.get(event_id, 0) + 1
         changed = self.changes.recent
         changed.append(event_id)
         if len(changed) > 2 * self.config.recent_size:  # checkpoints postponed (Redis away):
@@ -354,7 +368,7 @@ class PartitionLearner:
                 self._labelled(pending.ts, head.label, pending.score)
                 if self.spec.supervised:
                     self._learn(pending.x, head.label)
-            elif self._recent_set[head.event_id] > 0:
+            elif head.event_id in self._recent_set:
                 self._reject_label(
                     head,
                     "label-not-pending",
@@ -369,6 +383,9 @@ class PartitionLearner:
             else:
                 return
             self.waiting.popleft()
+            if self.waiting_stored:  # it was stored: the next checkpoint deletes it
+                self.waiting_stored -= 1
+                self.changes.waiting_removed.append(head.offset)
 
     def _reject_label(self, head: WaitingLabel, code: str, why: str) -> None:
         self.counters[code] += 1
@@ -398,10 +415,15 @@ class PartitionLearner:
             self._drop(oldest.event_id, "expired")
 
     # -- checkpoints ---------------------------------------------------------
+    def waiting_added(self) -> list[WaitingLabel]:
+        """Labels that started waiting since the last checkpoint (the tail of :attr:`waiting`)."""
+        return list(islice(self.waiting, self.waiting_stored, None))
+
     def clear_changes(self) -> None:
         """Called once a checkpoint holding :attr:`changes` is stored (not before: a failed
         write keeps them for the next attempt)."""
         self.changes = Changes()
+        self.waiting_stored = len(self.waiting)
 
     def take_rejected(self) -> list[Rejected]:
         """Records refused since the last call, for the dead-letter topic."""
@@ -415,16 +437,22 @@ class PartitionLearner:
         offsets: Mapping[str, int],
         pending: Iterable[Pending],
         waiting: Iterable[WaitingLabel],
+        waiting_stored: int | None = None,
         recent: Iterable[str],
         event_watermark: int,
         label_watermark: int,
         counters: Mapping[str, int],
     ) -> None:
-        """Load a checkpoint's state (the checkpoint module decodes it)."""
+        """Load a checkpoint's state (the checkpoint module decodes it).
+
+        ``waiting_stored``: how many of ``waiting`` (from the head) rest where the
+        next checkpoint appends to; default all of them.
+        """
         self.model = model
         self.offsets = dict(offsets)
         self.pending = {p.event_id: p for p in sorted(pending, key=lambda p: p.offset)}
         self.waiting = deque(waiting)
+        self.waiting_stored = len(self.waiting) if waiting_stored is None else waiting_stored
         self.recent.clear()
         self._recent_set.clear()
         for eid in recent:
