@@ -8,7 +8,9 @@ Per partition ``p`` of consumer group ``g`` (prefix from the registry keys)::
     prism:checkpoint:{g}:{p}:pending  hash event id -> score (f64) | offset (i64) | event bytes
     prism:checkpoint:{g}:{p}:recent   list of the latest event ids, newest first
     prism:checkpoint:{g}:{p}:waiting  hash label offset -> ts (i64) | offset (i64) | label (u8)
-                                      | event id: labels waiting for their events
+                                      | id length (u16) | key length (i32, -1: none)
+                                      | event id | key | label bytes as consumed:
+                                      labels waiting for their events
 
 One MULTI/EXEC writes every partition a worker owns. The pending and waiting
 hashes and the recent list are written incrementally (only what changed since
@@ -38,7 +40,7 @@ from schemas import Codec
 from streams.central.partition import PartitionLearner, Pending, WaitingLabel
 
 _HEAD = struct.Struct("<dq")
-_WAITING = struct.Struct("<qqB")
+_WAITING = struct.Struct("<qqBHi")  # ts, offset, label, id length, key length (-1: none)
 
 
 def pack_pending(p: Pending) -> bytes:
@@ -53,12 +55,19 @@ def unpack_pending(data: bytes, codec: Codec, schema: str) -> Pending:
 
 
 def pack_waiting(w: WaitingLabel) -> bytes:
-    return _WAITING.pack(w.ts, w.offset, w.label) + w.event_id.encode()
+    """The label's fields, its Kafka key and its bytes as consumed (for a dead letter)."""
+    eid, key = w.event_id.encode(), w.key
+    head = _WAITING.pack(w.ts, w.offset, w.label, len(eid), -1 if key is None else len(key))
+    return head + eid + (key or b"") + (w.raw or b"")
 
 
 def unpack_waiting(data: bytes) -> WaitingLabel:
-    ts, offset, label = _WAITING.unpack_from(data)
-    return WaitingLabel(bytes(data[_WAITING.size :]).decode(), ts, bool(label), offset)
+    ts, offset, label, id_len, key_len = _WAITING.unpack_from(data)
+    at = _WAITING.size + id_len
+    eid = bytes(data[_WAITING.size : at]).decode()
+    key = None if key_len < 0 else bytes(data[at : at + key_len])
+    raw = bytes(data[at + max(key_len, 0) :]) or None
+    return WaitingLabel(eid, ts, bool(label), offset, raw, key)
 
 
 CHECKPOINT_MAX_BYTES = 256 * 1024 * 1024

@@ -60,6 +60,7 @@ class EventIn:
     raw: bytes | None
     timestamp_ms: int = 0
     error: Undecodable | None = None
+    key: bytes | None = None  # the Kafka key, for a dead letter
 
 
 @dataclass(slots=True)  # not frozen: built per record, frozen costs 4x
@@ -68,6 +69,7 @@ class LabelIn:
     record: Mapping[str, Any] | None
     raw: bytes | None = None
     error: Undecodable | None = None
+    key: bytes | None = None
 
 
 @dataclass(slots=True)  # not frozen: built per record, frozen costs 4x
@@ -95,10 +97,14 @@ class Pending:
 
 @dataclass(slots=True)
 class WaitingLabel:
+    """A label read before its event; ``raw`` and ``key`` as consumed, for a dead letter."""
+
     event_id: str
     ts: int
     label: bool
     offset: int
+    raw: bytes | None = None
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +131,7 @@ class Rejected:
     record: Mapping[str, Any] | None
     reason_code: str
     reason: str
+    key: bytes | None = None
 
 
 @dataclass
@@ -214,7 +221,7 @@ class PartitionLearner:
             if not self.fresh(self.events_topic, e.offset):
                 continue
             if e.record is None:
-                self._undecodable(self.events_topic, e.offset, e.raw, e.error)
+                self._undecodable(self.events_topic, e.offset, e.raw, e.error, e.key)
             elif not self._duplicate(e, in_batch):
                 batch.append(e)
                 in_batch.add(e.record["event_id"])
@@ -267,6 +274,7 @@ class PartitionLearner:
                     None,
                     "duplicate-event",
                     f"event id {eid!r} was already scored in partition {self.partition}",
+                    event.key,
                 )
             )
             return True
@@ -347,11 +355,13 @@ class PartitionLearner:
                 continue
             r = item.record
             if r is None:
-                self._undecodable(self.labels_topic, item.offset, item.raw, item.error)
+                self._undecodable(self.labels_topic, item.offset, item.raw, item.error, item.key)
                 continue
             ts = int(r["ts"])
             self.label_watermark = max(self.label_watermark, ts)
-            self.waiting.append(WaitingLabel(r["event_id"], ts, bool(r["label"]), item.offset))
+            self.waiting.append(
+                WaitingLabel(r["event_id"], ts, bool(r["label"]), item.offset, item.raw, item.key)
+            )
         self._drain()
         self._flush_learning()
         self._measure()
@@ -389,22 +399,27 @@ class PartitionLearner:
 
     def _reject_label(self, head: WaitingLabel, code: str, why: str) -> None:
         self.counters[code] += 1
+        # a label restored from a checkpoint of the older layout has no raw bytes: the
+        # worker re-encodes this record then
         record = {"event_id": head.event_id, "ts": head.ts, "label": head.label, "site_id": None}
         self.rejected.append(
             Rejected(
                 self.labels_topic,
                 head.offset,
-                None,
+                head.raw,
                 record,
                 code,
                 f"label for {head.event_id!r}: {why}",
+                head.key,
             )
         )
 
-    def _undecodable(self, topic: str, offset: int, raw: bytes | None, error: Any) -> None:
+    def _undecodable(
+        self, topic: str, offset: int, raw: bytes | None, error: Any, key: bytes | None
+    ) -> None:
         code, why = (error.reason_code, error.reason) if error else ("undecodable", "no reason")
         self.counters[f"bad-{code}"] += 1
-        self.rejected.append(Rejected(topic, offset, raw, None, code, why))
+        self.rejected.append(Rejected(topic, offset, raw, None, code, why, key))
 
     def _expire(self, label_ts: int) -> None:
         horizon = label_ts - self.config.ttl_ms

@@ -179,10 +179,12 @@ class CentralWorker:
                         amount, record = record["amount"], None
                         error = Undecodable("out-of-range", f"amount must be >= 0, got {amount!r}")
             if is_event:
-                item = EventIn(rec.offset, record, rec.value, rec.timestamp_ms, error)
+                item = EventIn(rec.offset, record, rec.value, rec.timestamp_ms, error, rec.key)
                 events.setdefault(p, []).append(item)
             else:
-                labels.setdefault(p, []).append(LabelIn(rec.offset, record, rec.value, error))
+                labels.setdefault(p, []).append(
+                    LabelIn(rec.offset, record, rec.value, error, rec.key)
+                )
         scored = 0
         for p in sorted(set(events) | set(labels)):
             learner = self.learners[p]
@@ -202,7 +204,7 @@ class CentralWorker:
                     topic=rej.topic,
                     partition=p,
                     offset=rej.offset,
-                    key=None,
+                    key=rej.key,
                     value=value,
                     reason_code=rej.reason_code,
                     reason=rej.reason,

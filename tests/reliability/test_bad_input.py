@@ -126,6 +126,7 @@ def assert_dead_letters(dead: list[dict], topic: str, where: dict[int, Bad], ser
         d = mine[offset]
         assert (d["reason_code"], d["service"]) == (bad.reason, service), (bad.kind, d["reason"])
         assert d["reason"] and d["partition"] == 0
+        assert d["key"] == bad.key, bad.kind  # the Kafka key as consumed, even for late rejects
         if bad.kind == "oversize":  # too big for a dead letter of max_bytes: its head, said so
             assert bad.value.startswith(d["value"]) and len(d["value"]) > MAX_BYTES // 2
             assert "cut to its first" in d["reason"]

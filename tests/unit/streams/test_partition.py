@@ -116,6 +116,27 @@ def test_duplicate_event_ids_are_rejected_within_and_across_batches() -> None:
     assert [r.reason_code for r in lr.take_rejected()] == ["duplicate-event"] * 2
 
 
+def test_rejected_records_keep_their_kafka_key_and_bytes() -> None:
+    """Dead letters lose nothing: a duplicate event and a label rejected batches after it
+    was read carry the key and the bytes as consumed."""
+    lr = learner()
+    dup = event(1, "e0", T0, 0.5)
+    dup.key = b"store-1"
+    lr.take_events([event(0, "e0", T0, 0.5), dup])
+    ghost = LabelIn(0, {"event_id": "ghost", "ts": T0 + 5, "label": True, "site_id": None},
+                    raw=b"ghost-label-bytes", key=b"store-2")  # fmt: skip
+    lr.take_labels([ghost])
+    assert [(r.offset, r.key, r.value) for r in lr.take_rejected()] == [(1, b"store-1", b"raw-e0")]
+    assert lr.waiting  # the label waits: its event may still come
+    lr.take_events([event(2, "later", T0 + 10, 0.5)])  # the event watermark passes the label
+    (rejected,) = lr.take_rejected()
+    assert (rejected.reason_code, rejected.key, rejected.value) == (
+        "label-unknown-event",
+        b"store-2",
+        b"ghost-label-bytes",
+    )
+
+
 def test_offsets_already_processed_are_skipped_not_relearned() -> None:
     lr = learner()
     lr.take_events([event(0, "e0", T0, 0.5, True), event(1, "e1", T0, 0.5, True)])
