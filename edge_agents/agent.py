@@ -161,8 +161,8 @@ class EdgeAgent:
             self.p.dead.add(
                 reason_code="wrong-record-type",
                 reason=f"a {item.record_type} on a {self.config.task} node",
-                where=item.position,
-                raw=str(record)[:500],
+                where=item.position if item.where is None else item.where,
+                raw=item.raw if item.raw is not None else self._encoded(item),
             )
             return
         self.events += 1
@@ -195,6 +195,13 @@ class EdgeAgent:
         every = self.config.summary_every_events
         if every is not None and self._events_since_cut >= every:
             self.cut_and_save()
+
+    def _encoded(self, item: Item) -> bytes | str:
+        """A log record's contract encoding (it has no bytes of its own), for a dead letter."""
+        try:
+            return self.p.codec.encode(item.record_type, item.record)
+        except Exception:  # noqa: BLE001 - a dead letter must still be written
+            return str(item.record)[:500]
 
     @property
     def linked(self) -> bool:

@@ -1,9 +1,12 @@
 """A node's own events: its log file (replayed at a rate or flat out) or a local topic.
 
-Both yield ``Item(position, record_type, record, raw)`` in order, and ``None``
-on idle ticks so the agent can do its periodic work. ``position`` is what a
-restart resumes after (the log's record number, or next offsets per
-partition): the agent saves it with its state.
+Both yield ``Item(position, record_type, record, raw, where)`` in order, and
+``None`` on idle ticks so the agent can do its periodic work. ``position`` is
+what a restart resumes after (the log's record number, or next offsets per
+partition): the agent saves it with its state. ``raw`` and ``where`` are the
+record's bytes as consumed and its own location (topic, partition, offset),
+for a dead letter the agent writes after decoding (a log's records have no
+bytes of their own: the agent re-encodes those).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Item:
     position: Any
     record_type: str
     record: dict[str, Any]
+    raw: bytes | None = None
+    where: Any = None  # None: the position says where it is (a log's record number)
 
 
 OnBad = Callable[[str, str, Any, str | bytes], None]  # reason_code, reason, where, raw
@@ -169,4 +174,5 @@ class TopicSource:
         except Exception as e:  # noqa: BLE001 - every bad record is a dead letter, never a crash
             self.on_bad("undecodable", str(e), where, raw)
             return None
-        return Item(dict(self.next) | {m.partition(): m.offset() + 1}, rtype, record)
+        position = dict(self.next) | {m.partition(): m.offset() + 1}
+        return Item(position, rtype, record, raw, where)

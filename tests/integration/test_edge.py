@@ -9,6 +9,7 @@ mode forwarding its sample, bad local records dead-lettered with reasons.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -362,6 +363,9 @@ def test_bad_local_records_go_to_the_local_dead_letter_file_with_reasons(
     reasons = [d["reason"] for d in dead]
     assert "JSON" in reasons[0] and "NaN" in reasons[1] and "amount" in reasons[2]
     assert "'ts'" in reasons[3] and "finite" in reasons[4] and "SensorReading" in reasons[5]
+    # a log's record has no bytes of its own: the dead letter holds its contract encoding
+    wrong = CODEC.decode(base64.b64decode(dead[5]["raw"]), expected="SensorReading")
+    assert wrong["event_id"] == "r1" and wrong["features"] == {"t": 1.0}
     scores = [r for _, _, r in decoded(test_settings.kafka_bootstrap, prism_topics["scores"])]
     assert sorted(s["event_id"] for s in scores) == ["g1", "g2"]
 

@@ -397,17 +397,14 @@ def test_edge_keeps_bad_local_events_and_bad_global_models_and_goes_on(
 
     dead = dead_lines()
     assert len(dead) == n_dead
-    # wrong-record-type names the source position (next offset per partition), not the offset
-    after = {o: d for d in dead if d["reason_code"] == "wrong-record-type"
-             for o in [d["where"]["0"] - 1]}  # fmt: skip
-    assert sorted(after) == sorted(wrong_type)
-    dead = [d for d in dead if d["reason_code"] != "wrong-record-type"]
     events = {d["where"]["offset"]: d for d in dead if d["where"]["topic"] == local}
     globals_ = {d["where"]["offset"]: d for d in dead if d["where"]["topic"] != local}
-    assert sorted(events) == sorted(set(where) - wrong_type) and sorted(globals_) == sorted(gwhere)
-    for offset, d in events.items():
+    assert sorted(events) == sorted(where) and sorted(globals_) == sorted(gwhere)
+    for offset, d in events.items():  # each at its own offset with its bytes as consumed
         b = where[offset]
-        assert d["reason_code"] == "undecodable" and d["reason"], b.kind
+        code = "wrong-record-type" if offset in wrong_type else "undecodable"
+        assert d["reason_code"] == code and d["reason"], b.kind
+        assert d["where"]["partition"] == 0, b.kind
         assert base64.b64decode(d["raw"]) == (b.value or b""), b.kind
     for offset, b in gwhere.items():
         d = globals_[offset]
