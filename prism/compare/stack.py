@@ -108,6 +108,7 @@ class _ArchitectureOnStack:
             PRISM_TOPIC_PREFIX=s.topic_prefix,
             PRISM_REDIS_PREFIX=s.redis_prefix,
             PRISM_STATE_DIR=str(s.state_dir),
+            PRISM_LOG_LEVEL="INFO",  # _wait_assigned reads the "assigned" lines
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -135,6 +136,20 @@ class _ArchitectureOnStack:
             tail = (self.settings.state_dir / f"{name}.log").read_text(errors="replace")[-1500:]
             raise StackError(f"compare --stack {self.arch}: {name} exited {code}:\n{tail}")
 
+    def _wait_assigned(self, name: str, proc: subprocess.Popen, deadline: float) -> None:
+        """Until ``name`` logs its partition assignment: the simulation's merger and centre
+        are there from the first event, so the sites' replay must not start before them (a
+        merger still joining its group closed its first rounds late and a CI run's federated
+        stack score fell 0.086 below the simulation's)."""
+        path = self.settings.state_dir / f"{name}.log"
+        while "assigned " not in path.read_text(errors="replace"):
+            if proc.poll() is not None:
+                self._wait(name, proc, deadline)  # raises with the log's tail (or exit 0)
+                raise StackError(f"compare --stack {self.arch}: {name} stopped before it joined")
+            if time.monotonic() > deadline:
+                raise StackError(f"compare --stack {self.arch}: {name} never got its partitions")
+            time.sleep(0.1)
+
     def run(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         c = self.config
@@ -155,6 +170,9 @@ class _ArchitectureOnStack:
                 )  # fmt: skip
             if self.arch == "hybrid":
                 central = self._central(idle=8.0)
+            for name, proc in (("merger", merger), ("central", central)):
+                if proc is not None:
+                    self._wait_assigned(name, proc, deadline)
             alpha = {"federated": "1.0", "hybrid": str(c.blend_alpha)}.get(self.arch, "0.5")
             # local-only nodes never merge: one summary at the end, not one per cadence
             every = str(c.summary_every) if self.arch != "local" else "1000000000"
