@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 from schemas import Codec
 from streams.central.kafka_loop import consumer_config
 from streams.central.run import producer_config
+from streams.central.worker import produce_waiting
 
 BATCH = 1000
 IDLE_S = 3.0
@@ -67,12 +68,7 @@ def run(bootstrap: str, events: str, labels: str, scores: str, group: str, worke
                 }
             )
         for record, value in zip(out, codec.encode_many("Score", out), strict=True):
-            while True:
-                try:
-                    producer.produce(scores, value, key=record["event_id"].encode())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_waiting(producer, scores, value, record["event_id"].encode())
         producer.poll(0)
     producer.flush(60)
     consumer.close()

@@ -31,7 +31,7 @@ from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySen
 from edge_agents.sources import Item, millis
 from models.errors import ModelError
 from models.serialization import weight_summary_record
-from schemas import Codec
+from schemas import Codec, SchemaError
 from schemas.signing import Signer
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class EdgeAgent:
         """A log record's contract encoding (it has no bytes of its own), for a dead letter."""
         try:
             return self.p.codec.encode(item.record_type, item.record)
-        except Exception:  # noqa: BLE001 - a dead letter must still be written
+        except SchemaError:  # a dead letter must still be written
             return str(item.record)[:500]
 
     @property

@@ -45,6 +45,16 @@ class Undelivered(RuntimeError):
     """Produced records are not acknowledged yet (the broker is away): no checkpoint now."""
 
 
+def produce_waiting(producer: Any, topic: str, value: bytes, key: bytes) -> None:
+    """Produce; if librdkafka's local queue is full, serve deliveries until it is not."""
+    while True:
+        try:
+            producer.produce(topic, value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 @dataclass(slots=True)  # not frozen: one per consumed record, frozen costs 4x
 class RecordIn:
     """A consumed Kafka record, whatever the client library."""
@@ -233,19 +243,10 @@ class CentralWorker:
             }
             for s in scored
         ]
-        topic = self.topics.scores
+        topic, producer = self.topics.scores, self.producer
         for s, value in zip(scored, self.codec.encode_many("Score", records), strict=True):
-            self._produce(topic, value, s.event_id.encode())
+            produce_waiting(producer, topic, value, s.event_id.encode())
         return len(scored)
-
-    def _produce(self, topic: str, value: bytes, key: bytes) -> None:
-        """Produce; if librdkafka's local queue is full, serve deliveries until it is not."""
-        while True:
-            try:
-                self.producer.produce(topic, value, key=key)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
 
     def _dead_records(self, records: Sequence[RecordIn], e: Exception) -> None:
         """Dead-letter records as consumed (key and bytes intact) after an unexpected error."""
