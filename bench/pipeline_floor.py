@@ -23,6 +23,7 @@ import time
 from confluent_kafka import Consumer, Producer
 
 from schemas import Codec
+from schemas.hotpath import LabelDecoder, ScoreEncoder
 from streams.central.kafka_loop import consumer_config
 from streams.central.run import producer_config
 from streams.central.worker import produce_waiting
@@ -33,6 +34,7 @@ IDLE_S = 3.0
 
 def run(bootstrap: str, events: str, labels: str, scores: str, group: str, worker: str) -> int:
     codec = Codec()
+    labels_in, scores_out = LabelDecoder(codec), ScoreEncoder(codec)  # as the worker does
     consumer = Consumer(consumer_config(bootstrap, group, worker))
     producer = Producer(producer_config(bootstrap))
     consumer.subscribe([events, labels])
@@ -45,30 +47,25 @@ def run(bootstrap: str, events: str, labels: str, scores: str, group: str, worke
         last = time.monotonic()
         seen += len(messages)
         now = time.time() * 1000
-        out = []
+        rows = []
         for m in messages:
             if m.error() is not None:
                 continue
             if m.topic() == labels:
-                codec.decode(m.value(), expected="Label")
+                labels_in.decode(m.value())
                 continue
             r = codec.decode(m.value(), expected="Transaction")
-            out.append(
-                {
-                    "event_id": r["event_id"],
-                    "ts": r["ts"],
-                    "scored_at": int(now),
-                    "node_id": worker,
-                    "model_name": "floor",
-                    "model_version": 0,
-                    "source": "central",
-                    "score": 0.5,
-                    "label": r.get("label"),
-                    "latency_ms": 0.0,
-                }
-            )
-        for record, value in zip(out, codec.encode_many("Score", out), strict=True):
-            produce_waiting(producer, scores, value, record["event_id"].encode())
+            rows.append((r["event_id"], r["ts"], 0.5, r.get("label"), 0.0))
+        values = scores_out.encode(
+            rows,
+            scored_at=int(now),
+            node_id=worker,
+            model_name="floor",
+            model_version=0,
+            source="central",
+        )
+        for row, value in zip(rows, values, strict=True):
+            produce_waiting(producer, scores, value, row[0].encode())
         producer.poll(0)
     producer.flush(60)
     consumer.close()

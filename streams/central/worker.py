@@ -31,6 +31,7 @@ from models.serialization import global_model_record, weight_summary_record
 from models.specs import get_spec
 from prism.redis_outage import REDIS_AWAY, Outage, wait_for
 from schemas import Codec, SchemaError
+from schemas.hotpath import LabelDecoder, ScoreEncoder
 from schemas.signing import Signer
 from streams.central.checkpoint import CheckpointStore
 from streams.central.config import CentralConfig
@@ -100,6 +101,9 @@ class CentralWorker:
             )
         self.producer, self.store, self.registry = producer, store, registry
         self.codec, self.telemetry = codec, telemetry
+        # the hot path: Avro by hand for Labels and Scores, byte-equal to the codec
+        self.label_decoder = LabelDecoder(codec)
+        self.score_encoder = ScoreEncoder(codec)
         self.service = f"central-{config.task}"
         self.dead = DeadLetters(
             producer, topics.dead_letter, service=self.service, codec=codec, telemetry=telemetry
@@ -170,7 +174,11 @@ class CentralWorker:
         events: dict[int, list[EventIn]] = {}
         labels: dict[int, list[LabelIn]] = {}
         owned, events_topic = self.learners, self.topics.events
-        event_schema, decode = self.config.event_schema, self.codec.decode
+        event_schema, decode, decode_label = (
+            self.config.event_schema,
+            self.codec.decode,
+            self.label_decoder.decode,
+        )
         for rec in records:  # the hottest loop: decoding inlined on purpose
             p = rec.partition
             if p not in owned:
@@ -181,7 +189,10 @@ class CentralWorker:
                 error = Undecodable("empty", "a record without a value (tombstone)")
             else:
                 try:
-                    record = decode(rec.value, expected=event_schema if is_event else "Label")
+                    if is_event:
+                        record = decode(rec.value, expected=event_schema)
+                    else:
+                        record = decode_label(rec.value)
                 except SchemaError as e:
                     error = Undecodable(e.reason_code, str(e))
                 else:  # the schema's doc: amounts are >= 0 (types alone cannot say it)
@@ -227,24 +238,25 @@ class CentralWorker:
 
     def _emit_scores(self, scored: list) -> int:
         now = time.time() * 1000
-        stamp, worker, name = int(now), self.config.worker, self.spec.name
-        records = [
-            {
-                "event_id": s.event_id,
-                "ts": s.ts,
-                "scored_at": stamp,
-                "node_id": worker,
-                "model_name": name,
-                "model_version": 0,
-                "source": "central",
-                "score": s.score,
-                "label": s.label,
-                "latency_ms": max(now - s.timestamp_ms, 0.0) if s.timestamp_ms else 0.0,
-            }
-            for s in scored
-        ]
+        values = self.score_encoder.encode(
+            [
+                (
+                    s.event_id,
+                    s.ts,
+                    s.score,
+                    s.label,
+                    max(now - s.timestamp_ms, 0.0) if s.timestamp_ms else 0.0,
+                )
+                for s in scored
+            ],
+            scored_at=int(now),
+            node_id=self.config.worker,
+            model_name=self.spec.name,
+            model_version=0,
+            source="central",
+        )
         topic, producer = self.topics.scores, self.producer
-        for s, value in zip(scored, self.codec.encode_many("Score", records), strict=True):
+        for s, value in zip(scored, values, strict=True):
             produce_waiting(producer, topic, value, s.event_id.encode())
         return len(scored)
 
