@@ -71,7 +71,7 @@ def measure_max(settings: Settings, events: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         log = make_log(Path(tmp) / "max.avro", events, seed=11, sites=50)
         args = argparse.Namespace(batch_size=1000)
-        rate = ct.batched(settings, log, args, workers=1).steady
+        rate = ct.batched(ct.fresh(settings, log), args, workers=1).steady
     return rate
 
 
