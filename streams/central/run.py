@@ -9,6 +9,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from prism.errors import StackError, UsageError
+from prism.gc_tuning import tune_for_streaming
 from prism.kafka_security import KafkaAuth, check_login, kafka_security
 from prism.redis_outage import service_client
 from prism.registry import RegistryKeys, RegistryWriter
@@ -107,6 +108,7 @@ def run(
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     worker = build_worker(settings, config)
+    tune_for_streaming()  # after the model's warm-up: see prism/gc_tuning.py
     if config.metrics_port is not None:
         port = worker.telemetry.serve(config.metrics_port, settings.metrics_addr)
         log.info("metrics endpoint http://127.0.0.1:%s/metrics", port)
