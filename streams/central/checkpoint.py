@@ -137,8 +137,8 @@ class CheckpointStore:
                     )
                 if changes.removed:
                     tx.hdel(k.pending, *changes.removed)
-                if changes.recent:
-                    tx.lpush(k.recent, *changes.recent)
+                if changes.recent:  # only the newest recent_size survive the LTRIM
+                    tx.lpush(k.recent, *changes.recent[-learner.config.recent_size :])
                     tx.ltrim(k.recent, 0, learner.config.recent_size - 1)
                 if changes.waiting_removed:
                     tx.hdel(k.waiting, *changes.waiting_removed)
