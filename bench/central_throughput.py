@@ -286,14 +286,14 @@ def main() -> int:
         pairs = []
         for k in range(args.repeat):
             c_k = ceiling(shared, args.events)
-            a_k = batched(shared, args, args.workers, run=f"a{k}")
+            a_k = batched(shared, args, args.workers, run=f"pair{k}")
             pairs.append((c_k, a_k))
             print(f"pair {k + 1}: (c) {c_k:,.0f}/s, (a) {a_k.steady:,.0f}/s", flush=True)
         c_rate = float(np.median([c for c, _ in pairs]))
         a_rate = float(np.median([a.steady for _, a in pairs]))
         a = min(pairs, key=lambda pair: abs(pair[1].steady - a_rate))[1]  # the median run
         ratios = [a.steady / c for c, a in pairs]
-        a1 = batched(shared, args, 1, run="a1")
+        a1 = batched(shared, args, 1, run="one")
         a1_rate = a1.steady
         d, d1 = floor(settings, log, args.workers), floor(settings, log, 1)
         d_rate, d1_rate = d.steady, d1.steady
