@@ -124,6 +124,23 @@ class ModelSpec(abc.ABC):
         for x, y in zip(xs, ys, strict=True):
             self.learn_one(model, x, y)
 
+    def learn_rows(
+        self,
+        model: Any,
+        keys: Sequence[tuple[str, ...]],
+        values: Sequence[Sequence[float]],
+        ys: Sequence[bool | None],
+    ) -> None:
+        """:meth:`learn_dicts` over events given as key tuples and value rows.
+
+        The central learner already holds every event's features as
+        ``(tuple(x), list(x.values()))`` (it scores from them), so a spec that
+        learns from matrices need not take the dicts apart a second time. Must
+        equal ``learn_dicts`` over ``dict(zip(k, v))``; this default is exactly that.
+        """
+        xs = [dict(zip(k, v, strict=True)) for k, v in zip(keys, values, strict=True)]
+        self.learn_dicts(model, xs, ys)
+
     # -- state ----------------------------------------------------------------
     @abc.abstractmethod
     def summarize(self, model: Any) -> Summary:

@@ -22,7 +22,7 @@ is the optimizer's step count, i.e. labelled events learned.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -68,6 +68,22 @@ def _dense(xs: Sequence[Mapping[str, float]], features: Sequence[str]) -> np.nda
     for row, x in zip(X, xs, strict=True):
         for f, v in x.items():
             row[index[f]] = v
+    return X
+
+
+def _dense_rows(
+    keys: Sequence[tuple[str, ...]], values: Sequence[Sequence[float]], features: Sequence[str]
+) -> np.ndarray:
+    """:func:`_dense` of ``dict(zip(k, v))`` for each event, without building the dicts."""
+    X = np.full((len(keys), len(features)), np.nan)
+    first = keys[0]
+    if all(k is first or k == first for k in keys):  # the common case: one key order for all
+        rows = np.array(values, dtype=np.float64).reshape(len(keys), len(first))
+        X[:, [features.index(f) for f in first]] = rows
+        return X
+    index = {f: i for i, f in enumerate(features)}
+    for row, k, v in zip(X, keys, values, strict=True):
+        row[[index[f] for f in k]] = v
     return X
 
 
@@ -140,17 +156,41 @@ class FraudLinear(ModelSpec):
         """
         if len(xs) != len(ys):
             raise ModelError(f"{len(xs)} events but {len(ys)} labels")
-        if not xs:
-            return
+        if xs:
+            in_batch = set().union(*xs)
+            self._learn_dense(model, in_batch, lambda f: _dense(xs, f), ys)
+
+    def learn_rows(
+        self,
+        model: compose.Pipeline,
+        keys: Sequence[tuple[str, ...]],
+        values: Sequence[Sequence[float]],
+        ys: Sequence[bool | None],
+    ) -> None:
+        """:meth:`learn_dicts` of ``dict(zip(k, v))`` per event, without the dicts."""
+        if not len(keys) == len(values) == len(ys):
+            raise ModelError(f"{len(keys)} key tuples, {len(values)} rows, {len(ys)} labels")
+        if keys:
+            distinct = {id(k): k for k in keys}.values()  # one key tuple per feature set, mostly
+            in_batch = set().union(*distinct)
+            self._learn_dense(model, in_batch, lambda f: _dense_rows(keys, values, f), ys)
+
+    def _learn_dense(
+        self,
+        model: compose.Pipeline,
+        in_batch: set[str],
+        dense: Callable[[tuple[str, ...]], np.ndarray],
+        ys: Sequence[bool | None],
+    ) -> None:
+        """Learn ``dense(features)`` (rows in learn order, NaN = feature absent) with ``ys``."""
         if any(y is None for y in ys):
             raise ModelError("fraud-linear learns from labelled events only; a label is missing")
         from models.specs.linear_sgd import learn_scaled_logistic  # numba: load on first use
 
         scaler, glm = self._parts(model)
         had_weight = set(glm.weights)
-        in_batch = set().union(*xs)
         features = tuple(sorted(set(scaler.counts) | had_weight | in_batch))
-        X = _dense(xs, features)
+        X = dense(features)
         _, counts, means, variances = river_adapter.get_scaler_state(scaler, features)
         weights, intercept, steps = river_adapter.get_linear_state(glm, features)
         intercept = learn_scaled_logistic(
@@ -169,7 +209,7 @@ class FraudLinear(ModelSpec):
         river_adapter.set_scaler_state(scaler, features, counts, means, variances)
         keep = [i for i, f in enumerate(features) if f in had_weight or f in in_batch]
         river_adapter.set_linear_state(
-            glm, [features[i] for i in keep], weights[keep], intercept, steps + len(xs)
+            glm, [features[i] for i in keep], weights[keep], intercept, steps + len(ys)
         )
 
     def score_one(self, model: compose.Pipeline, x: Mapping[str, float]) -> float:

@@ -93,6 +93,10 @@ class Pending:
     score: float
     x: dict[str, float]
     raw: bytes
+    #: ``tuple(x)`` and ``list(x.values())`` as scored, so learning need not take x apart
+    #: again; None when restored from a checkpoint
+    keys: tuple[str, ...] | None = None
+    values: list[float] | None = None
 
 
 @dataclass(slots=True)
@@ -192,7 +196,8 @@ class PartitionLearner:
         self.waiting_stored = 0
         self.rejected: list[Rejected] = []
         self._to_measure: list[tuple[int, bool, float]] = []
-        self._to_learn_x: list[Mapping[str, float]] = []
+        self._to_learn_keys: list[tuple[str, ...]] = []
+        self._to_learn_values: list[list[float]] = []
         self._to_learn_y: list[bool | None] = []
 
     # -- positions -----------------------------------------------------------
@@ -227,7 +232,7 @@ class PartitionLearner:
                 in_batch.add(e.record["event_id"])
         if not batch:
             return []
-        groups = self._groups(batch)
+        keys, values, groups = self._groups(batch)
         scores = np.empty(len(batch))
         for features, (rows, X) in groups.items():
             scores[rows] = self.spec.score_many(self.model, X, features)
@@ -236,21 +241,21 @@ class PartitionLearner:
         supervised = self.spec.supervised
         out: list[Scored] = []
         watermark = self.event_watermark
-        for event, score in zip(batch, scores.tolist(), strict=True):
+        for event, score, k, v in zip(batch, scores.tolist(), keys, values, strict=True):
             r = event.record
-            eid, ts, label, x = r["event_id"], r["ts"], r.get("label"), r["features"]
+            eid, ts, label = r["event_id"], r["ts"], r.get("label")
             out.append(Scored(eid, ts, score, label, event.timestamp_ms))
             if ts > watermark:
                 watermark = ts
             self._remember(eid)
             if learn_each:
-                self._learn(x, None)
+                self._learn(k, v, None)
             if label is not None:
                 self._labelled(ts, label, score)
                 if supervised:
-                    self._learn(x, label)
+                    self._learn(k, v, label)
             else:
-                self._hold(Pending(eid, ts, event.offset, score, x, event.raw))
+                self._hold(Pending(eid, ts, event.offset, score, r["features"], event.raw, k, v))
         self.event_watermark = watermark
         self.counters["scored"] += len(batch)
         if learn_batch:  # one feature set: the spec's batch path, same order
@@ -281,21 +286,45 @@ class PartitionLearner:
         return False
 
     @staticmethod
-    def _groups(batch: list[EventIn]) -> dict[tuple[str, ...], tuple[list[int], np.ndarray]]:
-        """Rows by feature set, as matrices: rows with other keys are never zero-filled."""
+    def _groups(
+        batch: list[EventIn],
+    ) -> tuple[
+        list[tuple[str, ...]],
+        list[list[float]],
+        dict[tuple[str, ...], tuple[list[int], np.ndarray]],
+    ]:
+        """Each event's key tuple and value row, and the rows by feature set as matrices.
+
+        Rows with other keys are never zero-filled. Events with the same keys in
+        the same order share one key tuple (learning groups them by identity);
+        the same set in another order is a group of its own.
+        """
+        keys: list[tuple[str, ...]] = []
+        values: list[list[float]] = []
         rows: dict[tuple[str, ...], list[int]] = {}
-        for i, e in enumerate(batch):  # grouped by key order: same set, other order = own group
-            rows.setdefault(tuple(e.record["features"]), []).append(i)
-        return {
+        shared: tuple[str, ...] = ()
+        for i, e in enumerate(batch):
+            x = e.record["features"]
+            k = tuple(x)
+            idx = rows.get(k)
+            if idx is None:
+                rows[k] = idx = []
+                shared = k
+            elif k != shared:  # not the previous event's set: find the one stored
+                shared = next(known for known in rows if known == k)
+            keys.append(shared)
+            values.append(list(x.values()))
+            idx.append(i)
+        groups = {
             features: (
                 idx,
-                np.array(
-                    [list(batch[i].record["features"].values()) for i in idx],
-                    dtype=np.float64,
-                ).reshape(len(idx), len(features)),
+                np.array([values[i] for i in idx], dtype=np.float64).reshape(
+                    len(idx), len(features)
+                ),
             )
             for features, idx in rows.items()
         }
+        return keys, values, groups
 
     def _remember(self, event_id: str) -> None:
         if len(self.recent) == self.recent.maxlen:
@@ -312,18 +341,19 @@ class PartitionLearner:
         if len(changed) > 2 * self.config.recent_size:  # checkpoints postponed (Redis away):
             del changed[: -self.config.recent_size]  # the list is trimmed to this size anyway
 
-    def _learn(self, x: Mapping[str, float], y: bool | None) -> None:
+    def _learn(self, keys: tuple[str, ...], values: list[float], y: bool | None) -> None:
         """Queue in learn order; :meth:`_flush_learning` learns the queue in one call."""
-        self._to_learn_x.append(x)
+        self._to_learn_keys.append(keys)
+        self._to_learn_values.append(values)
         self._to_learn_y.append(y)
         self.counters["learned"] += 1
 
     def _flush_learning(self) -> None:
         """Learn what a take_* call resolved, through the spec's compiled batch path."""
-        if self._to_learn_x:
-            xs, ys = self._to_learn_x, self._to_learn_y
-            self._to_learn_x, self._to_learn_y = [], []
-            self.spec.learn_dicts(self.model, xs, ys)
+        if self._to_learn_y:
+            keys, values, ys = self._to_learn_keys, self._to_learn_values, self._to_learn_y
+            self._to_learn_keys, self._to_learn_values, self._to_learn_y = [], [], []
+            self.spec.learn_rows(self.model, keys, values, ys)
 
     def _labelled(self, ts: int, label: bool, score: float) -> None:
         self._to_measure.append((ts, label, score))
@@ -377,7 +407,9 @@ class PartitionLearner:
                 self.changes.remove(head.event_id)
                 self._labelled(pending.ts, head.label, pending.score)
                 if self.spec.supervised:
-                    self._learn(pending.x, head.label)
+                    if pending.keys is None:  # restored from a checkpoint
+                        pending.keys, pending.values = tuple(pending.x), list(pending.x.values())
+                    self._learn(pending.keys, pending.values, head.label)
             elif head.event_id in self._recent_set:
                 self._reject_label(
                     head,

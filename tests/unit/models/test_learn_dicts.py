@@ -85,3 +85,46 @@ def test_every_spec_batch_path_equals_its_learn_one_loop(name, make_events) -> N
     spec.learn_dicts(fast, [x for x, _ in events[:120]], ys[:120])
     spec.learn_dicts(fast, [x for x, _ in events[120:]], ys[120:])
     assert_same(spec.summarize(reference), spec.summarize(fast))
+
+
+def as_rows(xs: list[dict[str, float]], *, share: bool) -> tuple[list[tuple], list[list]]:
+    """Key tuples and value rows, as the central learner holds them (shared tuples if asked)."""
+    known: dict[tuple, tuple] = {}
+    keys = [known.setdefault(tuple(x), tuple(x)) if share else tuple(x) for x in xs]
+    return keys, [list(x.values()) for x in xs]
+
+
+@given(warmup=stream, batch=stream, share=st.booleans())
+def test_fraud_linear_rows_path_equals_the_dicts_path(warmup, batch, share) -> None:
+    """Same model to the last bit, whatever the key orders and whether tuples are shared."""
+    spec = get_spec("fraud-linear")
+    by_dicts, by_rows = spec.new_model(), spec.new_model()
+    river_loop(spec, by_dicts, warmup)
+    river_loop(spec, by_rows, warmup)
+    xs, ys = [x for x, _ in batch], [y for _, y in batch]
+    spec.learn_dicts(by_dicts, xs, ys)
+    spec.learn_rows(by_rows, *as_rows(xs, share=share), ys)
+    a, b = spec.summarize(by_dicts), spec.summarize(by_rows)
+    assert a.features == b.features and a.n_samples == b.n_samples
+    for name, t in a.tensors.items():
+        np.testing.assert_array_equal(b.tensor(name), t, err_msg=name)
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_every_spec_rows_path_equals_its_learn_one_loop(name, make_events) -> None:
+    spec = get_spec(name)
+    events = make_events(spec.task, 200, seed=6)
+    ys = [y if spec.supervised else None for _, y in events]
+    reference, fast = spec.new_model(), spec.new_model()
+    for (x, _), y in zip(events, ys, strict=True):
+        spec.learn_one(reference, x, y)
+    spec.learn_rows(fast, *as_rows([x for x, _ in events], share=True), ys)
+    assert_same(spec.summarize(reference), spec.summarize(fast))
+
+
+def test_fraud_linear_rows_path_refuses_unlabelled_or_ragged_input() -> None:
+    spec = get_spec("fraud-linear")
+    with pytest.raises(ModelError, match="label"):
+        spec.learn_rows(spec.new_model(), [("a",)], [[1.0]], [None])
+    with pytest.raises(ModelError, match="rows"):
+        spec.learn_rows(spec.new_model(), [("a",)], [[1.0], [2.0]], [True])
