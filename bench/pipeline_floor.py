@@ -6,7 +6,8 @@ worker must also consume and decode the event's label (fraud labels come
 late, on their own topic) and encode and produce one Score. This loop does
 exactly that with the worker's own consumer and producer settings
 (``streams.central.kafka_loop.consumer_config``,
-``streams.central.run.producer_config``) and nothing else: no model, no join,
+``streams.central.run.producer_config``) and its hand-written Label decoder
+and Score encoder (``schemas.hotpath``), and nothing else: no model, no join,
 no checkpoint, no dead letters. However fast the learner became, a worker
 could not beat this loop.
 
