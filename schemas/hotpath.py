@@ -31,7 +31,7 @@ from typing import Any
 from schemas.codec import MARKER, Codec
 from schemas.registry import current
 
-__all__ = ["LabelDecoder", "ScoreEncoder", "ScoreRow"]
+__all__ = ["LabelDecoder", "ScoreEncoder", "ScoreRow", "avro_long"]
 
 #: the versions this module is written for (CRC-64-AVRO of the canonical form)
 LABEL_FINGERPRINT = bytes.fromhex("6e7d411dd30e7e4d")
@@ -45,8 +45,8 @@ _LABEL_BYTES = {None: b"\x00", True: b"\x02\x01", False: b"\x02\x00"}
 ScoreRow = tuple[str, int, float, "bool | None", float]
 
 
-def _varint(n: int) -> bytes:
-    """Avro ``long``: zig-zag, then 7 bits per byte, low bits first."""
+def avro_long(n: int) -> bytes:
+    """An Avro ``long`` as written on the wire: zig-zag, then 7 bits per byte, low bits first."""
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while n > 0x7F:
@@ -58,7 +58,7 @@ def _varint(n: int) -> bytes:
 
 def _string(s: str) -> bytes:
     data = s.encode("utf-8")
-    return _varint(len(data)) + data
+    return avro_long(len(data)) + data
 
 
 def _finite(v: Any) -> bool:
@@ -118,9 +118,9 @@ class ScoreEncoder:
                     data = b"".join(
                         (
                             head,
-                            _varint(len(eid)),
+                            avro_long(len(eid)),
                             eid,
-                            _varint(ts),
+                            avro_long(ts),
                             middle,
                             _DOUBLES(score, latency),
                             _LABEL_BYTES[label],
@@ -142,11 +142,11 @@ class ScoreEncoder:
         try:
             return b"".join(
                 (
-                    _varint(scored_at),
+                    avro_long(scored_at),
                     _string(node_id),
                     _string(model_name),
-                    _varint(model_version),
-                    _varint(self._sources[source]),
+                    avro_long(model_version),
+                    avro_long(self._sources[source]),
                 )
             )
         except UnicodeEncodeError:

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import fastavro
 
+from schemas.hotpath import avro_long
+
 _STR, _LONG, _FIXED, _UNION, _MAP, _ARRAY = range(6)
 _SIZES = {"double": 8, "float": 4, "boolean": 1, "null": 0}
 _CAPTURE = {"event_id": 0, "site_id": 1, "ts": 2}
@@ -233,23 +235,13 @@ def writer_schema(path: str | Path) -> Any:
 def decode_body(schema: Any, branch: int, body: bytes) -> tuple[str, dict[str, Any]]:
     """``(record_type, record)`` of one raw body; ``schema`` from :func:`writer_schema`."""
     if isinstance(schema, list):
-        head = _zigzag(branch)
+        head = avro_long(branch)
         name, record = fastavro.schemaless_reader(
             io.BytesIO(head + body), schema, return_record_name=True
         )
     else:
         name, record = schema["name"], fastavro.schemaless_reader(io.BytesIO(body), schema)
     return str(name).rpartition(".")[2], record
-
-
-def _zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def iter_raw(path: str | Path, *, with_ts: bool = True) -> Iterator[RawRecord]:

@@ -25,6 +25,13 @@ def assert_same(a: Summary, b: Summary) -> None:
         np.testing.assert_allclose(b.tensor(name), t, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
+def as_rows(xs: list[dict[str, float]], *, share: bool) -> tuple[list[tuple], list[list]]:
+    """Key tuples and value rows, as the central learner holds them (shared tuples if asked)."""
+    known: dict[tuple, tuple] = {}
+    keys = [known.setdefault(tuple(x), tuple(x)) if share else tuple(x) for x in xs]
+    return keys, [list(x.values()) for x in xs]
+
+
 def river_loop(spec, model, events) -> None:
     for x, y in events:
         spec.learn_one(model, x, y)
@@ -74,24 +81,22 @@ def test_fraud_linear_batch_path_refuses_unlabelled_events() -> None:
         spec.learn_dicts(spec.new_model(), [{"a": 1.0}], [None])
 
 
+@pytest.mark.parametrize("path", ["learn_dicts", "learn_rows"])
 @pytest.mark.parametrize("name", SPEC_NAMES)
-def test_every_spec_batch_path_equals_its_learn_one_loop(name, make_events) -> None:
+def test_every_spec_batch_path_equals_its_learn_one_loop(name, path, make_events) -> None:
     spec = get_spec(name)
     events = make_events(spec.task, 300, seed=5)
     ys = [y if spec.supervised else None for _, y in events]
     reference, fast = spec.new_model(), spec.new_model()
     for (x, _), y in zip(events, ys, strict=True):
         spec.learn_one(reference, x, y)
-    spec.learn_dicts(fast, [x for x, _ in events[:120]], ys[:120])
-    spec.learn_dicts(fast, [x for x, _ in events[120:]], ys[120:])
+    for lo, hi in ((0, 120), (120, len(events))):
+        xs = [x for x, _ in events[lo:hi]]
+        if path == "learn_dicts":
+            spec.learn_dicts(fast, xs, ys[lo:hi])
+        else:
+            spec.learn_rows(fast, *as_rows(xs, share=True), ys[lo:hi])
     assert_same(spec.summarize(reference), spec.summarize(fast))
-
-
-def as_rows(xs: list[dict[str, float]], *, share: bool) -> tuple[list[tuple], list[list]]:
-    """Key tuples and value rows, as the central learner holds them (shared tuples if asked)."""
-    known: dict[tuple, tuple] = {}
-    keys = [known.setdefault(tuple(x), tuple(x)) if share else tuple(x) for x in xs]
-    return keys, [list(x.values()) for x in xs]
 
 
 @given(warmup=stream, batch=stream, share=st.booleans())
@@ -108,18 +113,6 @@ def test_fraud_linear_rows_path_equals_the_dicts_path(warmup, batch, share) -> N
     assert a.features == b.features and a.n_samples == b.n_samples
     for name, t in a.tensors.items():
         np.testing.assert_array_equal(b.tensor(name), t, err_msg=name)
-
-
-@pytest.mark.parametrize("name", SPEC_NAMES)
-def test_every_spec_rows_path_equals_its_learn_one_loop(name, make_events) -> None:
-    spec = get_spec(name)
-    events = make_events(spec.task, 200, seed=6)
-    ys = [y if spec.supervised else None for _, y in events]
-    reference, fast = spec.new_model(), spec.new_model()
-    for (x, _), y in zip(events, ys, strict=True):
-        spec.learn_one(reference, x, y)
-    spec.learn_rows(fast, *as_rows([x for x, _ in events], share=True), ys)
-    assert_same(spec.summarize(reference), spec.summarize(fast))
 
 
 def test_fraud_linear_rows_path_refuses_unlabelled_or_ragged_input() -> None:
