@@ -292,7 +292,7 @@ def main() -> int:
         c_rate = float(np.median([c for c, _ in pairs]))
         a_rate = float(np.median([a.steady for _, a in pairs]))
         a = min(pairs, key=lambda pair: abs(pair[1].steady - a_rate))[1]  # the median run
-        ratios = [a.steady / c for c, a in pairs]
+        ratios = [run.steady / c for c, run in pairs]
         a1 = batched(shared, args, 1, run="one")
         a1_rate = a1.steady
         d, d1 = floor(settings, log, args.workers), floor(settings, log, 1)
@@ -328,8 +328,8 @@ def main() -> int:
         "one_worker_batched_over_per_event": round(a1_rate / b_rate, 2),
         "batched_over_ceiling": round(float(np.median(ratios)), 3),
         "pairs": [
-            {"ceiling": round(c), "batched": round(a.steady), "ratio": round(a.steady / c, 3)}
-            for c, a in pairs
+            {"ceiling": round(c), "batched": round(run.steady), "ratio": round(run.steady / c, 3)}
+            for c, run in pairs
         ],
         "batched_whole_run_over_ceiling": round(a.whole_run / c_rate, 3),
         "one_worker_over_ceiling": round(a1_rate / c_rate, 3),
