@@ -51,7 +51,8 @@ def unpack_pending(data: bytes, codec: Codec, schema: str) -> Pending:
     score, offset = _HEAD.unpack_from(data)
     raw = bytes(data[_HEAD.size :])
     r = codec.decode(raw, expected=schema)
-    return Pending(r["event_id"], int(r["ts"]), offset, score, dict(r["features"]), raw)
+    x = r["features"]
+    return Pending(r["event_id"], int(r["ts"]), offset, score, tuple(x), list(x.values()), raw)
 
 
 def pack_waiting(w: WaitingLabel) -> bytes:

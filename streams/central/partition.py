@@ -91,12 +91,10 @@ class Pending:
     ts: int
     offset: int
     score: float
-    x: dict[str, float]
+    #: the features as scored, ``tuple(x)`` and ``list(x.values())``: what learning takes
+    keys: tuple[str, ...]
+    values: list[float]
     raw: bytes
-    #: ``tuple(x)`` and ``list(x.values())`` as scored, so learning need not take x apart
-    #: again; None when restored from a checkpoint
-    keys: tuple[str, ...] | None = None
-    values: list[float] | None = None
 
 
 @dataclass(slots=True)
@@ -255,7 +253,7 @@ class PartitionLearner:
                 if supervised:
                     self._learn(k, v, label)
             else:
-                self._hold(Pending(eid, ts, event.offset, score, r["features"], event.raw, k, v))
+                self._hold(Pending(eid, ts, event.offset, score, k, v, event.raw))
         self.event_watermark = watermark
         self.counters["scored"] += len(batch)
         if learn_batch:  # one feature set: the spec's batch path, same order
@@ -407,8 +405,6 @@ class PartitionLearner:
                 self.changes.remove(head.event_id)
                 self._labelled(pending.ts, head.label, pending.score)
                 if self.spec.supervised:
-                    if pending.keys is None:  # restored from a checkpoint
-                        pending.keys, pending.values = tuple(pending.x), list(pending.x.values())
                     self._learn(pending.keys, pending.values, head.label)
             elif head.event_id in self._recent_set:
                 self._reject_label(
