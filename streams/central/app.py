@@ -10,7 +10,10 @@ worker and rest in Redis checkpoints.
 
 Acks are manual: a batch's messages are acknowledged only after a
 checkpoint covering them is stored, so the offsets Faust commits to Kafka
-never run ahead of the Redis checkpoint. A rebalance waits for every
+(up to the first message not acknowledged) never run ahead of the Redis
+checkpoint. Labels still waiting for their events are not covered: a
+restart reads them again from Kafka, so they are acknowledged at a later
+checkpoint, once every label before them is resolved. A rebalance waits for every
 message to be acknowledged (Faust's ``wait_empty``) unless told not to; we
 tell it not to, and checkpoint in the revoke handler instead.
 """
@@ -38,10 +41,28 @@ TICK_S = 0.2
 
 @dataclass
 class _Acks:
-    """Events processed but not yet covered by a checkpoint."""
+    """Messages processed but not yet acknowledged."""
 
     stream: Any = None
+    #: processed since the last checkpoint
     events: list = field(default_factory=list)
+    #: checkpointed, but at or after their partition's resume offset (waiting labels)
+    held: list = field(default_factory=list)
+
+    def covered(self, worker: CentralWorker) -> list:
+        """After a checkpoint: the messages it covers, to acknowledge; the rest are held."""
+        resume = {p: lr.resume_offsets() for p, lr in worker.learners.items()}
+        covered, held = [], []
+        for event in self.held + self.events:
+            m = event.message
+            at = resume.get(m.partition, {}).get(m.topic)
+            (held if at is not None and m.offset >= at else covered).append(event)
+        self.events, self.held = [], held
+        return covered
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions handed over: their next owner reads from the checkpoint's offsets."""
+        self.held = [e for e in self.held if e.message.partition not in partitions]
 
 
 def build_app(
@@ -109,8 +130,7 @@ def build_app(
         """Checkpoint if due (or forced) and acknowledge what the checkpoint covers."""
         async with lock:
             if checkpointed(force):
-                pending, acks.events = acks.events, []
-                for event in pending:
+                for event in acks.covered(worker):
                     await acks.stream.ack(event)
             if worker.summary_due():
                 worker.publish_summaries()
@@ -151,7 +171,9 @@ def build_app(
     async def on_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
         await settle(force=bool(acks.events))
         async with lock:
-            worker.revoke({tp.partition for tp in revoked if tp.topic in _topics(worker)})
+            gone = {tp.partition for tp in revoked if tp.topic in _topics(worker)}
+            worker.revoke(gone)
+            acks.forget(gone)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set, **kwargs: Any) -> None:

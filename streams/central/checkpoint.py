@@ -3,26 +3,26 @@
 Per partition ``p`` of consumer group ``g`` (prefix from the registry keys)::
 
     prism:checkpoint:{g}:{p}          CentralCheckpoint (codec encoding): model state,
-                                      next offsets per topic, watermarks, waiting labels,
-                                      counters
+                                      offsets to resume from per topic, watermarks,
+                                      how far labels were read, counters
     prism:checkpoint:{g}:{p}:pending  hash event id -> score (f64) | offset (i64) | event bytes
     prism:checkpoint:{g}:{p}:recent   list of the latest event ids, newest first
-    prism:checkpoint:{g}:{p}:waiting  hash label offset -> ts (i64) | offset (i64) | label (u8)
-                                      | id length (u16) | key length (i32, -1: none)
-                                      | event id | key | label bytes as consumed:
-                                      labels waiting for their events
 
-One MULTI/EXEC writes every partition a worker owns. The pending and waiting
-hashes and the recent list are written incrementally (only what changed since
-the previous checkpoint), so a checkpoint costs what the interval changed, not
-the size of the stores (up to ``max_waiting`` labels wait per partition while
-labels are read ahead of their events); being in the same transaction, they
-never disagree with the record. The hashes take HSET/HDEL, which repeat
-harmlessly when a transaction whose reply was lost is written again.
-(Checkpoints written before the waiting hash existed carry the waiting labels
-in the record; they are read from there and moved to the hash at the next save.)
-Pending events rest as the event bytes exactly as consumed (already in the
-contract encoding): no re-encoding on the hot path.
+One MULTI/EXEC writes every partition a worker owns. The pending hash and the
+recent list are written incrementally (only what changed since the previous
+checkpoint), so a checkpoint costs what the interval changed, not the size of
+the stores; being in the same transaction, they never disagree with the
+record. The hash takes HSET/HDEL, which repeat harmlessly when a transaction
+whose reply was lost is written again. Pending events rest as the event bytes
+exactly as consumed (already in the contract encoding): no re-encoding on the
+hot path.
+
+Labels waiting for their events (read ahead of them: up to ``max_waiting``
+per partition on a catch-up) are not written at all: the record's labels
+offset is the oldest waiting label's, so a restart reads them again from
+Kafka (:meth:`PartitionLearner.resume_offsets`). Older layouts kept them in
+the record (``waiting_labels``) or in a ``{p}:waiting`` hash; a load still
+reads both, and the next save deletes the hash.
 """
 
 from __future__ import annotations
@@ -55,14 +55,9 @@ def unpack_pending(data: bytes, codec: Codec, schema: str) -> Pending:
     return Pending(r["event_id"], int(r["ts"]), offset, score, tuple(x), list(x.values()), raw)
 
 
-def pack_waiting(w: WaitingLabel) -> bytes:
-    """The label's fields, its Kafka key and its bytes as consumed (for a dead letter)."""
-    eid, key = w.event_id.encode(), w.key
-    head = _WAITING.pack(w.ts, w.offset, w.label, len(eid), -1 if key is None else len(key))
-    return head + eid + (key or b"") + (w.raw or b"")
-
-
 def unpack_waiting(data: bytes) -> WaitingLabel:
+    """A label of the older layout's waiting hash: ts (i64) | offset (i64) | label (u8)
+    | id length (u16) | key length (i32, -1: none) | event id | key | label bytes."""
     ts, offset, label, id_len, key_len = _WAITING.unpack_from(data)
     at = _WAITING.size + id_len
     eid = bytes(data[_WAITING.size : at]).decode()
@@ -79,7 +74,7 @@ class CheckpointKeys:
     record: str
     pending: str
     recent: str
-    waiting: str
+    waiting: str  # the older layout's waiting labels: read by a load, deleted by a save
 
 
 class CheckpointStore:
@@ -113,11 +108,12 @@ class CheckpointStore:
             "partition": learner.partition,
             "worker_id": self.worker_id,
             "created_at": int(time.time() * 1000),
-            "offsets": dict(learner.offsets),
+            "offsets": learner.resume_offsets(),
             "state": summary_to_state(learner.spec.summarize(learner.model)),
             "event_watermark": learner.event_watermark,
             "label_watermark": learner.label_watermark,
-            "waiting_labels": [],  # in the waiting hash, written incrementally
+            "labels_consumed_until": learner.labels_consumed_until(),
+            "waiting_labels": [],  # read again from Kafka
             "counters": {k: int(v) for k, v in learner.counters.items()},
         }
 
@@ -141,10 +137,7 @@ class CheckpointStore:
                 if changes.recent:  # only the newest recent_size survive the LTRIM
                     tx.lpush(k.recent, *changes.recent[-learner.config.recent_size :])
                     tx.ltrim(k.recent, 0, learner.config.recent_size - 1)
-                if changes.waiting_removed:
-                    tx.hdel(k.waiting, *changes.waiting_removed)
-                if added := learner.waiting_added():
-                    tx.hset(k.waiting, mapping={w.offset: pack_waiting(w) for w in added})
+                tx.delete(k.waiting)  # an older layout's; the record's offsets cover them now
             tx.execute()
         for learner in learners:
             learner.clear_changes()
@@ -166,11 +159,10 @@ class CheckpointStore:
             model=spec.load(state_to_summary(r["state"])),
             offsets=r["offsets"],
             pending=[unpack_pending(v, self.codec, self.event_schema) for v in pending],
-            # a checkpoint from before the waiting hash: its labels are in the record,
-            # not in the hash yet (the next save writes them)
+            # older layouts: waiting labels in the record, or in the waiting hash
             waiting=[WaitingLabel(**w) for w in r["waiting_labels"]]
             + sorted(map(unpack_waiting, waiting), key=lambda w: w.offset),
-            waiting_stored=len(waiting) if not r["waiting_labels"] else 0,
+            labels_reread_until=r["labels_consumed_until"],
             recent=[e.decode() for e in reversed(recent)],
             event_watermark=r["event_watermark"],
             label_watermark=r["label_watermark"],

@@ -217,14 +217,18 @@ class KafkaLoop:
         self._commit(partitions, asynchronous=partitions is None)
 
     def _commit(self, partitions: Iterable[int] | None, *, asynchronous: bool) -> None:
-        """Commit the checkpointed next offsets (Kafka never runs ahead of Redis)."""
+        """Commit the checkpoint's resume offsets (Kafka never runs ahead of Redis).
+
+        For labels that is the oldest label waiting for its event: the waiting
+        labels rest in Kafka, not in the checkpoint."""
         owned = self.worker.learners
         chosen = owned if partitions is None else {p: owned[p] for p in partitions if p in owned}
         offsets = [
-            TopicPartition(topic, p, learner.offsets[topic])
+            TopicPartition(topic, p, resume[topic])
             for p, learner in chosen.items()
+            for resume in (learner.resume_offsets(),)
             for topic in self.topics
-            if topic in learner.offsets
+            if topic in resume
         ]
         if not offsets:
             return

@@ -17,6 +17,13 @@ Learn order, per partition:
   watermark has passed the label's time, which proves (events being in time
   order within a partition) that the event is unknown here.
 
+Labels waiting for their events are not copied into the checkpoint: they are
+a contiguous run of the labels topic (they resolve from the head, in offset
+order), so the checkpoint's labels offset is the head's offset, and a restart
+reads them again from Kafka (:meth:`PartitionLearner.resume_offsets`). Labels
+between there and where reading had got to (:attr:`PartitionLearner.labels_reread_until`)
+are read a second time without being counted or dead-lettered twice.
+
 Pending events (scored, label not yet known) expire on *label* time: once a
 label at ``ts`` is processed, events older than ``ts - ttl`` can no longer be
 labelled in time. Expiry, like learning, then depends only on the partition's
@@ -29,7 +36,6 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -99,7 +105,10 @@ class Pending:
 
 @dataclass(slots=True)
 class WaitingLabel:
-    """A label read before its event; ``raw`` and ``key`` as consumed, for a dead letter."""
+    """A label read before its event; ``raw`` and ``key`` as consumed, for a dead letter.
+
+    Lives in memory only: a restart reads it again from the labels topic.
+    """
 
     event_id: str
     ts: int
@@ -138,18 +147,15 @@ class Rejected:
 
 @dataclass
 class Changes:
-    """Pending-store, recent-id and waiting-label changes since the last checkpoint.
+    """Pending-store and recent-id changes since the last checkpoint.
 
     Checkpoints write only these (incremental writes), so a checkpoint costs
-    what the interval changed, not the size of the stores: up to ``max_waiting``
-    labels can wait per partition when labels are read ahead of their events.
+    what the interval changed, not the size of the stores.
     """
 
     added: dict[str, Pending] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     recent: list[str] = field(default_factory=list)
-    #: label offsets of stored waiting labels resolved since the last checkpoint
-    waiting_removed: list[int] = field(default_factory=list)
 
     def add(self, p: Pending) -> None:
         self.added[p.event_id] = p
@@ -190,8 +196,9 @@ class PartitionLearner:
         self.counters: Counter[str] = Counter()
         self.metrics = WindowedMetrics(self.config.window_ms, self.config.window_periods)
         self.changes = Changes()
-        #: how many labels at the head of :attr:`waiting` the last checkpoint stored
-        self.waiting_stored = 0
+        #: labels below this offset were read before the checkpoint this learner was
+        #: restored from: reading them again counts and dead-letters nothing twice
+        self.labels_reread_until = -1
         self.rejected: list[Rejected] = []
         self._to_measure: list[tuple[int, bool, float]] = []
         self._to_learn_keys: list[tuple[str, ...]] = []
@@ -214,6 +221,22 @@ class PartitionLearner:
             self.counters["offset-gaps"] += 1
         self.offsets[topic] = offset + 1
         return True
+
+    def resume_offsets(self) -> dict[str, int]:
+        """Where a restart from a checkpoint taken now starts reading, per topic.
+
+        Events: after the last one processed. Labels: at the oldest label still
+        waiting for its event, so the waiting labels are read again from Kafka
+        instead of resting in the checkpoint. Kafka commits use these offsets too.
+        """
+        resume = dict(self.offsets)
+        if self.waiting:
+            resume[self.labels_topic] = self.waiting[0].offset
+        return resume
+
+    def labels_consumed_until(self) -> int:
+        """The next label offset this learner has not read (-1: none read)."""
+        return max(self.offsets.get(self.labels_topic, -1), self.labels_reread_until)
 
     # -- events --------------------------------------------------------------
     def take_events(self, events: Iterable[EventIn]) -> list[Scored]:
@@ -378,12 +401,17 @@ class PartitionLearner:
 
     # -- labels --------------------------------------------------------------
     def take_labels(self, labels: Iterable[LabelIn]) -> None:
+        topic, reread_until = self.labels_topic, self.labels_reread_until
         for item in labels:
-            if not self.fresh(self.labels_topic, item.offset):
+            if item.offset < reread_until:  # read before the restore: counted back then
+                if not self._reread(item.offset):
+                    continue
+            elif not self.fresh(topic, item.offset):
                 continue
             r = item.record
             if r is None:
-                self._undecodable(self.labels_topic, item.offset, item.raw, item.error, item.key)
+                if item.offset >= reread_until:  # dead-lettered when first read
+                    self._undecodable(topic, item.offset, item.raw, item.error, item.key)
                 continue
             ts = int(r["ts"])
             self.label_watermark = max(self.label_watermark, ts)
@@ -393,6 +421,15 @@ class PartitionLearner:
         self._drain()
         self._flush_learning()
         self._measure()
+
+    def _reread(self, offset: int) -> bool:
+        """:meth:`fresh` for a label read again after a restore, without counting gaps."""
+        expected = self.offsets.get(self.labels_topic)
+        if expected is not None and offset < expected:
+            self.counters["replayed-skipped"] += 1
+            return False
+        self.offsets[self.labels_topic] = offset + 1
+        return True
 
     def _drain(self) -> None:
         """Resolve waiting labels in label-offset order; stop at one whose event may still come."""
@@ -421,9 +458,6 @@ class PartitionLearner:
             else:
                 return
             self.waiting.popleft()
-            if self.waiting_stored:  # it was stored: the next checkpoint deletes it
-                self.waiting_stored -= 1
-                self.changes.waiting_removed.append(head.offset)
 
     def _reject_label(self, head: WaitingLabel, code: str, why: str) -> None:
         self.counters[code] += 1
@@ -458,15 +492,10 @@ class PartitionLearner:
             self._drop(oldest.event_id, "expired")
 
     # -- checkpoints ---------------------------------------------------------
-    def waiting_added(self) -> list[WaitingLabel]:
-        """Labels that started waiting since the last checkpoint (the tail of :attr:`waiting`)."""
-        return list(islice(self.waiting, self.waiting_stored, None))
-
     def clear_changes(self) -> None:
         """Called once a checkpoint holding :attr:`changes` is stored (not before: a failed
         write keeps them for the next attempt)."""
         self.changes = Changes()
-        self.waiting_stored = len(self.waiting)
 
     def take_rejected(self) -> list[Rejected]:
         """Records refused since the last call, for the dead-letter topic."""
@@ -479,8 +508,8 @@ class PartitionLearner:
         model: Any,
         offsets: Mapping[str, int],
         pending: Iterable[Pending],
-        waiting: Iterable[WaitingLabel],
-        waiting_stored: int | None = None,
+        waiting: Iterable[WaitingLabel] = (),
+        labels_reread_until: int = -1,
         recent: Iterable[str],
         event_watermark: int,
         label_watermark: int,
@@ -488,14 +517,15 @@ class PartitionLearner:
     ) -> None:
         """Load a checkpoint's state (the checkpoint module decodes it).
 
-        ``waiting_stored``: how many of ``waiting`` (from the head) rest where the
-        next checkpoint appends to; default all of them.
+        ``offsets`` are the checkpoint's :meth:`resume_offsets`;
+        ``labels_reread_until`` its :meth:`labels_consumed_until`. ``waiting``:
+        labels a checkpoint of an older layout stored (now they are read again).
         """
         self.model = model
         self.offsets = dict(offsets)
+        self.labels_reread_until = labels_reread_until
         self.pending = {p.event_id: p for p in sorted(pending, key=lambda p: p.offset)}
         self.waiting = deque(waiting)
-        self.waiting_stored = len(self.waiting) if waiting_stored is None else waiting_stored
         self.recent.clear()
         self._recent_set.clear()
         for eid in recent:

@@ -268,6 +268,13 @@ def test_stopped_mid_replay_then_restarted_learns_exactly_the_uninterrupted_mode
     victim.wait(10)
     at_kill = _learned(test_settings, group)
     assert n // 5 <= at_kill < n, at_kill
+    labels = prism_topics["labels"]
+    read_again = [
+        cp["labels_consumed_until"] - cp["offsets"][labels]
+        for cp in checkpoints(test_settings, group).values()
+        if labels in cp["offsets"]
+    ]
+    assert max(read_again) > 0, read_again  # labels waited at the stop: the restart rereads them
     assert wait_exit(spawn(*central(group=group, worker=name), log_name="restart.log")) == 0
     cps, refs = checkpoints(test_settings, group), reference_models(test_settings)
     assert sum(cp["counters"]["learned"] for cp in cps.values()) == n

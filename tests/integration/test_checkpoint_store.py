@@ -1,15 +1,18 @@
-"""Central checkpoints in the real Redis: incremental writes restore the exact join state.
+"""Central checkpoints in the real Redis: a restore gives back the exact join state.
 
-The waiting labels (labels read before their events, up to ``max_waiting``
-per partition) are written as changes, not whole, at every checkpoint; these
-tests pin that what a restore reads equals the learner's state after any
-sequence of saves, that a repeated write (a transaction whose reply was lost)
-changes nothing, and that a checkpoint of the older layout (waiting labels in
-the record) still restores.
+Labels read before their events (up to ``max_waiting`` per partition) are
+not written: the checkpoint's labels offset is the oldest waiting one's, and
+the labels from there are read again, as the consumer does after a restart
+(here: handed to the restored learner again). These tests pin that the
+restored learner then goes on exactly like the original, that labels read a
+second time are not counted or dead-lettered twice, that a checkpoint writes
+no label, and that checkpoints of the older layouts (waiting labels in the
+record, or in a waiting hash) still restore.
 """
 
 from __future__ import annotations
 
+import struct
 import uuid
 
 import numpy as np
@@ -20,7 +23,7 @@ from models.specs import get_spec
 from prism.registry.keys import RegistryKeys
 from schemas import Codec
 from streams.central.checkpoint import CheckpointStore
-from streams.central.partition import EventIn, LabelIn, PartitionLearner
+from streams.central.partition import EventIn, LabelIn, PartitionLearner, Undecodable
 
 pytestmark = pytest.mark.integration
 
@@ -71,61 +74,85 @@ def waiting(lr: PartitionLearner) -> list[tuple]:
     return [(w.event_id, w.ts, w.label, w.offset, w.raw, w.key) for w in lr.waiting]
 
 
-def test_waiting_labels_are_restored_after_incremental_saves(store: CheckpointStore) -> None:
+def same_model(a: PartitionLearner, b: PartitionLearner) -> None:
+    ta, tb = a.spec.summarize(a.model).tensors, b.spec.summarize(b.model).tensors
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        np.testing.assert_allclose(ta[k], tb[k], rtol=0, atol=1e-12, err_msg=k)
+
+
+def counted(lr: PartitionLearner) -> dict[str, int]:
+    """The counters a restart must not change (re-read records skipped are counted apart)."""
+    return {k: v for k, v in lr.counters.items() if k != "replayed-skipped" and v}
+
+
+def test_waiting_labels_are_read_again_from_the_oldest_waiting_one(
+    store: CheckpointStore,
+) -> None:
     lr = learner()
     lr.take_labels(labels(0, 500))  # labels ahead of their events: all wait
-    store.save([lr])
-    assert waiting(restored(store)) == waiting(lr) and len(lr.waiting) == 500
-    lr.take_events(events(0, 120))  # resolves the 120 oldest waiting labels
-    lr.take_labels(labels(500, 530))  # and 30 more start waiting
-    assert len(lr.waiting) == 410
+    lr.take_events(events(0, 120))  # resolves the 120 oldest
+    assert len(lr.waiting) == 380
     store.save([lr])
     again = restored(store)
+    assert lr.resume_offsets() == {EV: 120, LB: 120}
+    assert again.offsets == {EV: 120, LB: 120} and not again.waiting
+    assert again.labels_reread_until == 500 and again.labels_consumed_until() == 500
+    again.take_labels(labels(90, 500))  # the consumer may start before the checkpoint's offset
     assert waiting(again) == waiting(lr)
-    assert again.waiting_stored == len(again.waiting)
-    # the restored learner goes on exactly like the original
-    for lr_ in (lr, again):
+    for lr_ in (lr, again):  # and then goes on exactly like the original
+        lr_.take_labels(labels(500, 530))
         lr_.take_events(events(120, 530))
-    assert not lr.waiting and not again.waiting
-    a, b = lr.spec.summarize(lr.model).tensors, again.spec.summarize(again.model).tensors
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-12, err_msg=k)
+    assert not lr.waiting and not again.waiting and not lr.pending and not again.pending
+    same_model(lr, again)
+    assert counted(again) == counted(lr) and again.counters["replayed-skipped"] == 30
 
 
-def test_a_checkpoint_writes_the_changes_not_every_waiting_label(
+def test_a_label_read_again_is_not_counted_or_dead_lettered_twice(store: CheckpointStore) -> None:
+    def stream(lo: int, hi: int) -> list[LabelIn]:  # offset 30 undecodable, 40 never written
+        out = [lb for lb in labels(lo, hi) if lb.offset != 40]
+        for i, lb in enumerate(out):
+            if lb.offset == 30:
+                out[i] = LabelIn(30, None, b"junk", Undecodable("bad-bytes", "not Avro"), b"k")
+        return out
+
+    lr = learner()
+    lr.take_labels(stream(0, 60))
+    lr.take_events(events(0, 10))
+    assert [r.offset for r in lr.take_rejected()] == [30]  # dead-lettered when first read
+    assert lr.counters["bad-bad-bytes"] == lr.counters["offset-gaps"] == 1
+    store.save([lr])
+    again = restored(store)
+    again.take_labels(stream(10, 60))
+    assert again.take_rejected() == [] and counted(again) == counted(lr)
+    for lr_ in (lr, again):  # past where reading had got to, the usual rules again
+        lr_.take_labels(stream(60, 70) + [LabelIn(71, None, b"x", Undecodable("bad", "x"))])
+    assert [r.offset for r in again.take_rejected()] == [r.offset for r in lr.take_rejected()]
+    assert again.counters["offset-gaps"] == lr.counters["offset-gaps"] == 2
+    assert counted(again) == counted(lr)
+
+
+def test_a_checkpoint_writes_no_waiting_label(
     store: CheckpointStore, redis_client: redis.Redis
 ) -> None:
     lr = learner()
     lr.take_labels(labels(0, 2000))
-    store.save([lr])
-    lr.take_events(events(0, 10))
     redis_client.config_resetstat()
     store.save([lr])
     stats = redis_client.info("commandstats")
     calls = {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("hset", "hdel")}
-    assert calls == {"hset": 0, "hdel": 1}  # nothing new waits; the 10 resolved labels go
+    assert calls == {"hset": 0, "hdel": 0}
     k = store.keys_for(0)
-    assert redis_client.hlen(k.waiting) == 1990
-    assert len(redis_client.get(k.record)) < 2000  # the record no longer carries them
+    assert not redis_client.exists(k.waiting)
+    assert len(redis_client.get(k.record)) < 2000  # nor does the record carry them
 
 
-def test_writing_the_same_changes_twice_changes_nothing(
-    store: CheckpointStore, redis_client: redis.Redis
-) -> None:
-    lr = learner()
-    lr.take_labels(labels(0, 300))
-    store.save([lr])
-    lr.take_events(events(0, 50))
-    lr.take_labels(labels(300, 320))
-    changes, stored = lr.changes, lr.waiting_stored
-    store.save([lr])
-    k = store.keys_for(0)
-    first = redis_client.hgetall(k.waiting)
-    lr.changes, lr.waiting_stored = changes, stored  # as if EXEC ran but its reply was lost
-    store.save([lr])
-    assert redis_client.hgetall(k.waiting) == first
-    assert waiting(restored(store)) == waiting(lr)
+def _older_layout(store: CheckpointStore, lr: PartitionLearner) -> dict:
+    """``lr``'s record as layouts before this one wrote it: offsets where reading had got to."""
+    record = store.record(lr)
+    record["offsets"] = dict(lr.offsets)
+    record["labels_consumed_until"] = -1  # the field's default when an older record is read
+    return record
 
 
 def test_a_checkpoint_with_waiting_labels_in_the_record_still_restores(
@@ -133,17 +160,47 @@ def test_a_checkpoint_with_waiting_labels_in_the_record_still_restores(
 ) -> None:
     lr = learner()
     lr.take_labels(labels(0, 40))
-    record = store.record(lr)
-    record["waiting_labels"] = [  # the layout before the waiting hash
+    record = _older_layout(store, lr)
+    record["waiting_labels"] = [
         {"event_id": w.event_id, "ts": w.ts, "label": w.label, "offset": w.offset}
         for w in lr.waiting
     ]
     redis_client.set(store.keys_for(0).record, Codec().encode("CentralCheckpoint", record))
     old = restored(store)
-    # the older layout kept no bytes or keys: the fields are restored, those are None
+    # that layout kept no bytes or keys: the fields are restored, those are None
     assert [w[:4] for w in waiting(old)] == [w[:4] for w in waiting(lr)]
-    assert old.waiting_stored == 0 and all(w.raw is w.key is None for w in old.waiting)
-    old.take_events(events(0, 5))
-    store.save([old])  # moves them to the hash
-    assert redis_client.hlen(store.keys_for(0).waiting) == 35
-    assert waiting(restored(store)) == waiting(old)
+    assert all(w.raw is w.key is None for w in old.waiting) and old.offsets[LB] == 40
+    for lr_ in (lr, old):
+        lr_.take_events(events(0, 40))
+    same_model(lr, old)
+
+
+def test_a_checkpoint_with_a_waiting_hash_still_restores_and_the_next_save_drops_it(
+    store: CheckpointStore, redis_client: redis.Redis
+) -> None:
+    lr = learner()
+    lr.take_labels(labels(0, 40))
+    lr.take_events(events(0, 5))
+    k = store.keys_for(0)
+    record = _older_layout(store, lr)
+    redis_client.set(k.record, Codec().encode("CentralCheckpoint", record))
+    redis_client.hset(k.waiting, mapping={w.offset: _packed(w) for w in lr.waiting})
+    old = restored(store)
+    assert waiting(old) == waiting(lr) and old.offsets[LB] == 40
+    old.take_events(events(5, 10))
+    store.save([old])
+    assert not redis_client.exists(k.waiting)
+    again = restored(store)
+    assert again.offsets[LB] == 10 and again.labels_reread_until == 40
+    again.take_labels(labels(10, 40))
+    assert waiting(again) == waiting(old)
+    for lr_ in (lr, again):
+        lr_.take_events(events(5 if lr_ is lr else 10, 40))
+    same_model(lr, again)
+
+
+def _packed(w) -> bytes:
+    """A label as the older layout's waiting hash held it."""
+    eid, key = w.event_id.encode(), w.key
+    head = struct.pack("<qqBHi", w.ts, w.offset, w.label, len(eid), -1 if key is None else len(key))
+    return head + eid + (key or b"") + (w.raw or b"")

@@ -178,10 +178,13 @@ def _log(n: int, seed: int) -> tuple[list[EventIn], list[LabelIn]]:
     return events, labels
 
 
-def _consume(lr: PartitionLearner, events: list, labels: list, choices: list[int]) -> None:
-    """Feed the two topics in an interleaving and batch sizes drawn by ``choices``."""
+def _consume(
+    lr: PartitionLearner, events: list, labels: list, choices: list[int], *, finish: bool = True
+) -> None:
+    """Feed the two topics in an interleaving and batch sizes drawn by ``choices``
+    (then the rest of both, unless ``finish`` is False)."""
     ei = li = 0
-    for c in choices + [10**6] * 2:
+    for c in choices + [10**6] * 2 * finish:
         size = 1 + c // 2
         if c % 2 == 0 and ei < len(events) or li >= len(labels):
             lr.take_events(events[ei : ei + size])
@@ -206,6 +209,61 @@ def test_learn_order_does_not_depend_on_interleaving_or_batches(seed: int, choic
     assert_same_model(canonical, other)
     for key in ("learned", "expired", "label-not-pending", "label-unknown-event"):
         assert canonical.counters[key] == other.counters[key], key
+
+
+def _restarted(lr: PartitionLearner) -> PartitionLearner:
+    """A learner restored from what a checkpoint of ``lr`` keeps (no waiting label)."""
+    again = learner(ttl_ms=300)
+    again.restore(
+        model=lr.spec.load(lr.spec.summarize(lr.model)),
+        offsets=lr.resume_offsets(),
+        pending=list(lr.pending.values()),
+        labels_reread_until=lr.labels_consumed_until(),
+        recent=list(lr.recent),
+        event_watermark=lr.event_watermark,
+        label_watermark=lr.label_watermark,
+        counters=dict(lr.counters),
+    )
+    return again
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**16),
+    st.lists(st.integers(0, 40), max_size=30),
+    st.lists(st.integers(0, 40), max_size=30),
+    st.integers(0, 5),
+)
+def test_a_restart_reads_the_waiting_labels_again_and_learns_the_same_model(
+    seed: int, before: list, after: list, early: int
+) -> None:
+    """Checkpoint anywhere, restore, read from the resume offsets (the consumer may start
+    ``early`` records before them): the same model and counters as without the restart."""
+    events, labels = _log(60, seed)
+    canonical = learner(ttl_ms=300)
+    _consume(canonical, events, labels, before + after)
+    first = learner(ttl_ms=300)
+    _consume(first, events, labels, before, finish=False)
+    again = _restarted(first)
+    assert not again.waiting
+    resume = first.resume_offsets()
+    ev, lb = resume.get(EV, 0), resume.get(LB, 0)
+    _consume(again, events[max(ev - early, 0) :], labels[max(lb - early, 0) :], after)
+    assert_same_model(canonical, again)
+    assert {k: v for k, v in again.counters.items() if k != "replayed-skipped" and v} == {
+        k: v for k, v in canonical.counters.items() if v
+    }
+
+
+def test_resume_offsets_stop_at_the_oldest_waiting_label() -> None:
+    lr = learner()
+    assert lr.resume_offsets() == {} and lr.labels_consumed_until() == -1
+    lr.take_events([event(0, "e0", T0, 0.1)])
+    lr.take_labels([label(0, "e0", T0 + 1, True), label(1, "e9", T0 + 2, True)])
+    assert lr.resume_offsets() == {EV: 1, LB: 1}  # e9's label waits: read again after a restart
+    assert lr.offsets == {EV: 1, LB: 2} and lr.labels_consumed_until() == 2
+    lr.take_events([event(1, "e9", T0 + 2, 0.1)])
+    assert lr.resume_offsets() == {EV: 2, LB: 2}
 
 
 def test_window_update_many_equals_row_by_row() -> None:
