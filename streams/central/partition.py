@@ -157,10 +157,6 @@ class Changes:
     removed: set[str] = field(default_factory=set)
     recent: list[str] = field(default_factory=list)
 
-    def add(self, p: Pending) -> None:
-        self.added[p.event_id] = p
-        self.removed.discard(p.event_id)
-
     def remove(self, event_id: str) -> None:
         if self.added.pop(event_id, None) is None:
             self.removed.add(event_id)
@@ -240,71 +236,128 @@ class PartitionLearner:
 
     # -- events --------------------------------------------------------------
     def take_events(self, events: Iterable[EventIn]) -> list[Scored]:
-        """Score a mini-batch with the current model, then learn what can be learned."""
-        batch: list[EventIn] = []
-        in_batch: set[str] = set()
-        for e in events:
-            if not self.fresh(self.events_topic, e.offset):
-                continue
-            if e.record is None:
-                self._undecodable(self.events_topic, e.offset, e.raw, e.error, e.key)
-            elif not self._duplicate(e, in_batch):
-                batch.append(e)
-                in_batch.add(e.record["event_id"])
+        """Score a mini-batch with the current model, then learn what can be learned.
+
+        For every scored event: remember its id (duplicate detection), queue it
+        for learning (inline label) or hold it in the pending store (late
+        label). This and :meth:`_drain` run for every event and label, so that
+        bookkeeping is written inline, on locals: method calls per record were
+        a measurable share of the worker's time.
+        """
+        batch = self._admit(events)
         if not batch:
             return []
         keys, values, groups = self._groups(batch)
         scores = np.empty(len(batch))
         for features, (rows, X) in groups.items():
             scores[rows] = self.spec.score_many(self.model, X, features)
-        learn_batch = not self.spec.supervised and len(groups) == 1
-        learn_each = not self.spec.supervised and not learn_batch
         supervised = self.spec.supervised
+        learn_batch = not supervised and len(groups) == 1
+        learn_each = not supervised and not learn_batch
         out: list[Scored] = []
         watermark = self.event_watermark
+        recent, seen, remembered = self.recent, self._recent_set, self.changes.recent
+        full = recent.maxlen
+        pending, added, removed = self.pending, self.changes.added, self.changes.removed
+        to_measure = self._to_measure
+        learn_keys, learn_values, learn_y = (
+            self._to_learn_keys,
+            self._to_learn_values,
+            self._to_learn_y,
+        )
+        queued = len(learn_y)
+        labelled = 0
         for event, score, k, v in zip(batch, scores.tolist(), keys, values, strict=True):
             r = event.record
             eid, ts, label = r["event_id"], r["ts"], r.get("label")
             out.append(Scored(eid, ts, score, label, event.timestamp_ms))
             if ts > watermark:
                 watermark = ts
-            self._remember(eid)
-            if learn_each:
-                self._learn(k, v, None)
+            if len(recent) == full:  # the oldest id leaves the recent window
+                old = recent[0]
+                left = seen[old] - 1
+                if left:
+                    seen[old] = left
+                else:
+                    del seen[old]
+            recent.append(eid)
+            seen[eid] = seen.get(eid, 0) + 1
+            remembered.append(eid)
+            if learn_each:  # queued in learn order; _flush_learning learns them in one call
+                learn_keys.append(k)
+                learn_values.append(v)
+                learn_y.append(None)
             if label is not None:
-                self._labelled(ts, label, score)
+                to_measure.append((ts, label, score))
+                labelled += 1
                 if supervised:
-                    self._learn(k, v, label)
-            else:
-                self._hold(Pending(eid, ts, event.offset, score, k, v, event.raw))
+                    learn_keys.append(k)
+                    learn_values.append(v)
+                    learn_y.append(label)
+            else:  # held for its late label
+                held = Pending(eid, ts, event.offset, score, k, v, event.raw)
+                pending[eid] = added[eid] = held
+                removed.discard(eid)
         self.event_watermark = watermark
-        self.counters["scored"] += len(batch)
+        counters = self.counters
+        counters["scored"] += len(batch)
+        counters["labelled"] += labelled
+        counters["learned"] += len(learn_y) - queued
+        if len(remembered) > 2 * self.config.recent_size:  # checkpoints postponed (Redis
+            del remembered[: -self.config.recent_size]  # away): trimmed to this anyway
+        self._evict()
         if learn_batch:  # one feature set: the spec's batch path, same order
             ((features, (_, X)),) = groups.items()
             self.spec.learn_many(self.model, X, features)
-            self.counters["learned"] += len(batch)
+            counters["learned"] += len(batch)
         self._drain()
         self._flush_learning()
         self._measure()
         return out
 
-    def _duplicate(self, event: EventIn, in_batch: set[str]) -> bool:
-        eid = event.record["event_id"]
-        if eid in in_batch or eid in self.pending or eid in self._recent_set:
-            self.counters["duplicate-events"] += 1
-            self.rejected.append(
-                Rejected(
-                    self.events_topic,
-                    event.offset,
-                    event.raw,
-                    None,
-                    "duplicate-event",
-                    f"event id {eid!r} was already scored in partition {self.partition}",
-                    event.key,
-                )
+    def _admit(self, events: Iterable[EventIn]) -> list[EventIn]:
+        """The events to score: not processed before (:meth:`fresh`), decoded, no duplicate."""
+        topic, counters = self.events_topic, self.counters
+        expected = self.offsets.get(topic)
+        pending, seen = self.pending, self._recent_set
+        batch: list[EventIn] = []
+        in_batch: set[str] = set()
+        for e in events:
+            offset = e.offset
+            if expected is not None:
+                if offset < expected:
+                    counters["replayed-skipped"] += 1
+                    continue
+                if offset > expected:
+                    counters["offset-gaps"] += 1
+            expected = offset + 1
+            r = e.record
+            if r is None:
+                self._undecodable(topic, offset, e.raw, e.error, e.key)
+                continue
+            eid = r["event_id"]
+            if eid in in_batch or eid in pending or eid in seen:
+                self._duplicate(e, eid)
+                continue
+            in_batch.add(eid)
+            batch.append(e)
+        if expected is not None:
+            self.offsets[topic] = expected
+        return batch
+
+    def _duplicate(self, event: EventIn, eid: str) -> None:
+        self.counters["duplicate-events"] += 1
+        self.rejected.append(
+            Rejected(
+                self.events_topic,
+                event.offset,
+                event.raw,
+                None,
+                "duplicate-event",
+                f"event id {eid!r} was already scored in partition {self.partition}",
+                event.key,
             )
-            return True
-        return False
+        )
 
     @staticmethod
     def _groups(
@@ -347,38 +400,12 @@ class PartitionLearner:
         }
         return keys, values, groups
 
-    def _remember(self, event_id: str) -> None:
-        if len(self.recent) == self.recent.maxlen:
-            old = self.recent[0]
-            left = self._recent_set[old] - 1
-            if left:
-                self._recent_set[old] = left
-            else:
-                del self._recent_set[old]
-        self.recent.append(event_id)
-        self._recent_set[event_id] = self._recent_set.get(event_id, 0) + 1
-        changed = self.changes.recent
-        changed.append(event_id)
-        if len(changed) > 2 * self.config.recent_size:  # checkpoints postponed (Redis away):
-            del changed[: -self.config.recent_size]  # the list is trimmed to this size anyway
-
-    def _learn(self, keys: tuple[str, ...], values: list[float], y: bool | None) -> None:
-        """Queue in learn order; :meth:`_flush_learning` learns the queue in one call."""
-        self._to_learn_keys.append(keys)
-        self._to_learn_values.append(values)
-        self._to_learn_y.append(y)
-        self.counters["learned"] += 1
-
     def _flush_learning(self) -> None:
         """Learn what a take_* call resolved, through the spec's compiled batch path."""
         if self._to_learn_y:
             keys, values, ys = self._to_learn_keys, self._to_learn_values, self._to_learn_y
             self._to_learn_keys, self._to_learn_values, self._to_learn_y = [], [], []
             self.spec.learn_rows(self.model, keys, values, ys)
-
-    def _labelled(self, ts: int, label: bool, score: float) -> None:
-        self._to_measure.append((ts, label, score))
-        self.counters["labelled"] += 1
 
     def _measure(self) -> None:
         """Fold the labelled scores of a take_* call into the window in one update."""
@@ -387,12 +414,11 @@ class PartitionLearner:
             self.metrics.update_many(ts, y, s)
             self._to_measure.clear()
 
-    def _hold(self, p: Pending) -> None:
-        self.pending[p.event_id] = p
-        self.changes.add(p)
-        while len(self.pending) > self.config.max_pending:
-            oldest = next(iter(self.pending))
-            self._drop(oldest, "evicted")
+    def _evict(self) -> None:
+        """Bound the pending store: past ``max_pending`` the oldest go (counted)."""
+        pending, bound = self.pending, self.config.max_pending
+        while len(pending) > bound:
+            self._drop(next(iter(pending)), "evicted")
 
     def _drop(self, event_id: str, why: str) -> None:
         del self.pending[event_id]
@@ -432,18 +458,39 @@ class PartitionLearner:
         return True
 
     def _drain(self) -> None:
-        """Resolve waiting labels in label-offset order; stop at one whose event may still come."""
-        while self.waiting:
-            head = self.waiting[0]
-            self._expire(head.ts)
-            pending = self.pending.get(head.event_id)
-            if pending is not None:
-                self.pending.pop(head.event_id)
-                self.changes.remove(head.event_id)
-                self._labelled(pending.ts, head.label, pending.score)
-                if self.spec.supervised:
-                    self._learn(pending.keys, pending.values, head.label)
-            elif head.event_id in self._recent_set:
+        """Resolve waiting labels in label-offset order; stop at one whose event may still come.
+
+        Runs for every label: written on locals, like :meth:`take_events`.
+        """
+        waiting, pending, seen = self.waiting, self.pending, self._recent_set
+        if not waiting:
+            return
+        added, removed = self.changes.added, self.changes.removed
+        supervised = self.spec.supervised
+        to_measure = self._to_measure
+        learn_keys, learn_values, learn_y = (
+            self._to_learn_keys,
+            self._to_learn_values,
+            self._to_learn_y,
+        )
+        ttl = self.config.ttl_ms
+        resolved = 0
+        while waiting:
+            head = waiting[0]
+            if pending and next(iter(pending.values())).ts < head.ts - ttl:
+                self._expire(head.ts)
+            eid = head.event_id
+            held = pending.pop(eid, None)
+            if held is not None:
+                if added.pop(eid, None) is None:  # Changes.remove
+                    removed.add(eid)
+                to_measure.append((held.ts, head.label, held.score))
+                resolved += 1
+                if supervised:
+                    learn_keys.append(held.keys)
+                    learn_values.append(held.values)
+                    learn_y.append(head.label)
+            elif eid in seen:
                 self._reject_label(
                     head,
                     "label-not-pending",
@@ -456,8 +503,12 @@ class PartitionLearner:
                     "no event with this id came before the label's time",
                 )
             else:
-                return
-            self.waiting.popleft()
+                break
+            waiting.popleft()
+        if resolved:
+            self.counters["labelled"] += resolved
+            if supervised:
+                self.counters["learned"] += resolved
 
     def _reject_label(self, head: WaitingLabel, code: str, why: str) -> None:
         self.counters[code] += 1
@@ -527,9 +578,8 @@ class PartitionLearner:
         self.pending = {p.event_id: p for p in sorted(pending, key=lambda p: p.offset)}
         self.waiting = deque(waiting)
         self.recent.clear()
-        self._recent_set.clear()
-        for eid in recent:
-            self._remember(eid)
+        self.recent.extend(recent)  # the newest recent_size
+        self._recent_set = dict(Counter(self.recent))
         self.event_watermark, self.label_watermark = event_watermark, label_watermark
         self.counters = Counter(dict(counters))
         self.changes = Changes()
