@@ -202,18 +202,19 @@ class PartitionLearner:
         self._to_learn_y: list[bool | None] = []
 
     # -- positions -----------------------------------------------------------
-    def fresh(self, topic: str, offset: int) -> bool:
+    def fresh(self, topic: str, offset: int, *, count_gaps: bool = True) -> bool:
         """True (and the position advances) unless ``offset`` was already processed.
 
         After a restart the consumer re-reads from its committed offset, which
         may lag the checkpoint; those records are skipped here, so none is
-        learned twice.
+        learned twice. ``count_gaps=False`` for a label read a second time (its
+        gap was counted when it was first read).
         """
         expected = self.offsets.get(topic)
         if expected is not None and offset < expected:
             self.counters["replayed-skipped"] += 1
             return False
-        if expected is not None and offset > expected:
+        if count_gaps and expected is not None and offset > expected:
             self.counters["offset-gaps"] += 1
         self.offsets[topic] = offset + 1
         return True
@@ -429,14 +430,12 @@ class PartitionLearner:
     def take_labels(self, labels: Iterable[LabelIn]) -> None:
         topic, reread_until = self.labels_topic, self.labels_reread_until
         for item in labels:
-            if item.offset < reread_until:  # read before the restore: counted back then
-                if not self._reread(item.offset):
-                    continue
-            elif not self.fresh(topic, item.offset):
+            first_read = item.offset >= reread_until  # else counted before the restore
+            if not self.fresh(topic, item.offset, count_gaps=first_read):
                 continue
             r = item.record
             if r is None:
-                if item.offset >= reread_until:  # dead-lettered when first read
+                if first_read:  # else dead-lettered when first read
                     self._undecodable(topic, item.offset, item.raw, item.error, item.key)
                 continue
             ts = int(r["ts"])
@@ -448,15 +447,6 @@ class PartitionLearner:
         self._flush_learning()
         self._measure()
 
-    def _reread(self, offset: int) -> bool:
-        """:meth:`fresh` for a label read again after a restore, without counting gaps."""
-        expected = self.offsets.get(self.labels_topic)
-        if expected is not None and offset < expected:
-            self.counters["replayed-skipped"] += 1
-            return False
-        self.offsets[self.labels_topic] = offset + 1
-        return True
-
     def _drain(self) -> None:
         """Resolve waiting labels in label-offset order; stop at one whose event may still come.
 
@@ -465,7 +455,7 @@ class PartitionLearner:
         waiting, pending, seen = self.waiting, self.pending, self._recent_set
         if not waiting:
             return
-        added, removed = self.changes.added, self.changes.removed
+        forget = self.changes.remove
         supervised = self.spec.supervised
         to_measure = self._to_measure
         learn_keys, learn_values, learn_y = (
@@ -482,8 +472,7 @@ class PartitionLearner:
             eid = head.event_id
             held = pending.pop(eid, None)
             if held is not None:
-                if added.pop(eid, None) is None:  # Changes.remove
-                    removed.add(eid)
+                forget(eid)
                 to_measure.append((held.ts, head.label, held.score))
                 resolved += 1
                 if supervised:
