@@ -97,7 +97,7 @@ def latencies(events: list[dict], n: int) -> dict[str, tuple[float, float]]:
     for name in ("local", "blend"):
         if name == "blend":
             now_ms = int(time.time() * 1000)
-            learner.adopt(other.state().local, 1, now_ms)
+            learner.adopt(other.state().replica, 1, now_ms)
         now_ms = int(time.time() * 1000)
         times = np.empty(len(probe))
         for i, x in enumerate(probe):

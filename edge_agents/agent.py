@@ -170,7 +170,7 @@ class EdgeAgent:
         now_ms = int(time.time() * 1000)
         x = record["features"]
         started = time.perf_counter()
-        scored = self.learner.score(x, now_ms, self.linked)
+        scored = self.learner.score(x, now_ms, self.linked, record["event_id"])
         latency_ms = (time.perf_counter() - started) * 1000
         self.by_source[scored.source] += 1
         self.p.scores.send(

@@ -1,21 +1,26 @@
 """One node's models, framework-free: score with the best model, learn, cut increments.
 
-An edge node keeps three summaries (all of :mod:`models`, nothing of its own):
+An edge node keeps two models that learn every event, and two summaries:
 
-- ``local``: its own incremental model, trained on every labelled event;
+- ``personal``: its own incremental model. No global ever overwrites it, so
+  a site whose data differs from the fleet's (non-IID) keeps what it learned;
+- ``replica``: the federated replica. It adopts each new global (reconciled
+  with what it learned since, :func:`models.personalize.reconcile`) and the
+  increments are cut from it;
 - ``global``: the latest global model it adopted, with its version and age;
-- ``baseline``: the state the node last *accounted for* -- the last summary
-  it sent, or the global it adopted (which already holds what the merger
-  counted). ``since(local, baseline)`` is exactly what the node learned and
-  has not sent, so consecutive increments cover disjoint stretches of its
-  stream and the merger counts every event once.
+- ``baseline``: the state the replica last *accounted for* -- the last
+  summary it sent, or the global it adopted (which already holds what the
+  merger counted). ``since(replica, baseline)`` is exactly what the node
+  learned and has not sent, so consecutive increments cover disjoint
+  stretches of its stream and the merger counts every event once.
 
-Scoring picks, per event: the blend of a fresh global with the local model
-(``source="blend"``, or ``"global"`` when ``blend_alpha`` is 1), else the
-local model alone -- the *fallback* -- when there is no global model, it is
-older than ``global_max_age_s``, or the node is cut off. The blended model is
-rebuilt when a global arrives and every ``refresh_every`` learned events, never
-inside a score call, so single-event scoring stays a plain ``score_one``.
+Scoring, per event: with a fresh global and ``0 < blend_alpha < 1`` the
+personal and global models' probabilities are mixed with weights learned
+online from the site's own labels (:class:`models.experts.ExpertMixer`,
+``blend_alpha`` is the global's prior weight; ``source="blend"``); with
+``blend_alpha`` 1 the global alone (``"global"``); else the personal model
+alone -- the *fallback* -- when there is no global model, it is older than
+``global_max_age_s``, or the node is cut off.
 
 No Kafka, SQLite or clock of its own (``now_ms`` is passed in): every rule
 here is unit-tested directly.
@@ -32,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from models.errors import ModelError
-from models.personalize import RULES, blend, reconcile, since
+from models.experts import ExpertMixer
+from models.personalize import RULES, reconcile, since
 from models.privacy import gaussian_mechanism
 from models.specs import get_spec
 from models.specs.base import ModelSpec
@@ -41,6 +47,7 @@ from models.summary import Summary
 __all__ = ["EdgeLearner", "EdgePolicy", "EdgeState", "Scored"]
 
 SOURCES = ("global", "blend", "local")
+EXPERTS = ("personal", "global")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +57,7 @@ class EdgePolicy:
     blend_alpha: float = 0.5
     global_max_age_s: float = 600.0
     reconcile_rule: str = "delta"
-    refresh_every: int = 100
+    mix_share: float = 0.002
     max_pending: int = 100_000
     dp_clip: float | None = None
     dp_noise: float = 0.0
@@ -63,8 +70,10 @@ class EdgePolicy:
             raise ModelError("the global model's maximum age must be > 0 seconds")
         if self.reconcile_rule not in RULES:
             raise ModelError(f"reconcile rule must be one of {RULES}, got {self.reconcile_rule!r}")
-        if self.refresh_every < 1 or self.max_pending < 1:
-            raise ModelError("refresh_every and max_pending must be >= 1")
+        if not 0.0 <= self.mix_share < 1.0:
+            raise ModelError(f"the mixer's fixed share must be in [0, 1), got {self.mix_share}")
+        if self.max_pending < 1:
+            raise ModelError("max_pending must be >= 1")
         if self.dp_clip is not None and not self.dp_clip > 0:
             raise ModelError(f"the DP clipping norm must be > 0, got {self.dp_clip}")
         if not (math.isfinite(self.dp_noise) and self.dp_noise >= 0):
@@ -75,15 +84,21 @@ class EdgePolicy:
 
 @dataclass(slots=True)
 class EdgeState:
-    """Everything a restart needs, as summaries and numbers (stored by the outbox)."""
+    """Everything a restart needs, as summaries and numbers (stored by the outbox).
 
-    local: Summary
+    ``personal`` is None in a state saved before personal models existed: the
+    replica is then the best guess of it.
+    """
+
+    replica: Summary
     baseline: Summary | None = None
     global_: Summary | None = None
     global_version: int = 0
     global_created_ms: int = 0
     sequence: int = 0
     pending: dict[str, dict[str, float]] = field(default_factory=dict)
+    personal: Summary | None = None
+    mixer: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +106,17 @@ class Scored:
     score: float
     source: str
     version: int
+    weights: tuple[tuple[str, float], ...] = ()  # the experts mixed, and their weights
 
 
 class EdgeLearner:
-    """The node's local, global and blended models and the rules between them."""
+    """The node's personal model, federated replica and global model, and the rules between them."""
 
     def __init__(self, spec_name: str, node_id: str, policy: EdgePolicy) -> None:
         self.spec: ModelSpec = get_spec(spec_name)
         self.node_id, self.policy = node_id, policy
-        self.local = self.spec.new_model()
+        self.personal = self.spec.new_model()
+        self.replica = self.spec.new_model()
         self.baseline: Summary | None = None
         self.global_: Summary | None = None
         self.global_version = self.global_created_ms = 0
@@ -108,8 +125,10 @@ class EdgeLearner:
         self.counts = {"learned": 0, "expired": 0, "unknown-label": 0, "adopted": 0}
         self.learned_since_cut = 0
         self._global_model: Any = None
-        self._blended: Any = None
-        self._since_refresh = 0
+        self.mixer = ExpertMixer(
+            EXPERTS, prior=(1.0 - policy.blend_alpha, policy.blend_alpha), share=policy.mix_share
+        )
+        self._scored: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._rng = np.random.default_rng([policy.dp_seed, _stable(node_id)])
         if policy.dp_clip is not None and not self._has_learned_part():
             raise ModelError(
@@ -124,16 +143,31 @@ class EdgeLearner:
             return False
         return now_ms - self.global_created_ms <= self.policy.global_max_age_s * 1000
 
-    def score(self, x: Mapping[str, float], now_ms: int, linked: bool) -> Scored:
-        """Score with the best model available; ``source`` says which one it was."""
-        if self.fresh(now_ms, linked):
-            if self.policy.blend_alpha >= 1.0:
-                return Scored(
-                    self.spec.score_one(self._global_model, x), "global", self.global_version
-                )
-            if self.policy.blend_alpha > 0.0:
-                return Scored(self.spec.score_one(self._blended, x), "blend", self.global_version)
-        return Scored(self.spec.score_one(self.local, x), "local", self.global_version)
+    @property
+    def mixing(self) -> bool:
+        return 0.0 < self.policy.blend_alpha < 1.0
+
+    def score(
+        self, x: Mapping[str, float], now_ms: int, linked: bool, event_id: str | None = None
+    ) -> Scored:
+        """Score with the best model available; ``source`` says which one it was.
+
+        Pass ``event_id`` to let the event's label, when it comes, teach the
+        mixer which expert to trust (hybrid scoring).
+        """
+        personal = self.spec.score_one(self.personal, x)
+        if not self.fresh(now_ms, linked) or self.policy.blend_alpha <= 0.0:
+            return Scored(personal, "local", self.global_version)
+        glob = self.spec.score_one(self._global_model, x)
+        if not self.mixing:
+            return Scored(glob, "global", self.global_version)
+        experts = {"personal": personal, "global": glob}
+        if event_id is not None:
+            self._scored[event_id] = experts
+            if len(self._scored) > self.policy.max_pending:
+                self._scored.popitem(last=False)
+        weights = tuple(self.mixer.weights(experts).items())
+        return Scored(self.mixer.predict(experts), "blend", self.global_version, weights)
 
     # -- learning -------------------------------------------------------------
     def observe(self, event_id: str, x: Mapping[str, float], label: bool | None) -> bool:
@@ -141,6 +175,8 @@ class EdgeLearner:
 
         Returns True when the event was learned.
         """
+        if label is not None:
+            self._grade(event_id, label)
         if label is not None or not self.spec.supervised:
             self.learn(x, label)
             return True
@@ -151,10 +187,12 @@ class EdgeLearner:
         return False
 
     def label(self, event_id: str, label: bool) -> bool:
-        """A late label: learn its waiting event; unknown ids are counted, not kept.
+        """A late label: grade the mixer, learn the waiting event; unknown ids are counted.
 
-        Unsupervised specs learned the event when it came: the label is ignored.
+        Unsupervised specs learned the event when it came: the label only
+        grades the mixer. Returns True when the event was learned.
         """
+        self._grade(event_id, label)
         if not self.spec.supervised:
             return False
         x = self.pending.pop(event_id, None)
@@ -164,37 +202,41 @@ class EdgeLearner:
         self.learn(x, label)
         return True
 
+    def _grade(self, event_id: str, label: bool) -> None:
+        experts = self._scored.pop(event_id, None)
+        if experts is not None:
+            self.mixer.update(experts, label)
+
     def learn(self, x: Mapping[str, float], y: bool | None) -> None:
-        self.spec.learn_one(self.local, x, y)
+        """Both models learn the event: the personal one and the federated replica."""
+        self.spec.learn_one(self.personal, x, y)
+        self.spec.learn_one(self.replica, x, y)
         self.counts["learned"] += 1
         self.learned_since_cut += 1
-        self._since_refresh += 1
-        if self._since_refresh >= self.policy.refresh_every and self.global_ is not None:
-            self._refresh()
 
     # -- global models --------------------------------------------------------
     def adopt(self, summary: Summary, version: int, created_ms: int) -> bool:
-        """Take a newer global model: reconcile the local one with it (models' rule).
+        """Take a newer global model into the replica (models' reconcile rule).
 
-        With the ``delta`` rule the unsent progress is re-applied on top of the
-        new global, and the new global becomes the baseline. Other rules change
-        the local model in ways an increment cannot express, so the caller cuts
-        the unsent progress first (:meth:`needs_cut_before_adopt`) and the
-        baseline becomes the reconciled model itself.
+        The personal model is left as it is. With the ``delta`` rule the
+        replica's unsent progress is re-applied on top of the new global, and
+        the new global becomes the baseline. Other rules change the replica
+        in ways an increment cannot express, so the caller cuts the unsent
+        progress first (:meth:`needs_cut_before_adopt`) and the baseline
+        becomes the reconciled replica itself.
         """
         if version <= self.global_version:
             return False
         self.spec.check(summary)
         stamped = summary.with_provenance(node_id="global", sequence=0, base_version=version)
-        local = self._local_summary()
+        replica = self._replica_summary()
         rule = self.policy.reconcile_rule
-        merged = reconcile(stamped, local, self.baseline, rule, alpha=self.policy.blend_alpha)
-        self.local = self.spec.load(merged)
-        self.baseline = stamped if rule == "delta" else self._local_summary()
+        merged = reconcile(stamped, replica, self.baseline, rule, alpha=self.policy.blend_alpha)
+        self.replica = self.spec.load(merged)
+        self.baseline = stamped if rule == "delta" else self._replica_summary()
         self.global_, self.global_version, self.global_created_ms = stamped, version, created_ms
         self._global_model = self.spec.load(stamped)
         self.counts["adopted"] += 1
-        self._refresh()
         return True
 
     def needs_cut_before_adopt(self) -> bool:
@@ -202,26 +244,26 @@ class EdgeLearner:
 
     # -- increments -----------------------------------------------------------
     def cut(self) -> Summary | None:
-        """The next increment (what was learned since the baseline), or None if nothing.
+        """The next increment (what the replica learned since the baseline), or None.
 
         Stamped with the node id, the next sequence number and the adopted
-        global version; the baseline moves to the current local model.
+        global version; the baseline moves to the current replica.
         """
         if self.learned_since_cut == 0:
             return None
-        local = self._local_summary()
+        replica = self._replica_summary()
         base = self.baseline
-        if base is not None and base.features != local.features:
-            base = self.spec.align(base, self.spec.union_features([local, base]))
-            local = self.spec.align(local, base.features)
-        increment = since(local, base)
+        if base is not None and base.features != replica.features:
+            base = self.spec.align(base, self.spec.union_features([replica, base]))
+            replica = self.spec.align(replica, base.features)
+        increment = since(replica, base)
         if increment.n_samples == 0:
             self.learned_since_cut = 0
             return None
         if self.policy.dp_clip is not None:
             increment = self._privatize(increment, base)
         self.sequence += 1
-        self.baseline = local
+        self.baseline = replica
         self.learned_since_cut = 0
         return increment.with_provenance(
             node_id=self.node_id, sequence=self.sequence, base_version=self.global_version
@@ -239,38 +281,35 @@ class EdgeLearner:
     # -- state ----------------------------------------------------------------
     def state(self) -> EdgeState:
         return EdgeState(
-            local=self._local_summary(),
+            replica=self._replica_summary(),
             baseline=self.baseline,
             global_=self.global_,
             global_version=self.global_version,
             global_created_ms=self.global_created_ms,
             sequence=self.sequence,
             pending=dict(self.pending),
+            personal=replace(self.spec.summarize(self.personal), node_id=self.node_id),
+            mixer=self.mixer.state(),
         )
 
     def restore(self, state: EdgeState) -> None:
-        self.local = self.spec.load(state.local)
+        self.replica = self.spec.load(state.replica)
+        self.personal = self.spec.load(state.personal or state.replica)
+        if state.mixer is not None:
+            self.mixer.load_state(state.mixer)
         self.baseline, self.global_ = state.baseline, state.global_
         self.global_version, self.global_created_ms = state.global_version, state.global_created_ms
         self.sequence = state.sequence
         self.pending = OrderedDict(state.pending)
         if state.baseline is not None:
-            self.learned_since_cut = state.local.n_samples - state.baseline.n_samples
+            self.learned_since_cut = state.replica.n_samples - state.baseline.n_samples
         else:
-            self.learned_since_cut = state.local.n_samples
+            self.learned_since_cut = state.replica.n_samples
         if self.global_ is not None:
             self._global_model = self.spec.load(self.global_)
-            self._refresh()
 
-    def _local_summary(self) -> Summary:
-        return replace(self.spec.summarize(self.local), node_id=self.node_id)
-
-    def _refresh(self) -> None:
-        self._since_refresh = 0
-        if self.global_ is None or not 0.0 < self.policy.blend_alpha < 1.0:
-            return
-        mixed = blend(self.global_, self._local_summary(), self.policy.blend_alpha)
-        self._blended = self.spec.load(mixed)
+    def _replica_summary(self) -> Summary:
+        return replace(self.spec.summarize(self.replica), node_id=self.node_id)
 
     def _has_learned_part(self) -> bool:
         return self.spec.learned_vector(self.spec.summarize(self.spec.new_model())).size > 0

@@ -1,7 +1,7 @@
 """The node's durable memory: an SQLite outbox of summaries plus the learner's state.
 
-Why one SQLite file: a summary and the state it was cut from (local model,
-baseline, sequence number, the read position in the node's event source)
+Why one SQLite file: a summary and the state it was cut from (federated
+replica, personal model, mixer weights, baseline, sequence number, the read position in the node's event source)
 must be written together or not at all. One transaction does that, so after
 a crash or SIGKILL the agent resumes from a state whose every increment is in
 the outbox exactly once, under the sequence number it was given:
@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS state (
     global BLOB,
     pending TEXT NOT NULL,
     saved_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS personal (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    personal BLOB NOT NULL,
+    mixer TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS forward (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -108,13 +113,18 @@ class Outbox:
                     state.sequence,
                     state.global_version,
                     state.global_created_ms,
-                    self._encode(state.local),
+                    self._encode(state.replica),
                     self._encode(state.baseline),
                     self._encode(state.global_),
                     json.dumps(list(state.pending.items())),
                     now,
                 ),
             )
+            if state.personal is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO personal VALUES (1, ?, ?)",
+                    (self._encode(state.personal), json.dumps(state.mixer)),
+                )
 
     def unsent(self, limit: int = 1000) -> list[OutboxRow]:
         rows = self._db.execute(
@@ -152,14 +162,17 @@ class Outbox:
                 f"{self.path} holds node {node!r} / model {model!r}, not "
                 f"{self.node_id!r} / {self.model_name!r}: use another --state-dir"
             )
+        extra = self._db.execute("SELECT personal, mixer FROM personal WHERE id = 1").fetchone()
         state = EdgeState(
-            local=self._decode(local),
+            replica=self._decode(local),
             baseline=self._decode(base) if base is not None else None,
             global_=self._decode(glob) if glob is not None else None,
             global_version=int(version),
             global_created_ms=int(created),
             sequence=int(seq),
             pending={k: dict(v) for k, v in json.loads(pending)},
+            personal=self._decode(extra[0]) if extra is not None else None,
+            mixer=json.loads(extra[1]) if extra is not None else None,
         )
         return SavedState(state, json.loads(position))
 

@@ -138,13 +138,15 @@ class _Fleet:
     def score(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
         x = self.stream.features[i]
         if self.name == "centralized":
-            s = self.central.score(x, now_ms, True)
+            s = self.central.score(x, now_ms, True, self.stream.event_ids[i])
         else:
             site = self.sites[self.stream.sites[i]]
             if connected:
                 self._pull(site)
             # federated sites keep the global they have; hybrid ones fall back when cut off
-            s = site.score(x, now_ms, connected or self.name == "federated")
+            s = site.score(
+                x, now_ms, connected or self.name == "federated", self.stream.event_ids[i]
+            )
             if s.source != "local" and self.global_ is not None:
                 self.run.staleness.append(self.global_[1] - s.version)
             if not connected:
@@ -156,6 +158,13 @@ class _Fleet:
         y = bool(self.stream.labels[i])
         eid = self.stream.event_ids[i]
         x = self.stream.features[i]
+        if not self.central.spec.supervised:  # learned at the event: the label only grades
+            learners = [self.central] if self.name == "centralized" else [
+                self.sites[self.stream.sites[i]]
+            ]  # fmt: skip
+            for learner in learners:
+                learner.label(eid, y)
+            return
         if self.name == "centralized":
             self.central.observe(eid, x, y)
             return

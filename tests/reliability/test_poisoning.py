@@ -10,8 +10,11 @@ What is asserted, on the final prequential ROC AUC of ``federated`` and
 
 - FedMedian (the robust strategy, see bench/poisoning.py for why) stays
   within 2 % of its own clean run and of FedAvg's clean run, for every kind;
-- FedAvg loses at least 5 % (a clear margin, 2.5x the tolerance) under
-  ``signflip`` and ``random``. ``scaled`` x10 is *not* asserted to hurt
+- FedAvg loses ``federated`` at least 5 % (a clear margin, 2.5x the
+  tolerance) under ``signflip`` and ``random``, while the ``hybrid``'s
+  mixer moves its weight to the site's personal model, which no global
+  overwrites: it stays within 0.005 of ``local`` (never merged, never
+  poisoned). ``scaled`` x10 is *not* asserted to hurt
   FedAvg: an honest update made 10x longer mostly makes a linear model's
   weights longer along the direction the fleet learns anyway, and ROC AUC
   ignores the scale of a linear score -- measured here it costs FedAvg about
@@ -49,10 +52,12 @@ def stream(tmp_path_factory) -> Stream:
     return load_stream(path)
 
 
-def auc(stream: Stream, strategy: str, kind: str | None) -> dict[str, float]:
+def auc(
+    stream: Stream, strategy: str, kind: str | None, archs: tuple[str, ...] = ARCHS
+) -> dict[str, float]:
     config = SimConfig(
         spec_name="fraud-linear",
-        architectures=ARCHS,
+        architectures=archs,
         strategy=strategy,
         summary_every=50,
         round_timeout_ms=10**15,
@@ -62,7 +67,8 @@ def auc(stream: Stream, strategy: str, kind: str | None) -> dict[str, float]:
     report = build_report(stream, simulate(stream, config), config)
     if kind is not None:
         assert len(report["poison"]["sites"]) == 1  # 20 % of 5 sites
-        assert report["architectures"]["federated"]["poisoned_summaries"] > 0
+        arch = archs[0]  # federated or hybrid: both have sites that merge
+        assert report["architectures"][arch]["poisoned_summaries"] > 0
     return {name: a["metric"] for name, a in report["architectures"].items()}
 
 
@@ -83,7 +89,12 @@ def test_robust_strategy_stays_within_2pct_of_the_clean_runs(stream, clean, kind
 
 
 @pytest.mark.parametrize("kind", ["signflip", "random"])
-def test_fedavg_degrades_by_a_clear_margin(stream, clean, kind):
-    poisoned = auc(stream, "fedavg", kind)
-    for arch in ARCHS:
-        assert poisoned[arch] <= (1 - CLEAR_MARGIN) * clean["fedavg"][arch], (arch, poisoned)
+def test_fedavg_degrades_federated_by_a_clear_margin(stream, clean, kind):
+    poisoned = auc(stream, "fedavg", kind, ("federated",))
+    assert poisoned["federated"] <= (1 - CLEAR_MARGIN) * clean["fedavg"]["federated"], poisoned
+
+
+@pytest.mark.parametrize("kind", ["signflip", "random"])
+def test_hybrid_under_fedavg_poisoning_keeps_its_personal_models(stream, kind):
+    poisoned = auc(stream, "fedavg", kind, ("hybrid", "local"))
+    assert poisoned["hybrid"] >= poisoned["local"] - 0.005, poisoned

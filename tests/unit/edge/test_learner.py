@@ -32,7 +32,7 @@ def trained(node: str = "n1", seed: int = 1, n: int = 200, **policy) -> EdgeLear
 
 def a_global(version: int, seed: int = 9, n: int = 300):
     other = trained("other", seed, n)
-    return other.state().local.with_provenance(node_id="global", sequence=0, base_version=version)
+    return other.state().replica.with_provenance(node_id="global", sequence=0, base_version=version)
 
 
 X = {"amount": 4.0, "hour": 11.0}
@@ -42,15 +42,15 @@ def test_without_a_global_model_every_score_is_the_local_fallback() -> None:
     learner = trained()
     scored = learner.score(X, NOW, linked=True)
     assert scored.source == "local" and scored.version == 0
-    assert scored.score == pytest.approx(SPEC.score_one(learner.local, X))
+    assert scored.score == pytest.approx(SPEC.score_one(learner.personal, X))
 
 
-def test_a_fresh_global_is_blended_a_stale_or_unreachable_one_falls_back() -> None:
+def test_a_fresh_global_is_mixed_a_stale_or_unreachable_one_falls_back() -> None:
     learner = trained(global_max_age_s=60)
     assert learner.adopt(a_global(3), 3, created_ms=NOW)
     fresh = learner.score(X, NOW + 59_000, linked=True)
     assert (fresh.source, fresh.version) == ("blend", 3)
-    local_only = SPEC.score_one(learner.local, X)
+    local_only = SPEC.score_one(learner.personal, X)
     assert fresh.score != pytest.approx(local_only)
     stale = learner.score(X, NOW + 61_000, linked=True)
     assert (stale.source, stale.score) == ("local", pytest.approx(local_only))
@@ -127,7 +127,7 @@ def test_a_delta_adoption_keeps_unsent_progress_and_drops_nothing() -> None:
     learner.adopt(g, 1, NOW)
     increment = learner.cut()
     assert increment.n_samples == 40  # the 40 unsent events, nothing of the global's 300
-    assert learner.state().local.n_samples == 340
+    assert learner.state().replica.n_samples == 340
     assert increment.base_version == 1
 
 
@@ -162,7 +162,7 @@ def test_restore_of_a_state_continues_exactly() -> None:
 
 def test_dp_clips_the_weight_movement_and_refuses_specs_without_weights() -> None:
     clipped = trained(n=300, dp_clip=0.01, dp_noise=0.0)
-    before = SPEC.learned_vector(clipped.state().local) * 0  # baseline: a fresh model
+    before = SPEC.learned_vector(clipped.state().replica) * 0  # baseline: a fresh model
     increment = clipped.cut()
     movement = SPEC.learned_vector(increment) - before
     assert np.linalg.norm(movement) == pytest.approx(0.01)
