@@ -4,7 +4,8 @@ Why one SQLite file: a summary and the state it was cut from (federated
 replica, personal model, mixer weights, baseline, sequence number, the read
 position in the node's event source) must be written together or not at all.
 One transaction does that, so after a crash or SIGKILL the agent resumes from
-a state whose every increment is in the outbox exactly once, under the sequence number it was given:
+a state whose every increment is in the outbox exactly once, under the
+sequence number it was given:
 
 - rows are marked sent only when the broker confirmed delivery;
 - unsent rows are resent after a restart with the same bytes and sequence
