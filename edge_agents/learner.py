@@ -125,9 +125,8 @@ class EdgeLearner:
         self.counts = {"learned": 0, "expired": 0, "unknown-label": 0, "adopted": 0}
         self.learned_since_cut = 0
         self._global_model: Any = None
-        self.mixer = ExpertMixer(
-            EXPERTS, prior=(1.0 - policy.blend_alpha, policy.blend_alpha), share=policy.mix_share
-        )
+        alpha = policy.blend_alpha
+        self.mixer = ExpertMixer(EXPERTS, prior=(1.0 - alpha, alpha), share=policy.mix_share)
         self._scored: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._rng = np.random.default_rng([policy.dp_seed, _stable(node_id)])
         if policy.dp_clip is not None and not self._has_learned_part():

@@ -34,12 +34,12 @@ totals, and are never accumulated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from models.errors import IncompatibleSummariesError, InvalidSummaryError, ModelError
-from models.merge_learned import aggregate_learned
+from models.merge_learned import LearnedResult, aggregate_learned
 from models.specs import ModelSpec, get_spec
 from models.summary import Summary
 
@@ -126,6 +126,32 @@ def _admit(summaries: Sequence[Summary]) -> tuple[list[Summary], list[Exclusion]
     return kept, out
 
 
+def _learned(
+    spec: ModelSpec,
+    kept: Sequence[Summary],
+    aligned: Sequence[Summary],
+    staleness: Sequence[int],
+    base: Summary | None,
+    strategy: str | Any,
+    options: Mapping[str, Any],
+    statistics_only: Collection[str],
+) -> LearnedResult:
+    """The strategy over the updates whose learned part votes; indices are ``kept``'s."""
+    voters = [i for i, s in enumerate(kept) if s.node_id not in statistics_only]
+    if len(voters) == len(kept) or (not voters and base is None):
+        return aggregate_learned(spec, aligned, staleness, base, strategy, options)
+    if not voters:  # only statistics this round: the learned part stays the current one's
+        return LearnedResult(spec.learned_vector(base), (0.0,) * len(kept), {})
+    part = aggregate_learned(
+        spec, [aligned[i] for i in voters], [staleness[i] for i in voters], base, strategy, options
+    )
+    weights = [0.0] * len(kept)
+    for j, i in enumerate(voters):
+        weights[i] = part.weights[j]
+    excluded = {voters[j]: reason for j, reason in part.excluded.items()}
+    return LearnedResult(part.vector, tuple(weights), excluded)
+
+
 def _combine(
     spec: ModelSpec, parts: list[Summary], base: Summary | None, base_version: int
 ) -> Summary:
@@ -144,6 +170,7 @@ def merge(
     *,
     current: Summary | None = None,
     accumulate: bool = False,
+    statistics_only: Collection[str] = frozenset(),
     **options: Any,
 ) -> MergeResult:
     """Merge summaries of one spec into one.
@@ -161,6 +188,12 @@ def merge(
         ``current.base_version - summary.base_version``.
     accumulate
         Summaries are increments since ``current``: add its statistics.
+    statistics_only
+        Node ids whose exact statistics merge but whose learned part does not
+        join the strategy: a model trained on its own trajectory (a central
+        learner that never adopts the global) would drag the average towards
+        unrelated weights. With no other update the learned part stays
+        ``current``'s (or, in a first round, theirs).
 
     Examples
     --------
@@ -183,7 +216,7 @@ def merge(
     base = spec.align(current, features) if current is not None else None
     version = current.base_version if current is not None else None
     staleness = [0 if version is None else max(version - s.base_version, 0) for s in kept]
-    learned = aggregate_learned(spec, aligned, staleness, base, strategy, options)
+    learned = _learned(spec, kept, aligned, staleness, base, strategy, options, statistics_only)
     excluded += [
         Exclusion(kept[i].node_id, kept[i].sequence, reason)
         for i, reason in sorted(learned.excluded.items())

@@ -40,7 +40,9 @@ What an update means (``meta["stats"]``):
 
 The first round of a model merges plainly; later rounds merge the increments
 into the current global (``merge(..., current=global, accumulate=True)``):
-exact parts exactly, learned parts by the strategy, which also screens out
+exact parts exactly, learned parts by the strategy (central shards' exact
+statistics only: their weights follow a trajectory of their own, never the
+global's, and averaging them in measurably hurt the global), which also screens out
 poisoned updates (excluded everywhere, with the reason). ``async`` weighs
 updates by staleness and refuses too-stale ones through the same call.
 
@@ -363,7 +365,11 @@ class Merger:
         current = None if regional else tier.current
         try:
             result = merge(
-                increments, self.strategy, current=current, accumulate=current is not None
+                increments,
+                self.strategy,
+                current=current,
+                accumulate=current is not None,
+                statistics_only={u.node_id for u in updates if u.tier == "central"},
             )
         except ModelError as e:  # e.g. the strategy excluded every update
             for u in updates:

@@ -230,3 +230,32 @@ def test_stateful_strategies_step_once_per_round_on_the_full_vector():
     np.testing.assert_allclose(
         fedavg.tensors["weights"], [(10 + 100) / 30, (10 + 90 + 160) / 60, (-60 + 80) / 50]
     )
+
+
+def test_statistics_only_nodes_merge_their_counts_but_not_their_weights():
+    a = linear("A", ("a",), [10], [1.0], [1.0], [0.5], 0.1, 10)
+    b = linear("B", ("a",), [30], [2.0], [1.0], [1.5], 0.3, 30)
+    central = linear("central", ("a",), [60], [3.0], [1.0], [-9.0], 4.0, 60)
+    result = merge([a, b, central], "fedavg", statistics_only={"central"})
+    s = result.summary
+    assert s.tensors["count"].tolist() == [100] and s.n_samples == 100  # every event counted
+    np.testing.assert_allclose(s.tensors["mean"], [(10 * 1.0 + 30 * 2.0 + 60 * 3.0) / 100])
+    np.testing.assert_allclose(s.tensors["weights"], [(10 * 0.5 + 30 * 1.5) / 40])  # A and B only
+    np.testing.assert_allclose(s.tensors["intercept"], [(10 * 0.1 + 30 * 0.3) / 40])
+    weights = {c.node_id: c.weight for c in result.contributors}
+    assert weights["central"] == 0.0 and weights["A"] + weights["B"] == pytest.approx(1.0)
+    plain = merge([a, b, central], "fedavg").summary  # without it the central weights vote
+    assert plain.tensors["weights"][0] < s.tensors["weights"][0]
+
+
+def test_a_round_of_statistics_only_keeps_the_current_learned_part():
+    current = linear("", ("a",), [40], [1.5], [1.0], [2.0], 0.2, 40, base_version=3)
+    central = linear("central", ("a",), [60], [3.0], [1.0], [-9.0], 4.0, 60, base_version=3)
+    s = merge(
+        [central], "fedavg", current=current, accumulate=True, statistics_only={"central"}
+    ).summary
+    assert s.n_samples == 100
+    np.testing.assert_allclose(s.tensors["weights"], [2.0])
+    np.testing.assert_allclose(s.tensors["intercept"], [0.2])
+    first = merge([central], "fedavg", statistics_only={"central"}).summary  # nothing else yet
+    np.testing.assert_allclose(first.tensors["weights"], [-9.0])

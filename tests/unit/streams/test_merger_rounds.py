@@ -177,3 +177,17 @@ def test_config_refuses_nonsense() -> None:
         MergerConfig(tiers=("regional",))
     with pytest.raises(Exception, match="unknown strategy"):
         MergerConfig(strategy="nonsense")
+
+
+def test_a_central_shard_adds_its_statistics_but_its_weights_do_not_vote() -> None:
+    m = merger()
+    m.offer(update("a", seed=1), now_ms=0)
+    m.offer(update("b", seed=2), now_ms=0)
+    m.offer(update("central/p0", seed=3, n=400, tier="central"), now_ms=0)
+    (closed,) = m.close_due(now_ms=1)
+    weights = {c.node_id: c.weight for c in closed.result.contributors}
+    assert weights["central/p0"] == 0.0 and weights["a"] + weights["b"] == pytest.approx(1.0)
+    assert closed.result.summary.n_samples == 480  # every event counted once
+    edges = [local_summary("a", 1), local_summary("b", 2)]
+    fedavg = sum(SPEC.learned_vector(s) for s in edges) / 2  # equal n: a plain mean
+    np.testing.assert_allclose(SPEC.learned_vector(closed.result.summary), fedavg)
