@@ -6,9 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prism.errors import UsageError
 from prism.settings import Settings
+
+if TYPE_CHECKING:
+    from prism.compare.engine import SimConfig
+    from prism.compare.stream import Stream
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,14 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_compare)
 
 
-def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
+def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
+    """The stream and the :class:`SimConfig` `prism compare` runs for its parsed ``args``.
 
+    Shared with ``bench/learning_quality.py``, so a bench at the default flags
+    (``build_parser().parse_args(["compare", "--data", ...])``) runs exactly
+    what the command runs. Raises :class:`UsageError` for bad flags or logs.
+    """
     from models.errors import ModelError
     from models.poisoning import Attack
-    from prism.compare.engine import ARCHITECTURES, Outage, SimConfig, simulate
-    from prism.compare.plot import write_plot
-    from prism.compare.report import build_report, render_table
+    from prism.compare.engine import ARCHITECTURES, Outage, SimConfig
     from prism.compare.stream import load_stream
     from schemas.tasks import default_spec_for_record
 
@@ -85,6 +92,21 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
             poison=poison,
             seed=args.seed,
         )
+    except (ValueError, ModelError) as e:
+        raise UsageError(str(e)) from e
+    return stream, config
+
+
+def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from models.errors import ModelError
+    from prism.compare.engine import simulate
+    from prism.compare.plot import write_plot
+    from prism.compare.report import build_report, render_table
+
+    stream, config = prepare(args)
+    try:
         show = not (args.no_progress or args.json) and sys.stderr.isatty()
         with tqdm(total=len(stream), unit="ev", disable=not show, mininterval=0.5) as bar:
             runs = simulate(stream, config, progress=bar.update)

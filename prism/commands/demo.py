@@ -38,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_demo, use_stack_file=False)
 
 
+def datagen_argv(events: int, sites: int, out: Path) -> list[str]:
+    """The demo log's `prism datagen` command line (``bench/learning_quality.py`` reuses it)."""
+    return ["datagen", "fraud", "--events", str(events), "--sites", str(sites), "--regions",
+            "2", "--seed", "7", "--labels", "inline", "--fraud-rate", "0.03",
+            "--out", str(out)]  # fmt: skip
+
+
 def say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
@@ -65,9 +72,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         say(f"topics: {len(created)} ready ({', '.join(sorted(created))})")
         log_path = args.out / "demo-fraud.avro"
         say(f"generating {args.events} fraud events over {args.sites} stores -> {log_path}")
-        run_prism("datagen", "fraud", "--events", str(args.events), "--sites", str(args.sites),
-                  "--regions", "2", "--seed", "7", "--labels", "inline", "--fraud-rate", "0.03",
-                  "--out", str(log_path))  # fmt: skip
+        run_prism(*datagen_argv(args.events, args.sites, log_path))
         say(f"starting the services (prism up): central learner, merger, {args.sites} edge agents")
         try:
             run_prism("up", "--edges", str(args.sites), "--data", str(log_path),

@@ -193,7 +193,7 @@ class _Fleet:
     # -- summaries and rounds ---------------------------------------------------
     def _maybe_cut(self, site: int, connected: bool, now_ms: int, in_outage: bool) -> None:
         learner = self.sites[site]
-        if self.merger is None or learner.learned_since_cut < self.config.summary_every:
+        if self.merger is None or not learner.cut_due(self.config.summary_every):
             return
         increment = learner.cut()
         if increment is None:
@@ -210,7 +210,7 @@ class _Fleet:
         self._close(now_ms, in_outage)
 
     def _maybe_cut_central(self, now_ms: int, in_outage: bool) -> None:
-        if self.central.learned_since_cut < self.config.summary_every:
+        if not self.central.cut_due(self.config.summary_every):
             return
         increment = self.central.cut()
         if increment is not None:
