@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agents.learner import EdgeLearner, EdgePolicy
 from models.errors import ModelError
@@ -189,3 +191,113 @@ def test_a_node_that_learned_nothing_yet_adopts_a_global_and_scores_with_it() ->
     assert fresh.cut() is None  # and it has nothing of its own to send
     fresh.observe("e", X, True)
     assert fresh.cut().n_samples == 1
+
+
+def test_no_global_overwrites_the_personal_model() -> None:
+    learner = trained(n=150)
+    before = SPEC.summarize(learner.personal)
+    learner.cut()
+    assert learner.adopt(a_global(1), 1, NOW) and learner.adopt(a_global(2, seed=4), 2, NOW)
+    after = SPEC.summarize(learner.personal)
+    for name in before.tensors:
+        np.testing.assert_array_equal(before.tensor(name), after.tensor(name))
+    replica = learner.state().replica
+    assert replica.n_samples > before.n_samples  # the replica took the globals in
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from(["learn", "cut", "round"]),
+                          st.integers(1, 30)), min_size=1, max_size=30))  # fmt: skip
+def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops) -> None:
+    """Personal models learn every event; the global's exact statistics end equal to one
+    scaler over every event of both nodes, whatever the order of learning, cuts and rounds."""
+    nodes = {n: EdgeLearner("fraud-linear", n, EdgePolicy()) for n in "ab"}
+    merger = Merger(MergerConfig(strategy="fedavg", round_size=2, round_timeout_s=1e9))
+    oracle, learned = SPEC.new_model(), {"a": 0, "b": 0}
+    now = version = 0
+    pool = {"a": iter(events(1, 10_000)), "b": iter(events(2, 10_000, shift=0.5))}
+
+    def offer(name: str) -> None:
+        nonlocal now
+        increment = nodes[name].cut()
+        if increment is not None:
+            assert merger.offer(Update(increment, offset=now, partition=0), now_ms=now) is None
+        now += 1
+
+    for name, op, k in [*ops, ("a", "cut", 0), ("b", "cut", 0), ("a", "round", 0)]:
+        if op == "learn":
+            for _ in range(k):
+                eid, x, y = next(pool[name])
+                nodes[name].observe(eid, x, y)
+                SPEC.learn_one(oracle, x, y)
+                learned[name] += 1
+        elif op == "cut":
+            offer(name)
+        else:
+            for _ in range(3):  # a node's next update waits for the next round
+                now += 10**12
+                for closed in merger.close_due(now_ms=now):  # every open round closes
+                    version = closed.version
+                    for learner in nodes.values():
+                        learner.adopt(closed.result.summary, version, NOW)
+    for name, learner in nodes.items():
+        assert SPEC.summarize(learner.personal).n_samples == learned[name]
+    if version == 0:
+        return  # nothing was ever merged
+    final = merger.tiers["fraud-linear"].current
+    truth = SPEC.summarize(oracle)
+    assert final.n_samples == truth.n_samples == sum(learned.values())
+    aligned = SPEC.align(final, truth.features)
+    for name in ("count", "mean", "var"):
+        np.testing.assert_allclose(aligned.tensor(name), truth.tensor(name), rtol=1e-9, atol=1e-9)
+
+
+def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -> None:
+    """Phase 0: labels follow the global's concept and the personal model starts from
+    nothing. Phase 1: the concept flips at this site; the global stays as it was.
+    The hybrid's log loss stays within the mixer's documented bound of the best
+    one-switch sequence of experts, and in phase 1 it leaves the global."""
+    share = 0.01
+    learner = EdgeLearner("fraud-linear", "site", EdgePolicy(blend_alpha=0.5, mix_share=share))
+    fleet = trained("fleet", seed=9, n=3000)
+    learner.adopt(fleet.state().replica, 1, NOW)
+    rng = np.random.default_rng(4)
+    loss = {"hybrid": [], "personal": [], "global": []}
+    for phase in (0, 1):
+        for i in range(1000):
+            x = {"amount": float(rng.normal(3, 1)), "hour": float(rng.normal(12, 3))}
+            y = (x["amount"] > 3.5) != bool(phase)
+            personal = SPEC.score_one(learner.personal, x)
+            glob = SPEC.score_one(learner._global_model, x)
+            scored = learner.score(x, NOW, True, event_id=f"{phase}-{i}")
+            assert scored.source == "blend"
+            assert dict(scored.weights).keys() == {"personal", "global"}
+            for name, p in (("hybrid", scored.score), ("personal", personal), ("global", glob)):
+                p = min(max(p, 1e-4), 1 - 1e-4)
+                loss[name].append(-np.log(p if y else 1 - p))
+            learner.observe(f"{phase}-{i}", x, y)
+    total = {k: np.array(v) for k, v in loss.items()}
+    best_sequence = min(
+        total[a][:k].sum() + total[b][k:].sum()
+        for a in ("personal", "global") for b in ("personal", "global") for k in (0, 1000, 2000)
+    )  # fmt: skip
+    bound = np.log(2) + np.log(1 / share) + 1998 * np.log(1 / (1 - share))
+    assert total["hybrid"].sum() <= best_sequence + bound
+    assert total["hybrid"][1000:].sum() < 0.25 * total["global"][1000:].sum()  # it left the global
+    assert dict(scored.weights)["personal"] > 0.9
+
+
+def test_first_increments_come_sooner_then_every_n_learned_events() -> None:
+    learner = EdgeLearner("fraud-linear", "n1", EdgePolicy())
+    sizes = []
+    for eid, x, y in events(3, 1000):
+        learner.observe(eid, x, y)
+        if learner.cut_due(200):
+            sizes.append(learner.cut().n_samples)
+    assert sizes == [25, 50, 100, 200, 200, 200, 200]
+    cut_off = EdgeLearner("fraud-linear", "n2", EdgePolicy())
+    cut_off.adopt(a_global(1), 1, NOW)  # the schedule does not depend on what was adopted
+    assert not cut_off.cut_due(200)
+    for eid, x, y in events(3, 25):
+        cut_off.observe(eid, x, y)
+    assert cut_off.cut_due(200)

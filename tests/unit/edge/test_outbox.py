@@ -92,3 +92,38 @@ def test_fleet_plan_deals_sites_round_robin_and_refuses_too_many_nodes():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="fewer than"):
         plan(["s1"], 2)
+
+
+def test_the_personal_model_and_the_mixer_weights_survive_a_reopen(tmp_path):
+    learner = learner_with(60)
+    learner.cut()
+    other = learner_with(90)
+    learner.adopt(other.state().replica, 1, 0)  # the replica moves, the personal model does not
+    for i in range(30):
+        x = {"amount": 2.0 + i / 10}
+        learner.score(x, 0, True, event_id=f"m{i}")
+        learner.observe(f"m{i}", x, i % 3 == 0)
+    outbox = box(tmp_path)
+    outbox.commit(learner.state(), 90)
+    outbox.close()
+    saved = box(tmp_path).load()
+    restored = EdgeLearner("fraud-linear", "n1", EdgePolicy())
+    restored.restore(saved.state)
+    assert restored.mixer.state() == learner.mixer.state() and learner.mixer.updates == 30
+    x = {"amount": 4.2}
+    assert restored.score(x, 0, True) == learner.score(x, 0, True)
+    assert restored.score(x, 0, False) == learner.score(x, 0, False)  # the personal model alone
+
+
+def test_a_state_saved_before_personal_models_restores_with_the_replica_as_personal(tmp_path):
+    learner = learner_with(40)
+    outbox = box(tmp_path)
+    outbox.commit(learner.state(), 40)
+    outbox._db.execute("DROP TABLE personal")  # the layout of older agents
+    outbox.close()
+    saved = box(tmp_path).load()
+    assert saved.state.personal is None and saved.state.mixer is None
+    restored = EdgeLearner("fraud-linear", "n1", EdgePolicy())
+    restored.restore(saved.state)
+    x = {"amount": 4.2}
+    assert restored.score(x, 0, False) == learner.score(x, 0, False)
