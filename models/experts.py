@@ -18,7 +18,7 @@ fixed share and Freund et al.'s sleeping experts):
 Bound relied on: with probabilities clipped to ``[clip, 1 - clip]``, over T
 labelled events the mixture's cumulative log loss is at most that of any
 sequence of experts with m switches plus
-``ln K + m ln(1/alpha) + (T - m - 1) ln(1/(1 - alpha))`` (K experts; for
+``ln K + m ln(K/alpha) + (T - m - 1) ln(1/(1 - alpha))`` (K experts; for
 m = 0 and alpha = 0 it is the Bayes-mixture bound ``ln K``). It holds on the
 events where the experts in the sequence are awake.
 

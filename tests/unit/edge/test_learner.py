@@ -281,7 +281,7 @@ def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -
         total[a][:k].sum() + total[b][k:].sum()
         for a in ("personal", "global") for b in ("personal", "global") for k in (0, 1000, 2000)
     )  # fmt: skip
-    bound = np.log(2) + np.log(1 / share) + 1998 * np.log(1 / (1 - share))
+    bound = np.log(2) + np.log(2 / share) + 1998 * np.log(1 / (1 - share))
     assert total["hybrid"].sum() <= best_sequence + bound
     assert total["hybrid"][1000:].sum() < 0.25 * total["global"][1000:].sum()  # it left the global
     assert dict(scored.weights)["personal"] > 0.9

@@ -48,7 +48,7 @@ def test_without_share_the_mixture_is_within_ln_k_of_the_best_expert(history) ->
 def test_fixed_share_is_within_its_bound_of_the_best_sequence_with_one_switch(
     history, switch, share
 ) -> None:
-    """L_mix <= L(a then b) + ln K + m ln(1/alpha) + (T - m - 1) ln(1/(1 - alpha)), m = 1."""
+    """L_mix <= L(a then b) + ln K + m ln(K/alpha) + (T - m - 1) ln(1/(1 - alpha)), m = 1."""
     names = ("a", "b", "c")
     mix = ExpertMixer(names, share=share, clip=CLIP)
     loss_mix = 0.0
@@ -66,7 +66,7 @@ def test_fixed_share_is_within_its_bound_of_the_best_sequence_with_one_switch(
         for j in range(3)
     )
     m = 1
-    bound = math.log(3) + m * math.log(1 / share) + max(t - m - 1, 0) * math.log(1 / (1 - share))
+    bound = math.log(3) + m * math.log(3 / share) + max(t - m - 1, 0) * math.log(1 / (1 - share))
     assert loss_mix <= best_sequence + bound + 1e-6
 
 
