@@ -35,7 +35,7 @@ __all__ = ["LabelDecoder", "ScoreEncoder", "ScoreRow", "avro_long"]
 
 #: the versions this module is written for (CRC-64-AVRO of the canonical form)
 LABEL_FINGERPRINT = bytes.fromhex("6e7d411dd30e7e4d")
-SCORE_FINGERPRINT = bytes.fromhex("57c9043f91611968")
+SCORE_FINGERPRINT = bytes.fromhex("a93402a32235919c")
 
 _LONG = range(-(2**63), 2**63)
 _DOUBLES = struct.Struct("<dd").pack
@@ -124,6 +124,7 @@ class ScoreEncoder:
                             middle,
                             _DOUBLES(score, latency),
                             _LABEL_BYTES[label],
+                            b"\x00",  # experts: null (one model scored)
                         )
                     )
             if data is None or len(data) > max_bytes:

@@ -145,3 +145,20 @@ def test_a_version_must_carry_the_contract_name() -> None:
     assert "must declare prism.Transaction" in str(info.value)
     label = Codec().encode("Label", {"event_id": "e", "ts": 1, "label": True})
     assert Codec().decode_any(label)[0] == "Label"
+
+
+def test_a_score_written_before_expert_provenance_decodes_with_experts_null() -> None:
+    import json
+
+    old = json.loads((HISTORY_DIR / "Score.v1.avsc").read_text())
+    record = {"event_id": "e1", "ts": 1, "scored_at": 2, "node_id": "store-1",
+              "model_name": "fraud-linear", "model_version": 3, "source": "blend",
+              "score": 0.25, "latency_ms": 0.1, "label": True}  # fmt: skip
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(old, named_schemas={}), record)
+    data = MARKER + register_writer_schema("Score", old) + body.getvalue()
+    decoded = Codec().decode(data, expected="Score")
+    assert decoded == record | {"experts": None}
+    mixed = record | {"experts": [{"name": "personal", "weight": 0.2, "version": 0},
+                                  {"name": "global", "weight": 0.8, "version": 3}]}  # fmt: skip
+    assert Codec().decode(Codec().encode("Score", mixed), expected="Score") == mixed
