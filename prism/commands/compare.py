@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--summary-every", type=int, default=200, help="learned events per summary")
     p.add_argument("--round-size", type=int, help="updates per round (default: half the sites)")
     p.add_argument("--round-timeout-ms", type=int, help="event-time ms a round waits (span/100)")
-    p.add_argument("--blend-alpha", type=float, default=0.5, help="hybrid: weight of the global")
+    p.add_argument(
+        "--blend-alpha", type=float, default=0.5, help="hybrid: prior weight of the global"
+    )
     p.add_argument("--forward-sample", type=float, default=0.1, help="hybrid: raw events sent")
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
     p.add_argument("--poison", help="FRACTION:KIND[:SCALE] of sites send scaled|signflip|random "

@@ -9,13 +9,16 @@ deterministic for a given log, flags and seed.
 
 - ``centralized``: one learner sees every event; every event and label moves.
 - ``federated``: per-site learners send increments every ``summary_every``
-  learned events; each closed round's global model is pulled by the sites,
-  which score with it (``blend_alpha=1``; their own model only before the
-  first global). An outage cuts a site off: it keeps scoring with the global it
-  has, its increments wait and its rounds shrink.
-- ``hybrid``: per-site learners score with global (+) local (``blend_alpha``),
-  falling back to the local model while cut off; a central learner learns the
-  forwarded sample of raw events and joins the rounds as one more node.
+  learned events (sooner at first: :meth:`EdgeLearner.cut_due`); each closed
+  round's global model is pulled by the sites, which score with it
+  (``blend_alpha=1``; their own model only before the first global). An
+  outage cuts a site off: it keeps scoring with the global it has, its
+  increments wait and its rounds shrink.
+- ``hybrid``: per-site learners mix their personal model with the global one
+  (weights learned from each site's labels, ``blend_alpha`` the global's prior),
+  falling back to the personal model while cut off; a central learner learns
+  the forwarded sample of raw events and joins the rounds as one more node
+  (its exact statistics merge, its weights do not vote).
 - ``local``: per-site learners, never merged.
 
 With ``poison`` a deterministic share of the sites (by ``seed``) send
