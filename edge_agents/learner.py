@@ -128,6 +128,7 @@ class EdgeLearner:
         alpha = policy.blend_alpha
         self.mixer = ExpertMixer(EXPERTS, prior=(1.0 - alpha, alpha), share=policy.mix_share)
         self._scored: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self._personal_empty = True  # learned nothing and adopted nothing yet
         self._rng = np.random.default_rng([policy.dp_seed, _stable(node_id)])
         if policy.dp_clip is not None and not self._has_learned_part():
             raise ModelError(
@@ -210,6 +211,7 @@ class EdgeLearner:
         """Both models learn the event: the personal one and the federated replica."""
         self.spec.learn_one(self.personal, x, y)
         self.spec.learn_one(self.replica, x, y)
+        self._personal_empty = False
         self.counts["learned"] += 1
         self.learned_since_cut += 1
 
@@ -217,7 +219,8 @@ class EdgeLearner:
     def adopt(self, summary: Summary, version: int, created_ms: int) -> bool:
         """Take a newer global model into the replica (models' reconcile rule).
 
-        The personal model is left as it is. With the ``delta`` rule the
+        The personal model is left as it is, except on a node that has
+        learned nothing yet: it starts from the global (warm start). With the ``delta`` rule the
         replica's unsent progress is re-applied on top of the new global, and
         the new global becomes the baseline. Other rules change the replica
         in ways an increment cannot express, so the caller cuts the unsent
@@ -235,6 +238,9 @@ class EdgeLearner:
         self.baseline = stamped if rule == "delta" else self._replica_summary()
         self.global_, self.global_version, self.global_created_ms = stamped, version, created_ms
         self._global_model = self.spec.load(stamped)
+        if self._personal_empty:  # a new node starts from what the fleet knows
+            self.personal = self.spec.load(stamped)
+            self._personal_empty = False
         self.counts["adopted"] += 1
         return True
 
@@ -307,7 +313,9 @@ class EdgeLearner:
 
     def restore(self, state: EdgeState) -> None:
         self.replica = self.spec.load(state.replica)
-        self.personal = self.spec.load(state.personal or state.replica)
+        personal = state.personal or state.replica
+        self.personal = self.spec.load(personal)
+        self._personal_empty = personal.n_samples == 0
         if state.mixer is not None:
             self.mixer.load_state(state.mixer)
         self.baseline, self.global_ = state.baseline, state.global_

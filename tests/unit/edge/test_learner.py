@@ -193,6 +193,16 @@ def test_a_node_that_learned_nothing_yet_adopts_a_global_and_scores_with_it() ->
     assert fresh.cut().n_samples == 1
 
 
+def test_a_new_node_starts_its_personal_model_from_the_first_global() -> None:
+    fresh = EdgeLearner("fraud-linear", "new", EdgePolicy())
+    g = a_global(1)
+    assert fresh.adopt(g, 1, NOW)
+    assert SPEC.score_one(fresh.personal, X) == pytest.approx(SPEC.score_one(SPEC.load(g), X))
+    fresh.observe("e", X, True)
+    assert fresh.adopt(a_global(2, seed=4), 2, NOW)  # from now on it stays its own
+    assert SPEC.summarize(fresh.personal).n_samples == g.n_samples + 1
+
+
 def test_no_global_overwrites_the_personal_model() -> None:
     learner = trained(n=150)
     before = SPEC.summarize(learner.personal)
@@ -214,6 +224,7 @@ def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops) -> None:
     nodes = {n: EdgeLearner("fraud-linear", n, EdgePolicy()) for n in "ab"}
     merger = Merger(MergerConfig(strategy="fedavg", round_size=2, round_timeout_s=1e9))
     oracle, learned = SPEC.new_model(), {"a": 0, "b": 0}
+    started_from = {"a": 0, "b": 0}  # a node that adopts before learning starts from the global
     now = version = 0
     pool = {"a": iter(events(1, 10_000)), "b": iter(events(2, 10_000, shift=0.5))}
 
@@ -238,10 +249,13 @@ def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops) -> None:
                 now += 10**12
                 for closed in merger.close_due(now_ms=now):  # every open round closes
                     version = closed.version
-                    for learner in nodes.values():
+                    for n, learner in nodes.items():
+                        if learned[n] == 0 and learner.global_version == 0:
+                            started_from[n] = closed.result.summary.n_samples
                         learner.adopt(closed.result.summary, version, NOW)
     for name, learner in nodes.items():
-        assert SPEC.summarize(learner.personal).n_samples == learned[name]
+        personal = SPEC.summarize(learner.personal).n_samples
+        assert personal == started_from[name] + learned[name]
     if version == 0:
         return  # nothing was ever merged
     final = merger.tiers["fraud-linear"].current
@@ -260,6 +274,8 @@ def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -
     share = 0.01
     learner = EdgeLearner("fraud-linear", "site", EdgePolicy(blend_alpha=0.5, mix_share=share))
     fleet = trained("fleet", seed=9, n=3000)
+    for eid, x, _ in events(5, 10):  # a few events of its own: no warm start from the global
+        learner.observe(eid, x, bool(np.random.default_rng(len(eid)).random() < 0.5))
     learner.adopt(fleet.state().replica, 1, NOW)
     rng = np.random.default_rng(4)
     loss = {"hybrid": [], "personal": [], "global": []}
