@@ -66,6 +66,7 @@ class EdgeAgent:
         self.by_source: Counter[str] = Counter()
         self.summaries_cut = 0
         self._events_since_cut = 0
+        self._event_ts: int | None = None  # event time of the last event read (summaries carry it)
         self._last_cut = self._last_tick = time.monotonic()
         self._started = time.monotonic()
         self._stopping = False
@@ -167,6 +168,9 @@ class EdgeAgent:
             return
         self.events += 1
         self._events_since_cut += 1
+        self._event_ts = millis(record["ts"])
+        if self.p.link.up:  # the newest global, pulled when the event comes (not at the tick)
+            self._adopt_newer_global()
         now_ms = int(time.time() * 1000)
         x = record["features"]
         started = time.perf_counter()
@@ -185,6 +189,11 @@ class EdgeAgent:
                 "score": scored.score,
                 "latency_ms": latency_ms,
                 "label": record.get("label"),
+                "experts": [
+                    {"name": n, "weight": w, "version": scored.version if n == "global" else 0}
+                    for n, w in scored.weights
+                ]
+                or None,
             }
         )
         if self.p.forwarder is not None:
@@ -193,7 +202,9 @@ class EdgeAgent:
             self.p.forwarder.offer(record["event_id"], key, value)
         self.learner.observe(record["event_id"], x, record.get("label"))
         every = self.config.summary_every_events
-        if every is not None and self._events_since_cut >= every:
+        if every is not None and (
+            self._events_since_cut >= every or self.learner.cut_due(every)  # sooner while young
+        ):
             self.cut_and_save()
 
     def _encoded(self, item: Item) -> bytes | str:
@@ -254,7 +265,8 @@ class EdgeAgent:
                 tier="edge",
                 region=self.config.region,
                 created_at_ms=int(time.time() * 1000),
-                metrics={"events": float(self.events)},
+                metrics={"events": float(self.events)}
+                | ({} if self._event_ts is None else {"event_ts": float(self._event_ts)}),
                 meta={"stats": "increment", "mode": self.config.mode},
                 quantize=self.config.quantize,
             )

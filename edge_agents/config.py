@@ -51,6 +51,7 @@ class EdgeConfig:
     summary_every_s: float | None = 30.0
     rate: float | None = None
     speedup: float | None = None
+    start_at: float | None = None  # --speedup's time zero, epoch seconds (shared by a fleet)
     sites: frozenset[str] | None = None
     state_dir: Path | None = None
     globals_from: str = "topic"

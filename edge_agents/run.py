@@ -113,6 +113,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
             rate=config.rate,
             speedup=config.speedup,
             after=int(position or 0),
+            start_at=config.start_at,
         )
     return agent, source
 

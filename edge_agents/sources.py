@@ -61,6 +61,7 @@ class FileSource:
         rate: float | None = None,
         speedup: float | None = None,
         after: int = 0,
+        start_at: float | None = None,
     ) -> None:
         if rate is not None and not rate > 0:
             raise ValueError(f"--rate must be > 0 events/s, got {rate}")
@@ -68,6 +69,7 @@ class FileSource:
             raise ValueError(f"--speedup must be > 0, got {speedup}")
         self.path, self.on_bad, self.sites, self.rate, self.after = path, on_bad, sites, rate, after
         self.speedup = speedup
+        self.start_at = start_at  # wall-clock epoch seconds of the log's first record
 
     def _bad(self, bad: BadRecord) -> None:
         if bad.line_no > self.after:
@@ -79,8 +81,12 @@ class FileSource:
         With ``speedup`` every agent reading the same log keeps the same event
         time at the same moment (time zero = the log's first record), so a
         fleet replays the sites side by side as they happened, only faster.
+        Time zero is when the agent starts, or ``start_at`` (epoch seconds): agents
+        given the same ``start_at`` share one clock whenever each process got going.
         """
         start, sent, t0 = time.monotonic(), 0, None
+        if self.start_at is not None:
+            start += self.start_at - time.time()
         for event in read_events(self.path, on_error=self._bad):
             if self.speedup is not None:
                 ts = millis(event.record["ts"])

@@ -33,6 +33,9 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, help="events/s to read the file at (default: flat out)")
     p.add_argument("--speedup", type=float,
                    help="replay the file on its own clock, this many times faster")  # fmt: skip
+    p.add_argument("--start-at", type=float, metavar="EPOCH_S",
+                   help="--speedup: wall-clock time (epoch s) of the log's first record, so "
+                   "agents started apart share one clock (default: each at its start)")  # fmt: skip
     p.add_argument(
         "--globals-from",
         choices=("topic", "registry"),
@@ -43,7 +46,8 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
         "--blend-alpha",
         type=float,
         default=0.5,
-        help="weight of the global model when scoring (1 = global only)",
+        help="prior weight of the global model in the score's mix with the personal model, "
+        "learned from the node's labels after (1 = global only, 0 = personal only)",
     )
     p.add_argument(
         "--global-max-age",
@@ -121,6 +125,7 @@ def config_from(args: argparse.Namespace, **overrides: object):
             summary_every_s=every_s,
             rate=args.rate,
             speedup=args.speedup,
+            start_at=args.start_at,
             globals_from=args.globals_from,
             quantize=args.quantize,
             metrics_port=args.metrics_port,
@@ -144,6 +149,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 _FLEET_PASS = (
     "task", "model", "region", "mode", "forward_sample", "summary_every", "rate", "speedup",
+    "start_at",
     "globals_from",
     "blend_alpha", "global_max_age", "reconcile", "dp_clip", "dp_noise", "dp_seed", "quantize",
     "idle_exit", "drain_timeout",

@@ -38,6 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="stop after this long without updates (bounded runs, tests, benchmarks)",
     )
+    run.add_argument(
+        "--event-time",
+        action="store_true",
+        help="rounds open and time out on the event time the updates carry (replays, "
+        "prism compare --stack), not on their arrival and the wall clock",
+    )
+    run.add_argument(
+        "--speedup", type=float, default=1.0,
+        help="--event-time: the event clock runs this many times faster than the wall clock",
+    )  # fmt: skip
     add_redis_wait(run)
     run.set_defaults(handler=cmd_run)
 
@@ -56,6 +66,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             tiers=tuple(t.strip() for t in args.tiers.split(",") if t.strip()),
             dedup_window=args.dedup_window,
         )
+        if not args.speedup > 0:
+            raise ValueError(f"--speedup must be > 0, got {args.speedup}")
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e
     return run(
@@ -65,4 +77,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         idle_exit_s=args.idle_exit,
         metrics_port=args.metrics_port,
         redis_wait_s=args.redis_wait,
+        event_time=args.event_time,
+        speedup=args.speedup,
     )

@@ -14,6 +14,16 @@ rounds after restart (the same version may appear twice on the topic -- it is
 compacted and keyed, and consumers keep the highest version); Redis never sees
 a version twice. One merger per group: a second one would split the
 partitions and publish rival versions.
+
+Event time (``event_time=True``, ``prism merger run --event-time``): an update's
+time is the event time it carries (``metrics["event_ts"]``, the edge agents'
+last event) instead of its arrival: its round opens then, and a round it fills
+closes then. Rounds time out on an event clock: the newest event time seen,
+running on at ``speedup`` times the wall clock until the next update moves it
+on. A replay then merges where the events say, not where the processes'
+scheduling and the broker's latency put the summaries (``prism compare
+--stack``); live, with ``speedup`` 1, it is the wall clock started at the
+updates' own time. Default: arrival time and the wall clock.
 """
 
 from __future__ import annotations
@@ -57,8 +67,15 @@ class MergerLoop:
         idle_exit_s: float | None = None,
         redis_wait_s: float = 120.0,
         verifier: Verifier | None = None,
+        event_time: bool = False,
+        speedup: float = 1.0,
     ) -> None:
+        if not speedup > 0:
+            raise ValueError(f"the event clock's speedup must be > 0, got {speedup}")
         self.merger, self.store = merger, store
+        self.event_time, self.speedup = event_time, speedup
+        self._anchor: tuple[float, float] | None = None  # (event ms, wall ms) of the newest time
+        self._due_before: list[Closed] = []  # rounds timed out before an update's event time
         self.verifier = verifier  # signed summaries: refused before they touch a ledger
         self.consumer, self.producer, self.codec = consumer, producer, codec
         self.topics, self.telemetry = topics, telemetry
@@ -111,9 +128,33 @@ class MergerLoop:
                 self.consumer.close()
         return 0
 
+    def now_ms(self) -> int:
+        """The rounds' clock: the wall clock, or the event clock (see the module doc)."""
+        wall = _now_ms()
+        if not self.event_time or self._anchor is None:
+            return wall
+        event, at = self._anchor
+        return int(event + (wall - at) * self.speedup)
+
+    def _saw(self, event_ms: int) -> None:
+        """An update's event time moves the event clock on (never back)."""
+        if self._anchor is None or event_ms > self.now_ms():
+            self._anchor = (float(event_ms), float(_now_ms()))
+
+    def _wait_s(self) -> float:
+        """How long a consume may wait: the next round deadline, at most 0.2 s."""
+        timeout_ms = self.merger.config.round_timeout_s * 1000
+        opened = [t.round.opened_ms for t in self.merger.tiers.values() if len(t.round)]
+        if not opened:
+            return 0.2
+        ahead_ms = min(opened) + timeout_ms - self.now_ms()
+        if self.event_time:
+            ahead_ms /= self.speedup
+        return min(max(ahead_ms / 1000, 0.001), 0.2)
+
     def step(self) -> int:
-        messages = self.consumer.consume(self.batch_size, timeout=0.2)
-        now = _now_ms()
+        messages = self.consumer.consume(self.batch_size, timeout=self._wait_s())
+        now = self.now_ms()
         n, closed = 0, []
         for m in messages:
             err = m.error()
@@ -125,12 +166,15 @@ class MergerLoop:
                 continue
             n += 1
             self.position[m.partition()] = m.offset() + 1
-            if self._take(m, now):  # a round may fill up: close it before the next update
-                closed += self.merger.close_due(now)
+            taken = self._take(m, now)
+            closed += self._due_before
+            self._due_before = []
+            if taken is not None:  # a round may fill up: close it before the next update
+                closed += self.merger.close_due(taken)
         if n:
             self.idle.activity()
             self.telemetry.events.labels(SERVICE, "updates").inc(n)
-        closed += self.merger.close_due(_now_ms())
+        closed += self.merger.close_due(self.now_ms())
         if closed or time.monotonic() - self._last_commit >= self.commit_every_s:
             self._commit(closed)
         self.producer.poll(0)
@@ -138,20 +182,25 @@ class MergerLoop:
         return n
 
     # -- intake -------------------------------------------------------------------------
-    def _take(self, m: Any, now_ms: int) -> bool:
-        """Decode and offer one record; True if it joined a round."""
+    def _take(self, m: Any, now_ms: int) -> int | None:
+        """Decode and offer one record; its time if it joined a round, else None."""
         value = m.value()
         if value is None:  # "empty" is no codec reason: SchemaError("empty") raised ValueError
             self._dead(m, "empty", "a record without a value (tombstone)")
-            return False
+            return None
         try:
             record = self.codec.decode(value, expected="WeightSummary")
             signature = self.verifier.check(record) if self.verifier is not None else None
+            event_ts = record["metrics"].get("event_ts") if self.event_time else None
+            if event_ts is not None:  # event time: the update happened at its last event
+                now_ms = int(event_ts)
+                self._saw(now_ms)
+                self._due_before += self.merger.close_due(now_ms)  # timed out before it
             update = Update(
                 summary_from_weight_record(record),
                 tier=record["tier"],
                 region=record["region"],
-                created_at_ms=int(record["created_at"]),
+                created_at_ms=now_ms if event_ts is not None else int(record["created_at"]),
                 metrics=dict(record["metrics"]),
                 meta=dict(record["meta"]),
                 partition=m.partition(),
@@ -160,15 +209,15 @@ class MergerLoop:
             )
         except (SchemaError, SignatureError) as e:
             self._dead(m, e.reason_code, str(e))
-            return False
+            return None
         except ModelError as e:
             self._dead(m, "invalid-summary", str(e))
-            return False
+            return None
         refused = self.merger.offer(update, now_ms)
         self.touched.add(update.node_id)
         if refused is not None and refused.reason_code != "duplicate":
             self._dead(m, refused.reason_code, refused.reason)
-        return refused is None
+        return now_ms if refused is None else None
 
     def _dead(self, m: Any, reason_code: str, reason: str) -> None:
         self.dead.send(
@@ -266,7 +315,7 @@ class MergerLoop:
         log.info("assigned %s %s", self.topics["model-updates"], ", ".join(where))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._commit(self.merger.close_due(_now_ms()), wait=True)
+        self._commit(self.merger.close_due(self.now_ms()), wait=True)
         consumer.unassign()
 
     def _maybe_idle_exit(self) -> None:

@@ -33,6 +33,8 @@ def build_loop(
     idle_exit_s: float | None = None,
     metrics_port: int | None = None,
     redis_wait_s: float = 120.0,
+    event_time: bool = False,
+    speedup: float = 1.0,
 ) -> MergerLoop:
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
@@ -63,6 +65,8 @@ def build_loop(
         idle_exit_s=idle_exit_s,
         redis_wait_s=redis_wait_s,
         verifier=verifier_from(settings),
+        event_time=event_time,
+        speedup=speedup,
     )
 
 
@@ -84,12 +88,14 @@ def run(settings: Settings, config: MergerConfig, *, group: str, **kwargs: objec
     loop = build_loop(settings, config, group=group, **kwargs)  # type: ignore[arg-type]
     loop.install_signal_handlers()
     log.info(
-        "merger starting group=%s strategy=%s round_size=%s round_timeout=%ss tiers=%s topic=%s",
+        "merger starting group=%s strategy=%s round_size=%s round_timeout=%ss tiers=%s topic=%s "
+        "clock=%s",
         group,
         config.strategy,
         config.round_size,
         config.round_timeout_s,
         ",".join(config.tiers),
         loop.topics["model-updates"],
+        f"event-time x{loop.speedup:g}" if loop.event_time else "wall",
     )
     return loop.run()

@@ -294,6 +294,13 @@ def test_a_stale_global_model_falls_back_to_local_a_fresh_one_is_blended(
     assert len(after) >= 750  # adopted within the first half (2.5 s) of the run
     assert {s["source"] for s in after} == {expected}
     assert {s["source"] for s in scores if s["model_version"] == 0} <= {"local"}
+    for s in after:  # a mixed score names its experts, their weights and versions
+        if expected == "blend":
+            experts = {e["name"]: e for e in s["experts"]}
+            assert experts.keys() == {"personal", "global"} and experts["global"]["version"] == 7
+            assert sum(e["weight"] for e in s["experts"]) == pytest.approx(1.0)
+        else:
+            assert s["experts"] is None
 
 
 # -- privacy and forwarding ----------------------------------------------------
