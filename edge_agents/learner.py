@@ -155,13 +155,12 @@ class EdgeLearner:
         Pass ``event_id`` to let the event's label, when it comes, teach the
         mixer which expert to trust (hybrid scoring).
         """
-        personal = self.spec.score_one(self.personal, x)
         if not self.fresh(now_ms, linked) or self.policy.blend_alpha <= 0.0:
-            return Scored(personal, "local", self.global_version)
+            return Scored(self.spec.score_one(self.personal, x), "local", self.global_version)
         glob = self.spec.score_one(self._global_model, x)
         if not self.mixing:
             return Scored(glob, "global", self.global_version)
-        experts = {"personal": personal, "global": glob}
+        experts = {"personal": self.spec.score_one(self.personal, x), "global": glob}
         if event_id is not None:
             self._scored[event_id] = experts
             if len(self._scored) > self.policy.max_pending:
