@@ -162,11 +162,8 @@ class _Fleet:
         eid = self.stream.event_ids[i]
         x = self.stream.features[i]
         if not self.central.spec.supervised:  # learned at the event: the label only grades
-            learners = [self.central] if self.name == "centralized" else [
-                self.sites[self.stream.sites[i]]
-            ]  # fmt: skip
-            for learner in learners:
-                learner.label(eid, y)
+            central = self.name == "centralized"
+            (self.central if central else self.sites[self.stream.sites[i]]).label(eid, y)
             return
         if self.name == "centralized":
             self.central.observe(eid, x, y)
