@@ -207,7 +207,9 @@ def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
         ),
         (lb, b"\xc3\x01" + b"\x00" * 8 + b"zz", "unknown-fingerprint"),
     ]
-    producer = Producer({"bootstrap.servers": test_settings.kafka_bootstrap})
+    producer = Producer(
+        {"bootstrap.servers": test_settings.kafka_bootstrap, "enable.idempotence": True}
+    )
     for rec in good[:10]:
         producer.produce(tx, CODEC.encode("Transaction", rec), partition=0)
     for topic, value, _ in bad:

@@ -274,7 +274,7 @@ def publish_global(settings: Settings, topic: str, *, version: int, age_s: float
     summary = SPEC.summarize(model)
     created = int((time.time() - age_s) * 1000)
     record = global_model_record(summary, version=version, strategy="fedavg", created_at_ms=created)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
     producer.produce(topic, CODEC.encode("GlobalModel", record), key=b"fraud-linear")
     assert producer.flush(30) == 0
 
@@ -392,7 +392,9 @@ def test_a_local_topic_source_resumes_after_its_saved_offsets(
     monkeypatch.setenv("PRISM_TOPIC_PREFIX", test_settings.topic_prefix)
     assert main(["replay", str(log), "--no-progress"]) == 0
     local = prism_topics["transactions"]  # the node's local topic: its events...
-    producer = Producer({"bootstrap.servers": test_settings.kafka_bootstrap})
+    producer = Producer(
+        {"bootstrap.servers": test_settings.kafka_bootstrap, "enable.idempotence": True}
+    )
     producer.produce(local, b"\x00garbage", key=b"x")  # ...and one undecodable message
     for _p, _o, key, value in read_topic(test_settings.kafka_bootstrap, prism_topics["labels"]):
         producer.produce(local, value, key=key)  # late labels on the same topic

@@ -53,9 +53,15 @@ def free_port() -> int:
 
 
 def produce(settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
-    """All on partition 0, in order: item i gets offset i (a fresh topic)."""
+    """All on partition 0, in order: item i gets offset i (a fresh topic). Idempotence keeps
+    that order through retries: without it, a request retried after a fresh topic's transient
+    NOT_LEADER could land after the next one (seen in CI: the 1 MB value got offset 1)."""
     producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "message.max.bytes": 2_000_000}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "message.max.bytes": 2_000_000,
+            "enable.idempotence": True,
+        }
     )
     for key, value in items:
         producer.produce(topic, value, key=key, partition=0)
