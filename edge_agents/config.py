@@ -55,7 +55,7 @@ class EdgeConfig:
     sites: frozenset[str] | None = None
     state_dir: Path | None = None
     globals_from: str = "topic"
-    quantize: str | None = None
+    quantize: str | None = "float32"
     metrics_port: int | None = None
     idle_exit_s: float | None = None
     drain_timeout_s: float = 60.0

@@ -1,12 +1,13 @@
 """Summaries to and from the Avro records on the wire (plain dicts, never pickle).
 
-A :class:`~models.summary.Summary` becomes a ``ModelState`` record: every
-tensor as little-endian bytes with its dtype and shape. Counts travel as
-int64 and are never quantized -- a rounded count would break exact merges;
-float tensors travel as float64, or float16/int8 when the caller trades
-precision for bytes (exact parts then stop being exact). Decoding trusts
-nothing: dtype, shape and byte length are checked and every failure is an
-:class:`~models.errors.InvalidSummaryError` naming the tensor. The encoding
+A :class:`~models.summary.Summary` becomes a ``ModelState`` record, packed
+(:mod:`models.packing`): a layout named by a 64-bit id (sent in full unless
+the receiver holds it), counts as exact varints, every float tensor in one
+block -- float64 (lossless, the default at rest), or float32/float16/int8
+when the caller trades precision for bytes, and the summary then says by how
+much (``max_error``). Records of the older form (v1: every tensor spelled out
+with its dtype and shape) still decode. Decoding trusts nothing: every
+failure is an :class:`~models.errors.InvalidSummaryError`. The encoding
 itself (Avro single-object or JSON) is :mod:`schemas.codec`'s job.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from models.errors import InvalidSummaryError, ModelError
 from models.merge import Contributor, Exclusion
+from models.packing import LayoutBook, pack, unpack
 from models.summary import Summary
 
 __all__ = [
@@ -30,11 +32,13 @@ __all__ = [
     "state_to_summary",
     "summary_from_weight_record",
     "summary_to_state",
+    "unpacked_state",
     "weight_summary_record",
+    "wire_roundtrip",
 ]
 
 TIERS = ("edge", "regional", "central")
-QUANTIZE = (None, "float32", "float16", "int8")
+QUANTIZE = (None, "float64", "float32", "float16", "int8")
 _WIRE = {"float64": "<f8", "float32": "<f4", "float16": "<f2", "int8": "i1", "int64": "<i8"}
 
 
@@ -59,15 +63,21 @@ def _tensor_record(name: str, array: np.ndarray, quantize: str | None) -> dict[s
     }
 
 
-def summary_to_state(summary: Summary, quantize: str | None = None) -> dict[str, Any]:
-    """The ``ModelState`` record of ``summary``.
+def summary_to_state(
+    summary: Summary, quantize: str | None = None, *, with_layout: bool = True
+) -> dict[str, Any]:
+    """The ``ModelState`` record of ``summary``, packed (:mod:`models.packing`).
+
+    Floats travel as ``quantize`` (float32, float16, int8), or float64 --
+    lossless -- when it is None; counts are always exact. ``with_layout=False``
+    names the layout by id only: for a receiver known to hold it.
 
     Examples
     --------
     >>> s = Summary("iot-gauss", "gauss", ("t",), 2, {"mean": np.array([1.5])})
     >>> state = summary_to_state(s)
-    >>> state["tensors"][0]["dtype"], state["tensors"][0]["shape"]
-    ('float64', [1])
+    >>> state["packed"]["dtype"], state["packed"]["layout"]["features"]
+    ('float64', ['t'])
     >>> state_to_summary(state).tensors["mean"].tolist()
     [1.5]
     """
@@ -78,13 +88,42 @@ def summary_to_state(summary: Summary, quantize: str | None = None) -> dict[str,
     return {
         "model_name": summary.model_name,
         "model_kind": summary.kind,
+        "features": [],
+        "n_samples": int(summary.n_samples),
+        "tensors": [],
+        "params": {},
+        "packed": pack(summary, quantize or "float64", with_layout=with_layout),
+    }
+
+
+def unpacked_state(summary: Summary, quantize: str | None = None) -> dict[str, Any]:
+    """The v1 ``ModelState`` form (every tensor spelled out): what older consumers read."""
+    return {
+        "model_name": summary.model_name,
+        "model_kind": summary.kind,
         "features": list(summary.features),
         "n_samples": int(summary.n_samples),
         "tensors": [
             _tensor_record(n, summary.tensors[n], quantize) for n in sorted(summary.tensors)
         ],
         "params": {str(k): str(v) for k, v in summary.params.items()},
+        "packed": None,
     }
+
+
+def wire_roundtrip(summary: Summary, quantize: str | None) -> Summary:
+    """``summary`` as a receiver decodes it after :func:`summary_to_state` (provenance kept).
+
+    A sender that keeps this instead of what it packed holds exactly the
+    numbers its receivers hold (the merger's next round starts from the
+    global the sites got), so precision loss never compounds unseen.
+    """
+    if quantize in (None, "float64"):
+        return summary
+    out = unpack(pack(summary, quantize), summary.model_name, summary.kind, summary.n_samples)
+    return out.with_provenance(
+        node_id=summary.node_id, sequence=summary.sequence, base_version=summary.base_version
+    )
 
 
 def _bytes(value: Any, name: str) -> bytes:
@@ -120,10 +159,29 @@ def _decode_tensor(record: Mapping[str, Any]) -> tuple[str, np.ndarray]:
 
 
 def state_to_summary(
-    state: Mapping[str, Any], *, node_id: str = "", sequence: int = 0, base_version: int = 0
+    state: Mapping[str, Any],
+    *,
+    node_id: str = "",
+    sequence: int = 0,
+    base_version: int = 0,
+    book: LayoutBook | None = None,
 ) -> Summary:
-    """A validated Summary from a ``ModelState`` record."""
+    """A validated Summary from a ``ModelState`` record, packed or (v1) spelled out.
+
+    A packed state that names its layout by id only needs ``book`` to hold it.
+    """
     try:
+        if state.get("packed") is not None:
+            return unpack(
+                state["packed"],
+                str(state["model_name"]),
+                str(state["model_kind"]),
+                int(state["n_samples"]),
+                book=book,
+                node_id=node_id,
+                sequence=sequence,
+                base_version=base_version,
+            )
         tensors = dict(_decode_tensor(t) for t in state["tensors"])
         if len(tensors) != len(state["tensors"]):
             raise InvalidSummaryError("duplicate tensor names")
@@ -166,6 +224,7 @@ def weight_summary_record(
     metrics: Mapping[str, float] | None = None,
     meta: Mapping[str, str] | None = None,
     quantize: str | None = None,
+    with_layout: bool = True,
 ) -> dict[str, Any]:
     """The ``WeightSummary`` record a node publishes; provenance from ``summary``."""
     if tier not in TIERS:
@@ -179,20 +238,24 @@ def weight_summary_record(
         "sequence": int(summary.sequence),
         "base_version": int(summary.base_version),
         "created_at": int(created_at_ms),
-        "state": summary_to_state(summary, quantize),
+        "state": summary_to_state(summary, quantize, with_layout=with_layout),
         "metrics": _metrics(metrics),
         "meta": {str(k): str(v) for k, v in (meta or {}).items()},
     }
 
 
-def summary_from_weight_record(record: Mapping[str, Any]) -> Summary:
+def summary_from_weight_record(
+    record: Mapping[str, Any], book: LayoutBook | None = None
+) -> Summary:
     """The Summary in a ``WeightSummary`` record, with node/sequence/base version."""
     try:
         node_id, sequence, base = record["node_id"], record["sequence"], record["base_version"]
         state = record["state"]
     except (KeyError, TypeError) as e:
         raise InvalidSummaryError(f"malformed WeightSummary record: {e!r}") from e
-    return state_to_summary(state, node_id=str(node_id), sequence=sequence, base_version=base)
+    return state_to_summary(
+        state, node_id=str(node_id), sequence=sequence, base_version=base, book=book
+    )
 
 
 @dataclass(frozen=True)
@@ -220,6 +283,7 @@ def global_model_record(
     excluded: Iterable[Exclusion] = (),
     metrics: Mapping[str, float] | None = None,
     quantize: str | None = None,
+    with_layout: bool = True,
 ) -> dict[str, Any]:
     """The ``GlobalModel`` record of a merged summary (e.g. a MergeResult's)."""
     if version < 1 or parent_version < 0:
@@ -230,7 +294,7 @@ def global_model_record(
         "parent_version": int(parent_version),
         "strategy": str(strategy),
         "created_at": int(created_at_ms),
-        "state": summary_to_state(summary, quantize),
+        "state": summary_to_state(summary, quantize, with_layout=with_layout),
         "contributors": [
             {
                 "node_id": c.node_id,
@@ -249,11 +313,15 @@ def global_model_record(
     }
 
 
-def global_model_from_record(record: Mapping[str, Any]) -> GlobalModelInfo:
+def global_model_from_record(
+    record: Mapping[str, Any], book: LayoutBook | None = None
+) -> GlobalModelInfo:
     """Decode a ``GlobalModel`` record; the summary is stamped with its version."""
     try:
         version = int(record["version"])
-        summary = state_to_summary(record["state"], node_id="global", base_version=version)
+        summary = state_to_summary(
+            record["state"], node_id="global", base_version=version, book=book
+        )
         if summary.model_name != record["model_name"]:
             raise InvalidSummaryError("GlobalModel model_name disagrees with its state")
         return GlobalModelInfo(

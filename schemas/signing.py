@@ -77,7 +77,7 @@ __all__ = [
     "signer_from",
 ]
 
-SIGNING_VERSION = 1
+SIGNING_VERSION = 2
 SIGNED_FIELDS = (
     "node_id",
     "tier",

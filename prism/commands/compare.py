@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-delay", type=int, help="labels arrive N events after their event")
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")
     p.add_argument("--windows", type=int, default=20, help="windows of the metric over time")
+    p.add_argument(
+        "--quantize",
+        choices=("float64", "float32", "float16", "int8"),
+        default="float32",
+        help="float precision of summaries and globals on the wire (float64 = lossless)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, help="write the windowed metric as a PNG")
@@ -93,6 +99,7 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             outage=outage,
             poison=poison,
             seed=args.seed,
+            quantize=args.quantize,
         )
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e

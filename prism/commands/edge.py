@@ -66,8 +66,9 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dp-seed", type=int, default=0, help="seed of the node's DP noise")
     p.add_argument(
         "--quantize",
-        choices=("float32", "float16", "int8"),
-        help="encode summary weights smaller (counts stay exact)",
+        choices=("float64", "float32", "float16", "int8"),
+        default="float32",
+        help="float precision of summaries on the wire (counts stay exact; float64 = lossless)",
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument(

@@ -30,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tiers", default="global", help="'global' or 'regional,global' (merge per region first)"
     )
     run.add_argument("--dedup-window", type=int, default=64, help="sequences remembered per node")
+    run.add_argument(
+        "--quantize",
+        choices=("float64", "float32", "float16", "int8"),
+        default="float32",
+        help="float precision of published globals (counts stay exact; the merger goes on "
+        "from exactly what the sites get)",
+    )
     run.add_argument("--group", default="prism-merger", help="consumer group = state namespace")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     run.add_argument(
@@ -65,6 +72,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             min_participants=args.min_participants,
             tiers=tuple(t.strip() for t in args.tiers.split(",") if t.strip()),
             dedup_window=args.dedup_window,
+            quantize=args.quantize,
         )
         if not args.speedup > 0:
             raise ValueError(f"--speedup must be > 0, got {args.speedup}")

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge_agents.config import EdgeConfig
 from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.sinks import sampled
 from models.poisoning import Attack, poison_summary
-from models.serialization import global_model_record, weight_summary_record
+from models.serialization import global_model_record, weight_summary_record, wire_roundtrip
 from models.summary import Summary
 from prism.compare.stream import EVENT, Stream
 from schemas import Codec
@@ -46,6 +47,7 @@ __all__ = ["ARCHITECTURES", "Outage", "Run", "SimConfig", "poisoned_sites", "sim
 
 ARCHITECTURES = ("centralized", "federated", "hybrid", "local")
 CODEC = Codec()
+EDGE_QUANTIZE = EdgeConfig.__dataclass_fields__["quantize"].default  # `prism edge run`'s
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class SimConfig:
     outage: Outage | None = None
     poison: Attack | None = None
     seed: int = 0
+    #: float precision of edge summaries and globals on the wire (the services' default)
+    quantize: str | None = EDGE_QUANTIZE
 
 
 @dataclass
@@ -128,6 +132,7 @@ class _Fleet:
                     round_timeout_s=(config.round_timeout_ms or max(1, span // 100)) / 1000,
                     min_participants=1,
                     dedup_window=1_000_000,
+                    quantize=config.quantize,
                 )
             )
         self.global_: tuple[Summary, int] | None = None
@@ -219,9 +224,11 @@ class _Fleet:
 
     def _offer(self, summary: Summary, tier: str, now_ms: int) -> None:
         assert self.merger is not None
-        record = weight_summary_record(summary, tier=tier, created_at_ms=now_ms)
+        quantize = self.config.quantize if tier == "edge" else None  # as agents and workers send
+        record = weight_summary_record(summary, tier=tier, created_at_ms=now_ms, quantize=quantize)
         self.run.bytes_summaries += len(CODEC.encode("WeightSummary", record))
         self.run.summaries += 1
+        summary = wire_roundtrip(summary, quantize)  # what the merger decodes
         self.merger.offer(Update(summary, tier=tier, created_at_ms=now_ms), now_ms)
 
     def reconnect(self, site: int, now_ms: int, in_outage: bool) -> None:
@@ -236,7 +243,11 @@ class _Fleet:
             summary = closed.result.summary
             self.global_ = (summary, closed.version)
             record = global_model_record(
-                summary, version=closed.version, strategy=closed.strategy, created_at_ms=now_ms
+                summary,
+                version=closed.version,
+                strategy=closed.strategy,
+                created_at_ms=now_ms,
+                quantize=self.merger.config.quantize,
             )
             self.global_bytes = len(CODEC.encode("GlobalModel", record))
             self.run.merges += 1

@@ -248,6 +248,7 @@ class MergerLoop:
                 contributors=c.result.contributors,
                 excluded=c.result.excluded,
                 metrics=c.metrics,
+                quantize=self.merger.config.quantize,
             )
             self._unpublished.append((c.name, record))
             self.producer.produce(

@@ -61,6 +61,7 @@ from typing import Any
 from models.errors import ModelError
 from models.merge import MergeResult, merge
 from models.personalize import since
+from models.serialization import QUANTIZE, wire_roundtrip
 from models.specs import get_spec
 from models.strategies import get_strategy
 from models.summary import Summary
@@ -78,6 +79,8 @@ class MergerConfig:
     min_participants: int = 1
     tiers: tuple[str, ...] = ("global",)
     dedup_window: int = 64
+    #: float precision of the published globals; the merger keeps the decoded copy (see _close)
+    quantize: str | None = "float32"
 
     def __post_init__(self) -> None:
         if self.round_size < 1 or self.min_participants < 1:
@@ -92,6 +95,8 @@ class MergerConfig:
                 f"tiers are 'regional' and 'global' (global required), got {self.tiers}"
             )
         get_strategy(self.strategy)  # an unknown strategy fails at start, not at the first round
+        if self.quantize not in QUANTIZE:
+            raise ValueError(f"quantize must be one of {QUANTIZE}, got {self.quantize!r}")
 
     @property
     def regional(self) -> bool:
@@ -380,6 +385,8 @@ class Merger:
         why = {e.node_id: e.reason for e in result.excluded}
         for u in updates:
             self._settle(u, excluded=u.node_id not in kept, reason=why.get(u.node_id, ""))
+        # what the sites decode, not the float64 merge: the next round starts from their model
+        result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
         tier.version += 1
         tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
         self._count("rounds")

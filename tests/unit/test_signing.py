@@ -88,7 +88,8 @@ def test_signing_is_deterministic_and_ignores_map_order_and_number_types() -> No
 
 def _mutations(rec: dict[str, Any]):
     """One change per signed field (and inside the model state): each must break the MAC."""
-    tensor = rec["state"]["tensors"][0]
+    packed = rec["state"]["packed"]
+    layout = packed["layout"]
     yield "node_id", lambda r: r.update(node_id="store-1x")
     yield "tier", lambda r: r.update(tier="central")
     yield "region", lambda r: r.update(region="us")
@@ -98,20 +99,35 @@ def _mutations(rec: dict[str, Any]):
     yield "created_at", lambda r: r.update(created_at=r["created_at"] + 1)
     yield "model_name", lambda r: r["state"].update(model_name="fraud-other")
     yield "model_kind", lambda r: r["state"].update(model_kind="gauss")
-    yield "features", lambda r: r["state"].update(features=list(reversed(r["state"]["features"])))
-    yield "n_samples", lambda r: r["state"].update(n_samples=r["state"]["n_samples"] * 10)
-    yield "params", lambda r: r["state"]["params"].update(extra="1")
-    yield "tensor-name", lambda r: r["state"]["tensors"][0].update(name="w2")
     yield (
-        "tensor-data",
-        lambda r: r["state"]["tensors"][0].update(
-            data=bytes([tensor["data"][0] ^ 1]) + tensor["data"][1:]
+        "features",
+        lambda r: r["state"]["packed"]["layout"].update(
+            features=list(reversed(layout["features"]))
         ),
     )
-    yield "tensor-shape", lambda r: r["state"]["tensors"][0].update(shape=[*tensor["shape"], 1])
-    yield "tensor-scale", lambda r: r["state"]["tensors"][0].update(scale=2.0)
-    yield "tensor-zero", lambda r: r["state"]["tensors"][0].update(zero=0.5)
-    yield "tensor-dropped", lambda r: r["state"]["tensors"].pop()
+    yield "n_samples", lambda r: r["state"].update(n_samples=r["state"]["n_samples"] * 10)
+    yield "params", lambda r: r["state"]["packed"]["layout"]["params"].update(extra="1")
+    yield "tensor-name", lambda r: r["state"]["packed"]["layout"]["slots"][0].update(name="w2")
+    yield (
+        "tensor-shape",
+        lambda r: r["state"]["packed"]["layout"]["slots"][0].update(
+            shape=[*layout["slots"][0]["shape"], 1]
+        ),
+    )
+    yield "tensor-kind", lambda r: r["state"]["packed"]["layout"]["slots"][0].update(kind="float")
+    yield "tensor-dropped", lambda r: r["state"]["packed"]["layout"]["slots"].pop()
+    yield (
+        "tensor-data",
+        lambda r: r["state"]["packed"].update(
+            values=bytes([packed["values"][0] ^ 1]) + packed["values"][1:]
+        ),
+    )
+    yield "tensor-counts", lambda r: r["state"]["packed"].update(counts=packed["counts"] + b"\x00")
+    yield "tensor-dtype", lambda r: r["state"]["packed"].update(dtype="float16")
+    yield "tensor-scales", lambda r: r["state"]["packed"].update(scales=[1.0, 0.0])
+    yield "tensor-error", lambda r: r["state"]["packed"].update(max_error=1.0)
+    yield "tensor-layout_id", lambda r: r["state"]["packed"].update(layout_id=7)
+    yield "tensor-layout-by-id", lambda r: r["state"]["packed"].update(layout=None)
     yield "metrics", lambda r: r["metrics"].update(events=31.0)
     yield "metrics-added", lambda r: r["metrics"].update(extra=1.0)
     yield "meta", lambda r: r["meta"].update(stats="cumulative")

@@ -18,6 +18,7 @@ from models.serialization import (
     state_to_summary,
     summary_from_weight_record,
     summary_to_state,
+    unpacked_state,
     weight_summary_record,
 )
 from models.specs import SPEC_NAMES
@@ -45,11 +46,15 @@ def test_weight_summary_round_trips_through_fastavro(name, make_learned, same):
 
 
 @pytest.mark.parametrize("name", SPEC_NAMES)
-def test_counts_travel_as_int64(name, make_learned):
+def test_counts_travel_exact_and_older_spelled_out_states_still_decode(name, make_learned, same):
     _, summary = make_learned(name)
-    tensors = {t["name"]: t for t in summary_to_state(summary)["tensors"]}
+    packed = summary_to_state(summary, quantize="float16")["packed"]
+    slots = {s["name"]: s["kind"] for s in packed["layout"]["slots"]}
     for tensor, array in summary.tensors.items():
-        assert tensors[tensor]["dtype"] == ("int64" if array.dtype.kind in "iu" else "float64")
+        assert slots[tensor] == ("count" if array.dtype.kind in "iu" else "float")
+    v1 = unpacked_state(summary)  # the v1 form: every tensor spelled out, float64
+    assert v1["packed"] is None and {t["name"] for t in v1["tensors"]} == set(summary.tensors)
+    same(state_to_summary(v1), summary)
 
 
 def test_global_model_round_trips_with_contributors(make_learned, same):
@@ -72,18 +77,21 @@ def test_global_model_round_trips_with_contributors(make_learned, same):
     assert info.excluded == (Exclusion("c", 9, "norm outlier"),)
 
 
-@pytest.mark.parametrize("mode", ["float16", "int8"])
+@pytest.mark.parametrize("mode", ["float32", "float16", "int8"])
 def test_quantized_summaries_keep_counts_exact_and_floats_close(mode, make_learned):
     _, summary = make_learned("fraud-linear")
     state = summary_to_state(summary, quantize=mode)
-    dtypes = {t["name"]: t["dtype"] for t in state["tensors"]}
-    assert dtypes["count"] == "int64" and dtypes["weights"] == mode
+    assert state["packed"]["dtype"] == mode
     back = state_to_summary(state)
     assert back.tensors["count"].tolist() == summary.tensors["count"].tolist()
     w = summary.tensors["weights"]
     np.testing.assert_allclose(back.tensors["weights"], w, atol=np.abs(w).max() / 50)
-    plain = len(through_avro_bytes(summary_to_state(summary)))
-    assert len(through_avro_bytes(state)) < plain
+    error = max(np.abs(back.tensors[n] - summary.tensors[n]).max() for n in ("mean", "weights"))
+    assert 0 < error <= state["packed"]["max_error"]  # the summary says how approximate it is
+    lossless = len(through_avro_bytes(summary_to_state(summary)))
+    assert (
+        len(through_avro_bytes(state)) < lossless < len(through_avro_bytes(unpacked_state(summary)))
+    )
 
 
 def through_avro_bytes(state: dict) -> bytes:
@@ -96,12 +104,18 @@ def through_avro_bytes(state: dict) -> bytes:
 
 def test_garbage_records_raise_invalid_summary(make_learned):
     _, summary = make_learned("iot-gauss")
-    good = summary_to_state(summary)
+    good = unpacked_state(summary)
 
     def broken(**tensor_changes):
         state = json.loads(json.dumps({**good, "tensors": []}))
         tensor = dict(good["tensors"][0]) | tensor_changes
         return state | {"tensors": [tensor, *good["tensors"][1:]]}
+
+    packed = summary_to_state(summary)
+    layout = packed["packed"]["layout"]
+
+    def repacked(**changes):
+        return packed | {"packed": packed["packed"] | changes}
 
     for state in (
         broken(dtype="complex128"),
@@ -111,6 +125,15 @@ def test_garbage_records_raise_invalid_summary(make_learned):
         {k: v for k, v in good.items() if k != "features"},
         good | {"n_samples": -4},
         good | {"tensors": [good["tensors"][0]] * 2},
+        repacked(values=packed["packed"]["values"][:-1]),  # a value short
+        repacked(counts=packed["packed"]["counts"] + b"\x01"),  # a count too many
+        repacked(counts=b"\x80"),  # a varint that never ends
+        repacked(values=np.full(len(packed["packed"]["values"]) // 8, np.nan).tobytes()),
+        repacked(dtype="int8"),  # no scales, wrong length
+        repacked(layout_id=packed["packed"]["layout_id"] ^ 1),  # the layout is not the one named
+        repacked(layout=None),  # by id, and nobody knows it
+        repacked(layout=layout | {"slots": [layout["slots"][0]] * 2}),
+        repacked(layout=layout | {"slots": [layout["slots"][0] | {"kind": "bool"}]}),
     ):
         with pytest.raises(InvalidSummaryError):
             state_to_summary(state)

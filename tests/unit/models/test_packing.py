@@ -1,0 +1,113 @@
+"""Packed summaries: varints, error bounds, layouts by id, and what they save."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from models.errors import InvalidSummaryError
+from models.packing import LayoutBook, layout_of, pack, unpack, varint_decode, varint_encode
+from models.serialization import summary_to_state, unpacked_state
+from models.specs import get_spec
+from models.summary import Summary
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+FLOATS = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_subnormal=False)
+
+
+@given(st.lists(INT64, max_size=200))
+def test_varints_round_trip_any_int64(values):
+    data = varint_encode(np.array(values, dtype=np.int64))
+    assert varint_decode(data, len(values)).tolist() == values
+    small = [v for v in values if -64 <= v < 64]
+    assert len(varint_encode(np.array(small, dtype=np.int64))) == len(small)  # a byte each
+
+
+@given(st.lists(st.integers(0, 2**40), min_size=1, max_size=20), st.integers(0, 3))
+def test_varints_refuse_the_wrong_count_or_a_cut(values, cut):
+    data = varint_encode(np.array(values, dtype=np.int64))
+    with pytest.raises(InvalidSummaryError):
+        varint_decode(data, len(values) + 1)
+    if cut:
+        with pytest.raises(InvalidSummaryError):
+            varint_decode(data[:-1] + bytes([data[-1] | 0x80]), len(values))
+
+
+def summary_of(weights: np.ndarray, counts: np.ndarray) -> Summary:
+    features = tuple(f"f{i}" for i in range(len(weights)))
+    tensors = {"weights": weights, "mean": weights * 3.0, "count": counts}
+    return Summary("m", "linear", features, int(counts.max(initial=0)), tensors, {"lr": "0.1"})
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    hnp.arrays(np.float64, st.integers(0, 40), elements=FLOATS),
+    st.sampled_from(["float64", "float32", "float16", "int8"]),
+    st.integers(0, 10**9),
+)
+def test_pack_unpack_keeps_counts_exact_and_floats_within_their_bound(weights, dtype, n):
+    counts = np.full(len(weights), n, dtype=np.int64)
+    s = summary_of(weights, counts)
+    packed = pack(s, dtype)
+    back = unpack(packed, "m", "linear", s.n_samples)
+    assert back.features == s.features and dict(back.params) == dict(s.params)
+    assert back.tensors["count"].tolist() == counts.tolist()
+    error = max(np.abs(back.tensors[k] - s.tensors[k]).max(initial=0) for k in ("weights", "mean"))
+    assert error == packed["max_error"]  # measured, not estimated
+    top = max(np.abs(s.tensors["mean"]).max(initial=0), 1e-300)
+    bound = {
+        "float64": 0.0,
+        "float32": top * 2.0**-24,
+        "float16": top * 2.0**-11 + 2.0**-25,  # relative in the normal range, absolute below
+        "int8": 2 * top / 254 / 2 * (1 + 1e-9),  # half a step of the widest tensor's range
+    }[dtype]
+    assert error <= bound
+
+
+def test_a_layout_sent_once_then_by_id_needs_a_receiver_that_holds_it():
+    s = summary_of(np.array([0.5, -1.0]), np.array([3, 3]))
+    book = LayoutBook()
+    full, by_id = pack(s, "float32"), pack(s, "float32", with_layout=False)
+    assert by_id["layout"] is None and by_id["layout_id"] == full["layout_id"]
+    with pytest.raises(InvalidSummaryError, match="has not seen"):
+        unpack(by_id, "m", "linear", 3, book=book)
+    unpack(full, "m", "linear", 3, book=book)  # the receiver learns it
+    assert full["layout_id"] in book and len(book) == 1
+    assert unpack(by_id, "m", "linear", 3, book=book).tensors["count"].tolist() == [3, 3]
+    other = layout_of(summary_of(np.array([1.0]), np.array([1])))
+    tiny = LayoutBook(capacity=1)
+    tiny.learn(layout_of(s))
+    tiny.learn(other)
+    assert full["layout_id"] not in tiny and other.id in tiny  # bounded, oldest forgotten
+
+
+def test_a_float32_block_that_cannot_hold_a_value_travels_lossless():
+    s = summary_of(np.array([1e300, 1.0]), np.array([1, 1]))
+    packed = pack(s, "float32")
+    assert packed["dtype"] == "float64" and packed["max_error"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["fraud-linear", "iot-hst"])
+def test_packed_states_are_several_times_smaller_than_spelled_out_ones(name, make_learned):
+    import io
+
+    import fastavro  # noqa: E401 - local: only this test needs the raw writer
+
+    from schemas.registry import load_schema
+
+    schema = fastavro.parse_schema(load_schema("WeightSummary")["fields"][6]["type"])
+
+    def size(state):
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, schema, state)
+        return len(buffer.getvalue())
+
+    _, summary = make_learned(name)
+    spelled, packed = size(unpacked_state(summary)), size(summary_to_state(summary, "float32"))
+    by_id = size(summary_to_state(summary, "float32", with_layout=False))
+    assert by_id < packed < spelled / (4 if name == "iot-hst" else 1.3)
+    get_spec(name).check(unpack(summary_to_state(summary, "float32")["packed"], name,
+                                summary.kind, summary.n_samples))  # fmt: skip
