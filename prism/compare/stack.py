@@ -179,6 +179,7 @@ class _ArchitectureOnStack:
                     "merger", "merger", "run", "--strategy", c.strategy, "--round-size", str(size),
                     "--round-timeout", str(self._round_timeout_s()), "--idle-exit", str(idle),
                     "--group", "compare", "--event-time", "--speedup", str(self._speedup()),
+                    "--quantize", c.quantize or "float64",
                 )  # fmt: skip
             if self.arch == "hybrid":
                 central = self._central(idle=idle)
@@ -192,6 +193,7 @@ class _ArchitectureOnStack:
                 "fleet", "edge", "fleet", "--nodes", str(len(self.stream.site_names)),
                 "--data", str(self.log_path), "--task", self.task, "--model", c.spec_name,
                 "--summary-every", every, "--blend-alpha", alpha,
+                "--quantize", c.quantize or "float64",
                 "--global-max-age", "1e9", "--drain-timeout", "30",
                 "--speedup", str(self._speedup()),
                 "--start-at", str(time.time() + START_MARGIN_S),
