@@ -30,6 +30,7 @@ from edge_agents.outbox import Outbox
 from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
 from edge_agents.sources import Item, millis
 from models.errors import ModelError
+from models.packing import layout_id_of, layout_of
 from models.serialization import weight_summary_record
 from schemas import Codec, SchemaError
 from schemas.signing import Signer
@@ -260,6 +261,10 @@ class EdgeAgent:
         increment = self.learner.cut() if cut else None
         payload = None
         if increment is not None:
+            layout = layout_of(increment)
+            book = getattr(self.p.globals_, "book", None)
+            if book is not None:
+                book.learn(layout)  # a global of this layout needs no announcement
             record = weight_summary_record(
                 increment,
                 tier="edge",
@@ -269,6 +274,8 @@ class EdgeAgent:
                 | ({} if self._event_ts is None else {"event_ts": float(self._event_ts)}),
                 meta={"stats": "increment", "mode": self.config.mode},
                 quantize=self.config.quantize,
+                # the merger holds the layout of the global this node adopted
+                with_layout=layout.id != layout_id_of(self.learner.global_),
             )
             if self.p.signer is not None:  # signed once: a resend is the same bytes
                 record = self.p.signer.sign(record)

@@ -6,6 +6,11 @@ keeps only versions newer than the one it holds. The registry source polls
 ``prism:model:{name}:current`` instead, for nodes that may reach Redis but
 not Kafka's consumer protocol. Either way a record that does not decode is a
 local dead letter, never a crash.
+
+Globals on the topic name their layout by id (docs/bytes.md); the merger
+publishes each new layout in full under ``<model>@layout``, which compaction
+keeps, so a fresh node learns it on its first read. A version whose layout the
+node does not hold yet is skipped (the next one comes), not dead-lettered.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from edge_agents.sources import OnBad
-from models.errors import ModelError
+from models.errors import ModelError, UnknownLayoutError
+from models.packing import LayoutBook
 from models.serialization import GlobalModelInfo, global_model_from_record
 from prism.errors import NotFoundError
 from prism.registry.client import RegistryClient, RegistryUnavailableError
@@ -39,6 +45,8 @@ class TopicGlobals:
         on_bad: OnBad, security: Mapping[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.model_name, self.codec, self.on_bad = model_name, codec, on_bad
+        self.book = LayoutBook()  # layouts this node holds: announced ones and its own
+        self.unresolved = 0
         self.consumer = Consumer(
             {
                 **(security or {}),
@@ -72,7 +80,7 @@ class TopicGlobals:
             if m.error() is not None or m.value() is None:
                 continue
             key = (m.key() or b"").decode(errors="replace")
-            if key != self.model_name:
+            if key not in (self.model_name, f"{self.model_name}@layout"):
                 continue
             info = self._decode(m.value(), {"topic": m.topic(), "offset": m.offset()})
             if info is not None and (newest is None or info.version > newest.version):
@@ -81,7 +89,12 @@ class TopicGlobals:
 
     def _decode(self, value: bytes, where: Any) -> GlobalModelInfo | None:
         try:
-            return global_model_from_record(self.codec.decode(value, expected="GlobalModel"))
+            record = self.codec.decode(value, expected="GlobalModel")
+            return global_model_from_record(record, self.book)
+        except UnknownLayoutError as e:
+            self.unresolved += 1
+            log.info("global model skipped until its layout is known: %s", e)
+            return None
         except (ModelError, ValueError) as e:
             self.on_bad("bad-global-model", str(e), where, value)
             return None

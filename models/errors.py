@@ -16,6 +16,10 @@ class InvalidSummaryError(ModelError):
     """A summary is malformed: NaN/inf, negative or zero counts, wrong shapes."""
 
 
+class UnknownLayoutError(InvalidSummaryError):
+    """A packed summary names its layout by id only, and this receiver does not hold it."""
+
+
 class IncompatibleSummariesError(ModelError):
     """Summaries cannot be merged: different model kinds, specs or hyper-parameters."""
 

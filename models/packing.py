@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import InvalidSummaryError, ModelError
+from models.errors import InvalidSummaryError, ModelError, UnknownLayoutError
 from models.quantize import DTYPES, QuantizedArray, dequantize, quantize
 from models.summary import Summary
 
@@ -50,6 +50,7 @@ __all__ = [
     "PACK_DTYPES",
     "Layout",
     "LayoutBook",
+    "layout_id_of",
     "layout_of",
     "pack",
     "unpack",
@@ -134,6 +135,11 @@ def layout_of(summary: Summary) -> Layout:
     )  # fmt: skip
     params = tuple(sorted((str(k), str(v)) for k, v in summary.params.items()))
     return Layout(tuple(summary.features), slots, params)
+
+
+def layout_id_of(summary: Summary | None) -> int | None:
+    """The layout id of ``summary`` (None for None)."""
+    return None if summary is None else layout_of(summary).id
 
 
 class LayoutBook:
@@ -262,7 +268,7 @@ def resolve_layout(packed: Mapping[str, Any], book: LayoutBook | None) -> Layout
         return layout
     known = book.get(lid) if book is not None else None
     if known is None:
-        raise InvalidSummaryError(
+        raise UnknownLayoutError(
             f"packed summary names layout {lid}, which this receiver has not seen: "
             "the sender must send the layout in full"
         )

@@ -36,6 +36,7 @@ import numpy as np
 from edge_agents.config import EdgeConfig
 from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.sinks import sampled
+from models.packing import layout_of
 from models.poisoning import Attack, poison_summary
 from models.serialization import global_model_record, weight_summary_record, wire_roundtrip
 from models.summary import Summary
@@ -136,7 +137,11 @@ class _Fleet:
                 )
             )
         self.global_: tuple[Summary, int] | None = None
-        self.global_bytes = 0
+        self.global_bytes = 0  # the newest global on the topic (layout by id)
+        self.layout_bytes = 0  # its layout's announcement (whole), read once per site
+        self.global_layout = 0
+        self.layouts: dict[int, int] = {}  # global version -> layout id (the merger holds them)
+        self.announced: list[set[int]] = [set() for _ in range(n_sites)]  # read by each site
         self.waiting: dict[int, list[Summary]] = {}  # increments of cut-off sites
         self.events_seen = 0
         self.attackers = poisoned_sites(stream, config)
@@ -150,7 +155,7 @@ class _Fleet:
         else:
             site = self.sites[self.stream.sites[i]]
             if connected:
-                self._pull(site)
+                self._pull(self.stream.sites[i])
             # federated sites keep the global they have; hybrid ones fall back when cut off
             s = site.score(
                 x, now_ms, connected or self.name == "federated", self.stream.event_ids[i]
@@ -225,7 +230,11 @@ class _Fleet:
     def _offer(self, summary: Summary, tier: str, now_ms: int) -> None:
         assert self.merger is not None
         quantize = self.config.quantize if tier == "edge" else None  # as agents and workers send
-        record = weight_summary_record(summary, tier=tier, created_at_ms=now_ms, quantize=quantize)
+        # a node names its layout by id when it is its adopted global's (agents do the same)
+        by_id = tier == "edge" and self.layouts.get(summary.base_version) == layout_of(summary).id
+        record = weight_summary_record(
+            summary, tier=tier, created_at_ms=now_ms, quantize=quantize, with_layout=not by_id
+        )
         self.run.bytes_summaries += len(CODEC.encode("WeightSummary", record))
         self.run.summaries += 1
         summary = wire_roundtrip(summary, quantize)  # what the merger decodes
@@ -242,14 +251,20 @@ class _Fleet:
         for closed in self.merger.close_due(now_ms):
             summary = closed.result.summary
             self.global_ = (summary, closed.version)
-            record = global_model_record(
-                summary,
-                version=closed.version,
-                strategy=closed.strategy,
-                created_at_ms=now_ms,
-                quantize=self.merger.config.quantize,
+            whole, by_id = (
+                global_model_record(
+                    summary,
+                    version=closed.version,
+                    strategy=closed.strategy,
+                    created_at_ms=now_ms,
+                    quantize=self.merger.config.quantize,
+                    with_layout=with_layout,
+                )
+                for with_layout in (True, False)
             )
-            self.global_bytes = len(CODEC.encode("GlobalModel", record))
+            self.global_layout = self.layouts[closed.version] = layout_of(summary).id
+            self.global_bytes = len(CODEC.encode("GlobalModel", by_id))
+            self.layout_bytes = len(CODEC.encode("GlobalModel", whole))
             self.run.merges += 1
             self.run.merges_during_outage += int(in_outage)
             self.run.merged_at.append(self.events_seen)
@@ -257,13 +272,21 @@ class _Fleet:
     def tick(self, now_ms: int, in_outage: bool) -> None:
         self._close(now_ms, in_outage)
 
-    def _pull(self, site: EdgeLearner) -> None:
-        """A connected site takes the newest global when it next scores (pull, lazily)."""
+    def _pull(self, index: int) -> None:
+        """A connected site takes the newest global when it next scores (pull, lazily).
+
+        Globals name their layout by id; a site reads each new layout's whole
+        announcement once (``<model>@layout`` on the topic), as agents do.
+        """
+        site = self.sites[index]
         if self.global_ is None or self.global_[1] <= site.global_version:
             return
         summary, version = self.global_
         site.adopt(summary, version, created_ms=0)
         self.run.bytes_globals += self.global_bytes
+        if self.global_layout not in self.announced[index]:
+            self.announced[index].add(self.global_layout)
+            self.run.bytes_globals += self.layout_bytes
 
 
 def simulate(

@@ -35,7 +35,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from models.errors import ModelError
+from models.errors import ModelError, UnknownLayoutError
+from models.packing import LayoutBook, layout_of
 from models.serialization import global_model_record, summary_from_weight_record
 from prism.redis_outage import REDIS_AWAY, Outage, RedisUnavailable, wait_for
 from schemas import Codec, SchemaError
@@ -91,6 +92,9 @@ class MergerLoop:
         self._stopping = False
         self._assigned = False
         self._unpublished: list[tuple[str, dict]] = []  # produced, not yet in Redis
+        # layouts this merger holds (its globals', whole summaries'): nodes send theirs by id
+        self.book = LayoutBook()
+        self._announced: dict[str, int] = {}  # model -> layout id published under <model>@layout
         self._last_commit = time.monotonic()
         self.idle = IdleClock(idle_exit_s)
         self.redis = Outage("the merger's models and state")
@@ -110,6 +114,9 @@ class MergerLoop:
             what="loading the merger's state",
             limit_s=self.redis_wait_s,
         )
+        for tier in self.merger.tiers.values():  # nodes adopted these: they send by id
+            if tier.current is not None:
+                self.book.learn(layout_of(tier.current))
         self.consumer.subscribe(
             [self.topics["model-updates"]], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -197,7 +204,7 @@ class MergerLoop:
                 self._saw(now_ms)
                 self._due_before += self.merger.close_due(now_ms)  # timed out before it
             update = Update(
-                summary_from_weight_record(record),
+                summary_from_weight_record(record, self.book),
                 tier=record["tier"],
                 region=record["region"],
                 created_at_ms=now_ms if event_ts is not None else int(record["created_at"]),
@@ -209,6 +216,9 @@ class MergerLoop:
             )
         except (SchemaError, SignatureError) as e:
             self._dead(m, e.reason_code, str(e))
+            return None
+        except UnknownLayoutError as e:  # sent by id for a layout this merger never held
+            self._dead(m, "unknown-layout", str(e))
             return None
         except ModelError as e:
             self._dead(m, "invalid-summary", str(e))
@@ -239,21 +249,19 @@ class MergerLoop:
         ``redis_wait_s``, then :class:`RedisUnavailable`).
         """
         for c in closed:
-            record = global_model_record(
-                c.result.summary,
-                version=c.version,
-                parent_version=c.parent_version,
-                strategy=c.strategy,
-                created_at_ms=c.created_at_ms,
-                contributors=c.result.contributors,
-                excluded=c.result.excluded,
-                metrics=c.metrics,
-                quantize=self.merger.config.quantize,
-            )
+            record = self._global_record(c, with_layout=True)  # the registry keeps it whole
             self._unpublished.append((c.name, record))
+            layout = self.book.learn(layout_of(c.result.summary))
+            if self._announced.get(c.name) != layout:  # new layout: once, whole, kept by compaction
+                self._announced[c.name] = layout
+                self.producer.produce(
+                    self.topics["global-model"],
+                    self.codec.encode("GlobalModel", record),
+                    key=f"{c.name}@layout".encode(),
+                )
             self.producer.produce(
                 self.topics["global-model"],
-                self.codec.encode("GlobalModel", record),
+                self.codec.encode("GlobalModel", self._global_record(c, with_layout=False)),
                 key=c.name.encode(),
             )
             self.touched.update(c.nodes)
@@ -276,6 +284,20 @@ class MergerLoop:
                 self.redis.failed(e)
             else:
                 self.redis.succeeded()
+
+    def _global_record(self, c: Closed, *, with_layout: bool) -> dict[str, Any]:
+        return global_model_record(
+            c.result.summary,
+            version=c.version,
+            parent_version=c.parent_version,
+            strategy=c.strategy,
+            created_at_ms=c.created_at_ms,
+            contributors=c.result.contributors,
+            excluded=c.result.excluded,
+            metrics=c.metrics,
+            quantize=self.merger.config.quantize,
+            with_layout=with_layout,
+        )
 
     def _write_redis(self) -> None:
         """New models, touched ledgers, state and offsets in one transaction, then Kafka."""

@@ -265,7 +265,15 @@ def _saved_local(tmp_path: Path, node: str):
 
 
 # -- global models: stale -> fallback, fresh -> blend ----------------------------
-def publish_global(settings: Settings, topic: str, *, version: int, age_s: float) -> None:
+def publish_global(
+    settings: Settings,
+    topic: str,
+    *,
+    version: int,
+    age_s: float,
+    by_id: bool = False,
+    key: bytes = b"fraud-linear",
+) -> None:
     model = SPEC.new_model()
     rng = np.random.default_rng(1)
     for _ in range(500):
@@ -273,10 +281,44 @@ def publish_global(settings: Settings, topic: str, *, version: int, age_s: float
         SPEC.learn_one(model, x, bool(x["amount"] > 80))
     summary = SPEC.summarize(model)
     created = int((time.time() - age_s) * 1000)
-    record = global_model_record(summary, version=version, strategy="fedavg", created_at_ms=created)
+    record = global_model_record(
+        summary, version=version, strategy="fedavg", created_at_ms=created, with_layout=not by_id
+    )
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
-    producer.produce(topic, CODEC.encode("GlobalModel", record), key=b"fraud-linear")
+    producer.produce(topic, CODEC.encode("GlobalModel", record), key=key)
     assert producer.flush(30) == 0
+
+
+def test_a_global_named_by_layout_id_waits_for_its_layout_then_is_taken(
+    test_settings: Settings, prism_topics
+) -> None:
+    """A version whose layout the node does not hold is skipped, not dead-lettered; once the
+    layout is announced (``<model>@layout``) the next version by id is taken."""
+    from edge_agents.globals import TopicGlobals
+
+    topic, bad = prism_topics["global-model"], []
+    feed = TopicGlobals(
+        test_settings.kafka_bootstrap or "", topic, model_name="fraud-linear", node_id="n1",
+        codec=CODEC, on_bad=lambda *a: bad.append(a),
+    )  # fmt: skip
+    try:
+        publish_global(test_settings, topic, version=1, age_s=0, by_id=True)
+        deadline = time.monotonic() + 30
+        while feed.unresolved == 0 and time.monotonic() < deadline:
+            assert feed.poll() is None
+        assert feed.unresolved == 1 and bad == []
+        publish_global(test_settings, topic, version=1, age_s=0, key=b"fraud-linear@layout")
+        publish_global(test_settings, topic, version=2, age_s=0, by_id=True)
+        publish_global(test_settings, topic, version=3, age_s=0, key=b"other-model")
+        got = None
+        while got is None and time.monotonic() < deadline + 30:
+            got = feed.poll()
+            if got is not None and got.version < 2:
+                got = None  # the announcement itself may come first: it is version 1
+        assert got is not None and got.version == 2 and got.summary.features
+        assert feed.unresolved == 1 and bad == []
+    finally:
+        feed.close()
 
 
 @pytest.mark.parametrize(("age_s", "expected"), [(7200.0, "local"), (0.0, "blend")])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import redis
 from confluent_kafka import Producer
-from helpers.services import decoded, service_env, wait_exit
+from helpers.services import decoded, read_topic, service_env, wait_exit
 
 from models.serialization import global_model_from_record, weight_summary_record
 from models.specs import get_spec
@@ -41,8 +41,10 @@ def local(node: str, seq: int, base: int, *, poisoned: bool = False, draws: int 
     return s
 
 
-def message(s: Summary) -> bytes:
-    record = weight_summary_record(s, tier="edge", created_at_ms=1_700_000_000_000 + s.sequence)
+def message(s: Summary, *, by_id: bool = False) -> bytes:
+    record = weight_summary_record(
+        s, tier="edge", created_at_ms=1_700_000_000_000 + s.sequence, with_layout=not by_id
+    )
     return CODEC.encode("WeightSummary", record)
 
 
@@ -51,6 +53,17 @@ def send(settings: Settings, topic: str, values: list[bytes]) -> None:
     for v in values:
         producer.produce(topic, v, key=KEY)
     assert producer.flush(30) == 0
+
+
+def globals_by_key(s: Settings, topic: str) -> dict[str, list[tuple[int, bool]]]:
+    """Per key of the global-model topic: (version, whether the layout travels whole)."""
+    out: dict[str, list[tuple[int, bool]]] = {}
+    for _, _, key, value in read_topic(s.kafka_bootstrap or "", topic):
+        r = CODEC.decode(value)
+        out.setdefault(key.decode(), []).append(
+            (r["version"], r["state"]["packed"]["layout"] is not None)
+        )
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def merger(spawn, *extra: str, log_name: str):
@@ -129,19 +142,33 @@ def test_rounds_dedup_staleness_screening_and_a_restart(
 
     dead = [r for _, _, r in decoded(s.kafka_bootstrap or "", prism_topics["dead-letter"])]
     assert [d["reason_code"] for d in dead] == ["bad-marker"]  # duplicates are counted only
-    published = [r for _, _, r in decoded(s.kafka_bootstrap or "", prism_topics["global-model"])]
-    assert sorted(r["version"] for r in published) == [1, 2, 3]
+    assert globals_by_key(s, prism_topics["global-model"]) == {
+        "fraud-linear": [(1, False), (2, False), (3, False)],  # the layout by id
+        "fraud-linear@layout": [(1, True)],  # announced whole once
+    }
 
-    # a restart: old updates replayed again count nothing; the next round is version 4
+    # a restart: old updates replayed again count nothing; the next round is version 4. Its
+    # updates name their layout by id (the restarted merger holds its current global's), and
+    # one names a layout it never saw: refused with its own reason
     round4 = [local(n, 4, 3) for n in "abcdef"]
-    send(s, topic, [message(round1[1]), message(round3[0])] + [message(x) for x in round4])
+    stranger = replace(local("h", 1, 3), params={**local("h", 1, 3).params, "lr": "0.5"})
+    send(s, topic, [message(round1[1]), message(round3[0])]
+         + [message(x, by_id=True) for x in [*round4, stranger]])  # fmt: skip
     assert wait_exit(merger(spawn, log_name="merger2.log")) == 0
+    dead = [r for _, _, r in decoded(s.kafka_bootstrap or "", prism_topics["dead-letter"])]
+    assert [d["reason_code"] for d in dead] == ["bad-marker", "unknown-layout"]
+    assert "has not seen" in dead[-1]["reason"]
     v4 = global_model_from_record(
         CODEC.decode(client.get(f"{s.redis_prefix}:model:fraud-linear:current"))
     )
     assert v4.version == 4 and v4.parent_version == 3
     assert {(c.node_id, c.sequence) for c in v4.contributors} == {(n, 4) for n in "abcdef"}
     assert v4.summary.n_samples == N * (16 + 6)
+    # a restarted merger announces its layout again (it cannot know it was)
+    assert globals_by_key(s, prism_topics["global-model"])["fraud-linear@layout"] == [
+        (1, True),
+        (4, True),
+    ]
 
     # what users query: the read-only user, through the CLI, as JSON
     query = _query_url(s)
