@@ -43,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="float precision of summaries and globals on the wire (float64 = lossless)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sweep",
+        action="append",
+        metavar="NAME=V1,V2,...",
+        help="the accuracy/bytes frontier over summary-every, quantize, round-size, "
+        "round-timeout-ms, forward-sample, blend-alpha or strategy (repeat for a grid); "
+        "--plot then draws metric vs bytes",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, help="write the windowed metric as a PNG")
     p.add_argument("--no-progress", action="store_true")
@@ -115,6 +123,8 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from prism.compare.report import build_report, render_table
 
     stream, config = prepare(args)
+    if args.sweep:
+        return _sweep(args, stream, config)
     try:
         show = not (args.no_progress or args.json) and sys.stderr.isatty()
         with tqdm(total=len(stream), unit="ev", disable=not show, mininterval=0.5) as bar:
@@ -151,6 +161,40 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
             print(f"stack vs in-process {name:<12} {a['metric_stack']:.4f} vs "
                   f"{a['metric_in_process']:.4f} (diff {a['diff']:.4f}, tolerance "
                   f"{a['tolerance']}) {'agrees' if a['agrees'] else 'DISAGREES'}")  # fmt: skip
+    return 0
+
+
+def _sweep(args: argparse.Namespace, stream: Stream, config: SimConfig) -> int:
+    from tqdm import tqdm
+
+    from models.errors import ModelError
+    from prism.compare.plot import write_frontier
+    from prism.compare.sweep import parse_sweeps, render_sweep, run_sweep
+
+    if args.stack:
+        raise UsageError("--sweep runs in process only: drop --stack")
+    try:
+        axes = parse_sweeps(args.sweep)
+        points = 1
+        for _, values in axes:
+            points *= len(values)
+        show = not (args.no_progress or args.json) and sys.stderr.isatty()
+        with tqdm(total=len(stream) * (points + 1), unit="ev", disable=not show,
+                  mininterval=0.5) as bar:  # fmt: skip
+            sweep = run_sweep(stream, config, axes, threshold=args.threshold, progress=bar.update)
+    except (ValueError, ModelError) as e:
+        raise UsageError(str(e)) from e
+    report = {"events": len(stream), "sites": len(stream.site_names), "model": config.spec_name,
+              "metric_name": "roc_auc", "sweep": sweep}  # fmt: skip
+    if args.plot:
+        title = f"{config.spec_name} on {len(stream):,} events, {len(stream.site_names)} sites"
+        report["plot"] = str(write_frontier(sweep, args.plot, title=title))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(render_sweep(sweep))
+        if args.plot:
+            print(f"plot: {args.plot}")
     return 0
 
 
