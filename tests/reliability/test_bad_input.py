@@ -34,6 +34,7 @@ from reliability.corpus import CODEC, Bad, kinds_for
 from models.serialization import (
     global_model_from_record,
     global_model_record,
+    unpacked_state,
     weight_summary_record,
 )
 from models.specs import get_spec
@@ -274,7 +275,7 @@ def test_merger_dead_letters_every_bad_update_and_merges_the_good_ones(
     # (at-least-once delivery and outbox resends are normal), checked below by n_samples
     good_items.append(good_items[0])
     bad = kinds_for("WeightSummary", good[0], key=b"a", max_bytes=MAX_BYTES)
-    state = good[1]["state"]
+    state = unpacked_state(_summary("b", seed=2))  # the older, spelled-out form still decodes
     tensor = state["tensors"][0]
     cut = dict(tensor, data=tensor["data"][:-8])  # its bytes disagree with its shape
     wide = dict(tensor, shape=[3], data=tensor["data"] + b"\x00" * 16)  # 3 values, 2 features
@@ -292,6 +293,20 @@ def test_merger_dead_letters_every_bad_update_and_merges_the_good_ones(
     ]:
         record = good[1] | {"node_id": f"x-{kind}", "state": st}
         bad.append(Bad(kind, b"x", CODEC.encode("WeightSummary", record), "invalid-summary"))
+    packed = good[1]["state"]["packed"]
+    for kind, change in [
+        ("packed-values-short", {"values": packed["values"][:-4]}),
+        ("packed-counts-too-many", {"counts": packed["counts"] + b"\x01"}),
+        ("packed-varint-never-ends", {"counts": b"\xff"}),
+        ("packed-layout-not-its-id", {"layout_id": packed["layout_id"] ^ 1}),
+        ("packed-int8-without-scales", {"dtype": "int8"}),
+    ]:
+        st = good[1]["state"] | {"packed": packed | change}
+        record = good[1] | {"node_id": f"x-{kind}", "state": st}
+        bad.append(Bad(kind, b"x", CODEC.encode("WeightSummary", record), "invalid-summary"))
+    by_id = _update(_summary("x-layout", seed=9), state=good[1]["state"] | {"packed": packed | {
+        "layout": None, "layout_id": 12345}})  # fmt: skip
+    bad.append(Bad("unknown-layout", b"x", CODEC.encode("WeightSummary", by_id), "unknown-layout"))
     future = _update(_summary("f", base=99))
     bad.append(
         Bad("future-base-version", b"f", CODEC.encode("WeightSummary", future), "future-base")
@@ -356,12 +371,15 @@ def test_edge_keeps_bad_local_events_and_bad_global_models_and_goes_on(
     bad_globals = [b for b in kinds_for("GlobalModel", gm, key=b"fraud-linear", max_bytes=MAX_BYTES)
                    # a tombstone is how a compacted topic deletes a key: skipped, no dead letter
                    if b.kind != "tombstone"]  # fmt: skip
-    state = gm["state"]
+    state = unpacked_state(summary)  # the older form: its tensors spelled out
     wide = dict(state["tensors"][0], shape=[3], data=state["tensors"][0]["data"] + b"\x00" * 16)
+    packed = gm["state"]["packed"]
     for kind, record in [
         ("model-name-disagrees", gm | {"version": 9, "model_name": "iot-hst"}),
         ("tensor-shape-disagrees", gm | {"version": 9, "state": state | {"tensors": [
             wide, *state["tensors"][1:]]}}),
+        ("packed-values-short", gm | {"version": 9, "state": gm["state"] | {
+            "packed": packed | {"values": packed["values"][:-8]}}}),
     ]:  # fmt: skip
         bad_globals.append(Bad(kind, b"fraud-linear", CODEC.encode("GlobalModel", record), "?"))
     gitems, gwhere = interleave([(b"fraud-linear", CODEC.encode("GlobalModel", gm))], bad_globals)
@@ -441,5 +459,7 @@ def test_a_value_too_big_for_a_dead_letter_message_is_still_one(
     assert dead["reason_code"] == "bad-marker" and dead["offset"] == 0
     assert big.startswith(dead["value"]) and len(dead["value"]) > 800_000
     assert "cut to its first" in dead["reason"]
-    published = decoded(s.kafka_bootstrap or "", prism_topics["global-model"])
-    assert [r["version"] for _, _, r in published] == [1]  # the good update after it merged
+    published = read_topic(s.kafka_bootstrap or "", prism_topics["global-model"])
+    versions = sorted((k, CODEC.decode(v)["version"]) for _, _, k, v in published)
+    # the good update after it merged (and its layout, announced once)
+    assert versions == [(b"fraud-linear", 1), (b"fraud-linear@layout", 1)]
