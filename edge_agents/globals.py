@@ -7,10 +7,11 @@ keeps only versions newer than the one it holds. The registry source polls
 not Kafka's consumer protocol. Either way a record that does not decode is a
 local dead letter, never a crash.
 
-Globals on the topic name their layout by id (docs/bytes.md); the merger
-publishes each new layout in full under ``<model>@layout``, which compaction
-keeps, so a fresh node learns it on its first read. A version whose layout the
-node does not hold yet is skipped (the next one comes), not dead-lettered.
+Between whole versions, globals on the topic are deltas from the previous
+version (docs/bytes.md); whole versions (every 16th, the first, a new layout)
+go under ``<model>@whole``, which compaction keeps, so a fresh node starts the
+chain there. A delta from a version the node does not hold, or a layout it
+does not know yet, is skipped until the next whole version, not dead-lettered.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from edge_agents.sources import OnBad
-from models.errors import ModelError, UnknownLayoutError
+from models.errors import DeltaBaseError, ModelError, UnknownLayoutError
 from models.packing import LayoutBook
 from models.serialization import GlobalModelInfo, global_model_from_record
+from models.summary import Summary
 from prism.errors import NotFoundError
 from prism.registry.client import RegistryClient, RegistryUnavailableError
 from schemas import Codec
@@ -46,6 +48,7 @@ class TopicGlobals:
     ) -> None:  # fmt: skip
         self.model_name, self.codec, self.on_bad = model_name, codec, on_bad
         self.book = LayoutBook()  # layouts this node holds: announced ones and its own
+        self.held: Summary | None = None  # the newest version decoded: deltas add to it
         self.unresolved = 0
         self.consumer = Consumer(
             {
@@ -80,7 +83,7 @@ class TopicGlobals:
             if m.error() is not None or m.value() is None:
                 continue
             key = (m.key() or b"").decode(errors="replace")
-            if key not in (self.model_name, f"{self.model_name}@layout"):
+            if key not in (self.model_name, f"{self.model_name}@whole"):
                 continue
             info = self._decode(m.value(), {"topic": m.topic(), "offset": m.offset()})
             if info is not None and (newest is None or info.version > newest.version):
@@ -90,14 +93,17 @@ class TopicGlobals:
     def _decode(self, value: bytes, where: Any) -> GlobalModelInfo | None:
         try:
             record = self.codec.decode(value, expected="GlobalModel")
-            return global_model_from_record(record, self.book)
-        except UnknownLayoutError as e:
+            info = global_model_from_record(record, self.book, self.held)
+        except (UnknownLayoutError, DeltaBaseError) as e:
             self.unresolved += 1
             log.info("global model skipped until its layout is known: %s", e)
             return None
         except (ModelError, ValueError) as e:
             self.on_bad("bad-global-model", str(e), where, value)
             return None
+        if self.held is None or info.version > self.held.base_version:
+            self.held = info.summary
+        return info
 
     def close(self) -> None:
         self.consumer.close()

@@ -20,6 +20,10 @@ class UnknownLayoutError(InvalidSummaryError):
     """A packed summary names its layout by id only, and this receiver does not hold it."""
 
 
+class DeltaBaseError(InvalidSummaryError):
+    """A global model sent as a delta from a version this node does not hold."""
+
+
 class IncompatibleSummariesError(ModelError):
     """Summaries cannot be merged: different model kinds, specs or hyper-parameters."""
 

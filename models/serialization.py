@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import InvalidSummaryError, ModelError
+from models.errors import DeltaBaseError, InvalidSummaryError, ModelError
 from models.merge import Contributor, Exclusion
-from models.packing import LayoutBook, pack, unpack
+from models.packing import LayoutBook, apply_delta, pack, unpack
 from models.summary import Summary
 
 __all__ = [
@@ -85,15 +85,13 @@ def summary_to_state(
         raise InvalidSummaryError(f"expected a Summary, got {type(summary).__name__}")
     if quantize not in QUANTIZE:
         raise ModelError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
-    return {
-        "model_name": summary.model_name,
-        "model_kind": summary.kind,
-        "features": [],
-        "n_samples": int(summary.n_samples),
-        "tensors": [],
-        "params": {},
-        "packed": pack(summary, quantize or "float64", with_layout=with_layout),
-    }
+    return {**_state_head(summary), "packed": pack(summary, quantize or "float64",
+                                                  with_layout=with_layout)}  # fmt: skip
+
+
+def _state_head(summary: Summary) -> dict[str, Any]:
+    return {"model_name": summary.model_name, "model_kind": summary.kind, "features": [],
+            "n_samples": int(summary.n_samples), "tensors": [], "params": {}}  # fmt: skip
 
 
 def unpacked_state(summary: Summary, quantize: str | None = None) -> dict[str, Any]:
@@ -284,17 +282,27 @@ def global_model_record(
     metrics: Mapping[str, float] | None = None,
     quantize: str | None = None,
     with_layout: bool = True,
+    delta: tuple[int, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The ``GlobalModel`` record of a merged summary (e.g. a MergeResult's)."""
+    """The ``GlobalModel`` record of a merged summary (e.g. a MergeResult's).
+
+    ``delta=(from_version, packed)`` publishes :func:`models.packing.pack_delta`'s
+    record instead of the whole model (``summary`` is then what it adds up to).
+    """
     if version < 1 or parent_version < 0:
         raise ModelError("global versions start at 1 and parent_version must be >= 0")
     return {
         "model_name": summary.model_name,
         "version": int(version),
         "parent_version": int(parent_version),
+        "delta_from": 0 if delta is None else int(delta[0]),
         "strategy": str(strategy),
         "created_at": int(created_at_ms),
-        "state": summary_to_state(summary, quantize, with_layout=with_layout),
+        "state": (
+            summary_to_state(summary, quantize, with_layout=with_layout)
+            if delta is None
+            else {**_state_head(summary), "packed": dict(delta[1])}
+        ),
         "contributors": [
             {
                 "node_id": c.node_id,
@@ -314,14 +322,29 @@ def global_model_record(
 
 
 def global_model_from_record(
-    record: Mapping[str, Any], book: LayoutBook | None = None
+    record: Mapping[str, Any], book: LayoutBook | None = None, held: Summary | None = None
 ) -> GlobalModelInfo:
-    """Decode a ``GlobalModel`` record; the summary is stamped with its version."""
+    """Decode a ``GlobalModel`` record; the summary is stamped with its version.
+
+    A delta record (``delta_from`` v) needs ``held``, the version v this node
+    holds (``held.base_version == v``); else :class:`DeltaBaseError`.
+    """
     try:
         version = int(record["version"])
-        summary = state_to_summary(
-            record["state"], node_id="global", base_version=version, book=book
-        )
+        base = int(record.get("delta_from") or 0)
+        if base:
+            if held is None or held.base_version != base or record["state"].get("packed") is None:
+                raise DeltaBaseError(
+                    f"global version {version} is a delta from version {base}, and this node "
+                    f"holds {'none' if held is None else held.base_version}: it waits for a "
+                    "whole version"
+                )
+            whole = apply_delta(held, record["state"]["packed"], int(record["state"]["n_samples"]))
+            summary = whole.with_provenance(node_id="global", sequence=0, base_version=version)
+        else:
+            summary = state_to_summary(
+                record["state"], node_id="global", base_version=version, book=book
+            )
         if summary.model_name != record["model_name"]:
             raise InvalidSummaryError("GlobalModel model_name disagrees with its state")
         return GlobalModelInfo(

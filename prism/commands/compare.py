@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="float32",
         help="float precision of summaries and globals on the wire (float64 = lossless)",
     )
+    p.add_argument(
+        "--deltas",
+        choices=("float16", "float32", "float64", "off"),
+        default="float16",
+        help="globals between whole ones as deltas from the previous version (merger run's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--sweep",
@@ -108,6 +114,7 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             poison=poison,
             seed=args.seed,
             quantize=args.quantize,
+            deltas=None if args.deltas == "off" else args.deltas,
         )
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e

@@ -34,8 +34,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quantize",
         choices=("float64", "float32", "float16", "int8"),
         default="float32",
-        help="float precision of published globals (counts stay exact; the merger goes on "
-        "from exactly what the sites get)",
+        help="float precision of whole published globals (counts stay exact; the merger "
+        "goes on from exactly what the sites get)",
+    )
+    run.add_argument(
+        "--deltas",
+        choices=("float16", "float32", "float64", "off"),
+        default="float16",
+        help="globals between whole ones as deltas from the previous version, floats as this",
+    )
+    run.add_argument(
+        "--whole-every", type=int, default=16, help="every n-th global version goes whole"
     )
     run.add_argument("--group", default="prism-merger", help="consumer group = state namespace")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
@@ -73,6 +82,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             tiers=tuple(t.strip() for t in args.tiers.split(",") if t.strip()),
             dedup_window=args.dedup_window,
             quantize=args.quantize,
+            deltas=None if args.deltas == "off" else args.deltas,
+            whole_every=args.whole_every,
         )
         if not args.speedup > 0:
             raise ValueError(f"--speedup must be > 0, got {args.speedup}")

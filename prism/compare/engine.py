@@ -42,7 +42,7 @@ from models.serialization import global_model_record, weight_summary_record, wir
 from models.summary import Summary
 from prism.compare.stream import EVENT, Stream
 from schemas import Codec
-from streams.merger.rounds import Merger, MergerConfig, Update
+from streams.merger.rounds import Closed, Merger, MergerConfig, Update
 
 __all__ = ["ARCHITECTURES", "Outage", "Run", "SimConfig", "poisoned_sites", "simulate"]
 
@@ -87,6 +87,8 @@ class SimConfig:
     seed: int = 0
     #: float precision of edge summaries and globals on the wire (the services' default)
     quantize: str | None = EDGE_QUANTIZE
+    #: globals between whole ones as deltas, floats as this (None: all whole); the merger's
+    deltas: str | None = MergerConfig.__dataclass_fields__["deltas"].default
 
 
 @dataclass
@@ -134,14 +136,14 @@ class _Fleet:
                     min_participants=1,
                     dedup_window=1_000_000,
                     quantize=config.quantize,
+                    deltas=config.deltas,
                 )
             )
         self.global_: tuple[Summary, int] | None = None
-        self.global_bytes = 0  # the newest global on the topic (layout by id)
-        self.layout_bytes = 0  # its layout's announcement (whole), read once per site
-        self.global_layout = 0
+        # bytes of every global record published up to version v (the topic as agents read it)
+        self.published = [0]
         self.layouts: dict[int, int] = {}  # global version -> layout id (the merger holds them)
-        self.announced: list[set[int]] = [set() for _ in range(n_sites)]  # read by each site
+        self.announced = 0  # the layout last published whole
         self.waiting: dict[int, list[Summary]] = {}  # increments of cut-off sites
         self.events_seen = 0
         self.attackers = poisoned_sites(stream, config)
@@ -251,42 +253,51 @@ class _Fleet:
         for closed in self.merger.close_due(now_ms):
             summary = closed.result.summary
             self.global_ = (summary, closed.version)
-            whole, by_id = (
-                global_model_record(
-                    summary,
-                    version=closed.version,
-                    strategy=closed.strategy,
-                    created_at_ms=now_ms,
-                    quantize=self.merger.config.quantize,
-                    with_layout=with_layout,
-                )
-                for with_layout in (True, False)
-            )
-            self.global_layout = self.layouts[closed.version] = layout_of(summary).id
-            self.global_bytes = len(CODEC.encode("GlobalModel", by_id))
-            self.layout_bytes = len(CODEC.encode("GlobalModel", whole))
+            layout = self.layouts[closed.version] = layout_of(summary).id
+            self.published.append(self.published[-1] + self._record_bytes(closed, layout, now_ms))
             self.run.merges += 1
             self.run.merges_during_outage += int(in_outage)
             self.run.merged_at.append(self.events_seen)
+
+    def _record_bytes(self, closed: Closed, layout: int, now_ms: int) -> int:
+        """What the merger puts on the topic for this version (``streams.merger.loop``'s rule):
+        a delta from the previous version; or the whole version (under ``<model>@whole``)
+        and, without deltas, the version by layout id too."""
+        deltas = self.merger is not None and self.merger.config.deltas is not None
+
+        def size(with_layout: bool) -> int:
+            record = global_model_record(
+                closed.result.summary,
+                version=closed.version,
+                parent_version=closed.parent_version,
+                strategy=closed.strategy,
+                created_at_ms=now_ms,
+                quantize=self.config.quantize,
+                with_layout=with_layout,
+                delta=None if with_layout else closed.delta,
+            )
+            return len(CODEC.encode("GlobalModel", record))
+
+        if closed.delta is not None:
+            return size(False)
+        total = 0
+        if layout != self.announced or deltas:
+            self.announced = layout
+            total += size(True)
+        return total if deltas else total + size(False)
 
     def tick(self, now_ms: int, in_outage: bool) -> None:
         self._close(now_ms, in_outage)
 
     def _pull(self, index: int) -> None:
-        """A connected site takes the newest global when it next scores (pull, lazily).
-
-        Globals name their layout by id; a site reads each new layout's whole
-        announcement once (``<model>@layout`` on the topic), as agents do.
-        """
+        """A connected site takes the newest global when it next scores (pulled lazily, but
+        counted as the agents read the topic: every record since the version it holds)."""
         site = self.sites[index]
         if self.global_ is None or self.global_[1] <= site.global_version:
             return
         summary, version = self.global_
+        self.run.bytes_globals += self.published[version] - self.published[site.global_version]
         site.adopt(summary, version, created_ms=0)
-        self.run.bytes_globals += self.global_bytes
-        if self.global_layout not in self.announced[index]:
-            self.announced[index].add(self.global_layout)
-            self.run.bytes_globals += self.layout_bytes
 
 
 def simulate(

@@ -179,7 +179,7 @@ class _ArchitectureOnStack:
                     "merger", "merger", "run", "--strategy", c.strategy, "--round-size", str(size),
                     "--round-timeout", str(self._round_timeout_s()), "--idle-exit", str(idle),
                     "--group", "compare", "--event-time", "--speedup", str(self._speedup()),
-                    "--quantize", c.quantize or "float64",
+                    "--quantize", c.quantize or "float64", "--deltas", c.deltas or "off",
                 )  # fmt: skip
             if self.arch == "hybrid":
                 central = self._central(idle=idle)

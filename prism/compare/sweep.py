@@ -45,12 +45,17 @@ def _quantize(text: str) -> str:
     return text
 
 
+def _deltas(text: str) -> str | None:
+    return None if text == "off" else _quantize(text)
+
+
 #: flag name -> (SimConfig field, parse one value)
 SWEEPABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "summary-every": ("summary_every", _positive_int),
     "round-size": ("round_size", _positive_int),
     "round-timeout-ms": ("round_timeout_ms", _positive_int),
     "quantize": ("quantize", _quantize),
+    "deltas": ("deltas", _deltas),
     "forward-sample": ("forward_sample", _share),
     "blend-alpha": ("blend_alpha", _share),
     "strategy": ("strategy", str),

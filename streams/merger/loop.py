@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+import zlib
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
@@ -94,7 +95,8 @@ class MergerLoop:
         self._unpublished: list[tuple[str, dict]] = []  # produced, not yet in Redis
         # layouts this merger holds (its globals', whole summaries'): nodes send theirs by id
         self.book = LayoutBook()
-        self._announced: dict[str, int] = {}  # model -> layout id published under <model>@layout
+        self._announced: dict[str, int] = {}  # model -> layout id published under <model>@whole
+        self._partitions: int | None = None  # of the global-model topic
         self._last_commit = time.monotonic()
         self.idle = IdleClock(idle_exit_s)
         self.redis = Outage("the merger's models and state")
@@ -252,18 +254,15 @@ class MergerLoop:
             record = self._global_record(c, with_layout=True)  # the registry keeps it whole
             self._unpublished.append((c.name, record))
             layout = self.book.learn(layout_of(c.result.summary))
-            if self._announced.get(c.name) != layout:  # new layout: once, whole, kept by compaction
+            if c.delta is not None:  # the chain: from the previous version, layout by id
+                self._produce_global(c.name, self._global_record(c, with_layout=False))
+            elif self._announced.get(c.name) != layout or self.merger.config.deltas:
+                # a whole version (or a new layout): kept by compaction under its own key,
+                # where a fresh node starts the chain
                 self._announced[c.name] = layout
-                self.producer.produce(
-                    self.topics["global-model"],
-                    self.codec.encode("GlobalModel", record),
-                    key=f"{c.name}@layout".encode(),
-                )
-            self.producer.produce(
-                self.topics["global-model"],
-                self.codec.encode("GlobalModel", self._global_record(c, with_layout=False)),
-                key=c.name.encode(),
-            )
+                self._produce_global(f"{c.name}@whole", record)
+            if c.delta is None and not self.merger.config.deltas:
+                self._produce_global(c.name, self._global_record(c, with_layout=False))
             self.touched.update(c.nodes)
             self.touched.update(x.node_id for x in c.result.contributors)
             self.telemetry.merge_rounds.labels(SERVICE, c.name).inc()
@@ -285,6 +284,25 @@ class MergerLoop:
             else:
                 self.redis.succeeded()
 
+    def _produce_global(self, key: str, record: dict[str, Any]) -> None:
+        """Every record of one model on one partition: a node reads its chain in order."""
+        name = key.split("@whole")[0]
+        self.producer.produce(
+            self.topics["global-model"],
+            self.codec.encode("GlobalModel", record),
+            key=key.encode(),
+            partition=zlib.crc32(name.encode()) % self._global_partitions(),
+        )
+
+    def _global_partitions(self) -> int:
+        if self._partitions is None:
+            topic = self.topics["global-model"]
+            meta = self.producer.list_topics(topic, timeout=10.0).topics[topic]
+            if meta.error is not None or not meta.partitions:
+                raise KafkaException(meta.error)
+            self._partitions = len(meta.partitions)
+        return self._partitions
+
     def _global_record(self, c: Closed, *, with_layout: bool) -> dict[str, Any]:
         return global_model_record(
             c.result.summary,
@@ -297,6 +315,7 @@ class MergerLoop:
             metrics=c.metrics,
             quantize=self.merger.config.quantize,
             with_layout=with_layout,
+            delta=None if with_layout else c.delta,
         )
 
     def _write_redis(self) -> None:

@@ -60,6 +60,7 @@ from typing import Any
 
 from models.errors import ModelError
 from models.merge import MergeResult, merge
+from models.packing import PACK_DTYPES, apply_delta, pack_delta
 from models.personalize import since
 from models.serialization import QUANTIZE, wire_roundtrip
 from models.specs import get_spec
@@ -79,8 +80,13 @@ class MergerConfig:
     min_participants: int = 1
     tiers: tuple[str, ...] = ("global",)
     dedup_window: int = 64
-    #: float precision of the published globals; the merger keeps the decoded copy (see _close)
+    #: float precision of whole published globals; the merger keeps the decoded copy (_close)
     quantize: str | None = "float32"
+    #: globals between whole ones travel as deltas from the previous version, floats as this
+    #: (None: every version whole); the merger keeps exactly what the deltas add up to
+    deltas: str | None = "float16"
+    #: every n-th version (and the first, and the first after a restart) goes whole
+    whole_every: int = 16
 
     def __post_init__(self) -> None:
         if self.round_size < 1 or self.min_participants < 1:
@@ -97,6 +103,10 @@ class MergerConfig:
         get_strategy(self.strategy)  # an unknown strategy fails at start, not at the first round
         if self.quantize not in QUANTIZE:
             raise ValueError(f"quantize must be one of {QUANTIZE}, got {self.quantize!r}")
+        if self.deltas not in (None, *PACK_DTYPES):
+            raise ValueError(f"deltas must be one of {PACK_DTYPES} or off, got {self.deltas!r}")
+        if self.whole_every < 1:
+            raise ValueError("whole_every must be >= 1")
 
     @property
     def regional(self) -> bool:
@@ -183,6 +193,8 @@ class Closed:
     created_at_ms: int
     metrics: Mapping[str, float]
     nodes: tuple[str, ...]
+    #: (previous version, packed delta) when this version travels as a delta, else None
+    delta: tuple[int, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -200,6 +212,7 @@ class _Tier:
     def __init__(self, name: str, tier: str, current: Summary | None, version: int) -> None:
         self.name, self.tier = name, tier
         self.current, self.version = current, version
+        self.whole_due = True  # a fresh or restarted tier publishes its next version whole
         self.round = _Round()
         self.waiting: list[Update] = []  # a node's later updates, for later rounds
 
@@ -386,7 +399,13 @@ class Merger:
         for u in updates:
             self._settle(u, excluded=u.node_id not in kept, reason=why.get(u.node_id, ""))
         # what the sites decode, not the float64 merge: the next round starts from their model
-        result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
+        delta = self._delta(tier, result.summary)
+        if delta is None:
+            result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
+            tier.whole_due = False
+        else:
+            rebuilt = apply_delta(tier.current, delta[1], result.summary.n_samples)  # type: ignore[arg-type]
+            result = replace(result, summary=rebuilt)
         tier.version += 1
         tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
         self._count("rounds")
@@ -407,7 +426,20 @@ class Merger:
                 "round_ms": float(now_ms - min(u.created_at_ms or now_ms for u in updates)),
             },
             nodes=tuple(u.node_id for u in updates),
+            delta=delta,
         )
+
+    def _delta(self, tier: _Tier, merged: Summary) -> tuple[int, dict[str, Any]] | None:
+        """The next version as a delta from the current one, or None: it goes whole."""
+        c = self.config
+        if c.deltas is None or tier.current is None or tier.whole_due:
+            return None
+        if (tier.version + 1) % c.whole_every == 0:
+            return None
+        try:
+            return tier.version, pack_delta(merged, tier.current, c.deltas)
+        except ModelError:  # another layout (new features): whole
+            return None
 
     def _increment(self, update: Update) -> Summary:
         """Exact statistics not merged before (cumulative snapshots minus the last one)."""

@@ -97,6 +97,28 @@ def decoded(bootstrap: str, topic: str) -> list[tuple[int, int, dict]]:
     return [(p, o, codec.decode(v)) for p, o, _, v in read_topic(bootstrap, topic)]
 
 
+def global_versions(bootstrap: str, topic: str, partitions: int = 3) -> list[Any]:
+    """Every global version on ``topic``, decoded as a node does: whole versions, and deltas
+    added to the version before (one GlobalModelInfo per model and version, in order)."""
+    from models.serialization import global_model_from_record
+
+    codec = Codec()
+    rows = sorted(
+        ((codec.decode(v), k) for _p, _o, k, v in read_topic(bootstrap, topic, partitions)),
+        key=lambda rk: (rk[0]["model_name"], rk[0]["version"], rk[0]["delta_from"]),
+    )
+    held: dict[str, Any] = {}
+    out: dict[tuple[str, int], Any] = {}
+    for record, _key in rows:
+        name = record["model_name"]
+        if (name, record["version"]) in out:
+            continue  # the same version whole and by id
+        info = global_model_from_record(record, held=held.get(name))
+        held[name] = info.summary
+        out[(name, info.version)] = info
+    return list(out.values())
+
+
 def wait_for_log(proc: subprocess.Popen, text: str, timeout: float = 60.0) -> None:
     """Poll a process's log until ``text`` appears (the process is up to that point)."""
     deadline = time.monotonic() + timeout

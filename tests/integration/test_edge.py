@@ -24,10 +24,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Producer
-from helpers.services import decoded, read_topic, service_env, wait_exit, wait_for_log
+from helpers.services import (
+    decoded,
+    global_versions,
+    read_topic,
+    service_env,
+    wait_exit,
+    wait_for_log,
+)
 
 from models.serialization import (
-    global_model_from_record,
     global_model_record,
     summary_from_weight_record,
 )
@@ -193,9 +199,7 @@ def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1)) and all(r[2] for r in rows)
     sent = updates_of(bootstrap, settings.topic("model-updates"), "e1", 1)
     assert sorted(s for s, _ in sent) == [r[0] for r in rows]
-    versions = [
-        global_model_from_record(r) for r in records(bootstrap, settings.topic("global-model"), 1)
-    ]
+    versions = global_versions(bootstrap, settings.topic("global-model"), 1)
     merged = Counter((c.node_id, c.sequence) for v in versions for c in v.contributors)
     assert merged == Counter({("e1", s): 1 for s, _ in sent})
     # the global model caught up: adopted again after the link came back
@@ -265,15 +269,7 @@ def _saved_local(tmp_path: Path, node: str):
 
 
 # -- global models: stale -> fallback, fresh -> blend ----------------------------
-def publish_global(
-    settings: Settings,
-    topic: str,
-    *,
-    version: int,
-    age_s: float,
-    by_id: bool = False,
-    key: bytes = b"fraud-linear",
-) -> None:
+def publish_global(settings: Settings, topic: str, *, version: int, age_s: float) -> None:
     model = SPEC.new_model()
     rng = np.random.default_rng(1)
     for _ in range(500):
@@ -281,42 +277,65 @@ def publish_global(
         SPEC.learn_one(model, x, bool(x["amount"] > 80))
     summary = SPEC.summarize(model)
     created = int((time.time() - age_s) * 1000)
-    record = global_model_record(
-        summary, version=version, strategy="fedavg", created_at_ms=created, with_layout=not by_id
-    )
+    record = global_model_record(summary, version=version, strategy="fedavg", created_at_ms=created)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
-    producer.produce(topic, CODEC.encode("GlobalModel", record), key=key)
+    producer.produce(topic, CODEC.encode("GlobalModel", record), key=b"fraud-linear")
     assert producer.flush(30) == 0
 
 
-def test_a_global_named_by_layout_id_waits_for_its_layout_then_is_taken(
+def test_a_global_delta_waits_for_a_whole_version_then_the_chain_is_taken(
     test_settings: Settings, prism_topics
 ) -> None:
-    """A version whose layout the node does not hold is skipped, not dead-lettered; once the
-    layout is announced (``<model>@layout``) the next version by id is taken."""
+    """A delta from a version the node does not hold is skipped, not dead-lettered; a whole
+    version (``<model>@whole``) starts the chain and the next delta adds up to the sender's."""
     from edge_agents.globals import TopicGlobals
+    from models.packing import apply_delta, pack_delta
 
     topic, bad = prism_topics["global-model"], []
     feed = TopicGlobals(
         test_settings.kafka_bootstrap or "", topic, model_name="fraud-linear", node_id="n1",
         codec=CODEC, on_bad=lambda *a: bad.append(a),
     )  # fmt: skip
+    rng = np.random.default_rng(5)
+    model = SPEC.new_model()
+    versions = []
+    for _ in range(3):
+        for _ in range(200):
+            x = {"amount": float(rng.normal(50, 20)), "hour": float(rng.integers(0, 24))}
+            SPEC.learn_one(model, x, bool(x["amount"] > 80))
+        versions.append(SPEC.summarize(model))
+    v3 = versions[1]
+    delta4 = pack_delta(versions[2], v3, "float16")
+    now = int(time.time() * 1000)
+
+    def send(record: dict, key: bytes) -> None:
+        producer = Producer({"bootstrap.servers": test_settings.kafka_bootstrap})
+        producer.produce(topic, CODEC.encode("GlobalModel", record), key=key, partition=0)
+        assert producer.flush(30) == 0
+
     try:
-        publish_global(test_settings, topic, version=1, age_s=0, by_id=True)
+        send(global_model_record(versions[0], version=2, strategy="fedavg", created_at_ms=now,
+                                 delta=(1, pack_delta(versions[0], versions[0], "float16"))),
+             b"fraud-linear")  # fmt: skip
         deadline = time.monotonic() + 30
         while feed.unresolved == 0 and time.monotonic() < deadline:
             assert feed.poll() is None
         assert feed.unresolved == 1 and bad == []
-        publish_global(test_settings, topic, version=1, age_s=0, key=b"fraud-linear@layout")
-        publish_global(test_settings, topic, version=2, age_s=0, by_id=True)
-        publish_global(test_settings, topic, version=3, age_s=0, key=b"other-model")
+        send(global_model_record(v3, version=3, strategy="fedavg", created_at_ms=now),
+             b"fraud-linear@whole")  # fmt: skip
+        send(global_model_record(versions[2], version=4, strategy="fedavg", created_at_ms=now,
+                                 delta=(3, delta4)), b"fraud-linear")  # fmt: skip
+        send(global_model_record(v3, version=9, strategy="fedavg", created_at_ms=now),
+             b"other-model")  # fmt: skip
         got = None
-        while got is None and time.monotonic() < deadline + 30:
-            got = feed.poll()
-            if got is not None and got.version < 2:
-                got = None  # the announcement itself may come first: it is version 1
-        assert got is not None and got.version == 2 and got.summary.features
-        assert feed.unresolved == 1 and bad == []
+        while (got is None or got.version < 4) and time.monotonic() < deadline + 30:
+            got = feed.poll() or got
+        assert got is not None and got.version == 4 and feed.unresolved == 1 and bad == []
+        want = apply_delta(v3, delta4, versions[2].n_samples)
+        for name in want.tensors:
+            np.testing.assert_array_equal(got.summary.tensor(name), want.tensor(name))
+        np.testing.assert_allclose(got.summary.tensor("weights"),
+                                   versions[2].tensor("weights"), rtol=2e-3)  # fmt: skip
     finally:
         feed.close()
 

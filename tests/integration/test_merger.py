@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import redis
 from confluent_kafka import Producer
-from helpers.services import decoded, read_topic, service_env, wait_exit
+from helpers.services import decoded, global_versions, read_topic, service_env, wait_exit
 
 from models.serialization import global_model_from_record, weight_summary_record
 from models.specs import get_spec
@@ -55,13 +55,13 @@ def send(settings: Settings, topic: str, values: list[bytes]) -> None:
     assert producer.flush(30) == 0
 
 
-def globals_by_key(s: Settings, topic: str) -> dict[str, list[tuple[int, bool]]]:
-    """Per key of the global-model topic: (version, whether the layout travels whole)."""
-    out: dict[str, list[tuple[int, bool]]] = {}
+def globals_by_key(s: Settings, topic: str) -> dict[str, list[tuple[int, bool, int]]]:
+    """Per key of the global-model topic: (version, layout sent whole, delta from)."""
+    out: dict[str, list[tuple[int, bool, int]]] = {}
     for _, _, key, value in read_topic(s.kafka_bootstrap or "", topic):
         r = CODEC.decode(value)
         out.setdefault(key.decode(), []).append(
-            (r["version"], r["state"]["packed"]["layout"] is not None)
+            (r["version"], r["state"]["packed"]["layout"] is not None, r["delta_from"])
         )
     return {k: sorted(v) for k, v in out.items()}
 
@@ -97,6 +97,7 @@ def test_rounds_dedup_staleness_screening_and_a_restart(
     isolated: Settings, prism_topics, spawn
 ) -> None:
     s, topic = isolated, prism_topics["model-updates"]
+    topic_g = prism_topics["global-model"]
     nodes = "abcdef"
     round1 = [local(n, 1, 0) for n in nodes]
     round2 = [local(n, 2, 1) for n in "abdef"] + [local("c", 3, 1)]
@@ -143,9 +144,14 @@ def test_rounds_dedup_staleness_screening_and_a_restart(
     dead = [r for _, _, r in decoded(s.kafka_bootstrap or "", prism_topics["dead-letter"])]
     assert [d["reason_code"] for d in dead] == ["bad-marker"]  # duplicates are counted only
     assert globals_by_key(s, prism_topics["global-model"]) == {
-        "fraud-linear": [(1, False), (2, False), (3, False)],  # the layout by id
-        "fraud-linear@layout": [(1, True)],  # announced whole once
+        "fraud-linear": [(2, False, 1), (3, False, 2)],  # deltas, the layout by id
+        "fraud-linear@whole": [(1, True, 0)],  # the first version whole, layout and all
     }
+    chain = {v.version: v.summary for v in global_versions(s.kafka_bootstrap or "", topic_g)}
+    for h in history:  # the deltas add up to what the registry holds (float32 of the same)
+        np.testing.assert_allclose(chain[h.version].tensor("weights"), h.summary.tensor("weights"),
+                                   rtol=1e-6)  # fmt: skip
+        assert chain[h.version].tensor("count").tolist() == h.summary.tensor("count").tolist()
 
     # a restart: old updates replayed again count nothing; the next round is version 4. Its
     # updates name their layout by id (the restarted merger holds its current global's), and
@@ -164,10 +170,10 @@ def test_rounds_dedup_staleness_screening_and_a_restart(
     assert v4.version == 4 and v4.parent_version == 3
     assert {(c.node_id, c.sequence) for c in v4.contributors} == {(n, 4) for n in "abcdef"}
     assert v4.summary.n_samples == N * (16 + 6)
-    # a restarted merger announces its layout again (it cannot know it was)
-    assert globals_by_key(s, prism_topics["global-model"])["fraud-linear@layout"] == [
-        (1, True),
-        (4, True),
+    # a restarted merger sends its next version whole (nodes may hold a rounded copy)
+    assert globals_by_key(s, prism_topics["global-model"])["fraud-linear@whole"] == [
+        (1, True, 0),
+        (4, True, 0),
     ]
 
     # what users query: the read-only user, through the CLI, as JSON

@@ -462,4 +462,4 @@ def test_a_value_too_big_for_a_dead_letter_message_is_still_one(
     published = read_topic(s.kafka_bootstrap or "", prism_topics["global-model"])
     versions = sorted((k, CODEC.decode(v)["version"]) for _, _, k, v in published)
     # the good update after it merged (and its layout, announced once)
-    assert versions == [(b"fraud-linear", 1), (b"fraud-linear@layout", 1)]
+    assert versions == [(b"fraud-linear@whole", 1)]  # a first version goes whole

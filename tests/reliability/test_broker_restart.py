@@ -25,10 +25,9 @@ from pathlib import Path
 import pytest
 import redis
 from helpers.runs import datagen_log, event_ids, start_cli, wait_records
-from helpers.services import decoded, read_topic, wait_exit, wait_for_log
+from helpers.services import decoded, global_versions, read_topic, wait_exit, wait_for_log
 from integration.test_central import assert_checkpoint_matches, reference_models
 
-from models.serialization import global_model_from_record
 from prism.settings import Settings
 from prism.stack import kafka as local_kafka
 from prism.stack import process
@@ -127,10 +126,7 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
         if k == b"e1"
     ]
     assert sent and sorted(sent) == list(range(1, len(sent) + 1))  # each once, none missing
-    versions = [
-        global_model_from_record(CODEC.decode(v))
-        for _p, _o, _k, v in read_topic(boot, settings.topic("global-model"))
-    ]
+    versions = global_versions(boot, settings.topic("global-model"))
     merged = Counter(
         (c.node_id, c.sequence) for v in {x.version: x for x in versions}.values()
         for c in v.contributors if c.node_id == "e1"

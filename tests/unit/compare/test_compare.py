@@ -48,7 +48,7 @@ def test_centralized_and_federated_with_one_site_coincide(logs):
     stream = load_stream(logs["one"])
     runs = simulate(stream, SimConfig(spec_name="fraud-linear", summary_every=1, round_size=1,
                                       architectures=("centralized", "federated"),
-                                      quantize="float64"))  # fmt: skip
+                                      quantize="float64", deltas=None))  # fmt: skip
     np.testing.assert_allclose(runs["federated"].scores, runs["centralized"].scores, atol=1e-9)
     assert runs["federated"].sources.count("global") == len(stream) - 1
     assert runs["federated"].merges == int(stream.labelled.sum())

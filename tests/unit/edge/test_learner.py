@@ -88,16 +88,20 @@ def test_late_labels_join_pending_events_unknown_ones_are_counted() -> None:
     assert learner.counts == {"learned": 1, "expired": 1, "unknown-label": 2, "adopted": 0}
 
 
-@pytest.mark.parametrize(("quantize", "rtol"), [("float64", 1e-9), ("float32", 1e-6)])
+@pytest.mark.parametrize(
+    ("quantize", "deltas", "rtol"),
+    [("float64", None, 1e-9), ("float32", None, 1e-6), ("float32", "float16", 1e-4)],
+)
 def test_increments_cover_disjoint_stretches_so_the_merger_counts_each_event_once(
-    quantize: str, rtol: float
+    quantize: str, deltas: str | None, rtol: float
 ) -> None:
     """Two nodes, cuts, merges and adoptions interleaved: the global's exact
     statistics end equal to one scaler over every event of both nodes (counts
-    exactly; means and variances to float64 precision, or float32's for float32
-    globals)."""
+    exactly; means and variances to float64 precision, float32's for float32
+    globals, and within float16 deltas' error, which does not add up)."""
     nodes = {n: EdgeLearner("fraud-linear", n, EdgePolicy()) for n in ("a", "b")}
-    config = MergerConfig(strategy="fedavg", round_size=2, round_timeout_s=60, quantize=quantize)
+    config = MergerConfig(strategy="fedavg", round_size=2, round_timeout_s=60, quantize=quantize,
+                          deltas=deltas)  # fmt: skip
     merger = Merger(config)
     streams = {"a": events(1, 600), "b": events(2, 600, shift=0.5)}
     oracle = SPEC.new_model()
@@ -229,7 +233,9 @@ def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops) -> None:
     """Personal models learn every event; the global's exact statistics end equal to one
     scaler over every event of both nodes, whatever the order of learning, cuts and rounds."""
     nodes = {n: EdgeLearner("fraud-linear", n, EdgePolicy()) for n in "ab"}
-    lossless = MergerConfig(strategy="fedavg", round_size=2, round_timeout_s=1e9, quantize=None)
+    lossless = MergerConfig(
+        strategy="fedavg", round_size=2, round_timeout_s=1e9, quantize=None, deltas=None
+    )
     merger = Merger(lossless)  # float32 globals: the parametrised test above
     oracle, learned = SPEC.new_model(), {"a": 0, "b": 0}
     started_from = {"a": 0, "b": 0}  # a node that adopts before learning starts from the global
