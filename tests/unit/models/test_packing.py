@@ -60,7 +60,7 @@ def test_pack_unpack_keeps_counts_exact_and_floats_within_their_bound(weights, d
     top = max(np.abs(s.tensors["mean"]).max(initial=0), 1e-300)
     bound = {
         "float64": 0.0,
-        "float32": top * 2.0**-24,
+        "float32": top * 2.0**-24 + 2.0**-150,  # relative, and half float32's least step
         "float16": top * 2.0**-11 + 2.0**-25,  # relative in the normal range, absolute below
         "int8": 2 * top / 254 / 2 * (1 + 1e-9),  # half a step of the widest tensor's range
     }[dtype]
@@ -111,3 +111,55 @@ def test_packed_states_are_several_times_smaller_than_spelled_out_ones(name, mak
     assert by_id < packed < spelled / (4 if name == "iot-hst" else 1.3)
     get_spec(name).check(unpack(summary_to_state(summary, "float32")["packed"], name,
                                 summary.kind, summary.n_samples))  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(hnp.arrays(np.float64, 6, elements=FLOATS), min_size=2, max_size=8),
+    st.sampled_from(["float64", "float32", "float16"]),
+)
+def test_a_delta_chain_adds_up_to_what_the_sender_keeps_and_counts_stay_exact(models, dtype):
+    """The merger keeps base + delta (error feedback); a node that applies the same deltas
+    to the same whole version holds exactly that, counts exactly, floats near the truth."""
+    from models.packing import apply_delta, pack_delta
+
+    truth = [summary_of(w, np.full(6, 10 * (i + 1), dtype=np.int64)) for i, w in enumerate(models)]
+    sender = node = truth[0]
+    for new in truth[1:]:
+        before = sender
+        packed = pack_delta(new, sender, dtype)
+        assert packed["layout"] is None  # deltas name their layout by id
+        sender = apply_delta(sender, packed, new.n_samples)  # what the merger keeps
+        node = apply_delta(node, packed, new.n_samples)  # what a node rebuilds
+        for name in new.tensors:
+            np.testing.assert_array_equal(node.tensors[name], sender.tensors[name])
+        assert node.tensors["count"].tolist() == new.tensors["count"].tolist()
+        # the error is this delta's alone (and float64's rounding of base + delta): it never
+        # adds up along the chain
+        error = max(np.abs(sender.tensors[k] - new.tensors[k]).max() for k in ("weights", "mean"))
+        top = max(np.abs(s.tensors[k]).max() for k in ("weights", "mean") for s in (new, before))
+        assert error <= packed["max_error"] * (1 + 1e-9) + 4 * np.finfo(float).eps * top
+
+
+def test_a_delta_refuses_another_layout_and_a_node_without_its_base():
+    from models.errors import DeltaBaseError, ModelError
+    from models.packing import apply_delta, pack_delta
+    from models.serialization import global_model_from_record, global_model_record
+
+    a = summary_of(np.array([0.5, -1.0]), np.array([3, 3]))
+    b = summary_of(np.array([0.7, -1.1]), np.array([5, 5]))
+    wider = summary_of(np.array([0.5, -1.0, 2.0]), np.array([3, 3, 3]))
+    with pytest.raises(ModelError, match="same layout"):
+        pack_delta(wider, a)
+    with pytest.raises(InvalidSummaryError, match="does not fit"):
+        apply_delta(wider, pack_delta(b, a), 5)
+    record = global_model_record(b, version=8, strategy="fedavg", created_at_ms=0,
+                                 delta=(7, pack_delta(b, a)))  # fmt: skip
+    with pytest.raises(DeltaBaseError, match="holds none"):
+        global_model_from_record(record)
+    with pytest.raises(DeltaBaseError, match="holds 6"):
+        global_model_from_record(record, held=a.with_provenance(node_id="g", sequence=0,
+                                                                base_version=6))  # fmt: skip
+    held = a.with_provenance(node_id="g", sequence=0, base_version=7)
+    info = global_model_from_record(record, held=held)
+    assert info.version == 8 and info.summary.tensors["count"].tolist() == [5, 5]
