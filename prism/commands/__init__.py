@@ -18,3 +18,23 @@ def add_redis_wait(parser: argparse.ArgumentParser) -> None:
         help="while Redis is away the service goes on and writes its state when Redis is back; "
         "a step that cannot go on without it (restore, the last write) waits this long",
     )
+
+
+PRECISIONS = ("float64", "float32", "float16", "int8")  # models.packing.PACK_DTYPES
+
+
+def add_wire_precision(parser: argparse.ArgumentParser, what: str, *, deltas: bool) -> None:
+    """``--quantize`` (and ``--deltas``): the float precision on the wire (docs/bytes.md)."""
+    parser.add_argument(
+        "--quantize",
+        choices=PRECISIONS,
+        default="float32",
+        help=f"float precision of {what} on the wire (counts stay exact; float64 = lossless)",
+    )
+    if deltas:
+        parser.add_argument(
+            "--deltas",
+            choices=(*PRECISIONS[:3], "off"),
+            default="float16",
+            help="globals between whole ones as deltas from the version before, floats as this",
+        )

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prism.commands import add_wire_precision
 from prism.errors import UsageError
 from prism.settings import Settings
 
@@ -36,18 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-delay", type=int, help="labels arrive N events after their event")
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")
     p.add_argument("--windows", type=int, default=20, help="windows of the metric over time")
-    p.add_argument(
-        "--quantize",
-        choices=("float64", "float32", "float16", "int8"),
-        default="float32",
-        help="float precision of summaries and globals on the wire (float64 = lossless)",
-    )
-    p.add_argument(
-        "--deltas",
-        choices=("float16", "float32", "float64", "off"),
-        default="float16",
-        help="globals between whole ones as deltas from the previous version (merger run's)",
-    )
+    add_wire_precision(p, "summaries and whole globals", deltas=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--sweep",

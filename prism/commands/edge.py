@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from prism.commands import add_wire_precision
 from prism.errors import UsageError
 from prism.settings import Settings
 
@@ -64,12 +65,7 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dp-clip", type=float, help="differential privacy: clip weight updates")
     p.add_argument("--dp-noise", type=float, default=0.0, help="DP noise multiplier (sigma)")
     p.add_argument("--dp-seed", type=int, default=0, help="seed of the node's DP noise")
-    p.add_argument(
-        "--quantize",
-        choices=("float64", "float32", "float16", "int8"),
-        default="float32",
-        help="float precision of summaries on the wire (counts stay exact; float64 = lossless)",
-    )
+    add_wire_precision(p, "summaries", deltas=False)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument(
         "--idle-exit",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prism.commands import add_redis_wait
+from prism.commands import add_redis_wait, add_wire_precision
 from prism.errors import UsageError
 from prism.settings import Settings
 
@@ -30,19 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tiers", default="global", help="'global' or 'regional,global' (merge per region first)"
     )
     run.add_argument("--dedup-window", type=int, default=64, help="sequences remembered per node")
-    run.add_argument(
-        "--quantize",
-        choices=("float64", "float32", "float16", "int8"),
-        default="float32",
-        help="float precision of whole published globals (counts stay exact; the merger "
-        "goes on from exactly what the sites get)",
-    )
-    run.add_argument(
-        "--deltas",
-        choices=("float16", "float32", "float64", "off"),
-        default="float16",
-        help="globals between whole ones as deltas from the previous version, floats as this",
-    )
+    add_wire_precision(run, "whole globals (the merger goes on from what the sites get)",
+                       deltas=True)  # fmt: skip
     run.add_argument(
         "--whole-every", type=int, default=16, help="every n-th global version goes whole"
     )
