@@ -285,21 +285,31 @@ class MergerLoop:
                 self.redis.succeeded()
 
     def _produce_global(self, key: str, record: dict[str, Any]) -> None:
-        """Every record of one model on one partition: a node reads its chain in order."""
+        """Every record of one model on one partition: a node reads its chain in order.
+
+        While the broker cannot say how many partitions the topic has, the
+        record goes by its key (a node may then skip to the next whole version)."""
         name = key.split("@whole")[0]
+        count = self._global_partitions()
+        where = {} if count is None else {"partition": zlib.crc32(name.encode()) % count}
         self.producer.produce(
             self.topics["global-model"],
             self.codec.encode("GlobalModel", record),
             key=key.encode(),
-            partition=zlib.crc32(name.encode()) % self._global_partitions(),
+            **where,
         )
 
-    def _global_partitions(self) -> int:
+    def _global_partitions(self) -> int | None:
         if self._partitions is None:
             topic = self.topics["global-model"]
-            meta = self.producer.list_topics(topic, timeout=10.0).topics[topic]
+            try:
+                meta = self.producer.list_topics(topic, timeout=5.0).topics[topic]
+            except KafkaException as e:
+                log.warning("global-model partitions unknown (broker away?): %s", e)
+                return None
             if meta.error is not None or not meta.partitions:
-                raise KafkaException(meta.error)
+                log.warning("global-model partitions unknown: %s", meta.error)
+                return None
             self._partitions = len(meta.partitions)
         return self._partitions
 
