@@ -96,7 +96,7 @@ class TopicGlobals:
             info = global_model_from_record(record, self.book, self.held)
         except (UnknownLayoutError, DeltaBaseError) as e:
             self.unresolved += 1
-            log.info("global model skipped until its layout is known: %s", e)
+            log.info("global model skipped until a whole version comes: %s", e)
             return None
         except (ModelError, ValueError) as e:
             self.on_bad("bad-global-model", str(e), where, value)

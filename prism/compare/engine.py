@@ -272,6 +272,9 @@ class _Fleet:
                 parent_version=closed.parent_version,
                 strategy=closed.strategy,
                 created_at_ms=now_ms,
+                contributors=closed.result.contributors,  # as the merge job publishes them
+                excluded=closed.result.excluded,
+                metrics=closed.metrics,
                 quantize=self.config.quantize,
                 with_layout=with_layout,
                 delta=None if with_layout else closed.delta,
