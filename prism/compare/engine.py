@@ -38,11 +38,12 @@ from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.sinks import sampled
 from models.packing import layout_of
 from models.poisoning import Attack, poison_summary
-from models.serialization import global_model_record, weight_summary_record, wire_roundtrip
+from models.serialization import weight_summary_record, wire_roundtrip
 from models.summary import Summary
 from prism.compare.stream import EVENT, Stream
 from schemas import Codec
 from streams.merger.rounds import Closed, Merger, MergerConfig, Update
+from streams.merger.wire import topic_records
 
 __all__ = ["ARCHITECTURES", "Outage", "Run", "SimConfig", "poisoned_sites", "simulate"]
 
@@ -143,7 +144,7 @@ class _Fleet:
         # bytes of every global record published up to version v (the topic as agents read it)
         self.published = [0]
         self.layouts: dict[int, int] = {}  # global version -> layout id (the merger holds them)
-        self.announced = 0  # the layout last published whole
+        self.announced: dict[str, int] = {}  # model -> the layout last published whole
         self.waiting: dict[int, list[Summary]] = {}  # increments of cut-off sites
         self.events_seen = 0
         self.attackers = poisoned_sites(stream, config)
@@ -254,40 +255,19 @@ class _Fleet:
             summary = closed.result.summary
             self.global_ = (summary, closed.version)
             layout = self.layouts[closed.version] = layout_of(summary).id
-            self.published.append(self.published[-1] + self._record_bytes(closed, layout, now_ms))
+            self.published.append(self.published[-1] + self._record_bytes(closed, layout))
             self.run.merges += 1
             self.run.merges_during_outage += int(in_outage)
             self.run.merged_at.append(self.events_seen)
 
-    def _record_bytes(self, closed: Closed, layout: int, now_ms: int) -> int:
-        """What the merger puts on the topic for this version (``streams.merger.loop``'s rule):
-        a delta from the previous version; or the whole version (under ``<model>@whole``)
-        and, without deltas, the version by layout id too."""
-        deltas = self.merger is not None and self.merger.config.deltas is not None
-
-        def size(with_layout: bool) -> int:
-            record = global_model_record(
-                closed.result.summary,
-                version=closed.version,
-                parent_version=closed.parent_version,
-                strategy=closed.strategy,
-                created_at_ms=now_ms,
-                contributors=closed.result.contributors,  # as the merge job publishes them
-                excluded=closed.result.excluded,
-                metrics=closed.metrics,
-                quantize=self.config.quantize,
-                with_layout=with_layout,
-                delta=None if with_layout else closed.delta,
-            )
-            return len(CODEC.encode("GlobalModel", record))
-
-        if closed.delta is not None:
-            return size(False)
-        total = 0
-        if layout != self.announced or deltas:
-            self.announced = layout
-            total += size(True)
-        return total if deltas else total + size(False)
+    def _record_bytes(self, closed: Closed, layout: int) -> int:
+        """What the merge job puts on the topic for this version (:mod:`streams.merger.wire`)."""
+        assert self.merger is not None
+        config = self.merger.config
+        records = topic_records(
+            closed, layout, self.announced, quantize=config.quantize, deltas=bool(config.deltas)
+        )
+        return sum(len(CODEC.encode("GlobalModel", record)) for _key, record in records)
 
     def tick(self, now_ms: int, in_outage: bool) -> None:
         self._close(now_ms, in_outage)

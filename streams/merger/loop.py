@@ -38,7 +38,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from models.errors import ModelError, UnknownLayoutError
 from models.packing import LayoutBook, layout_of
-from models.serialization import global_model_record, summary_from_weight_record
+from models.serialization import summary_from_weight_record
 from prism.redis_outage import REDIS_AWAY, Outage, RedisUnavailable, wait_for
 from schemas import Codec, SchemaError
 from schemas.signing import SignatureError, Verifier
@@ -46,6 +46,7 @@ from streams.dead_letters import DeadLetters
 from streams.idle import IdleClock
 from streams.merger.rounds import Closed, Merger, Update, describe
 from streams.merger.store import MergerStore
+from streams.merger.wire import WHOLE, registry_record, topic_records
 from streams.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -250,19 +251,14 @@ class MergerLoop:
         is away (tried again after a growing pause; ``wait``: retried up to
         ``redis_wait_s``, then :class:`RedisUnavailable`).
         """
+        config = self.merger.config
         for c in closed:
-            record = self._global_record(c, with_layout=True)  # the registry keeps it whole
-            self._unpublished.append((c.name, record))
+            self._unpublished.append((c.name, registry_record(c, config.quantize)))
             layout = self.book.learn(layout_of(c.result.summary))
-            if c.delta is not None:  # the chain: from the previous version, layout by id
-                self._produce_global(c.name, self._global_record(c, with_layout=False))
-            elif self._announced.get(c.name) != layout or self.merger.config.deltas:
-                # a whole version (or a new layout): kept by compaction under its own key,
-                # where a fresh node starts the chain
-                self._announced[c.name] = layout
-                self._produce_global(f"{c.name}@whole", record)
-            if c.delta is None and not self.merger.config.deltas:
-                self._produce_global(c.name, self._global_record(c, with_layout=False))
+            for key, record in topic_records(
+                c, layout, self._announced, quantize=config.quantize, deltas=bool(config.deltas)
+            ):
+                self._produce_global(key, record)
             self.touched.update(c.nodes)
             self.touched.update(x.node_id for x in c.result.contributors)
             self.telemetry.merge_rounds.labels(SERVICE, c.name).inc()
@@ -289,7 +285,7 @@ class MergerLoop:
 
         While the broker cannot say how many partitions the topic has, the
         record goes by its key (a node may then skip to the next whole version)."""
-        name = key.split("@whole")[0]
+        name = key.split(WHOLE)[0]
         count = self._global_partitions()
         where = {} if count is None else {"partition": zlib.crc32(name.encode()) % count}
         self.producer.produce(
@@ -312,21 +308,6 @@ class MergerLoop:
                 return None
             self._partitions = len(meta.partitions)
         return self._partitions
-
-    def _global_record(self, c: Closed, *, with_layout: bool) -> dict[str, Any]:
-        return global_model_record(
-            c.result.summary,
-            version=c.version,
-            parent_version=c.parent_version,
-            strategy=c.strategy,
-            created_at_ms=c.created_at_ms,
-            contributors=c.result.contributors,
-            excluded=c.result.excluded,
-            metrics=c.metrics,
-            quantize=self.merger.config.quantize,
-            with_layout=with_layout,
-            delta=None if with_layout else c.delta,
-        )
 
     def _write_redis(self) -> None:
         """New models, touched ledgers, state and offsets in one transaction, then Kafka."""
