@@ -11,7 +11,8 @@ Packed, the same summary is
   not know it yet (:class:`LayoutBook` is what a receiver knows);
 - counts (exact: merges add them) as zigzag LEB128 varints, in layout order:
   one byte for a count below 64, so sparse HST node masses shrink to a byte
-  a node;
+  a node; when raw deflate makes that block smaller (long runs of zeros:
+  HST increments and deltas, 2-3x) it travels deflated (``counts_codec``);
 - every float tensor concatenated in layout order as one ``dtype`` block:
   float64 (lossless), float32 (the wire default), float16, or int8 (affine
   per tensor, its ``scale`` / ``zero`` pair in ``scales``);
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -216,6 +218,35 @@ def varint_decode(data: bytes, n: int) -> np.ndarray:
     return (z >> np.uint64(1)).astype(np.int64) ^ -(z & np.uint64(1)).astype(np.int64)
 
 
+#: a counts block shorter than this is never worth deflating
+DEFLATE_FROM = 48
+
+
+def deflate_counts(varints: bytes) -> tuple[bytes, str]:
+    """The counts block and its codec: raw deflate (RFC 1951) when it is smaller."""
+    if len(varints) < DEFLATE_FROM:
+        return varints, "varint"
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = z.compress(varints) + z.flush()
+    return (deflated, "deflate") if len(deflated) < len(varints) else (varints, "varint")
+
+
+def inflate_counts(data: bytes, codec: str, n: int) -> bytes:
+    """The varints of ``n`` counts, inflated if need be (never more than 10 bytes a count)."""
+    if codec == "varint":
+        return data
+    if codec != "deflate":
+        raise InvalidSummaryError(f"packed counts codec {codec!r} is not varint or deflate")
+    z = zlib.decompressobj(-15)
+    try:
+        out = z.decompress(data, 10 * n + 1)
+    except zlib.error as e:
+        raise InvalidSummaryError(f"packed counts do not inflate: {e}") from e
+    if not z.eof or z.unused_data or len(out) > 10 * n:
+        raise InvalidSummaryError("packed counts: deflated block cut short, padded or too big")
+    return out
+
+
 # -- packing ------------------------------------------------------------------
 def _floats(summary: Summary, layout: Layout) -> list[np.ndarray]:
     return [np.asarray(summary.tensors[s.name], np.float64).ravel() for s in layout.slots
@@ -239,6 +270,8 @@ def pack(summary: Summary, dtype: str = "float32", *, with_layout: bool = True) 
         coded = [quantize(f, dtype) for f in floats]
     except ModelError:  # out of the dtype's range: this summary travels lossless
         dtype, coded = "float64", [quantize(f, "float64") for f in floats]
+    varints = varint_encode(np.concatenate(counts)) if counts else b""
+    packed_counts, counts_codec = deflate_counts(varints)
     error = 0.0
     for f, q in zip(floats, coded, strict=True):
         if dtype == "int8":
@@ -250,7 +283,8 @@ def pack(summary: Summary, dtype: str = "float32", *, with_layout: bool = True) 
         "layout": layout.to_record() if with_layout else None,
         "dtype": dtype,
         "scales": scales,
-        "counts": varint_encode(np.concatenate(counts)) if counts else b"",
+        "counts": packed_counts,
+        "counts_codec": counts_codec,
         "values": b"".join(q.to_bytes() for q in coded),
         "max_error": error,
     }
@@ -296,7 +330,11 @@ def unpack(
             raise InvalidSummaryError(f"packed dtype {dtype!r} is not one of {PACK_DTYPES}")
         count_slots = [s for s in layout.slots if s.count]
         float_slots = [s for s in layout.slots if not s.count]
-        counts = varint_decode(bytes(packed["counts"]), sum(s.size for s in count_slots))
+        n_counts = sum(s.size for s in count_slots)
+        varints = inflate_counts(
+            bytes(packed["counts"]), str(packed.get("counts_codec", "varint")), n_counts
+        )
+        counts = varint_decode(varints, n_counts)
         values = bytes(packed["values"])
         itemsize = np.dtype(DTYPES[dtype]).itemsize
         need = sum(s.size for s in float_slots) * itemsize

@@ -77,7 +77,7 @@ __all__ = [
     "signer_from",
 ]
 
-SIGNING_VERSION = 2
+SIGNING_VERSION = 3
 SIGNED_FIELDS = (
     "node_id",
     "tier",

@@ -162,3 +162,24 @@ def test_a_score_written_before_expert_provenance_decodes_with_experts_null() ->
     mixed = record | {"experts": [{"name": "personal", "weight": 0.2, "version": 0},
                                   {"name": "global", "weight": 0.8, "version": 3}]}  # fmt: skip
     assert Codec().decode(Codec().encode("Score", mixed), expected="Score") == mixed
+
+
+def test_a_packed_global_written_before_deflated_counts_decodes_as_varints() -> None:
+    import numpy as np
+
+    from models.serialization import global_model_from_record, global_model_record
+    from models.summary import Summary
+
+    old = json.loads((HISTORY_DIR / "GlobalModel.v2.avsc").read_text())
+    s = Summary("m", "linear", ("a", "b"), 3,
+                {"count": np.array([3, 0]), "weights": np.array([0.5, -1.25])})  # fmt: skip
+    record = global_model_record(s, version=1, strategy="fedavg", created_at_ms=1)
+    del record["state"]["packed"]["counts_codec"]  # that writer did not know it
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(old, named_schemas={}), record)
+    data = MARKER + register_writer_schema("GlobalModel", old) + body.getvalue()
+    decoded = Codec().decode(data, expected="GlobalModel")
+    assert decoded["state"]["packed"]["counts_codec"] == "varint"
+    info = global_model_from_record(decoded)
+    assert info.summary.tensors["count"].tolist() == [3, 0]
+    assert info.summary.tensors["weights"].tolist() == [0.5, -1.25]

@@ -163,3 +163,79 @@ def test_a_delta_refuses_another_layout_and_a_node_without_its_base():
     held = a.with_provenance(node_id="g", sequence=0, base_version=7)
     info = global_model_from_record(record, held=held)
     assert info.version == 8 and info.summary.tensors["count"].tolist() == [5, 5]
+
+
+SPARSE = st.lists(st.integers(0, 2**20), min_size=1, max_size=40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(SPARSE, st.integers(40, 1500), st.integers(0, 2**32))
+def test_sparse_counts_travel_deflated_only_when_smaller_and_always_exact(nonzero, n, seed):
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(n, dtype=np.int64)
+    counts[rng.choice(n, size=min(n, len(nonzero)), replace=False)] = nonzero[:n]
+    s = summary_of(np.zeros(n), counts)
+    packed = pack(s, "float16")
+    varints = len(varint_encode(counts))
+    assert len(packed["counts"]) <= varints
+    assert packed["counts_codec"] == ("deflate" if len(packed["counts"]) < varints else "varint")
+    assert unpack(packed, "m", "linear", s.n_samples).tensors["count"].tolist() == counts.tolist()
+
+
+def test_mostly_zero_counts_are_deflated_several_times_smaller():
+    counts = np.zeros(630, dtype=np.int64)
+    counts[::7] = np.arange(90) % 50 + 1
+    packed = pack(summary_of(np.zeros(630), counts), "float32")
+    assert packed["counts_codec"] == "deflate" and len(packed["counts"]) * 3 < 630
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 2**32), min_size=2, max_size=6))
+def test_sparse_hst_deltas_add_up_to_the_same_node_counts(seeds):
+    """Between HST globals most node masses do not change: the delta's counts are mostly
+    zero and deflated, and a node that applies the chain holds the very same counts."""
+    from models.packing import apply_delta, pack_delta
+
+    spec = get_spec("iot-hst")
+    model, rng = spec.new_model(), np.random.default_rng(seeds[0])
+    versions = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for _ in range(30):
+            spec.learn_one(model, {f"s{i}": float(rng.normal()) for i in range(4)}, None)
+        versions.append(spec.summarize(model))
+    node = versions[0]
+    for before, new in zip(versions, versions[1:], strict=False):
+        packed = pack_delta(new, before)
+        assert packed["counts_codec"] == "deflate"  # 30 readings touch few of 630 nodes
+        node = apply_delta(node, packed, new.n_samples)
+        for name, tensor in new.tensors.items():
+            if tensor.dtype.kind in "iu":
+                assert node.tensors[name].tolist() == tensor.tolist(), name
+
+
+@pytest.mark.parametrize(
+    "mangle, says",
+    [
+        (lambda b: b[:-3], "cut short|inflate"),
+        (lambda b: b + b"\x00", "padded"),
+        (lambda b: b"\xff" + b[1:], "inflate|cut short|varint"),
+    ],
+)
+def test_a_mangled_deflated_block_is_refused_with_its_reason(mangle, says):
+    counts = np.zeros(600, dtype=np.int64)
+    counts[::9] = 5
+    packed = pack(summary_of(np.zeros(600), counts), "float32")
+    assert packed["counts_codec"] == "deflate"
+    with pytest.raises(InvalidSummaryError, match=says):
+        unpack(dict(packed, counts=mangle(packed["counts"])), "m", "linear", 5)
+
+
+def test_a_deflate_bomb_is_refused_before_it_is_inflated_in_full():
+    import zlib
+
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = z.compress(b"\x00" * 10_000_000) + z.flush()
+    packed = pack(summary_of(np.zeros(600), np.zeros(600, dtype=np.int64)), "float32")
+    with pytest.raises(InvalidSummaryError, match="too big|padded|cut short"):
+        unpack(dict(packed, counts=bomb, counts_codec="deflate"), "m", "linear", 5)
