@@ -116,7 +116,7 @@ def test_packed_states_are_several_times_smaller_than_spelled_out_ones(name, mak
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(hnp.arrays(np.float64, 6, elements=FLOATS), min_size=2, max_size=8),
-    st.sampled_from(["float64", "float32", "float16"]),
+    st.sampled_from(["float64", "float32", "float16", "int8"]),
 )
 def test_a_delta_chain_adds_up_to_what_the_sender_keeps_and_counts_stay_exact(models, dtype):
     """The merger keeps base + delta (error feedback); a node that applies the same deltas
