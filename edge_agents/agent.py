@@ -121,7 +121,7 @@ class EdgeAgent:
         return 0
 
     def finish(self) -> None:
-        self.cut_and_save()
+        self.cut_and_save(hold=False)  # nothing learned stays unsent when a node stops
         deadline = time.monotonic() + self.config.drain_timeout_s
         while time.monotonic() < deadline:
             self.tick(time.monotonic(), wait=True)
@@ -238,7 +238,7 @@ class EdgeAgent:
         if info is None or info.version <= self.learner.global_version:
             return
         if self.learner.needs_cut_before_adopt():
-            self.cut_and_save()
+            self.cut_and_save(hold=False)
         try:
             adopted = self.learner.adopt(info.summary, info.version, info.created_at_ms)
         except ModelError as e:
@@ -253,12 +253,13 @@ class EdgeAgent:
             log.info("global model adopted node=%s version=%s", self.config.node_id, info.version)
             self.cut_and_save(cut=False)
 
-    def cut_and_save(self, *, cut: bool = True) -> None:
-        """Cut an increment (if anything was learned) and save it with the state."""
+    def cut_and_save(self, *, cut: bool = True, hold: bool = True) -> None:
+        """Cut an increment (if anything was learned and, with ``hold``, it is not held:
+        ``--min-move``) and save it with the state."""
         if cut:  # an adoption's save does not restart the summary cadence
             self._events_since_cut = 0
             self._last_cut = time.monotonic()
-        increment = self.learner.cut() if cut else None
+        increment = self.learner.cut(hold=hold) if cut else None
         payload = None
         if increment is not None:
             layout = layout_of(increment)

@@ -62,6 +62,12 @@ class EdgePolicy:
     dp_clip: float | None = None
     dp_noise: float = 0.0
     dp_seed: int = 0
+    #: adaptive cadence: a due increment whose learned weights moved less than this share
+    #: of the baseline's norm (relative L2) waits for more events instead of being sent;
+    #: 0 = always send. Counts-only models (HST) have no learned weights and always send.
+    min_move: float = 0.0
+    #: a node holds at most this many due increments in a row, then sends regardless
+    max_hold: int = 4
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend_alpha <= 1.0:
@@ -80,6 +86,10 @@ class EdgePolicy:
             raise ModelError(f"the DP noise multiplier must be >= 0, got {self.dp_noise}")
         if self.dp_noise > 0 and self.dp_clip is None:
             raise ModelError("DP noise needs a clipping norm (--dp-clip)")
+        if not (math.isfinite(self.min_move) and self.min_move >= 0):
+            raise ModelError(f"min_move must be >= 0, got {self.min_move}")
+        if self.max_hold < 1:
+            raise ModelError("max_hold must be >= 1")
 
 
 @dataclass(slots=True)
@@ -122,8 +132,11 @@ class EdgeLearner:
         self.global_version = self.global_created_ms = 0
         self.sequence = 0
         self.pending: OrderedDict[str, dict[str, float]] = OrderedDict()
-        self.counts = {"learned": 0, "expired": 0, "unknown-label": 0, "adopted": 0}
+        self.counts = {"learned": 0, "expired": 0, "unknown-label": 0, "adopted": 0, "held": 0}
         self.learned_since_cut = 0
+        # adaptive cadence (EdgePolicy.min_move): increments held in a row, and the learned
+        # count before which the next one is not due (not saved: a restart sends sooner)
+        self.held, self._hold_until, self._due = 0, 0, 1
         self._global_model: Any = None
         alpha = policy.blend_alpha
         self.mixer = ExpertMixer(EXPERTS, prior=(1.0 - alpha, alpha), share=policy.mix_share)
@@ -255,17 +268,21 @@ class EdgeLearner:
         that were not used to choose it (30k events, 10-15 sites): federated
         ROC AUC +0.04 to +0.13.
         """
-        return self.learned_since_cut >= min(every, max(every // 8, 1) << min(self.sequence, 62))
+        self._due = min(every, max(every // 8, 1) << min(self.sequence, 62))
+        return self.learned_since_cut >= max(self._due, self._hold_until)
 
     def needs_cut_before_adopt(self) -> bool:
         return self.policy.reconcile_rule != "delta" and self.learned_since_cut > 0
 
     # -- increments -----------------------------------------------------------
-    def cut(self) -> Summary | None:
+    def cut(self, *, hold: bool = True) -> Summary | None:
         """The next increment (what the replica learned since the baseline), or None.
 
         Stamped with the node id, the next sequence number and the adopted
-        global version; the baseline moves to the current replica.
+        global version; the baseline moves to the current replica. None also
+        when the increment is held (``hold`` and ``EdgePolicy.min_move``): the
+        baseline stays, so the next increment carries these events too and
+        every event is still counted once.
         """
         if self.learned_since_cut == 0:
             return None
@@ -278,6 +295,12 @@ class EdgeLearner:
         if increment.n_samples == 0:
             self.learned_since_cut = 0
             return None
+        if hold and self._barely_moved(replica, base):
+            self.held += 1
+            self.counts["held"] += 1
+            self._hold_until = self.learned_since_cut + self._due
+            return None
+        self.held, self._hold_until = 0, 0
         if self.policy.dp_clip is not None:
             increment = self._privatize(increment, base)
         self.sequence += 1
@@ -286,6 +309,16 @@ class EdgeLearner:
         return increment.with_provenance(
             node_id=self.node_id, sequence=self.sequence, base_version=self.global_version
         )
+
+    def _barely_moved(self, replica: Summary, base: Summary | None) -> bool:
+        """Whether a due increment may wait (adaptive cadence, :class:`EdgePolicy`)."""
+        if self.policy.min_move <= 0 or base is None or self.held >= self.policy.max_hold:
+            return False
+        start = self.spec.learned_vector(base)
+        if start.size == 0:
+            return False
+        move = float(np.linalg.norm(self.spec.learned_vector(replica) - start))
+        return move < self.policy.min_move * max(float(np.linalg.norm(start)), 1e-12)
 
     def _privatize(self, increment: Summary, base: Summary | None) -> Summary:
         """Clip the weights' movement since the baseline and add Gaussian noise."""

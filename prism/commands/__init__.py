@@ -34,7 +34,7 @@ def add_wire_precision(parser: argparse.ArgumentParser, what: str, *, deltas: bo
     if deltas:
         parser.add_argument(
             "--deltas",
-            choices=(*PRECISIONS, "off"),
+            choices=(*PRECISIONS[:3], "off"),
             default="float16",
             help="globals between whole ones as deltas from the version before, floats as this",
         )

@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--blend-alpha", type=float, default=0.5, help="hybrid: prior weight of the global"
     )
     p.add_argument("--forward-sample", type=float, default=0.1, help="hybrid: raw events sent")
+    p.add_argument(
+        "--min-move",
+        type=float,
+        default=0.0,
+        help="sites hold summaries whose weights moved less than this share",
+    )
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
     p.add_argument("--poison", help="FRACTION:KIND[:SCALE] of sites send scaled|signflip|random "
                    "updates (default scale 10), e.g. 0.2:signflip")  # fmt: skip
@@ -44,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="NAME=V1,V2,...",
         help="the accuracy/bytes frontier over summary-every, quantize, round-size, "
-        "round-timeout-ms, forward-sample, blend-alpha or strategy (repeat for a grid); "
-        "--plot then draws metric vs bytes",
+        "round-timeout-ms, forward-sample, min-move, blend-alpha or strategy (repeat for a "
+        "grid); --plot then draws metric vs bytes",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, help="write the windowed metric as a PNG")
@@ -100,6 +106,7 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             round_timeout_ms=args.round_timeout_ms,
             blend_alpha=args.blend_alpha,
             forward_sample=args.forward_sample,
+            min_move=args.min_move,
             outage=outage,
             poison=poison,
             seed=args.seed,

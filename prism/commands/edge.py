@@ -65,6 +65,14 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dp-clip", type=float, help="differential privacy: clip weight updates")
     p.add_argument("--dp-noise", type=float, default=0.0, help="DP noise multiplier (sigma)")
     p.add_argument("--dp-seed", type=int, default=0, help="seed of the node's DP noise")
+    p.add_argument(
+        "--min-move",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="adaptive cadence: hold a due summary whose weights moved less than this share "
+        "of their norm (at most 4 in a row; 0 = always send)",
+    )
     add_wire_precision(p, "summaries", deltas=False)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument(
@@ -109,6 +117,7 @@ def config_from(args: argparse.Namespace, **overrides: object):
             dp_clip=args.dp_clip,
             dp_noise=args.dp_noise,
             dp_seed=args.dp_seed,
+            min_move=args.min_move,
         )
         fields = dict(
             node_id=getattr(args, "node", "fleet"),
@@ -148,7 +157,8 @@ _FLEET_PASS = (
     "task", "model", "region", "mode", "forward_sample", "summary_every", "rate", "speedup",
     "start_at",
     "globals_from",
-    "blend_alpha", "global_max_age", "reconcile", "dp_clip", "dp_noise", "dp_seed", "quantize",
+    "blend_alpha", "global_max_age", "reconcile", "dp_clip", "dp_noise", "dp_seed", "min_move",
+    "quantize",
     "idle_exit", "drain_timeout",
 )  # fmt: skip
 

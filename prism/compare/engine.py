@@ -83,6 +83,7 @@ class SimConfig:
     round_timeout_ms: int | None = None
     blend_alpha: float = 0.5
     forward_sample: float = 0.1
+    min_move: float = 0.0  # adaptive cadence (EdgePolicy.min_move)
     outage: Outage | None = None
     poison: Attack | None = None
     seed: int = 0
@@ -122,7 +123,7 @@ class _Fleet:
         self.name, self.stream, self.config = name, stream, config
         n_sites = len(stream.site_names)
         alpha = {"federated": 1.0, "hybrid": config.blend_alpha}.get(name, 0.0)
-        policy = EdgePolicy(blend_alpha=alpha, global_max_age_s=1e12)
+        policy = EdgePolicy(blend_alpha=alpha, global_max_age_s=1e12, min_move=config.min_move)
         self.sites = [EdgeLearner(config.spec_name, s, policy) for s in stream.site_names]
         self.central = EdgeLearner(config.spec_name, "central", EdgePolicy())
         self.run = Run(name, np.zeros(len(stream)), [""] * len(stream))

@@ -193,7 +193,7 @@ class _ArchitectureOnStack:
                 "fleet", "edge", "fleet", "--nodes", str(len(self.stream.site_names)),
                 "--data", str(self.log_path), "--task", self.task, "--model", c.spec_name,
                 "--summary-every", every, "--blend-alpha", alpha,
-                "--quantize", c.quantize or "float64",
+                "--quantize", c.quantize or "float64", "--min-move", str(c.min_move),
                 "--global-max-age", "1e9", "--drain-timeout", "30",
                 "--speedup", str(self._speedup()),
                 "--start-at", str(time.time() + START_MARGIN_S),

@@ -57,6 +57,7 @@ SWEEPABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "quantize": ("quantize", _quantize),
     "deltas": ("deltas", _deltas),
     "forward-sample": ("forward_sample", _share),
+    "min-move": ("min_move", _share),
     "blend-alpha": ("blend_alpha", _share),
     "strategy": ("strategy", str),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edge_agents.learner import EdgeLearner, EdgePolicy
@@ -85,7 +85,8 @@ def test_late_labels_join_pending_events_unknown_ones_are_counted() -> None:
     assert learner.label("s1-2", True)
     assert not learner.label("s1-0", True)  # expired
     assert not learner.label("nobody", False)
-    assert learner.counts == {"learned": 1, "expired": 1, "unknown-label": 2, "adopted": 0}
+    assert learner.counts == {"learned": 1, "expired": 1, "unknown-label": 2, "adopted": 0,
+                              "held": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -228,11 +229,15 @@ def test_no_global_overwrites_the_personal_model() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from(["learn", "cut", "round"]),
-                          st.integers(1, 30)), min_size=1, max_size=30))  # fmt: skip
-def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops) -> None:
+                          st.integers(1, 30)), min_size=1, max_size=30),
+       st.sampled_from([0.0, 0.02, 1e9]))  # fmt: skip
+@example([("a", "learn", 20), ("a", "cut", 1), ("a", "learn", 20)], 1e9)  # held, then stops
+@example([("b", "learn", 9), ("a", "round", 1), ("b", "learn", 9), ("b", "cut", 1)], 1e9)
+def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops, min_move) -> None:
     """Personal models learn every event; the global's exact statistics end equal to one
-    scaler over every event of both nodes, whatever the order of learning, cuts and rounds."""
-    nodes = {n: EdgeLearner("fraud-linear", n, EdgePolicy()) for n in "ab"}
+    scaler over every event of both nodes, whatever the order of learning, cuts and rounds,
+    and however many increments the adaptive cadence held back (``min_move``)."""
+    nodes = {n: EdgeLearner("fraud-linear", n, EdgePolicy(min_move=min_move)) for n in "ab"}
     lossless = MergerConfig(
         strategy="fedavg", round_size=2, round_timeout_s=1e9, quantize=None, deltas=None
     )
@@ -242,15 +247,17 @@ def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops) -> None:
     now = version = 0
     pool = {"a": iter(events(1, 10_000)), "b": iter(events(2, 10_000, shift=0.5))}
 
-    def offer(name: str) -> None:
+    def offer(name: str, hold: bool = True) -> None:
         nonlocal now
-        increment = nodes[name].cut()
+        increment = nodes[name].cut(hold=hold)
         if increment is not None:
             assert merger.offer(Update(increment, offset=now, partition=0), now_ms=now) is None
         now += 1
 
-    for name, op, k in [*ops, ("a", "cut", 0), ("b", "cut", 0), ("a", "round", 0)]:
-        if op == "learn":
+    for name, op, k in [*ops, ("a", "stop", 0), ("b", "stop", 0), ("a", "round", 0)]:
+        if op == "stop":  # a node that stops sends what it held
+            offer(name, hold=False)
+        elif op == "learn":
             for _ in range(k):
                 eid, x, y = next(pool[name])
                 nodes[name].observe(eid, x, y)
@@ -331,3 +338,37 @@ def test_first_increments_come_sooner_then_every_n_learned_events() -> None:
     for eid, x, y in events(3, 25):
         cut_off.observe(eid, x, y)
     assert cut_off.cut_due(200)
+
+
+def test_a_barely_moving_node_holds_its_increments_then_sends_them_all_at_once() -> None:
+    import re
+
+    learner = EdgeLearner("fraud-linear", "n1", EdgePolicy(min_move=1e9, max_hold=2))
+    sent, outcomes, gaps, last = [], "", [], 0
+    for i, (eid, x, y) in enumerate(events(4, 3000), start=1):
+        learner.observe(eid, x, y)
+        if learner.cut_due(200):
+            gaps.append(i - last)
+            last = i
+            increment = learner.cut()
+            outcomes += "H" if increment is None else "S"
+            if increment is not None:
+                sent.append(increment.n_samples)
+    # the first one goes (no baseline yet); then at most max_hold held in a row
+    assert re.fullmatch(r"S(HHS)+H{0,2}", outcomes), outcomes
+    assert sum(sent) + learner.learned_since_cut == 3000  # held events travel later, all of them
+    assert min(gaps) >= 25  # a held increment is looked at again only after more events
+    eager = EdgeLearner("fraud-linear", "n2", EdgePolicy())
+    for eid, x, y in events(4, 3000):
+        eager.observe(eid, x, y)
+        if eager.cut_due(200):
+            eager.cut()
+    assert eager.counts["held"] == 0 and eager.sequence > learner.sequence
+
+
+def test_counts_only_models_are_never_held() -> None:
+    learner = EdgeLearner("iot-hst", "n1", EdgePolicy(min_move=0.9))
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        learner.observe(f"r{i}", {"s0": float(rng.normal())}, None)
+    assert learner.cut() is not None and learner.counts["held"] == 0

@@ -177,6 +177,8 @@ def test_config_refuses_nonsense() -> None:
         MergerConfig(tiers=("regional",))
     with pytest.raises(Exception, match="unknown strategy"):
         MergerConfig(strategy="nonsense")
+    with pytest.raises(ValueError, match="deltas must be one of"):
+        MergerConfig(deltas="int8")  # variances' differences would round past zero
 
 
 def test_a_central_shard_adds_its_statistics_but_its_weights_do_not_vote() -> None:
