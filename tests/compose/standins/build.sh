@@ -71,7 +71,7 @@ base() {
   rootfs=$(mktemp -d)
   mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
   debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >/dev/null
-  tar -C "$rootfs" -c . | docker import -q - "$BASE" >/dev/null
+  tar -C "$rootfs" -c . | docker import - "$BASE" >/dev/null
   rm -rf "$rootfs"
 }
 
@@ -86,8 +86,9 @@ standin() {  # standin NAME TAG: build tests/compose/standins/NAME as TAG unless
     python) cp /etc/ssl/certs/ca-certificates.crt "$ctx/" ;;
     kafka) kafka_libs "$ctx/libs" ;;
   esac
-  docker build -q --label "prism.standin.recipe=$hash" -t "$tag" "$ctx" >/dev/null
-  rm -rf "$ctx"
+  docker build --label "prism.standin.recipe=$hash" -t "$tag" "$ctx" >"$ctx.log" 2>&1 ||
+    { cat "$ctx.log" >&2; say "building $tag failed"; exit 1; }
+  rm -rf "$ctx" "$ctx.log"
 }
 
 kafka_libs() {  # the local stack's cached broker jars + kafka-tools (the healthcheck's tool)
