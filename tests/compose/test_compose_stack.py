@@ -76,8 +76,9 @@ def replay(compose: Compose, seed: int, tmp: Path) -> set[str]:
 
 
 def central_scores(want: set[str], timeout: float = 180) -> collections.Counter[str]:
-    """How many times the centre scored each event, read from the start of the topic
-    until every wanted event is there (and one more poll for late duplicates)."""
+    """How many times the centre scored each event: the scores topic read from its start
+    until every wanted event is there, then on to the end offsets of that moment (the
+    edges never stop scoring, so "no more messages" never comes)."""
     codec = Codec()
     consumer = Consumer(
         {
@@ -89,18 +90,20 @@ def central_scores(want: set[str], timeout: float = 180) -> collections.Counter[
     )
     consumer.subscribe(["prism.scores"])
     counts: collections.Counter[str] = collections.Counter()
-    deadline, settled = time.monotonic() + timeout, None
+    deadline, ends = time.monotonic() + timeout, None
     try:
         while time.monotonic() < deadline:
-            messages = consumer.consume(5000, timeout=1.0)
-            for m in messages:
+            for m in consumer.consume(5000, timeout=1.0):
                 if m.error() is None:
                     score = codec.decode(m.value())
                     if score["source"] == "central":
                         counts[score["event_id"]] += 1
-            if want <= counts.keys():
-                settled = settled or time.monotonic() + 3
-                if not messages and time.monotonic() > settled:
+            if ends is None and want <= counts.keys():
+                parts = consumer.assignment()
+                ends = [consumer.get_watermark_offsets(p, timeout=10) for p in parts]
+            if ends is not None:
+                at = [p.offset for p in consumer.position(parts)]
+                if all(hi <= lo or pos >= hi for (lo, hi), pos in zip(ends, at, strict=True)):
                     break
     finally:
         consumer.close()
