@@ -30,9 +30,22 @@ def compose(engine: None) -> Iterator[Compose]:
     stack.destroy()  # a run killed before its finalizer left something behind
     sasl = Compose(files=SASL)
     sasl.destroy()
+    before = _image_id("prism:latest")
     stack("build", timeout=900)
+    if before and before != _image_id("prism:latest"):  # the replaced build, now untagged
+        subprocess.run(["docker", "image", "rm", before], capture_output=True, timeout=120)
     try:
         yield stack
     finally:
         stack.destroy()
         sasl.destroy()
+
+
+def _image_id(tag: str) -> str | None:
+    done = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout.strip() or None
