@@ -27,7 +27,7 @@ setup: $(STAMP) system-deps
 
 # For the compose test: Debian's Docker engine (started if not running), Docker Compose
 # built from its Go module and local stand-ins tagged as the images docker-compose.yml
-# names (no Docker Hub here). Built once per machine (~4 min), then a tag check.
+# names (no Docker Hub here). Built once per machine (~2.5 min), then a tag check.
 compose-deps: $(STAMP)
 	@bash tests/compose/standins/build.sh
 
@@ -46,7 +46,7 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest -m "integration or e2e"
 
-# docker-compose.yml for real: up, replay, restarts, down/up, SASL, monitoring (~N min).
+# docker-compose.yml for real: up, replay, restarts, down/up, SASL, monitoring (~3 min).
 test-compose: setup compose-deps
 	$(PY) -m pytest -m compose
 

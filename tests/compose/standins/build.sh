@@ -39,7 +39,7 @@ compose() {
   local plugin="$HOME/.docker/cli-plugins/docker-compose"
   if [ ! -x "$bin" ]; then
     command -v go >/dev/null || { say "Go is needed once to build Docker Compose"; exit 2; }
-    say "building Docker Compose v$COMPOSE_VERSION from the Go module proxy (once, ~2 min)"
+    say "building Docker Compose v$COMPOSE_VERSION from the Go module proxy (once, ~1.5 min)"
     local src dir
     src=$(mktemp -d)
     export GOPATH="$CACHE/go" GOFLAGS=-modcacherw
