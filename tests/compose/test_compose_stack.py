@@ -244,7 +244,7 @@ def test_down_v_leaves_nothing_behind(compose: Compose) -> None:
 
 
 # -- the SASL/SCRAM overlay ----------------------------------------------------------
-def test_sasl_overlay_starts_and_refuses_a_client_without_login(engine: None) -> None:
+def test_sasl_overlay_starts_refuses_a_client_without_login_and_edges_finish(engine: None) -> None:
     sasl = Compose(files=SASL)
     try:
         sasl(
@@ -272,6 +272,37 @@ def test_sasl_overlay_starts_and_refuses_a_client_without_login(engine: None) ->
             topics()
         with pytest.raises(KafkaException):  # a wrong password is refused
             topics(**login, **{"sasl.password": "wrong"})
+        edge_reads_its_log_logs_in_and_stays_down(sasl)
     finally:
         sasl.destroy()
     assert leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+def edge_reads_its_log_logs_in_and_stays_down(sasl: Compose) -> None:
+    """An edge with a short log: it logs in, scores it all, exits 0, and is not restarted."""
+    sasl.env.update(EDGE_EVENTS="200", EDGE_RATE="100")
+    sasl("up", "-d", "edge", timeout=180)
+    (cid,) = sasl("ps", "-a", "-q", "edge", timeout=60).split()
+
+    def state() -> list[str]:
+        fmt = "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}"
+        out = subprocess.run(
+            ["docker", "inspect", "-f", fmt, cid],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return out.stdout.split()
+
+    deadline = time.monotonic() + 120
+    while state()[0] != "exited" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert state() == ["exited", "0", "0"], sasl.logs()
+    logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, timeout=60)
+    assert "edge agent done" in logs.stderr + logs.stdout
+    assert "events=200 " in logs.stderr + logs.stdout
+    window = time.monotonic() + 10  # `unless-stopped` would restart it within a second
+    while time.monotonic() < window:
+        assert state() == ["exited", "0", "0"]
+        time.sleep(1)
