@@ -28,7 +28,7 @@ setup: $(STAMP) system-deps
 # For the compose test: Debian's Docker engine (started if not running), Docker Compose
 # built from its Go module and local stand-ins tagged as the images docker-compose.yml
 # names (no Docker Hub here). Built once per machine (~2.5 min), then a tag check.
-compose-deps: $(STAMP)
+compose-deps: setup
 	@bash tests/compose/standins/build.sh
 
 # The main job on the local stack.
