@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test test-unit test-integration test-reliability soak poisoning lint bench clean
+.PHONY: setup system-deps compose-deps demo test test-unit test-integration test-compose test-reliability soak poisoning lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,20 +25,30 @@ system-deps:
 
 setup: $(STAMP) system-deps
 
+# For the compose test: Debian's Docker engine (started if not running), Docker Compose
+# built from its Go module and local stand-ins tagged as the images docker-compose.yml
+# names (no Docker Hub here). Built once per machine (~2.5 min), then a tag check.
+compose-deps: setup
+	@bash tests/compose/standins/build.sh
+
 # The main job on the local stack.
 demo: setup
 	$(VENV)/bin/prism demo
 
-# The whole test suite: unit, property, integration (real Kafka + Redis).
-test: setup
+# The whole test suite: unit, property, integration (real Kafka + Redis), compose.
+test: setup compose-deps
 	@$(PY) -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; rc=0; fi; exit $$rc
 
 test-unit: setup
-	$(PY) -m pytest -m "not integration and not e2e"
+	$(PY) -m pytest -m "not integration and not e2e and not compose"
 
 test-integration: setup
 	$(PY) -m pytest -m "integration or e2e"
+
+# docker-compose.yml for real: up, replay, restarts, down/up, SASL, monitoring (~3 min).
+test-compose: setup compose-deps
+	$(PY) -m pytest -m compose
 
 # The fault-and-abuse suite alone (tests/reliability/ + the capability tests marked reliability).
 test-reliability: setup

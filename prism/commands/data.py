@@ -144,18 +144,27 @@ def _labels(args: argparse.Namespace) -> LabelPolicy:
 
 
 def _write(path: Path, chunks: Iterable[list[Record]], tag: str) -> dict[str, int]:
-    """Stream chunks into the log; count records by type and positive labels."""
+    """Stream chunks into the log; count records by type and positive labels.
+
+    The log appears at ``path`` only when complete: the generators validate lazily, so a
+    bad configuration fails after writing began, and a half-written file would pass
+    for a log (the compose edges generate theirs only when it is missing).
+    """
     marker = hashlib.blake2b(tag.encode(), digest_size=16).digest()
     counts: dict[str, int] = {"positive": 0}
+    partial = path.with_name(f".partial-{path.name}")  # same suffix: same format
     try:
-        with paused_gc(), open_writer(path, sync_marker=marker) as writer:
+        with paused_gc(), open_writer(partial, sync_marker=marker) as writer:
             for chunk in chunks:
                 writer.write_many(chunk)
                 for rtype, record in chunk:
                     counts[rtype] = counts.get(rtype, 0) + 1
                     counts["positive"] += record["label"] is True
+        partial.replace(path)
     except (EventLogError, OSError) as e:
         raise DataError(f"cannot write {path}: {e}") from e
+    finally:
+        partial.unlink(missing_ok=True)
     return counts
 
 

@@ -33,3 +33,18 @@ def test_missing_kafka_is_a_message_not_a_traceback(
     assert main(["topics", "list"]) == 2
     err = capsys.readouterr().err
     assert "prism stack up" in err and "Traceback" not in err
+
+
+def test_datagen_that_fails_leaves_no_log_behind(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The generators validate lazily; a half-written file would pass for a log
+    (the compose edges regenerate theirs only when it is missing)."""
+    monkeypatch.setenv("PRISM_STATE_DIR", str(tmp_path / "state"))
+    out = tmp_path / "local.avro"
+    bad = ["datagen", "fraud", "--events", "50", "--sites", "1", "--regions", "4"]
+    assert main([*bad, "--out", str(out)]) != 0
+    assert "regions" in capsys.readouterr().err
+    assert list(tmp_path.glob("*local.avro")) == []
+    assert main([*bad[:-1], "1", "--out", str(out)]) == 0
+    assert out.is_file() and list(tmp_path.glob("*local.avro")) == [out]

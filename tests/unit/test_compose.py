@@ -1,9 +1,13 @@
-"""docker-compose.yml cannot be run here (no Docker engine, no compose plugin),
-so its structure is validated: the services, images, healthchecks and the
-``service_healthy`` ordering the users rely on."""
+"""docker-compose.yml's structure, checked in milliseconds: the services, images,
+healthchecks, ACL users and ``service_healthy`` ordering users rely on.
+
+tests/compose/ starts the file for real (``make test-compose``); these checks pin the
+fixes that run found, so a change that undoes one fails here before any container
+starts."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import yaml
@@ -26,10 +30,25 @@ def test_kafka_is_official_kraft_image_with_healthcheck() -> None:
     assert kafka["healthcheck"]["test"]
 
 
+def test_kafka_keeps_its_log_dirs_on_the_volume() -> None:
+    """The image writes to /tmp/kafka-logs unless KAFKA_LOG_DIRS says otherwise: a
+    recreated container would then start with no topics under old checkpoints."""
+    kafka = _compose()["services"]["kafka"]
+    (mount,) = [v for v in kafka["volumes"] if v.startswith("kafka-data:")]
+    assert kafka["environment"]["KAFKA_LOG_DIRS"] == mount.split(":")[1]
+
+
+def _redis_args() -> list[str]:
+    """The argv compose gives redis-server: its command string split into words."""
+    command = _compose()["services"]["redis"]["command"]
+    assert isinstance(command, str), "one string: each ACL rule must be its own argument"
+    return shlex.split(command)
+
+
 def test_redis_has_password_persistence_and_query_user() -> None:
     redis = _compose()["services"]["redis"]
     assert redis["image"].startswith("redis:7")
-    command = " ".join(redis["command"])
+    command = " ".join(_redis_args())
     assert "--requirepass" in command
     assert "--appendonly yes" in command
     assert "prism-query on" in command and "+@read" in command and "-@all" in command
@@ -41,14 +60,19 @@ def test_redis_users_are_the_least_privilege_users_of_the_local_stack() -> None:
     """The compose ACL users carry exactly the rules `prism up` gives its own redis-server,
     and every service that writes or reads Redis connects as its own role's user."""
     services = _compose()["services"]
-    command = services["redis"]["command"]
-    users = [command[i + 1] for i, arg in enumerate(command) if arg == "--user"]
+    args = _redis_args()
+    starts = [i for i, arg in enumerate(args) if arg == "--user"]
     declared = {}
-    for line in users:
-        name, on, password, rules = line.split(" ", 3)
-        assert on == "on" and password.startswith(">${PRISM_REDIS_"), line
-        declared[name] = rules
+    for start in starts:
+        words = args[start + 1 :]
+        words = words[: next((i for i, w in enumerate(words) if w.startswith("--")), None)]
+        name, on, password, *rules = words
+        assert on == "on" and password.startswith(">${PRISM_REDIS_"), words
+        declared[name] = " ".join(rules)
     assert declared == acl_rules("prism")
+    # compose's word splitting ends the command at an unquoted '>' (shell redirection)
+    raw = services["redis"]["command"]
+    assert raw.count('on ">${PRISM_REDIS_') == len(starts) == raw.count(">")
     for service, role in [("central-fraud", "central"), ("central-iot", "central"),
                           ("merger", "merger"), ("edge", "edge")]:  # fmt: skip
         url = _defaults(services[service]["environment"]["PRISM_REDIS_URL"])
@@ -75,15 +99,38 @@ def test_services_built_from_the_one_dockerfile() -> None:
 
 def test_every_prism_service_runs_from_the_image_with_health_and_metrics() -> None:
     services = _compose()["services"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    (health,) = [line for line in dockerfile.splitlines() if "urlopen" in line]
+    assert "HEALTHCHECK" in dockerfile and "METRICS_PORT" in health and "/metrics" in health
     for name in ("central-fraud", "central-iot", "merger", "edge"):
         service = services[name]
         assert service["image"] == "prism:latest", name
         command = " ".join(service["command"])
         port = service["environment"]["METRICS_PORT"]
         assert f"--metrics-port {port}" in command, name
-        assert "METRICS_PORT" in " ".join(service["healthcheck"]["test"]), name
+        assert "healthcheck" not in service, f"{name}: the image's HEALTHCHECK probes it"
         assert service["environment"]["PRISM_METRICS_ADDR"] == "0.0.0.0", name
         assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_image_builds_in_two_stages_with_a_state_dir_for_its_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = dockerfile.split("\nFROM ")[1:]
+    assert len(stages) == 2 and stages[0].startswith("python:3.11-slim AS build"), stages
+    runtime = stages[1]
+    assert runtime.startswith("python:3.11-slim\n")
+    assert "pip install" not in runtime and "COPY --from=build" in runtime
+    assert "mkdir /state && chown prism:prism /state" in runtime
+    assert runtime.index("/state") < runtime.index("USER prism")
+    env = _compose()["x-prism-env"]
+    assert env["PRISM_STATE_DIR"] == "/state"
+
+
+def test_an_edge_that_finished_its_log_stays_down() -> None:
+    """`unless-stopped` would restart a replica that exited 0 forever."""
+    services = _compose()["services"]
+    assert services["edge"]["restart"] == "on-failure"
+    assert "&& exec prism edge run" in " ".join(services["edge"]["command"])
 
 
 def test_edges_scale_with_their_own_node_id_and_local_volume() -> None:
@@ -210,7 +257,8 @@ def test_sasl_variant_creates_the_scram_user_when_formatting_before_the_first_st
     assert fmt["environment"]["CLUSTER_ID"] == kafka["environment"]["CLUSTER_ID"]
     command = " ".join(fmt["command"])
     assert "kafka-storage.sh format --ignore-formatted" in command
-    assert "log.dirs=/var/lib/kafka/data" in command
+    # the SCRAM user lands where the broker keeps its metadata log
+    assert f"log.dirs={kafka['environment']['KAFKA_LOG_DIRS']} " in command
     voters = kafka["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
     assert f"controller.quorum.voters={voters}" in command
     assert ('--add-scram "SCRAM-SHA-512=[name=$$PRISM_KAFKA_SASL_USERNAME,'
