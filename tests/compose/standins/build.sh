@@ -38,6 +38,7 @@ compose() {
   local bin="$CACHE/compose-v$COMPOSE_VERSION/docker-compose"
   local plugin="$HOME/.docker/cli-plugins/docker-compose"
   if [ ! -x "$bin" ]; then
+    command -v go >/dev/null || PATH="/usr/local/go/bin:$PATH"  # the Go SDK's usual home
     command -v go >/dev/null || { say "Go is needed once to build Docker Compose"; exit 2; }
     say "building Docker Compose v$COMPOSE_VERSION from the Go module proxy (once, ~1.5 min)"
     local src dir
