@@ -7,6 +7,7 @@ WORKDIR /src
 RUN python -m venv /opt/prism
 COPY pyproject.toml README.md ./
 COPY prism ./prism
+COPY runtime ./runtime
 COPY schemas ./schemas
 COPY models ./models
 COPY streams ./streams

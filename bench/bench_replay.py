@@ -32,9 +32,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from prism.data.fraud import FraudConfig, generate_fraud
-from prism.data.replay import ReplayOptions, producer_config, replay, resolve_topics
+from prism.data.replay import ReplayOptions, replay, resolve_topics
 from prism.data.replay_source import Source
-from prism.settings import load_settings
+from runtime.kafka_config import replay_producer_config
+from runtime.settings import load_settings
 from schemas import Codec
 from schemas.eventlog import open_writer
 
@@ -71,7 +72,7 @@ def bare(bootstrap: str, messages: list, topics: dict[str, str]) -> float:
         nonlocal failed
         failed += err is not None
 
-    producer = Producer(producer_config(bootstrap))
+    producer = Producer(replay_producer_config(bootstrap))
     start = time.perf_counter()
     produce, poll = producer.produce, producer.poll
     for i in range(0, len(batch), 2000):

@@ -53,8 +53,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from prism.data.fraud import FraudConfig, generate_fraud
 from prism.data.replay import ReplayOptions, replay, resolve_topics
-from prism.settings import load_settings
 from prism.stack.topics import create_topics
+from runtime.settings import load_settings
 from schemas import Codec
 from schemas.eventlog import open_writer
 
@@ -104,7 +104,7 @@ def worker(s, *args: str, group: str | None = None, engine: str | None = None) -
     cmd = [
         sys.executable,
         "-m",
-        "streams",
+        "prism",
         "central",
         "run",
         "--task",

@@ -36,8 +36,8 @@ from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.run import build
 from models.specs import get_spec
 from prism.cli import main as prism
-from prism.settings import load_settings
 from prism.stack.topics import create_topics
+from runtime.settings import load_settings
 from schemas import Codec
 from schemas.eventlog import read_events
 

@@ -67,7 +67,7 @@ from prism.commands.compare import prepare
 from prism.commands.demo import datagen_argv
 from prism.compare.engine import Outage, simulate
 from prism.compare.report import build_report
-from prism.errors import PrismError
+from runtime.errors import PrismError
 
 ARCHS = ("centralized", "federated", "hybrid", "local")
 DEFAULT_OUTAGE = "0.5:0.3:0.6"

@@ -32,9 +32,9 @@ from confluent_kafka import Producer
 
 from models.serialization import weight_summary_record
 from models.specs import get_spec
-from prism.registry import RegistryClient, RegistryKeys
-from prism.settings import load_settings
 from prism.stack.topics import create_topics
+from runtime.model_registry import RegistryClient, RegistryKeys
+from runtime.settings import load_settings
 from schemas import Codec
 
 CODEC = Codec()
@@ -105,7 +105,7 @@ def main() -> int:
         PRISM_REDIS_PREFIX=prefix,
         PRISM_LOG_LEVEL="WARNING",
     )
-    cmd = [sys.executable, "-m", "streams", "merger", "run", "--round-size", str(args.nodes),
+    cmd = [sys.executable, "-m", "prism", "merger", "run", "--round-size", str(args.nodes),
            "--round-timeout", "600", "--idle-exit", "3", "--group", f"bench-{prefix}"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:

@@ -5,8 +5,8 @@ ceiling (c) consumes and decodes the transactions topic only. A central
 worker must also consume and decode the event's label (fraud labels come
 late, on their own topic) and encode and produce one Score. This loop does
 exactly that with the worker's own consumer and producer settings
-(``streams.central.kafka_loop.consumer_config``,
-``streams.central.run.producer_config``) and its hand-written Label decoder
+(``runtime.kafka_config.consumer_config``,
+``runtime.kafka_config.producer_config``) and its hand-written Label decoder
 and Score encoder (``schemas.hotpath``), and nothing else: no model, no join,
 no checkpoint, no dead letters. However fast the learner became, a worker
 could not beat this loop.
@@ -23,10 +23,9 @@ import time
 
 from confluent_kafka import Consumer, Producer
 
+from runtime.kafka_config import consumer_config, producer_config
 from schemas import Codec
 from schemas.hotpath import LabelDecoder, ScoreEncoder
-from streams.central.kafka_loop import consumer_config
-from streams.central.run import producer_config
 from streams.central.worker import produce_waiting
 
 BATCH = 1000

@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 
 from prism.data.fraud import FraudConfig, generate_fraud
-from prism.settings import Settings, load_settings
 from prism.stack.ports import free_port
 from prism.stack.topics import create_topics
+from runtime.settings import Settings, load_settings
 from schemas.eventlog import open_writer
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -28,8 +28,8 @@ from models.errors import DeltaBaseError, ModelError, UnknownLayoutError
 from models.packing import LayoutBook
 from models.serialization import GlobalModelInfo, global_model_from_record
 from models.summary import Summary
-from prism.errors import NotFoundError
-from prism.registry.client import RegistryClient, RegistryUnavailableError
+from runtime.errors import NotFoundError
+from runtime.model_registry.client import RegistryClient, RegistryUnavailableError
 from schemas import Codec
 
 log = logging.getLogger(__name__)

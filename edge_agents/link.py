@@ -18,34 +18,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
+from runtime.kafka_config import edge_producer_config
+
 log = logging.getLogger(__name__)
 
-__all__ = ["Link", "producer_config"]
-
-
-def producer_config(
-    bootstrap: str,
-    error_cb: Callable[[KafkaError], None],
-    security: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    return {
-        **(security or {}),
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "message.timeout.ms": 0,
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        "reconnect.backoff.max.ms": 1000,
-        "error_cb": error_cb,
-        "log_level": 3,
-    }
+__all__ = ["Link"]
 
 
 class Link:
@@ -59,7 +41,7 @@ class Link:
         security: Mapping[str, str] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
-        self.producer = Producer(producer_config(bootstrap, self._on_error, security))
+        self.producer = Producer(edge_producer_config(bootstrap, self._on_error, security))
         self._admin = AdminClient(
             {**(security or {}), "bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
              "log_level": 0}

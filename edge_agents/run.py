@@ -18,11 +18,11 @@ from edge_agents.metrics import EdgeMetrics
 from edge_agents.outbox import Outbox
 from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
 from edge_agents.sources import FileSource, TopicSource
-from prism.errors import StackError, UsageError
-from prism.kafka_security import KafkaAuth, check_login
-from prism.registry import RegistryKeys
-from prism.registry.client import RegistryClient
-from prism.settings import Settings
+from runtime.errors import StackError, UsageError
+from runtime.kafka_security import KafkaAuth, check_login
+from runtime.model_registry import RegistryKeys
+from runtime.model_registry.client import RegistryClient
+from runtime.settings import Settings
 from schemas import Codec
 from schemas.signing import signer_from
 

@@ -1,8 +1,10 @@
 """Prism: centralized and federated online learning over Kafka.
 
-The top-level package holds only the composition root: settings, the ``prism``
-command line and the local stack. The domain lives in ``schemas``, ``models``,
-``streams`` and ``edge_agents``.
+The roof: the ``prism`` command line, its commands, ``prism compare``, the data
+tools, the local stack and the supervisor. Below it, top-down: the services
+(``streams``, ``edge_agents``), the shared runtime plumbing (``runtime``:
+settings, errors, the model registry), ``models`` and ``schemas``; nothing
+imports upward (tests/unit/test_floors.py).
 """
 
 __version__ = "0.1.0"

@@ -12,8 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from prism.errors import PrismError
-from prism.settings import describe_settings, load_settings
+from runtime.errors import PrismError
+from runtime.settings import describe_settings, load_settings
 
 # Each module registers its own sub-commands; adding a command is one line here.
 COMMAND_MODULES = (

@@ -25,9 +25,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import HealthCheck
 
 from prism import stack as local_stack
-from prism.settings import Settings
 from prism.stack import StackInfo
 from prism.stack.topics import TOPICS, create_topics
+from runtime.settings import Settings
 
 # Bounded property tests: CI runs on 2 shared cores. HYPOTHESIS_PROFILE=thorough for more.
 hypothesis.settings.register_profile(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prism.commands import add_redis_wait
-from prism.settings import Settings
+from runtime.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

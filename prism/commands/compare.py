@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prism.commands import add_wire_precision
-from prism.errors import UsageError
-from prism.settings import Settings
+from runtime.errors import UsageError
+from runtime.settings import Settings
 
 if TYPE_CHECKING:
     from prism.compare.engine import SimConfig

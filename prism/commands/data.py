@@ -17,8 +17,8 @@ from typing import Any
 from prism.data import paused_gc
 from prism.data.errors import DataError
 from prism.data.labels import LABEL_MODES, LabelPolicy, Record
-from prism.errors import StackError
-from prism.settings import Settings
+from runtime.errors import StackError
+from runtime.settings import Settings
 from schemas.eventlog import EventLogError, open_writer
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ def handle_dataset_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def handle_replay(args: argparse.Namespace, settings: Settings) -> int:
     from prism.data.replay import ReplayOptions, replay, resolve_topics
-    from prism.kafka_security import KafkaAuth, check_login
+    from runtime.kafka_security import KafkaAuth, check_login
     from schemas import Codec
 
     if not settings.kafka_bootstrap:

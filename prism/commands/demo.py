@@ -22,10 +22,10 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from prism import stack
-from prism.errors import PrismError
-from prism.kafka_security import kafka_security
-from prism.settings import Settings, load_settings
 from prism.stack.topics import create_topics
+from runtime.errors import PrismError
+from runtime.kafka_security import kafka_security
+from runtime.settings import Settings, load_settings
 from schemas import Codec
 
 
@@ -99,7 +99,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def wait_for_models(settings: Settings, edges: int, timeout: float = 300.0) -> tuple[int, int]:
     """Until a global model has every edge among its contributors and the centre published."""
-    from prism.registry import RegistryClient, RegistryKeys
+    from runtime.model_registry import RegistryClient, RegistryKeys
 
     assert settings.redis_url is not None
     client = RegistryClient(settings.redis_url.get_secret_value(), keys=RegistryKeys())

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from prism.commands import add_wire_precision
-from prism.errors import UsageError
-from prism.settings import Settings
+from runtime.errors import UsageError
+from runtime.settings import Settings
 
 
 def _agent_flags(p: argparse.ArgumentParser) -> None:

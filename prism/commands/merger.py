@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from prism.commands import add_redis_wait, add_wire_precision
-from prism.errors import UsageError
-from prism.settings import Settings
+from runtime.errors import UsageError
+from runtime.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,9 +7,9 @@ import datetime as dt
 import json
 from typing import Any
 
-from prism.errors import StackError
-from prism.registry import RegistryClient, RegistryKeys
-from prism.settings import Settings
+from runtime.errors import StackError
+from runtime.model_registry import RegistryClient, RegistryKeys
+from runtime.settings import Settings
 from schemas.codec import to_json_compatible
 
 

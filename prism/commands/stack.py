@@ -7,7 +7,7 @@ import sys
 import time
 
 from prism import stack
-from prism.settings import Settings
+from runtime.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from prism.errors import StackError
-from prism.kafka_security import kafka_security
-from prism.settings import Settings
 from prism.stack.topics import create_topics, list_topics
+from runtime.errors import StackError
+from runtime.kafka_security import kafka_security
+from runtime.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,8 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from prism.errors import StackError, UsageError
-from prism.settings import Settings
+from runtime.errors import StackError, UsageError
+from runtime.settings import Settings
 
 MARKER = "prism.cli supervise"
 PORTS = {"central-fraud": 9301, "central-iot": 9303, "merger": 9302}
@@ -194,7 +194,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Stack health, the services of `prism up` and the registry's models on one screen."""
     from prism import stack
     from prism.commands.models import _brief, _table, _when
-    from prism.registry import RegistryClient, RegistryKeys
+    from runtime.model_registry import RegistryClient, RegistryKeys
 
     rows = stack.status(settings)
     print("stack:  " + "   ".join(

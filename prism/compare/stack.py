@@ -42,10 +42,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from prism.compare.engine import Run, SimConfig
 from prism.compare.stream import Stream
-from prism.errors import StackError
-from prism.kafka_security import kafka_security
-from prism.settings import Settings
 from prism.stack.topics import create_topics
+from runtime.errors import StackError
+from runtime.kafka_security import kafka_security
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prism.errors import PrismError
+from runtime.errors import PrismError
 
 
 class DataError(PrismError):

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from prism.data import paused_gc
 from prism.data.errors import DataError
 from prism.data.replay_source import Encoder, Source
-from prism.errors import NotFoundError, StackError
+from runtime.errors import NotFoundError, StackError
+from runtime.kafka_config import replay_producer_config
 from schemas.eventlog import BadRecord, EventLogError, count_records
 
 log = logging.getLogger(__name__)
@@ -39,22 +40,6 @@ TOPIC_OF_TYPE = {
     "SensorReading": "sensor-readings",
     "Label": "labels",
 }
-
-
-def producer_config(bootstrap: str, overrides: dict[str, str] | None = None) -> dict[str, Any]:
-    """The replay producer's settings; the benchmark's bare producer uses the same."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "client.id": "prism-replay",
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 20,
-        "batch.num.messages": 10_000,
-        "queue.buffering.max.messages": 1_000_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-        "message.timeout.ms": 120_000,
-    }
-    return config | dict(overrides or {})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,7 +240,7 @@ def replay(
 ) -> ReplaySummary:
     """Send every record of ``options.path``; return the numbers, never raise on bad data.
 
-    ``security``: the SASL properties of :func:`prism.kafka_security.kafka_security`
+    ``security``: the SASL properties of :func:`runtime.kafka_security.kafka_security`
     (``--producer`` pairs still win).
     """
     if not options.path.is_file():
@@ -271,7 +256,7 @@ def replay(
         need_ts=options.speedup is not None,
         decode=options.decode,
     )
-    sender = Sender(producer_config(bootstrap, (security or {}) | options.producer))
+    sender = Sender(replay_producer_config(bootstrap, (security or {}) | options.producer))
     summary = ReplaySummary(raw_path=source.raw)
     try:
         sender.check(set(topics.values()))

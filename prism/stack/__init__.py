@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from prism.kafka_security import kafka_security
-from prism.settings import Settings
 from prism.stack import kafka, redis_server
 from prism.stack.state import locked, read_env_file, write_env_file
+from runtime.kafka_security import kafka_security
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 _NOT_CONFIGURED = "not configured; run `prism stack up`"

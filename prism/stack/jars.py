@@ -15,9 +15,9 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from prism.errors import StackError
-from prism.settings import Settings
 from prism.stack.state import locked
+from runtime.errors import StackError
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from prism.errors import StackError
-from prism.settings import Settings
 from prism.stack import process
 from prism.stack.jars import ensure_jars
 from prism.stack.ports import free_port
 from prism.stack.state import read_int, read_text, write_private, write_text
+from runtime.errors import StackError
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

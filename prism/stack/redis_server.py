@@ -18,12 +18,12 @@ from pathlib import Path
 
 import redis
 
-from prism.errors import StackError
-from prism.settings import Settings
 from prism.stack import process
 from prism.stack.ports import free_port
 from prism.stack.redis_acl import QUERY_USER, ROLE_USERS, user_line
 from prism.stack.state import read_env_file, read_int, write_env_file, write_private, write_text
+from runtime.errors import StackError
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

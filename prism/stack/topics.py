@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from prism.errors import StackError
-from prism.kafka_security import KafkaAuth, check_login, unanswered_hint
-from prism.settings import Settings
+from runtime.errors import StackError
+from runtime.kafka_security import KafkaAuth, check_login, unanswered_hint
+from runtime.settings import Settings
 
 # Logical name -> extra topic config. global-model keeps only the latest per model.
 TOPICS: dict[str, dict[str, str]] = {

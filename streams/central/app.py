@@ -30,7 +30,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from prism.redis_outage import REDIS_AWAY, Outage
+from runtime.redis_outage import REDIS_AWAY, Outage
 from streams.central.worker import CentralWorker, RecordIn, Undelivered
 from streams.idle import IdleClock
 
@@ -73,7 +73,7 @@ def build_app(
     idle_exit_s: float | None = None,
     credentials: Any = None,
 ) -> faust.App:
-    """``credentials``: Faust ``broker_credentials`` (SASL), see prism/kafka_security.py."""
+    """``credentials``: Faust ``broker_credentials`` (SASL), see runtime/kafka_security.py."""
     config = worker.config
     app = faust.App(
         config.group_id,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import redis
 
 from models.serialization import state_to_summary, summary_to_state
-from prism.registry.keys import RegistryKeys
+from runtime.model_registry.keys import RegistryKeys
 from schemas import Codec
 from streams.central.partition import PartitionLearner, Pending, WaitingLabel
 

@@ -30,38 +30,18 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from prism.redis_outage import REDIS_AWAY, Outage, RedisUnavailable
+from runtime.redis_outage import REDIS_AWAY, Outage, RedisUnavailable
 from streams.central.worker import CentralWorker, RecordIn, Undelivered
 from streams.idle import IdleClock
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
-
-
-def consumer_config(
-    bootstrap: str, group_id: str, client_id: str, *, security: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    return {
-        **(security or {}),
-        "bootstrap.servers": bootstrap,
-        "group.id": group_id,
-        "client.id": client_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "range",
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 1_000,
-        # a whole mini-batch should come from the local queue, not one fetch per call
-        "fetch.min.bytes": 1,
-        "queued.min.messages": 100_000,
-    }
 
 
 class KafkaLoop:

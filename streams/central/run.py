@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from confluent_kafka import Producer
 
-from prism.errors import StackError, UsageError
-from prism.gc_tuning import tune_for_streaming
-from prism.kafka_security import KafkaAuth, check_login, kafka_security
-from prism.redis_outage import service_client
-from prism.registry import RegistryKeys, RegistryWriter
-from prism.settings import Settings
+from runtime.errors import StackError, UsageError
+from runtime.gc_tuning import tune_for_streaming
+from runtime.kafka_config import producer_config
+from runtime.kafka_security import KafkaAuth, check_login, kafka_security
+from runtime.model_registry import RegistryKeys, RegistryWriter
+from runtime.redis_outage import service_client
+from runtime.settings import Settings
 from schemas import Codec
 from schemas.signing import signer_from
 from streams.central.checkpoint import CheckpointStore
@@ -22,24 +21,6 @@ from streams.central.worker import CentralWorker, Topics
 from streams.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-
-def producer_config(bootstrap: str, security: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Idempotent, batched: scores are many and small; a retry never duplicates one.
-
-    ``security``: the SASL properties of :func:`prism.kafka_security.kafka_security`.
-    """
-    return {
-        **(security or {}),
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "batch.num.messages": 10_000,
-        "compression.type": "lz4",
-        # never give up on a record while the broker is away: a checkpoint waits for them
-        "message.timeout.ms": 0,
-    }
 
 
 def topics_for(settings: Settings, config: CentralConfig) -> Topics:
@@ -108,7 +89,7 @@ def run(
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     worker = build_worker(settings, config)
-    tune_for_streaming()  # after the model's warm-up: see prism/gc_tuning.py
+    tune_for_streaming()  # after the model's warm-up: see runtime/gc_tuning.py
     if config.metrics_port is not None:
         port = worker.telemetry.serve(config.metrics_port, settings.metrics_addr)
         log.info("metrics endpoint http://127.0.0.1:%s/metrics", port)
@@ -130,7 +111,8 @@ def run(
 def _run_kafka(settings: Settings, worker: CentralWorker, idle_exit_s: float | None) -> int:
     from confluent_kafka import Consumer
 
-    from streams.central.kafka_loop import KafkaLoop, consumer_config
+    from runtime.kafka_config import consumer_config
+    from streams.central.kafka_loop import KafkaLoop
 
     config = worker.config
     consumer = Consumer(

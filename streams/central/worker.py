@@ -29,7 +29,7 @@ from models.merge import Contributor, merge
 from models.metrics import BinaryMetrics
 from models.serialization import global_model_record, weight_summary_record
 from models.specs import get_spec
-from prism.redis_outage import REDIS_AWAY, Outage, wait_for
+from runtime.redis_outage import REDIS_AWAY, Outage, wait_for
 from schemas import Codec, SchemaError
 from schemas.hotpath import LabelDecoder, ScoreEncoder
 from schemas.signing import Signer

@@ -39,7 +39,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from models.errors import ModelError, UnknownLayoutError
 from models.packing import LayoutBook, layout_of
 from models.serialization import summary_from_weight_record
-from prism.redis_outage import REDIS_AWAY, Outage, RedisUnavailable, wait_for
+from runtime.redis_outage import REDIS_AWAY, Outage, RedisUnavailable, wait_for
 from schemas import Codec, SchemaError
 from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters

@@ -6,15 +6,14 @@ import logging
 
 from confluent_kafka import Consumer, Producer
 
-from prism.errors import StackError, UsageError
-from prism.kafka_security import KafkaAuth, check_login
-from prism.redis_outage import service_client
-from prism.registry import RegistryKeys, RegistryWriter
-from prism.settings import Settings
+from runtime.errors import StackError, UsageError
+from runtime.kafka_config import consumer_config, producer_config
+from runtime.kafka_security import KafkaAuth, check_login
+from runtime.model_registry import RegistryKeys, RegistryWriter
+from runtime.redis_outage import service_client
+from runtime.settings import Settings
 from schemas import Codec
 from schemas.signing import Verifier, parse_trusted_keys
-from streams.central.kafka_loop import consumer_config
-from streams.central.run import producer_config
 from streams.merger.loop import MergerLoop
 from streams.merger.rounds import Merger, MergerConfig
 from streams.merger.store import MergerStore

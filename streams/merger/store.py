@@ -35,7 +35,7 @@ from models.serialization import (
     weight_summary_record,
 )
 from models.specs import SPEC_NAMES
-from prism.registry import NodeRecord, RegistryKeys, RegistryWriter
+from runtime.model_registry import NodeRecord, RegistryKeys, RegistryWriter
 from schemas import Codec
 from streams.merger.rounds import Merger, NodeLedger, Update
 

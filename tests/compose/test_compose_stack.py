@@ -21,8 +21,8 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from helpers.compose import SASL, Compose, leftovers
 
-from prism.registry import RegistryClient, RegistryKeys
 from prism.stack.topics import TOPICS
+from runtime.model_registry import RegistryClient, RegistryKeys
 from schemas import Codec
 from schemas.eventlog import read_events
 

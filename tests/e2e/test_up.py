@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from prism.registry import RegistryClient, RegistryKeys
+from runtime.model_registry import RegistryClient, RegistryKeys
 from schemas.eventlog import read_events
 
 pytestmark = pytest.mark.e2e

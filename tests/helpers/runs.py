@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from helpers.services import service_env
 from prism.cli import main
-from prism.settings import Settings
+from runtime.settings import Settings
 from schemas.eventlog import read_events
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from prism.settings import Settings
+from runtime.settings import Settings
 from schemas import Codec
 
 
@@ -37,13 +37,13 @@ def service_env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def spawn(test_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start ``python -m streams ARGS...`` against the test stack; killed at teardown."""
+    """Start ``python -m prism ARGS...`` against the test stack; killed at teardown."""
     procs: list[subprocess.Popen] = []
 
     def start(*args: str, log_name: str | None = None) -> subprocess.Popen:
         log = tmp_path / (log_name or f"proc-{len(procs)}.log")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", *args],
+            [sys.executable, "-m", "prism", *args],
             env=service_env(test_settings),
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from helpers.services import decoded, read_topic, wait_exit, wait_for_log
 from models.serialization import state_to_summary
 from models.specs import get_spec
 from prism.cli import main
-from prism.settings import Settings
+from runtime.settings import Settings
 from schemas import Codec
 from schemas.codec import MARKER
 from schemas.registry import current, fingerprint

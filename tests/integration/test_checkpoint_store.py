@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from models.specs import get_spec
-from prism.registry.keys import RegistryKeys
+from runtime.model_registry.keys import RegistryKeys
 from schemas import Codec
 from streams.central.checkpoint import CheckpointStore
 from streams.central.partition import EventIn, LabelIn, PartitionLearner, Undecodable

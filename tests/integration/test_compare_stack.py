@@ -11,7 +11,7 @@ from helpers.services import service_env
 from prism.cli import main
 from prism.compare.stack import TOLERANCE
 from prism.compare.stream import load_stream
-from prism.settings import Settings
+from runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

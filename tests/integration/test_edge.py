@@ -39,9 +39,9 @@ from models.serialization import (
 )
 from models.specs import get_spec
 from prism.cli import main
-from prism.settings import Settings
 from prism.stack import kafka as local_kafka
 from prism.stack.topics import TOPICS, create_topics
+from runtime.settings import Settings
 from schemas import Codec
 from schemas.eventlog import read_events
 

@@ -17,7 +17,7 @@ from helpers.services import decoded, global_versions, read_topic, service_env, 
 from models.serialization import global_model_from_record, weight_summary_record
 from models.specs import get_spec
 from models.summary import Summary
-from prism.settings import Settings
+from runtime.settings import Settings
 from schemas import Codec
 
 pytestmark = pytest.mark.integration

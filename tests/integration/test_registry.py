@@ -16,7 +16,7 @@ import redis
 from models.merge import merge
 from models.serialization import global_model_from_record, global_model_record
 from models.specs import get_spec
-from prism.registry import NodeRecord, RegistryClient, RegistryKeys, RegistryWriter
+from runtime.model_registry import NodeRecord, RegistryClient, RegistryKeys, RegistryWriter
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from prism.cli import main
 from prism.data.iot import IotConfig, generate_iot
 from prism.data.labels import LabelPolicy
 from prism.data.replay import ReplayOptions, replay
-from prism.settings import Settings
+from runtime.settings import Settings
 from schemas import Codec
 from schemas.eventlog import open_writer, read_events
 

@@ -15,11 +15,11 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from prism.settings import Settings
 from prism.stack import kafka, process, redis_server
 from prism.stack.ports import free_port
 from prism.stack.state import read_env_file
 from prism.stack.topics import TOPICS, create_topics
+from runtime.settings import Settings
 from schemas import Codec
 
 pytestmark = pytest.mark.integration

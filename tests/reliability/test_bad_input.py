@@ -38,7 +38,7 @@ from models.serialization import (
     weight_summary_record,
 )
 from models.specs import get_spec
-from prism.settings import Settings
+from runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 MAX_BYTES = 200_000  # PRISM_MAX_MESSAGE_BYTES of the services: the oversize kind is above it

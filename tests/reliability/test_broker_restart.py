@@ -28,10 +28,10 @@ from helpers.runs import datagen_log, event_ids, start_cli, wait_records
 from helpers.services import decoded, global_versions, read_topic, wait_exit, wait_for_log
 from integration.test_central import assert_checkpoint_matches, reference_models
 
-from prism.settings import Settings
 from prism.stack import kafka as local_kafka
 from prism.stack import process
 from prism.stack.topics import create_topics
+from runtime.settings import Settings
 from schemas import Codec
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ from helpers.services import service_env, wait_exit, wait_for_log
 from pydantic import SecretStr
 
 from prism.cli import main
-from prism.settings import Settings
 from prism.stack import kafka as local_kafka
+from runtime.settings import Settings
 from schemas import Codec
 from schemas.eventlog import read_events
 

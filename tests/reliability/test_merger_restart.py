@@ -21,8 +21,8 @@ from helpers.services import decoded, wait_exit, wait_for_log
 from integration.test_merger import CODEC, SPEC, N, local, message, send
 
 from models.serialization import global_model_from_record
-from prism.settings import Settings
 from prism.stack.ports import free_port
+from runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 NODES = "abcdef"

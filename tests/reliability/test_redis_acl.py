@@ -25,9 +25,9 @@ from helpers.runs import datagen_log, event_ids, start_cli
 from helpers.services import decoded, wait_exit, wait_for_log
 from pydantic import SecretStr
 
-from prism.registry import RegistryKeys, RegistryWriter
-from prism.settings import Settings
 from prism.stack import redis_server
+from runtime.model_registry import RegistryKeys, RegistryWriter
+from runtime.settings import Settings
 from schemas import Codec
 
 pytestmark = pytest.mark.integration

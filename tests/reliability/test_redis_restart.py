@@ -36,9 +36,9 @@ from helpers.services import decoded, read_topic, wait_exit, wait_for_log
 from integration.test_central import assert_checkpoint_matches, reference_models
 from pydantic import SecretStr
 
-from prism.registry import RegistryKeys, RegistryWriter
-from prism.settings import Settings
 from prism.stack import redis_server
+from runtime.model_registry import RegistryKeys, RegistryWriter
+from runtime.settings import Settings
 from schemas import Codec
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ from helpers.services import decoded, read_topic, service_env, wait_exit
 from models.serialization import global_model_from_record, weight_summary_record
 from models.specs import get_spec
 from prism.cli import main
-from prism.settings import Settings
+from runtime.settings import Settings
 from schemas import Codec
 from schemas.signing import Signer
 

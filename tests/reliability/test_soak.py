@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from prism.settings import Settings
+from runtime.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 import soak  # noqa: E402

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from prism.cli import build_parser, main
-from prism.settings import Settings
+from runtime.settings import Settings
 
 
 def test_help_lists_every_setting_and_command() -> None:
@@ -17,9 +17,9 @@ def test_help_lists_every_setting_and_command() -> None:
         assert command in text
 
 
-def test_python_dash_m_streams_is_the_same_cli() -> None:
+def test_python_dash_m_prism_is_the_same_cli() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "streams", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "prism", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0
     assert "PRISM_KAFKA_BOOTSTRAP" in result.stdout

@@ -210,8 +210,8 @@ def _image_property(env_name: str) -> str:
 
 
 def test_sasl_variant_logs_every_kafka_client_service_in_with_scram() -> None:
-    from prism.kafka_security import KafkaAuth
-    from prism.settings import Settings
+    from runtime.kafka_security import KafkaAuth
+    from runtime.settings import Settings
 
     base, merged = _compose()["services"], _merged_with_sasl()["services"]
     clients = [name for name, s in base.items()

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from prism.gc_tuning import YOUNG_THRESHOLD, tune_for_streaming
+from runtime.gc_tuning import YOUNG_THRESHOLD, tune_for_streaming
 
 
 @pytest.fixture

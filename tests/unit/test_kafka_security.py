@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from prism.errors import StackError, UsageError
-from prism.kafka_security import KafkaAuth, check_login, kafka_security
-from prism.settings import Settings
 from prism.stack import kafka as local_kafka
+from runtime.errors import StackError, UsageError
+from runtime.kafka_security import KafkaAuth, check_login, kafka_security
+from runtime.settings import Settings
 
 SECRET = "pw-Very-Secret-123"
 SASL = {
@@ -82,16 +82,14 @@ def test_faust_gets_the_same_login(sasl_settings: Settings) -> None:
 def test_every_client_config_builder_carries_the_login_and_keeps_its_own_settings(
     sasl_settings: Settings,
 ) -> None:
-    from edge_agents.link import producer_config as edge_producer
-    from prism.data.replay import producer_config as replay_producer
-    from streams.central.kafka_loop import consumer_config
-    from streams.central.run import producer_config as central_producer
+    from runtime.kafka_config import consumer_config, edge_producer_config, producer_config
+    from runtime.kafka_config import replay_producer_config as replay_producer
 
     security = kafka_security(sasl_settings)
     built = {
-        "central producer": central_producer("b:1", security),
+        "central producer": producer_config("b:1", security),
         "central/merger consumer": consumer_config("b:1", "g", "c", security=security),
-        "edge producer": edge_producer("b:1", lambda err: None, security),
+        "edge producer": edge_producer_config("b:1", lambda err: None, security),
         "replay producer": replay_producer("b:1", security),
     }
     for name, config in built.items():

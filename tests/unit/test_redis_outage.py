@@ -1,11 +1,11 @@
-"""prism.redis_outage: retry pacing for services that ride out a Redis restart."""
+"""runtime.redis_outage: retry pacing for services that ride out a Redis restart."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from prism.redis_outage import Outage, RedisUnavailable, wait_for
+from runtime.redis_outage import Outage, RedisUnavailable, wait_for
 
 
 class Clock:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from prism.settings import Settings, describe_settings, load_settings
+from runtime.settings import Settings, describe_settings, load_settings
 
 
 def test_env_vars_are_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

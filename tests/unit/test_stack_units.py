@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from prism.cli import build_parser
-from prism.settings import Settings
 from prism.stack import ComponentStatus, StackInfo, process
 from prism.stack.jars import COMPLETE, ensure_jars, libs_dir, maven_command, unreachable
 from prism.stack.kafka import (
@@ -25,6 +24,7 @@ from prism.stack.kafka import (
 from prism.stack.ports import free_port
 from prism.stack.redis_server import render_config
 from prism.stack.state import locked, read_env_file, write_env_file
+from runtime.settings import Settings
 
 
 def test_cluster_id_is_kafka_shaped() -> None:

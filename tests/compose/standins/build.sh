@@ -95,7 +95,7 @@ standin() {  # standin NAME TAG: build tests/compose/standins/NAME as TAG unless
 kafka_libs() {  # the local stack's cached broker jars + kafka-tools (the healthcheck's tool)
   local libs="$CACHE/kafka-$KAFKA_VERSION/libs"
   if [ ! -f "$libs/.complete" ]; then
-    "$ROOT/.venv/bin/python" -c 'from prism.settings import Settings; from prism.stack.jars import ensure_jars; ensure_jars(Settings())'
+    "$ROOT/.venv/bin/python" -c 'from runtime.settings import Settings; from prism.stack.jars import ensure_jars; ensure_jars(Settings())'
   fi
   mkdir -p "$1" && cp "$libs"/*.jar "$1"
   mvn -B -q -f "$HERE/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \

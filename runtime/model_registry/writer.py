@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from prism.registry.keys import RegistryKeys
+from runtime.model_registry.keys import RegistryKeys
 from schemas import Codec
 
 

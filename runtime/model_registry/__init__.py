@@ -21,8 +21,8 @@ MULTI/EXEC transaction, so a reader never sees a model without its history
 or nodes that point to a version not yet stored.
 """
 
-from prism.registry.client import RegistryClient
-from prism.registry.keys import RegistryKeys
-from prism.registry.writer import NodeRecord, RegistryWriter
+from runtime.model_registry.client import RegistryClient
+from runtime.model_registry.keys import RegistryKeys
+from runtime.model_registry.writer import NodeRecord, RegistryWriter
 
 __all__ = ["NodeRecord", "RegistryClient", "RegistryKeys", "RegistryWriter"]

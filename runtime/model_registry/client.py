@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from prism.errors import NotFoundError, PrismError
-from prism.registry.keys import RegistryKeys
+from runtime.errors import NotFoundError, PrismError
+from runtime.model_registry.keys import RegistryKeys
 from schemas import Codec
 
 

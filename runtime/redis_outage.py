@@ -27,7 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from prism.errors import StackError
+from runtime.errors import StackError
 
 log = logging.getLogger(__name__)
 

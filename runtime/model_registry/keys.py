@@ -1,4 +1,4 @@
-"""Registry key names in one place (documented in :mod:`prism.registry`)."""
+"""Registry key names in one place (documented in :mod:`runtime.model_registry`)."""
 
 from __future__ import annotations
 

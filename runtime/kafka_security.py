@@ -14,7 +14,7 @@ appears in ``repr`` or in :meth:`KafkaAuth.describe` (which services log).
 
 Examples
 --------
->>> from prism.settings import Settings
+>>> from runtime.settings import Settings
 >>> KafkaAuth.from_settings(Settings()).librdkafka()
 {}
 >>> auth = KafkaAuth("SASL_PLAINTEXT", "SCRAM-SHA-512", "prism", "s3cret")
@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism.errors import StackError, UsageError
-from prism.settings import Settings
+from runtime.errors import StackError, UsageError
+from runtime.settings import Settings
 
 __all__ = [
     "MECHANISMS",

@@ -1,4 +1,4 @@
-"""``python -m streams``: the same command line as ``prism`` (stream jobs included)."""
+"""``python -m prism``: the same command line as ``prism``."""
 
 from __future__ import annotations
 
