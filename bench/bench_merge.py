@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from models.quantize import dequantize, quantize
-from models.strategies import STRATEGY_NAMES, Update, get_strategy
+from models.strategies import STRATEGY_NAMES, NodeVector, get_strategy
 from schemas.codec import Codec
 
 N_UPDATES, DIM, REPEATS = 1_000, 1_000, 3
@@ -42,15 +42,15 @@ def best_of(fn: Callable[[], object], repeats: int = REPEATS) -> float:
     return min(times)
 
 
-def a_round(rng: np.random.Generator) -> list[Update]:
+def a_round(rng: np.random.Generator) -> list[NodeVector]:
     return [
-        Update(f"n{i:04d}", 1, rng.normal(0, 1, DIM), int(rng.integers(10, 1000)),
+        NodeVector(f"n{i:04d}", 1, rng.normal(0, 1, DIM), int(rng.integers(10, 1000)),
                staleness=int(rng.integers(0, 4)))
         for i in range(N_UPDATES)
     ]  # fmt: skip
 
 
-def bench_strategies(updates: list[Update], current: np.ndarray) -> None:
+def bench_strategies(updates: list[NodeVector], current: np.ndarray) -> None:
     print(f"merge: {N_UPDATES} updates x {DIM} features, best of {REPEATS}")
     print(f"  {'strategy':<20} {'ms':>9} {'x fedavg':>9}  excluded")
     get_strategy("fedavg").aggregate(updates, current)  # warm-up: page in the arrays

@@ -150,7 +150,7 @@ class EdgeLearner:
             )
 
     # -- scoring --------------------------------------------------------------
-    def fresh(self, now_ms: int, linked: bool) -> bool:
+    def global_usable(self, now_ms: int, linked: bool) -> bool:
         """True when a global model may be used: present, young enough, node linked."""
         if self.global_ is None or not linked:
             return False
@@ -168,7 +168,7 @@ class EdgeLearner:
         Pass ``event_id`` to let the event's label, when it comes, teach the
         mixer which expert to trust (hybrid scoring).
         """
-        if not self.fresh(now_ms, linked) or self.policy.blend_alpha <= 0.0:
+        if not self.global_usable(now_ms, linked) or self.policy.blend_alpha <= 0.0:
             return Scored(self.spec.score_one(self.personal, x), "local", self.global_version)
         glob = self.spec.score_one(self._global_model, x)
         if not self.mixing:

@@ -74,10 +74,10 @@ def _updates(
     vectors: Sequence[np.ndarray],
     staleness: Sequence[int],
 ) -> list[Any]:
-    from models.strategies import Update
+    from models.strategies import NodeVector
 
     return [
-        Update(k, s.sequence, np.asarray(v, dtype=np.float64), s.n_samples, staleness=st)
+        NodeVector(k, s.sequence, np.asarray(v, dtype=np.float64), s.n_samples, staleness=st)
         for k, s, v, st in zip(keys, summaries, vectors, staleness, strict=True)
     ]
 

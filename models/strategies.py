@@ -1,6 +1,6 @@
 """Aggregation strategies with Flower's names, behind one small interface.
 
-A strategy turns one round of :class:`Update` (a node's learned parameters
+A strategy turns one round of :class:`NodeVector` (a node's learned parameters
 as a flat vector, with its sample count) into an :class:`AggregateResult`:
 the new vector, the weight each contributor got, and each excluded node with
 the reason. All share one pipeline (validation, node-id order, optional DP
@@ -27,7 +27,7 @@ FedAvg) and for Krum, whose ``f`` is defined over the updates it sees.
 Parameters go in the spec (``"fedadam:server_lr=0.05"``) or as keyword
 options (``get_strategy("async", max_staleness=10)``).
 
->>> updates = [Update("a", 1, np.array([1.0]), 10), Update("b", 1, np.array([3.0]), 30)]
+>>> updates = [NodeVector("a", 1, np.array([1.0]), 10), NodeVector("b", 1, np.array([3.0]), 30)]
 >>> result = get_strategy("fedavg").aggregate(updates)
 >>> result.vector.tolist(), result.weights
 ([2.5], {'a': 0.25, 'b': 0.75})
@@ -48,18 +48,18 @@ from models.strategy_base import (
     AggregateResult,
     BaseStrategy,
     Combined,
+    NodeVector,
     Safeguards,
     Strategy,
-    Update,
     split_spec,
 )
 
-__all__ = ["STRATEGY_NAMES", "AggregateResult", "Safeguards", "Strategy", "Update"]
+__all__ = ["STRATEGY_NAMES", "AggregateResult", "Safeguards", "Strategy", "NodeVector"]
 __all__ += ["Exact", "FedAsync", "FedAvg", "FedMedian", "FedOpt", "FedTrimmedAvg", "Krum"]
 __all__ += ["get_strategy"]
 
 
-def _sample_weights(updates: Sequence[Update]) -> np.ndarray:
+def _sample_weights(updates: Sequence[NodeVector]) -> np.ndarray:
     return agg.normalized_weights([u.n_samples for u in updates], len(updates))
 
 
@@ -72,7 +72,7 @@ class FedAvg(BaseStrategy):
 
     name = "fedavg"
 
-    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+    def _combine(self, matrix: np.ndarray, updates: Sequence[NodeVector], cur: Any) -> Combined:
         weights = _sample_weights(updates)
         return Combined(weights @ matrix, weights, {})
 
@@ -91,7 +91,7 @@ class FedMedian(BaseStrategy):
     name = "fedmedian"
     default_screen = True
 
-    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+    def _combine(self, matrix: np.ndarray, updates: Sequence[NodeVector], cur: Any) -> Combined:
         return Combined(agg.fedmedian(matrix), _equal(len(matrix)), {})
 
 
@@ -106,7 +106,7 @@ class FedTrimmedAvg(BaseStrategy):
         self.beta = beta
         self.name = f"trimmed:{beta:g}"
 
-    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+    def _combine(self, matrix: np.ndarray, updates: Sequence[NodeVector], cur: Any) -> Combined:
         return Combined(agg.trimmed_mean(matrix, self.beta), _equal(len(matrix)), {})
 
 
@@ -133,7 +133,7 @@ class Krum(BaseStrategy):
         m = "" if single or num_to_keep is None else f",m={num_to_keep}"
         self.name = f"{'krum' if single else 'multikrum'}:f={num_malicious}{m}"
 
-    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+    def _combine(self, matrix: np.ndarray, updates: Sequence[NodeVector], cur: Any) -> Combined:
         f = self.num_malicious
         keep = len(matrix) - f if self.num_to_keep is None else self.num_to_keep
         scores = agg.krum_scores(matrix, f)
@@ -165,7 +165,7 @@ class FedOpt(BaseStrategy):
         self.optimizer = optimizer
         self.name = type(optimizer).__name__.lower()
 
-    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+    def _combine(self, matrix: np.ndarray, updates: Sequence[NodeVector], cur: Any) -> Combined:
         weights = _sample_weights(updates)
         mean = weights @ matrix
         return Combined(mean if cur is None else self.optimizer.step(cur, mean), weights, {})
@@ -200,7 +200,7 @@ class FedAsync(BaseStrategy):
         super().__init__(safeguards=safeguards)
         self.mix, self.policy = mix, policy or StalenessPolicy()
 
-    def _pre_exclude(self, ordered: Sequence[Update]) -> dict[int, str]:
+    def _pre_exclude(self, ordered: Sequence[NodeVector]) -> dict[int, str]:
         excluded = super()._pre_exclude(ordered)
         for i, u in enumerate(ordered):
             try:
@@ -209,7 +209,7 @@ class FedAsync(BaseStrategy):
                 excluded.setdefault(i, str(e))
         return excluded
 
-    def _combine(self, matrix: np.ndarray, updates: Sequence[Update], cur: Any) -> Combined:
+    def _combine(self, matrix: np.ndarray, updates: Sequence[NodeVector], cur: Any) -> Combined:
         decay = np.array([self.policy.weight(u.staleness, node_id=u.node_id) for u in updates])
         samples = _sample_weights(updates)
         weights = agg.normalized_weights(samples * decay, len(updates))

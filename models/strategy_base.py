@@ -38,13 +38,13 @@ __all__ = [
     "Combined",
     "Safeguards",
     "Strategy",
-    "Update",
+    "NodeVector",
     "split_spec",
 ]
 
 
 @dataclass(frozen=True, eq=False)
-class Update:
+class NodeVector:
     """One node's learned parameters as a flat float64 vector (validated on aggregate).
 
     Compared by identity (``eq=False``): ``==`` on numpy arrays has no single
@@ -73,7 +73,7 @@ class Strategy(Protocol):
     name: str
 
     def aggregate(
-        self, updates: Sequence[Update], current: np.ndarray | None = None
+        self, updates: Sequence[NodeVector], current: np.ndarray | None = None
     ) -> AggregateResult: ...
 
 
@@ -106,7 +106,7 @@ class Safeguards:
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ModelError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
 
-    def privatize(self, deltas: np.ndarray, updates: Sequence[Update]) -> np.ndarray:
+    def privatize(self, deltas: np.ndarray, updates: Sequence[NodeVector]) -> np.ndarray:
         """Clip (and noise) each row; rows follow ``updates``."""
         if self.clip_norm is None:
             return deltas
@@ -116,7 +116,7 @@ class Safeguards:
         ]
         return np.vstack(rows)
 
-    def _rng(self, update: Update) -> np.random.Generator:
+    def _rng(self, update: NodeVector) -> np.random.Generator:
         if self.seed is None:
             return np.random.default_rng()
         key = (zlib.crc32(update.node_id.encode()), int(update.sequence) & (2**63 - 1))
@@ -142,7 +142,7 @@ class BaseStrategy:
         return f"{type(self).__name__}(name={self.name!r}, safeguards={self.safeguards!r})"
 
     def aggregate(
-        self, updates: Sequence[Update], current: np.ndarray | None = None
+        self, updates: Sequence[NodeVector], current: np.ndarray | None = None
     ) -> AggregateResult:
         """Aggregate one round; see the module docstring for the steps."""
         ordered, matrix, cur = _validated(updates, current)
@@ -161,7 +161,7 @@ class BaseStrategy:
         if state:
             raise ModelError(f"{self.name} keeps no state, got {sorted(state)}")
 
-    def _run(self, ordered: list[Update], matrix: np.ndarray, cur: np.ndarray | None) -> Any:
+    def _run(self, ordered: list[NodeVector], matrix: np.ndarray, cur: np.ndarray | None) -> Any:
         excluded = self._pre_exclude(ordered)
         candidates = [i for i in range(len(ordered)) if i not in excluded]
         if not candidates:
@@ -181,7 +181,7 @@ class BaseStrategy:
             excluded={ordered[i].node_id: why for i, why in sorted(excluded.items())},
         )
 
-    def _pre_exclude(self, ordered: Sequence[Update]) -> dict[int, str]:
+    def _pre_exclude(self, ordered: Sequence[NodeVector]) -> dict[int, str]:
         return {
             i: "no samples since its last update: nothing to contribute"
             for i, u in enumerate(ordered)
@@ -191,7 +191,7 @@ class BaseStrategy:
     def _safeguard(
         self,
         matrix: np.ndarray,
-        ordered: Sequence[Update],
+        ordered: Sequence[NodeVector],
         cur: np.ndarray | None,
         candidates: list[int],
         excluded: dict[int, str],
@@ -212,12 +212,12 @@ class BaseStrategy:
         return vectors
 
     def _combine(
-        self, matrix: np.ndarray, updates: Sequence[Update], cur: np.ndarray | None
+        self, matrix: np.ndarray, updates: Sequence[NodeVector], cur: np.ndarray | None
     ) -> Combined:
         raise NotImplementedError
 
 
-def _why(ordered: Sequence[Update], excluded: dict[int, str]) -> str:
+def _why(ordered: Sequence[NodeVector], excluded: dict[int, str]) -> str:
     return "; ".join(f"{ordered[i].node_id}: {why}" for i, why in sorted(excluded.items()))
 
 
@@ -230,8 +230,8 @@ def _count(value: Any, what: str, node_id: str) -> int:
 
 
 def _validated(
-    updates: Sequence[Update], current: np.ndarray | None
-) -> tuple[list[Update], np.ndarray, np.ndarray | None]:
+    updates: Sequence[NodeVector], current: np.ndarray | None
+) -> tuple[list[NodeVector], np.ndarray, np.ndarray | None]:
     """Updates in node-id order, their ``(n, dim)`` matrix and the current vector."""
     if len(updates) == 0:
         raise InvalidSummaryError("no updates to aggregate: a round needs at least one")

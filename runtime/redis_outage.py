@@ -5,7 +5,7 @@ registry), so a service never writes around it and never drops what it
 failed to write: it keeps the state in memory and writes it whole once Redis
 answers again. Two shapes of waiting:
 
-- :class:`Outage` for loops that can keep working meanwhile (the central
+- :class:`RedisBackoff` for loops that can keep working meanwhile (the central
   worker scores on, the merger merges on): the write is tried again after a
   growing pause, and the outage is logged when it starts and when it ends;
 - :func:`wait_for` for steps that cannot go on without Redis (restoring a
@@ -78,7 +78,7 @@ def wait_for(
             delay = min(delay * 2, 5.0)
 
 
-class Outage:
+class RedisBackoff:
     """For a loop that keeps working while Redis is away: when to try its write again."""
 
     def __init__(

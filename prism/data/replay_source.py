@@ -3,7 +3,7 @@
 Two sources give the same messages:
 
 * the **raw Avro path** splits a container into record bodies
-  (:mod:`prism.data.avroraw`) and prefixes each with the codec's
+  (:mod:`schemas.avroraw`) and prefixes each with the codec's
   single-object header — no decode, no re-encode. It is used only after the
   first record of each type, decoded and encoded by the real codec, came out
   byte-identical; otherwise that type is decoded and encoded record by record.
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from prism.data.avroraw import (
+from schemas.avroraw import (
     CorruptData,
     RawRecord,
     UnsupportedSchema,

@@ -30,7 +30,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from runtime.redis_outage import REDIS_AWAY, Outage
+from runtime.redis_outage import REDIS_AWAY, RedisBackoff
 from streams.central.worker import CentralWorker, RecordIn, Undelivered
 from streams.idle import IdleClock
 
@@ -106,7 +106,7 @@ def build_app(
     lock = asyncio.Lock()
     acks = _Acks()
     idle = IdleClock(idle_exit_s, look_every_s=TICK_S)
-    redis = Outage("the checkpoint (state and offsets)")
+    redis = RedisBackoff("the checkpoint (state and offsets)")
 
     def checkpointed(force: bool) -> bool:
         """Checkpoint if due (or forced); False when postponed (broker or Redis away)."""

@@ -35,7 +35,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from runtime.redis_outage import REDIS_AWAY, Outage, RedisUnavailable
+from runtime.redis_outage import REDIS_AWAY, RedisBackoff, RedisUnavailable
 from streams.central.worker import CentralWorker, RecordIn, Undelivered
 from streams.idle import IdleClock
 
@@ -59,7 +59,7 @@ class KafkaLoop:
         self.idle_exit_s = idle_exit_s
         self._stopping = False
         self.idle = IdleClock(idle_exit_s, look_every_s=TICK_S)
-        self.redis = Outage("the checkpoint (state and offsets)")
+        self.redis = RedisBackoff("the checkpoint (state and offsets)")
         self._last_tick = 0.0
         self._paused: set[int] = set()  # partitions whose labels are paused
 
@@ -169,13 +169,13 @@ class KafkaLoop:
         """At every fresh end offset; an end the broker did not tell (away?) is not caught up."""
         ends: list[int | None] = []
 
-        def fresh(topic: str, partition: int) -> int | None:
+        def end_offset(topic: str, partition: int) -> int | None:
             if None in ends:  # one unknown end settles it: no more waiting on the broker
                 return None
             ends.append(self._watermark(topic, partition, cached=False, timeout=1.0))
             return ends[-1]
 
-        return self.worker.caught_up(fresh) and None not in ends
+        return self.worker.caught_up(end_offset) and None not in ends
 
     def _owns_and_caught_up(self) -> bool:
         return bool(self.worker.learners and self.consumer.assignment() and self._caught_up())

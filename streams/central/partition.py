@@ -79,7 +79,7 @@ class LabelIn:
 
 
 @dataclass(slots=True)  # not frozen: built per record, frozen costs 4x
-class Scored:
+class ScoredEvent:
     """What the worker turns into a ``Score`` record."""
 
     event_id: str
@@ -202,7 +202,7 @@ class PartitionLearner:
         self._to_learn_y: list[bool | None] = []
 
     # -- positions -----------------------------------------------------------
-    def fresh(self, topic: str, offset: int, *, count_gaps: bool = True) -> bool:
+    def unseen(self, topic: str, offset: int, *, count_gaps: bool = True) -> bool:
         """True (and the position advances) unless ``offset`` was already processed.
 
         After a restart the consumer re-reads from its committed offset, which
@@ -236,7 +236,7 @@ class PartitionLearner:
         return max(self.offsets.get(self.labels_topic, -1), self.labels_reread_until)
 
     # -- events --------------------------------------------------------------
-    def take_events(self, events: Iterable[EventIn]) -> list[Scored]:
+    def take_events(self, events: Iterable[EventIn]) -> list[ScoredEvent]:
         """Score a mini-batch with the current model, then learn what can be learned.
 
         For every scored event: remember its id (duplicate detection), queue it
@@ -255,7 +255,7 @@ class PartitionLearner:
         supervised = self.spec.supervised
         learn_batch = not supervised and len(groups) == 1
         learn_each = not supervised and not learn_batch
-        out: list[Scored] = []
+        out: list[ScoredEvent] = []
         watermark = self.event_watermark
         recent, seen, remembered = self.recent, self._recent_set, self.changes.recent
         full = recent.maxlen
@@ -271,7 +271,7 @@ class PartitionLearner:
         for event, score, k, v in zip(batch, scores.tolist(), keys, values, strict=True):
             r = event.record
             eid, ts, label = r["event_id"], r["ts"], r.get("label")
-            out.append(Scored(eid, ts, score, label, event.timestamp_ms))
+            out.append(ScoredEvent(eid, ts, score, label, event.timestamp_ms))
             if ts > watermark:
                 watermark = ts
             if len(recent) == full:  # the oldest id leaves the recent window
@@ -431,7 +431,7 @@ class PartitionLearner:
         topic, reread_until = self.labels_topic, self.labels_reread_until
         for item in labels:
             first_read = item.offset >= reread_until  # else counted before the restore
-            if not self.fresh(topic, item.offset, count_gaps=first_read):
+            if not self.unseen(topic, item.offset, count_gaps=first_read):
                 continue
             r = item.record
             if r is None:

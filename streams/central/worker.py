@@ -29,7 +29,7 @@ from models.merge import Contributor, merge
 from models.metrics import BinaryMetrics
 from models.serialization import global_model_record, weight_summary_record
 from models.specs import get_spec
-from runtime.redis_outage import REDIS_AWAY, Outage, wait_for
+from runtime.redis_outage import REDIS_AWAY, RedisBackoff, wait_for
 from schemas import Codec, SchemaError
 from schemas.hotpath import LabelDecoder, ScoreEncoder
 from schemas.signing import Signer
@@ -115,7 +115,7 @@ class CentralWorker:
         self._events_since_rate = 0
         self._sequence = 0
         self._version = 0
-        self.registry_outage = Outage("the registry record")
+        self.registry_outage = RedisBackoff("the registry record")
 
     # -- assignment ----------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:

@@ -39,7 +39,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from models.errors import ModelError, UnknownLayoutError
 from models.packing import LayoutBook, layout_of
 from models.serialization import summary_from_weight_record
-from runtime.redis_outage import REDIS_AWAY, Outage, RedisUnavailable, wait_for
+from runtime.redis_outage import REDIS_AWAY, RedisBackoff, RedisUnavailable, wait_for
 from schemas import Codec, SchemaError
 from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
@@ -100,7 +100,7 @@ class MergerLoop:
         self._partitions: int | None = None  # of the global-model topic
         self._last_commit = time.monotonic()
         self.idle = IdleClock(idle_exit_s)
-        self.redis = Outage("the merger's models and state")
+        self.redis = RedisBackoff("the merger's models and state")
         self.redis_wait_s = redis_wait_s
 
     # -- lifecycle -------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from runtime.redis_outage import Outage, RedisUnavailable, wait_for
+from runtime.redis_outage import RedisBackoff, RedisUnavailable, wait_for
 
 
 class Clock:
@@ -55,7 +55,7 @@ def test_busy_loading_counts_as_away() -> None:
 
 def test_outage_paces_retries_and_starts_over_when_back() -> None:
     clock = Clock()
-    outage = Outage("checkpoint", first_s=0.5, cap_s=2.0, clock=clock)
+    outage = RedisBackoff("checkpoint", first_s=0.5, cap_s=2.0, clock=clock)
     assert outage.ready()
     tries = []
     for _ in range(200):  # 10 s of a loop stepping every 50 ms while Redis is away

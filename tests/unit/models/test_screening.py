@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from models.errors import InvalidSummaryError, ModelError
 from models.screening import MIN_UPDATES, robust_z, screen
-from models.strategies import Update, get_strategy
+from models.strategies import NodeVector, get_strategy
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -117,8 +117,8 @@ def test_bad_threshold_is_refused() -> None:
 
 def test_screening_before_fedavg_restores_the_clean_aggregate() -> None:
     rng = np.random.default_rng(2)
-    honest = [Update(f"h{i:02d}", 1, rng.normal(1, 0.05, 10), 50) for i in range(16)]
-    evil = [Update(f"e{i}", 1, -20 * np.ones(10), 50) for i in range(4)]
+    honest = [NodeVector(f"h{i:02d}", 1, rng.normal(1, 0.05, 10), 50) for i in range(16)]
+    evil = [NodeVector(f"e{i}", 1, -20 * np.ones(10), 50) for i in range(4)]
     clean = get_strategy("fedavg").aggregate(honest).vector
     plain = get_strategy("fedavg").aggregate(honest + evil)
     screened = get_strategy("fedavg", screen=True).aggregate(honest + evil)
@@ -130,7 +130,7 @@ def test_screening_before_fedavg_restores_the_clean_aggregate() -> None:
 def test_screening_uses_deltas_from_the_current_global() -> None:
     current = np.full(5, 100.0)
     rng = np.random.default_rng(3)
-    honest = [Update(f"h{i}", 1, current + rng.normal(0.1, 0.01, 5), 10) for i in range(8)]
-    flipped = Update("flip", 1, current - 1.0, 10)  # close in raw weights, opposite as a step
+    honest = [NodeVector(f"h{i}", 1, current + rng.normal(0.1, 0.01, 5), 10) for i in range(8)]
+    flipped = NodeVector("flip", 1, current - 1.0, 10)  # close in raw weights, opposite as a step
     result = get_strategy("fedavg", screen=True).aggregate([*honest, flipped], current)
     assert list(result.excluded) == ["flip"]

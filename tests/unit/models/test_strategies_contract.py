@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.errors import InvalidSummaryError, ModelError, UnknownSpecError
-from models.strategies import STRATEGY_NAMES, Update, get_strategy
+from models.strategies import STRATEGY_NAMES, NodeVector, get_strategy
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -19,13 +19,13 @@ SAFEGUARDS = {
 }
 
 
-def a_round(seed: int = 0, n: int = 7, dim: int = 5, poisoned: int = 0) -> list[Update]:
+def a_round(seed: int = 0, n: int = 7, dim: int = 5, poisoned: int = 0) -> list[NodeVector]:
     rng = np.random.default_rng(seed)
     updates = [
-        Update(f"n{i:02d}", i + 1, rng.normal(1.0, 0.1, dim), int(rng.integers(10, 100)))
+        NodeVector(f"n{i:02d}", i + 1, rng.normal(1.0, 0.1, dim), int(rng.integers(10, 100)))
         for i in range(n)
     ]
-    evil = [Update(f"x{i}", 1, np.full(dim, -50.0), 50) for i in range(poisoned)]
+    evil = [NodeVector(f"x{i}", 1, np.full(dim, -50.0), 50) for i in range(poisoned)]
     return updates + evil
 
 
@@ -52,7 +52,7 @@ def test_order_of_updates_does_not_matter(name: str, guards: dict, with_current:
 
 def test_identical_updates_aggregate_to_that_update(name: str) -> None:
     vector = np.array([0.5, -1.0, 2.0])
-    updates = [Update(f"n{i}", 1, vector.copy(), 10 + i) for i in range(5)]
+    updates = [NodeVector(f"n{i}", 1, vector.copy(), 10 + i) for i in range(5)]
     result = get_strategy(name, screen=True).aggregate(updates)
     np.testing.assert_allclose(result.vector, vector, rtol=1e-12)
     # only Krum's selection may leave identical updates out; never screening
@@ -68,7 +68,7 @@ def test_result_has_the_length_of_the_inputs(name: str, guards: dict, dim: int) 
 
 
 def test_weights_and_exclusions_account_for_every_node(name: str, guards: dict) -> None:
-    updates = a_round(n=9, poisoned=2) + [Update("idle", 1, np.ones(5), 0)]
+    updates = a_round(n=9, poisoned=2) + [NodeVector("idle", 1, np.ones(5), 0)]
     result = get_strategy(name, **guards).aggregate(updates)
     contributors, excluded = set(result.weights), set(result.excluded)
     assert contributors | excluded == {u.node_id for u in updates}
@@ -90,7 +90,8 @@ def test_weights_and_exclusions_account_for_every_node(name: str, guards: dict) 
 def test_any_round_gives_a_finite_accounted_result(spec, seed, n, dim, scale) -> None:
     rng = np.random.default_rng(seed)
     updates = [
-        Update(f"n{i}", 1, rng.normal(0, scale, dim), int(rng.integers(1, 100))) for i in range(n)
+        NodeVector(f"n{i}", 1, rng.normal(0, scale, dim), int(rng.integers(1, 100)))
+        for i in range(n)
     ]
     try:
         result = get_strategy(spec, screen=True).aggregate(updates, rng.normal(0, scale, dim))
@@ -106,22 +107,22 @@ def test_any_round_gives_a_finite_accounted_result(spec, seed, n, dim, scale) ->
 
 BAD_ROUNDS = {
     "empty": [],
-    "nan": [Update("a", 1, np.array([np.nan, 1.0]), 3), Update("b", 1, np.ones(2), 3)],
-    "inf": [Update("a", 1, np.array([1.0, np.inf]), 3)],
-    "lengths": [Update("a", 1, np.ones(1), 3), Update("b", 1, np.ones(2), 3)],
-    "zero-samples": [Update("a", 1, np.ones(1), 0), Update("b", 1, np.ones(1), 0)],
-    "negative-samples": [Update("a", 1, np.ones(1), -4)],
-    "float-samples": [Update("a", 1, np.ones(1), 2.5)],  # type: ignore[arg-type]
-    "negative-staleness": [Update("a", 1, np.ones(1), 3, staleness=-1)],
-    "duplicate-node": [Update("a", 1, np.ones(1), 3), Update("a", 2, np.ones(1), 3)],
-    "text-vector": [Update("a", 1, np.array(["x"]), 3)],
-    "complex-vector": [Update("a", 1, np.array([1j]), 3)],
-    "huge-values": [Update("a", 1, np.array([1e200]), 3)],
+    "nan": [NodeVector("a", 1, np.array([np.nan, 1.0]), 3), NodeVector("b", 1, np.ones(2), 3)],
+    "inf": [NodeVector("a", 1, np.array([1.0, np.inf]), 3)],
+    "lengths": [NodeVector("a", 1, np.ones(1), 3), NodeVector("b", 1, np.ones(2), 3)],
+    "zero-samples": [NodeVector("a", 1, np.ones(1), 0), NodeVector("b", 1, np.ones(1), 0)],
+    "negative-samples": [NodeVector("a", 1, np.ones(1), -4)],
+    "float-samples": [NodeVector("a", 1, np.ones(1), 2.5)],  # type: ignore[arg-type]
+    "negative-staleness": [NodeVector("a", 1, np.ones(1), 3, staleness=-1)],
+    "duplicate-node": [NodeVector("a", 1, np.ones(1), 3), NodeVector("a", 2, np.ones(1), 3)],
+    "text-vector": [NodeVector("a", 1, np.array(["x"]), 3)],
+    "complex-vector": [NodeVector("a", 1, np.array([1j]), 3)],
+    "huge-values": [NodeVector("a", 1, np.array([1e200]), 3)],
 }
 
 
 @pytest.mark.parametrize("updates", BAD_ROUNDS.values(), ids=BAD_ROUNDS.keys())
-def test_bad_updates_raise_typed_errors(name: str, updates: list[Update]) -> None:
+def test_bad_updates_raise_typed_errors(name: str, updates: list[NodeVector]) -> None:
     with pytest.raises(InvalidSummaryError):
         get_strategy(name).aggregate(updates)
 
@@ -180,9 +181,9 @@ def test_krum_excludes_the_non_selected_with_their_score() -> None:
 
 def test_async_excludes_too_stale_with_reason_and_down_weights_stale() -> None:
     updates = [
-        Update("fresh", 1, np.array([1.0]), 10, staleness=0),
-        Update("old", 1, np.array([3.0]), 10, staleness=3),
-        Update("ancient", 1, np.array([100.0]), 10, staleness=50),
+        NodeVector("fresh", 1, np.array([1.0]), 10, staleness=0),
+        NodeVector("old", 1, np.array([3.0]), 10, staleness=3),
+        NodeVector("ancient", 1, np.array([100.0]), 10, staleness=50),
     ]
     result = get_strategy("async", max_staleness=10).aggregate(updates)
     assert "staleness 50" in result.excluded["ancient"]
@@ -195,11 +196,11 @@ def test_async_excludes_too_stale_with_reason_and_down_weights_stale() -> None:
 
 def test_every_update_too_stale_is_an_error() -> None:
     with pytest.raises(InvalidSummaryError, match="staleness 9"):
-        get_strategy("async", max_staleness=2).aggregate([Update("a", 1, np.ones(1), 5, 9)])
+        get_strategy("async", max_staleness=2).aggregate([NodeVector("a", 1, np.ones(1), 5, 9)])
 
 
 def test_server_optimizers_step_from_current_and_resume_from_state() -> None:
-    updates = [Update(f"n{i}", 1, np.array([1.0, 2.0]), 10) for i in range(3)]
+    updates = [NodeVector(f"n{i}", 1, np.array([1.0, 2.0]), 10) for i in range(3)]
     first = get_strategy("fedavgm").aggregate(updates, np.zeros(2)).vector
     np.testing.assert_allclose(first, [1.0, 2.0])  # zero velocity, server_lr 1: the FedAvg step
     np.testing.assert_allclose(get_strategy("fedadam").aggregate(updates).vector, [1.0, 2.0])
@@ -225,7 +226,7 @@ def test_stateless_strategies_refuse_foreign_state(name: str) -> None:
 
 
 def test_dp_noise_is_reproducible_per_update_and_clipping_bounds_influence() -> None:
-    updates = [Update("a", 1, np.array([100.0, 0.0]), 1), Update("b", 1, np.zeros(2), 1)]
+    updates = [NodeVector("a", 1, np.array([100.0, 0.0]), 1), NodeVector("b", 1, np.zeros(2), 1)]
     clipped = get_strategy("fedavg", clip_norm=1.0).aggregate(updates)
     assert np.linalg.norm(clipped.vector) <= 0.5 + 1e-12
     noisy = [get_strategy("fedavg", clip_norm=1.0, noise_multiplier=1.0, seed=3) for _ in "ab"]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prism.data.avroraw import CorruptData, UnsupportedSchema, iter_raw
+from schemas.avroraw import CorruptData, UnsupportedSchema, iter_raw
 
 SCHEMA = {
     "type": "record",
