@@ -71,7 +71,7 @@ def run_agent(settings, log: Path, tmp: Path, every: int) -> tuple[float, dict, 
             agent.tick(now)
     elapsed = time.perf_counter() - started
     snapshot = agent.snapshot()
-    sizes = [len(p) for _, p, _ in agent.p.outbox.payloads()]
+    sizes = [len(p) for _, p, _ in agent.parts.outbox.payloads()]
     agent.finish()
     return agent.events / elapsed, snapshot, sizes
 

@@ -60,7 +60,7 @@ class EdgeAgent:
     tick_s = 0.2
 
     def __init__(self, config: EdgeConfig, parts: Parts) -> None:
-        self.config, self.p = config, parts
+        self.config, self.parts = config, parts
         self.learner = parts.learner
         self.position: Any = 0
         self.events = 0
@@ -76,7 +76,7 @@ class EdgeAgent:
     # -- life cycle -----------------------------------------------------------
     def restore(self) -> Any:
         """Load the saved state; returns the read position to resume after."""
-        saved = self.p.outbox.load()
+        saved = self.parts.outbox.load()
         if saved is None:
             return None
         self.learner.restore(saved.state)
@@ -87,7 +87,7 @@ class EdgeAgent:
             saved.state.sequence,
             saved.state.global_version,
             saved.position,
-            self.p.outbox.counts()["unsent"],
+            self.parts.outbox.counts()["unsent"],
         )
         return saved.position
 
@@ -106,9 +106,9 @@ class EdgeAgent:
             self.learner.spec.name,
             self.config.mode,
             self.config.source,
-            self.p.link.up,
+            self.parts.link.up,
         )
-        self.p.sender.pump()
+        self.parts.sender.pump()
         for item in source:
             if item is not None:
                 self.handle(item)
@@ -125,28 +125,30 @@ class EdgeAgent:
         deadline = time.monotonic() + self.config.drain_timeout_s
         while time.monotonic() < deadline:
             self.tick(time.monotonic(), wait=True)
-            done = self.p.sender.idle and not (self.p.forwarder and self.p.outbox.forward_batch(1))
-            if done and self.p.link.producer.flush(1.0) == 0:
+            done = self.parts.sender.idle and not (
+                self.parts.forwarder and self.parts.outbox.forward_batch(1)
+            )
+            if done and self.parts.link.producer.flush(1.0) == 0:
                 break
-        remaining = self.p.link.close(timeout=5.0 if self.p.link.up else 0.1)
-        counts = self.p.outbox.counts()
+        remaining = self.parts.link.close(timeout=5.0 if self.parts.link.up else 0.1)
+        counts = self.parts.outbox.counts()
         log.info(
             "edge agent done node=%s events=%s scores=%s offline_scores=%s summaries=%s "
             "unsent=%s undelivered=%s dead_letters=%s learned=%s",
             self.config.node_id,
             self.events,
             dict(self.by_source),
-            self.p.scores.offline,
+            self.parts.scores.offline,
             counts["summaries"],
             counts["unsent"],
             remaining,
-            sum(self.p.dead.by_reason.values()),
+            sum(self.parts.dead.by_reason.values()),
             self.learner.counts["learned"],
         )
-        self.p.scores.close()
-        self.p.dead.close()
-        self.p.globals_.close()
-        self.p.outbox.close()
+        self.parts.scores.close()
+        self.parts.dead.close()
+        self.parts.globals_.close()
+        self.parts.outbox.close()
 
     # -- per event ------------------------------------------------------------
     def handle(self, item: Item) -> None:
@@ -154,13 +156,13 @@ class EdgeAgent:
         record = item.record
         if item.record_type == "Label":
             self.learner.label(record["event_id"], bool(record["label"]))
-            if self.p.forwarder is not None:
-                value = self.p.codec.encode("Label", record)
+            if self.parts.forwarder is not None:
+                value = self.parts.codec.encode("Label", record)
                 key = (record.get("site_id") or record["event_id"]).encode()
-                self.p.forwarder.offer(record["event_id"], key, value, label=True)
+                self.parts.forwarder.offer(record["event_id"], key, value, label=True)
             return
         if item.record_type != self.config.event_schema:
-            self.p.dead.add(
+            self.parts.dead.add(
                 reason_code="wrong-record-type",
                 reason=f"a {item.record_type} on a {self.config.task} node",
                 where=item.position if item.where is None else item.where,
@@ -170,7 +172,7 @@ class EdgeAgent:
         self.events += 1
         self._events_since_cut += 1
         self._event_ts = millis(record["ts"])
-        if self.p.link.up:  # the newest global, pulled when the event comes (not at the tick)
+        if self.parts.link.up:  # the newest global, pulled when the event comes (not at the tick)
             self._adopt_newer_global()
         now_ms = int(time.time() * 1000)
         x = record["features"]
@@ -178,7 +180,7 @@ class EdgeAgent:
         scored = self.learner.score(x, now_ms, self.linked, record["event_id"])
         latency_ms = (time.perf_counter() - started) * 1000
         self.by_source[scored.source] += 1
-        self.p.scores.send(
+        self.parts.scores.send(
             {
                 "event_id": record["event_id"],
                 "ts": millis(record["ts"]),
@@ -197,10 +199,10 @@ class EdgeAgent:
                 or None,
             }
         )
-        if self.p.forwarder is not None:
-            value = self.p.codec.encode(self.config.event_schema, record)
+        if self.parts.forwarder is not None:
+            value = self.parts.codec.encode(self.config.event_schema, record)
             key = (record.get("site_id") or record["event_id"]).encode()
-            self.p.forwarder.offer(record["event_id"], key, value)
+            self.parts.forwarder.offer(record["event_id"], key, value)
         self.learner.observe(record["event_id"], x, record.get("label"))
         every = self.config.summary_every_events
         if every is not None and (
@@ -211,30 +213,30 @@ class EdgeAgent:
     def _encoded(self, item: Item) -> bytes | str:
         """A log record's contract encoding (it has no bytes of its own), for a dead letter."""
         try:
-            return self.p.codec.encode(item.record_type, item.record)
+            return self.parts.codec.encode(item.record_type, item.record)
         except SchemaError:  # a dead letter must still be written
             return str(item.record)[:500]
 
     @property
     def linked(self) -> bool:
-        return self.p.link.up and bool(self.p.globals_.linked)
+        return self.parts.link.up and bool(self.parts.globals_.linked)
 
     # -- periodic -------------------------------------------------------------
     def tick(self, now: float, *, wait: bool = False) -> None:
         self._last_tick = now
-        self.p.link.producer.poll(0.1 if wait else 0)
-        if self.p.link.up:
+        self.parts.link.producer.poll(0.1 if wait else 0)
+        if self.parts.link.up:
             self._adopt_newer_global()
-            self.p.sender.pump()
-            if self.p.forwarder is not None:
-                self.p.forwarder.drain()
-        self._unsent = self.p.outbox.counts()["unsent"]
+            self.parts.sender.pump()
+            if self.parts.forwarder is not None:
+                self.parts.forwarder.drain()
+        self._unsent = self.parts.outbox.counts()["unsent"]
         every = self.config.summary_every_s
         if every is not None and now - self._last_cut >= every:
             self.cut_and_save()
 
     def _adopt_newer_global(self) -> None:
-        info = self.p.globals_.poll()
+        info = self.parts.globals_.poll()
         if info is None or info.version <= self.learner.global_version:
             return
         if self.learner.needs_cut_before_adopt():
@@ -242,7 +244,7 @@ class EdgeAgent:
         try:
             adopted = self.learner.adopt(info.summary, info.version, info.created_at_ms)
         except ModelError as e:
-            self.p.dead.add(
+            self.parts.dead.add(
                 reason_code="incompatible-global-model",
                 reason=str(e),
                 where={"version": info.version},
@@ -263,7 +265,7 @@ class EdgeAgent:
         payload = None
         if increment is not None:
             layout = layout_of(increment)
-            book = getattr(self.p.globals_, "book", None)
+            book = getattr(self.parts.globals_, "book", None)
             if book is not None:
                 book.learn(layout)  # a global of this layout needs no announcement
             record = weight_summary_record(
@@ -278,22 +280,22 @@ class EdgeAgent:
                 # the merger holds the layout of the global this node adopted
                 with_layout=layout.id != layout_id_of(self.learner.global_),
             )
-            if self.p.signer is not None:  # signed once: a resend is the same bytes
-                record = self.p.signer.sign(record)
-            payload = self.p.codec.encode("WeightSummary", record)
+            if self.parts.signer is not None:  # signed once: a resend is the same bytes
+                record = self.parts.signer.sign(record)
+            payload = self.parts.codec.encode("WeightSummary", record)
             self.summaries_cut += 1
         self._save(payload)
         if payload is not None:
-            self.p.sender.pump()
+            self.parts.sender.pump()
 
     def _save(self, payload: bytes | None) -> None:
-        if self.p.link.up:
-            self.p.link.producer.flush(5.0)  # what precedes the saved position is delivered
-        if self.p.forwarder is not None:
-            self.p.forwarder.save()
-        self.p.scores.flush()
-        self.p.outbox.commit(self.learner.state(), self.position, payload)
-        self._unsent = self.p.outbox.counts()["unsent"]
+        if self.parts.link.up:
+            self.parts.link.producer.flush(5.0)  # what precedes the saved position is delivered
+        if self.parts.forwarder is not None:
+            self.parts.forwarder.save()
+        self.parts.scores.flush()
+        self.parts.outbox.commit(self.learner.state(), self.position, payload)
+        self._unsent = self.parts.outbox.counts()["unsent"]
 
     # -- reporting ------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -301,13 +303,13 @@ class EdgeAgent:
         return {
             "events": self.events,
             "scores_by_source": dict(self.by_source),
-            "offline_scores": self.p.scores.offline,
-            "dead_letters": dict(self.p.dead.by_reason),
+            "offline_scores": self.parts.scores.offline,
+            "dead_letters": dict(self.parts.dead.by_reason),
             "summaries_cut": self.summaries_cut,
-            "summaries_delivered": self.p.sender.delivered,
+            "summaries_delivered": self.parts.sender.delivered,
             "fallback_share": self.by_source["local"] / total if total else 0.0,
             "outbox_unsent": self._unsent,
-            "connected": self.p.link.up,
+            "connected": self.parts.link.up,
             "global_version": self.learner.global_version,
             "events_per_s": self.events / max(time.monotonic() - self._started, 1e-9),
         }

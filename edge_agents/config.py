@@ -81,15 +81,15 @@ class EdgeConfig:
 
     @property
     def spec_name(self) -> str:
-        return self.model or TASKS[self.task][2]
+        return self.model or TASKS[self.task].spec
 
     @property
     def events_topic(self) -> str:
-        return TASKS[self.task][0]
+        return TASKS[self.task].topic
 
     @property
     def event_schema(self) -> str:
-        return TASKS[self.task][1]
+        return TASKS[self.task].schema
 
     @property
     def source_topic(self) -> str | None:

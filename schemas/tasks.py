@@ -4,18 +4,27 @@ One table for every service (central learner, edge agents, ``prism compare``):
 task -> (events topic, record schema, default model spec).
 
 >>> TASKS["fraud"]
-('transactions', 'Transaction', 'fraud-linear')
+Task(topic='transactions', schema='Transaction', spec='fraud-linear')
 >>> default_spec_for_record("SensorReading")
 'iot-hst'
 """
 
 from __future__ import annotations
 
-__all__ = ["TASKS", "default_spec_for_record"]
+from typing import NamedTuple
 
-TASKS: dict[str, tuple[str, str, str]] = {
-    "fraud": ("transactions", "Transaction", "fraud-linear"),
-    "iot": ("sensor-readings", "SensorReading", "iot-hst"),
+__all__ = ["TASKS", "Task", "default_spec_for_record"]
+
+
+class Task(NamedTuple):
+    topic: str  # the events topic (before the prefix)
+    schema: str  # the events' record schema
+    spec: str  # the default model spec
+
+
+TASKS: dict[str, Task] = {
+    "fraud": Task("transactions", "Transaction", "fraud-linear"),
+    "iot": Task("sensor-readings", "SensorReading", "iot-hst"),
 }
 
 
