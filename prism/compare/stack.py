@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TOLERANCE", "run_on_stack"]
 
-#: |ROC AUC on the stack - ROC AUC in-process| measured (README); exact for
+#: |ROC AUC on the stack - ROC AUC in-process| measured (docs/compare.md); exact for
 #: centralized and local; federated and hybrid merge on event time but adopt each
 #: global a few events late (its trip through Kafka), and the hybrid centre sums up on a timer.
 TOLERANCE = {"centralized": 1e-6, "local": 1e-6, "federated": 0.03, "hybrid": 0.03}
