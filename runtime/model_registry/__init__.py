@@ -13,7 +13,8 @@ key                                type    value
 ``{p}:nodes``                      set     ids of every node that sent an update
 ``{p}:node:{id}``                  hash    last_seen_ms, last_sequence, tier, region, model_name,
                                            excluded (0/1), reason, metrics (JSON)
-``{p}:checkpoint:{worker}``        hash    the central learner's checkpoint (central issue)
+``{p}:checkpoint:{group}:{part}``  string  a central learner's checkpoint per partition (written
+                                           by streams/central/checkpoint.py, not this package)
 =================================  ======  =====================================================
 
 Each write (a new global model with the node records it touches) is one
