@@ -352,7 +352,11 @@ def unpack(
             at_value += slot.size * itemsize
             scale, zero = (scales[2 * i], scales[2 * i + 1]) if dtype == "int8" else (1.0, 0.0)
             q = QuantizedArray.from_bytes(dtype, slot.shape, chunk, scale, zero)
-            tensors[slot.name] = np.asarray(dequantize(q), np.float64).reshape(slot.shape)
+            with np.errstate(over="ignore", invalid="ignore"):
+                decoded = np.asarray(dequantize(q), np.float64).reshape(slot.shape)
+            if not np.isfinite(decoded).all():  # a packer never sends these (float64 fallback)
+                raise InvalidSummaryError(f"packed tensor {slot.name!r} decodes to NaN or inf")
+            tensors[slot.name] = decoded
         for slot in count_slots:
             tensors[slot.name] = counts[at_count : at_count + slot.size].reshape(slot.shape)
             at_count += slot.size

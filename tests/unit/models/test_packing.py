@@ -239,3 +239,16 @@ def test_a_deflate_bomb_is_refused_before_it_is_inflated_in_full():
     packed = pack(summary_of(np.zeros(600), np.zeros(600, dtype=np.int64)), "float32")
     with pytest.raises(InvalidSummaryError, match="too big|padded|cut short"):
         unpack(dict(packed, counts=bomb, counts_codec="deflate"), "m", "linear", 5)
+
+
+@pytest.mark.parametrize("scale", [1e308, float("inf"), float("nan")])
+def test_an_int8_scale_that_decodes_past_float64_is_refused(scale):
+    """Refused with a reason, and quietly: no numpy overflow warning on hostile input."""
+    import warnings
+
+    warnings.simplefilter("error", RuntimeWarning)
+    packed = pack(summary_of(np.array([0.5, -1.0, 2.0]), np.array([3, 3, 3])), "int8")
+    scales = list(packed["scales"])
+    scales[0] = scale
+    with pytest.raises(InvalidSummaryError, match="NaN or inf|must be finite"):
+        unpack(dict(packed, scales=scales), "m", "linear", 3)
