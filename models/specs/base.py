@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.errors import IncompatibleSummariesError, InvalidSummaryError, ModelError
+from models.specs.batch import Batch, Features
 from models.summary import Summary
 
 __all__ = ["ModelSpec", "check_alpha", "reindex"]
@@ -87,9 +88,31 @@ class ModelSpec(abc.ABC):
     def new_model(self) -> Any:
         """A fresh model with the spec's fixed hyper-parameters."""
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook; most specs need nothing
+        """Load/compile whatever the batch paths need, before the first event waits on it."""
+
+    # -- learning vocabulary (River's) ----------------------------------------
     @abc.abstractmethod
     def learn_one(self, model: Any, x: Mapping[str, float], y: bool | None = None) -> None:
         """Learn one event (``y`` is ignored by unsupervised specs)."""
+
+    def learn_many(
+        self,
+        model: Any,
+        X: Sequence[Mapping[str, float]] | Sequence[Sequence[float]] | np.ndarray,
+        y: Sequence[bool | None] | np.ndarray | None = None,
+        *,
+        features: Features | None = None,
+    ) -> None:
+        """Learn a mini-batch in order, as the ``learn_one`` loop would.
+
+        ``X`` is feature dicts, or rows named by ``features`` (one tuple of
+        names for a matrix, or one key tuple per row); see
+        :class:`~models.specs.batch.Batch`. Specs with a faster path override
+        this and must stay equal to the loop, which is this default.
+        """
+        for x, label in Batch.of(X, y, features).events():
+            self.learn_one(model, x, label)
 
     @abc.abstractmethod
     def score_one(self, model: Any, x: Mapping[str, float]) -> float:
@@ -98,48 +121,6 @@ class ModelSpec(abc.ABC):
     @abc.abstractmethod
     def score_many(self, model: Any, X: np.ndarray, features: Sequence[str]) -> np.ndarray:
         """Scores of the rows of ``X`` (columns named by ``features``)."""
-
-    def learn_many(
-        self, model: Any, X: np.ndarray, features: Sequence[str], y: np.ndarray | None = None
-    ) -> None:
-        """Learn the rows of ``X`` in order; specs override with a batch path."""
-        labels = [None] * len(X) if y is None else list(y)
-        for row, label in zip(np.asarray(X, dtype=np.float64), labels, strict=True):
-            self.learn_one(model, dict(zip(features, row.tolist(), strict=True)), label)
-
-    def warm_up(self) -> None:  # noqa: B027 - optional hook; most specs need nothing
-        """Load/compile whatever the batch paths need, before the first event waits on it."""
-
-    def learn_dicts(
-        self,
-        model: Any,
-        xs: Sequence[Mapping[str, float]],
-        ys: Sequence[bool | None],
-    ) -> None:
-        """Learn events (feature dicts, maybe sparse) in order, as ``learn_one`` would.
-
-        The batch entry point of the central learner; specs with a compiled
-        path override it, and must stay equal to the ``learn_one`` loop.
-        """
-        for x, y in zip(xs, ys, strict=True):
-            self.learn_one(model, x, y)
-
-    def learn_rows(
-        self,
-        model: Any,
-        keys: Sequence[tuple[str, ...]],
-        values: Sequence[Sequence[float]],
-        ys: Sequence[bool | None],
-    ) -> None:
-        """:meth:`learn_dicts` over events given as key tuples and value rows.
-
-        The central learner already holds every event's features as
-        ``(tuple(x), list(x.values()))`` (it scores from them), so a spec that
-        learns from matrices need not take the dicts apart a second time. Must
-        equal ``learn_dicts`` over ``dict(zip(k, v))``; this default is exactly that.
-        """
-        xs = [dict(zip(k, v, strict=True)) for k, v in zip(keys, values, strict=True)]
-        self.learn_dicts(model, xs, ys)
 
     # -- state ----------------------------------------------------------------
     @abc.abstractmethod

@@ -22,7 +22,7 @@ is the optimizer's step count, i.e. labelled events learned.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -32,6 +32,7 @@ from models import river_adapter
 from models.errors import ModelError
 from models.exact import guarded
 from models.specs.base import ModelSpec, check_alpha
+from models.specs.batch import Batch, Features
 from models.specs.scaling import (
     SCALER_AXES,
     apply_scaler,
@@ -53,38 +54,6 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     """River's logistic link, including its saturation beyond |z| > 30."""
     p = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
     return np.where(z < -30.0, 0.0, np.where(z > 30.0, 1.0, p))
-
-
-def _dense(xs: Sequence[Mapping[str, float]], features: Sequence[str]) -> np.ndarray:
-    """Rows of ``xs`` over ``features``; NaN where an event lacks a feature."""
-    first = tuple(xs[0])
-    if all(tuple(x) == first for x in xs):  # the common case: one key order for all
-        rows = np.array([list(x.values()) for x in xs], dtype=np.float64)
-        X = np.full((len(xs), len(features)), np.nan)
-        X[:, [features.index(f) for f in first]] = rows
-        return X
-    index = {f: i for i, f in enumerate(features)}
-    X = np.full((len(xs), len(features)), np.nan)
-    for row, x in zip(X, xs, strict=True):
-        for f, v in x.items():
-            row[index[f]] = v
-    return X
-
-
-def _dense_rows(
-    keys: Sequence[tuple[str, ...]], values: Sequence[Sequence[float]], features: Sequence[str]
-) -> np.ndarray:
-    """:func:`_dense` of ``dict(zip(k, v))`` for each event, without building the dicts."""
-    X = np.full((len(keys), len(features)), np.nan)
-    first = keys[0]
-    if all(k is first or k == first for k in keys):  # the common case: one key order for all
-        rows = np.array(values, dtype=np.float64).reshape(len(keys), len(first))
-        X[:, [features.index(f) for f in first]] = rows
-        return X
-    index = {f: i for i, f in enumerate(features)}
-    for row, k, v in zip(X, keys, values, strict=True):
-        row[[index[f] for f in k]] = v
-    return X
 
 
 class FraudLinear(ModelSpec):
@@ -140,62 +109,37 @@ class FraudLinear(ModelSpec):
 
     def warm_up(self) -> None:
         """Import numba and load (or compile, ~2 s the first time) the learning kernel."""
-        self.learn_dicts(self.new_model(), [{"warm-up": 1.0}], [True])
+        self.learn_many(self.new_model(), [{"warm-up": 1.0}], [True])
 
-    def learn_dicts(
+    def learn_many(
         self,
         model: compose.Pipeline,
-        xs: Sequence[Mapping[str, float]],
-        ys: Sequence[bool | None],
+        X: Sequence[Mapping[str, float]] | Sequence[Sequence[float]] | np.ndarray,
+        y: Sequence[bool | None] | np.ndarray | None = None,
+        *,
+        features: Features | None = None,
     ) -> None:
-        """``learn_one`` over the events, compiled (models/specs/linear_sgd.py).
+        """``learn_one`` over the batch, compiled (models/specs/linear_sgd.py).
 
         The same recurrences in the same order as River, ~20x faster; the
         result is written back into the River pipeline, so everything else
         (summaries, scoring, merges) sees an ordinary River model.
         """
-        if len(xs) != len(ys):
-            raise ModelError(f"{len(xs)} events but {len(ys)} labels")
-        if xs:
-            in_batch = set().union(*xs)
-            self._learn_dense(model, in_batch, lambda f: _dense(xs, f), ys)
-
-    def learn_rows(
-        self,
-        model: compose.Pipeline,
-        keys: Sequence[tuple[str, ...]],
-        values: Sequence[Sequence[float]],
-        ys: Sequence[bool | None],
-    ) -> None:
-        """:meth:`learn_dicts` of ``dict(zip(k, v))`` per event, without the dicts."""
-        if not len(keys) == len(values) == len(ys):
-            raise ModelError(f"{len(keys)} key tuples, {len(values)} rows, {len(ys)} labels")
-        if keys:
-            distinct = {id(k): k for k in keys}.values()  # one key tuple per feature set, mostly
-            in_batch = set().union(*distinct)
-            self._learn_dense(model, in_batch, lambda f: _dense_rows(keys, values, f), ys)
-
-    def _learn_dense(
-        self,
-        model: compose.Pipeline,
-        in_batch: set[str],
-        dense: Callable[[tuple[str, ...]], np.ndarray],
-        ys: Sequence[bool | None],
-    ) -> None:
-        """Learn ``dense(features)`` (rows in learn order, NaN = feature absent) with ``ys``."""
-        if any(y is None for y in ys):
+        batch = Batch.of(X, y, features)
+        if not len(batch):
+            return
+        if any(label is None for label in batch.labels):
             raise ModelError("fraud-linear learns from labelled events only; a label is missing")
         from models.specs.linear_sgd import learn_scaled_logistic  # numba: load on first use
 
         scaler, glm = self._parts(model)
-        had_weight = set(glm.weights)
-        features = tuple(sorted(set(scaler.counts) | had_weight | in_batch))
-        X = dense(features)
-        _, counts, means, variances = river_adapter.get_scaler_state(scaler, features)
-        weights, intercept, steps = river_adapter.get_linear_state(glm, features)
+        had_weight, in_batch = set(glm.weights), batch.in_batch()
+        names = tuple(sorted(set(scaler.counts) | had_weight | in_batch))
+        _, counts, means, variances = river_adapter.get_scaler_state(scaler, names)
+        weights, intercept, steps = river_adapter.get_linear_state(glm, names)
         intercept = learn_scaled_logistic(
-            X,
-            np.array([bool(y) for y in ys]),
+            batch.dense(names),
+            np.array([bool(label) for label in batch.labels]),
             counts,
             means,
             variances,
@@ -206,10 +150,10 @@ class FraudLinear(ModelSpec):
             INTERCEPT_LR,
             float(glm.clip_gradient),
         )
-        river_adapter.set_scaler_state(scaler, features, counts, means, variances)
-        keep = [i for i, f in enumerate(features) if f in had_weight or f in in_batch]
+        river_adapter.set_scaler_state(scaler, names, counts, means, variances)
+        keep = [i for i, f in enumerate(names) if f in had_weight or f in in_batch]
         river_adapter.set_linear_state(
-            glm, [features[i] for i in keep], weights[keep], intercept, steps + len(ys)
+            glm, [names[i] for i in keep], weights[keep], intercept, steps + len(batch)
         )
 
     def score_one(self, model: compose.Pipeline, x: Mapping[str, float]) -> float:

@@ -23,6 +23,7 @@ from models.errors import ModelError
 from models.exact import guarded, merge_covariances, unmerge_covariances
 from models.gaussian import GaussianScorer
 from models.specs.base import ModelSpec, check_alpha
+from models.specs.batch import Batch, Features
 from models.summary import Summary
 
 __all__ = ["IotGauss"]
@@ -38,7 +39,7 @@ class IotGauss(ModelSpec):
     >>> spec = IotGauss()
     >>> model = spec.new_model()
     >>> X = np.random.default_rng(0).normal(size=(200, 3))
-    >>> spec.learn_many(model, X, ["a", "b", "c"])
+    >>> spec.learn_many(model, X, features=["a", "b", "c"])
     >>> s = spec.summarize(model)
     >>> s.n_samples, s.tensors["cov"].shape
     (200, (3, 3))
@@ -88,11 +89,22 @@ class IotGauss(ModelSpec):
     def learn_many(
         self,
         model: GaussianScorer,
-        X: np.ndarray,
-        features: Sequence[str],
-        y: np.ndarray | None = None,
+        X: Sequence[Mapping[str, float]] | Sequence[Sequence[float]] | np.ndarray,
+        y: Sequence[bool | None] | np.ndarray | None = None,
+        *,
+        features: Features | None = None,
     ) -> None:
-        model.learn_many(self._columns(model, X, features))
+        """A matrix merges in one step (Chan); dicts and key-tuple rows learn event by event.
+
+        An event lacking a feature learns it at the running mean of its own
+        step, which only the ``learn_one`` loop reproduces.
+        """
+        batch = Batch.of(X, y, features)
+        if batch.columns is None:
+            for x, _ in batch.events():
+                model.learn_one(x)
+        else:
+            model.learn_many(self._columns(model, batch.values, batch.columns))
 
     def score_many(
         self, model: GaussianScorer, X: np.ndarray, features: Sequence[str]
