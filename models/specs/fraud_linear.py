@@ -31,7 +31,8 @@ from river import compose, linear_model, optim, preprocessing
 from models import river_adapter
 from models.errors import ModelError
 from models.exact import guarded
-from models.specs.base import ModelSpec, check_alpha
+from models.specs.algebra import SummaryAlgebra, check_alpha
+from models.specs.base import ModelSpec
 from models.specs.batch import Batch, Features
 from models.specs.scaling import (
     SCALER_AXES,
@@ -43,7 +44,7 @@ from models.specs.scaling import (
 )
 from models.summary import Summary
 
-__all__ = ["FraudLinear"]
+__all__ = ["FraudLinear", "FraudLinearAlgebra"]
 
 LR = 0.02
 L2 = 1e-4
@@ -54,6 +55,78 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     """River's logistic link, including its saturation beyond |z| > 30."""
     p = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
     return np.where(z < -30.0, 0.0, np.where(z > 30.0, 1.0, p))
+
+
+class FraudLinearAlgebra(SummaryAlgebra):
+    """Scaler statistics merge exactly; weights and intercept are the learned vector."""
+
+    feature_axes = {**SCALER_AXES, "weights": (0,)}
+    count_tensors = frozenset({"count"})
+
+    def union_features(self, summaries: Sequence[Summary]) -> tuple[str, ...]:
+        """Sparse features: the union; a node that never saw one has no say on it."""
+        first = summaries[0].features
+        if all(s.features == first for s in summaries) and list(first) == sorted(first):
+            return first  # the common case: every node saw the same features
+        return tuple(sorted(set().union(*(s.features for s in summaries))))
+
+    def learned_vector(self, summary: Summary) -> np.ndarray:
+        return np.concatenate([summary.tensor("weights"), summary.tensor("intercept")])
+
+    def learned_mask(self, summary: Summary) -> np.ndarray:
+        return np.concatenate([summary.tensor("count") > 0, [True]])
+
+    def with_learned_vector(self, summary: Summary, vector: np.ndarray) -> Summary:
+        vector = np.asarray(vector, dtype=np.float64)
+        d = len(summary.features)
+        if vector.shape != (d + 1,):
+            raise ModelError(f"fraud-linear expects a vector of {d + 1} values, got {vector.shape}")
+        tensors = dict(summary.tensors) | {"weights": vector[:d], "intercept": vector[d:]}
+        return replace(summary, tensors=tensors)
+
+    def merge_exact(
+        self, summaries: Sequence[Summary], base: Summary | None = None
+    ) -> dict[str, np.ndarray]:
+        return merge_scaler(summaries, base)
+
+    def unmerge_exact(self, total: Summary, part: Summary) -> Summary:
+        part = self.align(part, total.features)
+        tensors = dict(total.tensors) | unmerge_scaler(total, part)
+        n = max(total.n_samples - part.n_samples, 0)
+        return replace(total, n_samples=n, tensors=tensors)
+
+    def _raw(self, s: Summary) -> tuple[np.ndarray, float]:
+        """Coefficients on unscaled features and the matching offset."""
+        std = np.sqrt(s.tensor("var"))
+        a = np.divide(s.tensor("weights"), std, out=np.zeros(std.shape), where=std > 0)
+        return a, float(s.tensor("intercept")[0]) - float(a @ s.tensor("mean"))
+
+    @guarded
+    def blend(self, global_: Summary, local: Summary, alpha: float) -> Summary:
+        """Interpolate the two models' logits: ``alpha * global + (1 - alpha) * local``.
+
+        Each model is rewritten on raw (unscaled) features, where a logit is
+        ``a . x + c``; the interpolated ``a`` and ``c`` are then expressed in
+        the blended scaler's space. For events carrying every feature the
+        blended logit is exactly the interpolation of the two logits, even
+        though the two models were trained under different scalers.
+        """
+        alpha = check_alpha(alpha)
+        global_, local = self.check(global_), self.check(local)
+        if alpha in (0.0, 1.0):
+            return local if alpha == 0.0 else global_
+        features = self.union_features([global_, local])
+        g, lo = self.align(global_, features), self.align(local, features)
+        (a_g, c_g), (a_l, c_l) = self._raw(g), self._raw(lo)
+        a, c = alpha * a_g + (1 - alpha) * a_l, alpha * c_g + (1 - alpha) * c_l
+        scaler = mix_scaler(g, lo, alpha)
+        weights = a * np.sqrt(scaler["var"])
+        intercept = c + float(a @ scaler["mean"])
+        n = round(alpha * global_.n_samples + (1 - alpha) * local.n_samples)
+        tensors = scaler | {"weights": weights, "intercept": np.array([intercept])}
+        return replace(
+            lo, features=features, n_samples=n, tensors=tensors, base_version=global_.base_version
+        )
 
 
 class FraudLinear(ModelSpec):
@@ -72,9 +145,8 @@ class FraudLinear(ModelSpec):
     name = "fraud-linear"
     kind = "linear"
     task = "fraud"
-    feature_axes = {**SCALER_AXES, "weights": (0,)}
-    count_tensors = frozenset({"count"})
     supervised = True
+    algebra_type = FraudLinearAlgebra
 
     @property
     def params(self) -> dict[str, str]:
@@ -185,7 +257,7 @@ class FraudLinear(ModelSpec):
         return Summary(self.name, self.kind, features, steps, tensors, self.params)
 
     def apply(self, summary: Summary, model: compose.Pipeline) -> None:
-        self.check(summary)
+        self.algebra.check(summary)
         scaler, glm = self._parts(model)
         apply_scaler(summary, scaler)
         river_adapter.set_linear_state(
@@ -194,69 +266,4 @@ class FraudLinear(ModelSpec):
             summary.tensor("weights"),
             float(summary.tensor("intercept")[0]),
             summary.n_samples,
-        )
-
-    def union_features(self, summaries: Sequence[Summary]) -> tuple[str, ...]:
-        """Sparse features: the union; a node that never saw one has no say on it."""
-        first = summaries[0].features
-        if all(s.features == first for s in summaries) and list(first) == sorted(first):
-            return first  # the common case: every node saw the same features
-        return tuple(sorted(set().union(*(s.features for s in summaries))))
-
-    def learned_vector(self, summary: Summary) -> np.ndarray:
-        return np.concatenate([summary.tensor("weights"), summary.tensor("intercept")])
-
-    def learned_mask(self, summary: Summary) -> np.ndarray:
-        return np.concatenate([summary.tensor("count") > 0, [True]])
-
-    def with_learned_vector(self, summary: Summary, vector: np.ndarray) -> Summary:
-        vector = np.asarray(vector, dtype=np.float64)
-        d = len(summary.features)
-        if vector.shape != (d + 1,):
-            raise ModelError(f"fraud-linear expects a vector of {d + 1} values, got {vector.shape}")
-        tensors = dict(summary.tensors) | {"weights": vector[:d], "intercept": vector[d:]}
-        return replace(summary, tensors=tensors)
-
-    def merge_exact(
-        self, summaries: Sequence[Summary], base: Summary | None = None
-    ) -> dict[str, np.ndarray]:
-        return merge_scaler(summaries, base)
-
-    def unmerge_exact(self, total: Summary, part: Summary) -> Summary:
-        part = self.align(part, total.features)
-        tensors = dict(total.tensors) | unmerge_scaler(total, part)
-        n = max(total.n_samples - part.n_samples, 0)
-        return replace(total, n_samples=n, tensors=tensors)
-
-    def _raw(self, s: Summary) -> tuple[np.ndarray, float]:
-        """Coefficients on unscaled features and the matching offset."""
-        std = np.sqrt(s.tensor("var"))
-        a = np.divide(s.tensor("weights"), std, out=np.zeros(std.shape), where=std > 0)
-        return a, float(s.tensor("intercept")[0]) - float(a @ s.tensor("mean"))
-
-    @guarded
-    def blend(self, global_: Summary, local: Summary, alpha: float) -> Summary:
-        """Interpolate the two models' logits: ``alpha * global + (1 - alpha) * local``.
-
-        Each model is rewritten on raw (unscaled) features, where a logit is
-        ``a . x + c``; the interpolated ``a`` and ``c`` are then expressed in
-        the blended scaler's space. For events carrying every feature the
-        blended logit is exactly the interpolation of the two logits, even
-        though the two models were trained under different scalers.
-        """
-        alpha = check_alpha(alpha)
-        global_, local = self.check(global_), self.check(local)
-        if alpha in (0.0, 1.0):
-            return local if alpha == 0.0 else global_
-        features = self.union_features([global_, local])
-        g, lo = self.align(global_, features), self.align(local, features)
-        (a_g, c_g), (a_l, c_l) = self._raw(g), self._raw(lo)
-        a, c = alpha * a_g + (1 - alpha) * a_l, alpha * c_g + (1 - alpha) * c_l
-        scaler = mix_scaler(g, lo, alpha)
-        weights = a * np.sqrt(scaler["var"])
-        intercept = c + float(a @ scaler["mean"])
-        n = round(alpha * global_.n_samples + (1 - alpha) * local.n_samples)
-        tensors = scaler | {"weights": weights, "intercept": np.array([intercept])}
-        return replace(
-            lo, features=features, n_samples=n, tensors=tensors, base_version=global_.base_version
         )

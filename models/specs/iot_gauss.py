@@ -22,13 +22,83 @@ import numpy as np
 from models.errors import ModelError
 from models.exact import guarded, merge_covariances, unmerge_covariances
 from models.gaussian import GaussianScorer
-from models.specs.base import ModelSpec, check_alpha
+from models.specs.algebra import SummaryAlgebra, check_alpha
+from models.specs.base import ModelSpec
 from models.specs.batch import Batch, Features
 from models.summary import Summary
 
-__all__ = ["IotGauss"]
+__all__ = ["IotGauss", "IotGaussAlgebra"]
 
 RIDGE, MIN_SAMPLES = 1e-3, 10
+
+
+class IotGaussAlgebra(SummaryAlgebra):
+    """Count, mean and covariance: everything merges exactly, nothing is averaged."""
+
+    feature_axes = {"mean": (0,), "cov": (0, 1)}
+
+    def signature(self, summary: Summary) -> np.ndarray:
+        """Means and standard deviations, for screening."""
+        return np.concatenate([summary.tensor("mean"), np.sqrt(np.diag(summary.tensor("cov")))])
+
+    def merge_exact(
+        self, summaries: Sequence[Summary], base: Summary | None = None
+    ) -> dict[str, np.ndarray]:
+        parts = [*summaries, base] if base is not None else list(summaries)
+        _, mean, cov = merge_covariances(
+            np.array([s.n_samples for s in parts], dtype=np.int64),
+            np.stack([s.tensor("mean") for s in parts]),
+            np.stack([s.tensor("cov") for s in parts]),
+        )
+        return {"mean": mean, "cov": cov}
+
+    def unmerge_exact(self, total: Summary, part: Summary) -> Summary:
+        part = self.align(part, total.features)
+        n, mean, cov = unmerge_covariances(
+            (total.n_samples, total.tensor("mean"), total.tensor("cov")),
+            (part.n_samples, part.tensor("mean"), part.tensor("cov")),
+        )
+        return replace(total, n_samples=n, tensors={"mean": mean, "cov": cov})
+
+    @guarded
+    def blend(self, global_: Summary, local: Summary, alpha: float) -> Summary:
+        """The Gaussian matching the mean and covariance of the alpha-mixture.
+
+        Each side weighs alpha / 1 - alpha whatever its count (a side with no
+        samples drops out); ``n_samples`` is the same mixture of the counts --
+        an effective count.
+        """
+        alpha = check_alpha(alpha)
+        global_, local = self.check(global_), self.check(local)
+        if alpha in (0.0, 1.0):
+            return local if alpha == 0.0 else global_
+        features = self.union_features([global_, local])
+        sides = [
+            (s, w)
+            for s, w in (
+                (self.align(global_, features), alpha),
+                (self.align(local, features), 1 - alpha),
+            )
+            if s.n_samples
+        ]
+        if not sides:
+            return local
+        total = sum(w for _, w in sides)
+        mean = sum(w / total * s.tensor("mean") for s, w in sides)
+        cov = sum(
+            w
+            / total
+            * (s.tensor("cov") + np.outer(s.tensor("mean") - mean, s.tensor("mean") - mean))
+            for s, w in sides
+        )
+        n = round(alpha * global_.n_samples + (1 - alpha) * local.n_samples)
+        return replace(
+            local,
+            features=features,
+            n_samples=max(n, 1),
+            tensors={"mean": mean, "cov": cov},
+            base_version=global_.base_version,
+        )
 
 
 class IotGauss(ModelSpec):
@@ -48,7 +118,7 @@ class IotGauss(ModelSpec):
     name = "iot-gauss"
     kind = "gauss"
     task = "iot"
-    feature_axes = {"mean": (0,), "cov": (0, 1)}
+    algebra_type = IotGaussAlgebra
 
     @property
     def params(self) -> dict[str, str]:
@@ -118,70 +188,7 @@ class IotGauss(ModelSpec):
         return Summary(self.name, self.kind, model.features, model.n, tensors, self.params)
 
     def apply(self, summary: Summary, model: GaussianScorer) -> None:
-        self.check(summary)
+        self.algebra.check(summary)
         model.load_state(
             summary.features, summary.n_samples, summary.tensor("mean"), summary.tensor("cov")
-        )
-
-    def signature(self, summary: Summary) -> np.ndarray:
-        """Means and standard deviations, for screening."""
-        return np.concatenate([summary.tensor("mean"), np.sqrt(np.diag(summary.tensor("cov")))])
-
-    def merge_exact(
-        self, summaries: Sequence[Summary], base: Summary | None = None
-    ) -> dict[str, np.ndarray]:
-        parts = [*summaries, base] if base is not None else list(summaries)
-        _, mean, cov = merge_covariances(
-            np.array([s.n_samples for s in parts], dtype=np.int64),
-            np.stack([s.tensor("mean") for s in parts]),
-            np.stack([s.tensor("cov") for s in parts]),
-        )
-        return {"mean": mean, "cov": cov}
-
-    def unmerge_exact(self, total: Summary, part: Summary) -> Summary:
-        part = self.align(part, total.features)
-        n, mean, cov = unmerge_covariances(
-            (total.n_samples, total.tensor("mean"), total.tensor("cov")),
-            (part.n_samples, part.tensor("mean"), part.tensor("cov")),
-        )
-        return replace(total, n_samples=n, tensors={"mean": mean, "cov": cov})
-
-    @guarded
-    def blend(self, global_: Summary, local: Summary, alpha: float) -> Summary:
-        """The Gaussian matching the mean and covariance of the alpha-mixture.
-
-        Each side weighs alpha / 1 - alpha whatever its count (a side with no
-        samples drops out); ``n_samples`` is the same mixture of the counts --
-        an effective count.
-        """
-        alpha = check_alpha(alpha)
-        global_, local = self.check(global_), self.check(local)
-        if alpha in (0.0, 1.0):
-            return local if alpha == 0.0 else global_
-        features = self.union_features([global_, local])
-        sides = [
-            (s, w)
-            for s, w in (
-                (self.align(global_, features), alpha),
-                (self.align(local, features), 1 - alpha),
-            )
-            if s.n_samples
-        ]
-        if not sides:
-            return local
-        total = sum(w for _, w in sides)
-        mean = sum(w / total * s.tensor("mean") for s, w in sides)
-        cov = sum(
-            w
-            / total
-            * (s.tensor("cov") + np.outer(s.tensor("mean") - mean, s.tensor("mean") - mean))
-            for s, w in sides
-        )
-        n = round(alpha * global_.n_samples + (1 - alpha) * local.n_samples)
-        return replace(
-            local,
-            features=features,
-            n_samples=max(n, 1),
-            tensors={"mean": mean, "cov": cov},
-            base_version=global_.base_version,
         )
