@@ -50,7 +50,7 @@ def node_summaries(nodes: int, events: int, seed: int = 7) -> list:
         X = rng.normal(size=(events, 30))
         y = X[:, 0] + 0.5 * X[:, 1] + rng.normal(size=events) > 1.5
         model = SPEC.new_model()
-        SPEC.learn_dicts(model, [dict(zip(FEATURES, row, strict=True)) for row in X], list(y))
+        SPEC.learn_many(model, X, list(y), features=FEATURES)
         out.append(SPEC.summarize(model).with_provenance(node_id=f"node-{i:04d}", sequence=0,
                                                          base_version=0))  # fmt: skip
     return out

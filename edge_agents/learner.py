@@ -241,7 +241,7 @@ class EdgeLearner:
         """
         if version <= self.global_version:
             return False
-        self.spec.check(summary)
+        self.spec.algebra.check(summary)
         stamped = summary.with_provenance(node_id="global", sequence=0, base_version=version)
         replica = self._replica_summary()
         rule = self.policy.reconcile_rule
@@ -289,8 +289,9 @@ class EdgeLearner:
         replica = self._replica_summary()
         base = self.baseline
         if base is not None and base.features != replica.features:
-            base = self.spec.align(base, self.spec.union_features([replica, base]))
-            replica = self.spec.align(replica, base.features)
+            algebra = self.spec.algebra
+            base = algebra.align(base, algebra.union_features([replica, base]))
+            replica = algebra.align(replica, base.features)
         increment = since(replica, base)
         if increment.n_samples == 0:
             self.learned_since_cut = 0
@@ -314,20 +315,21 @@ class EdgeLearner:
         """Whether a due increment may wait (adaptive cadence, :class:`EdgePolicy`)."""
         if self.policy.min_move <= 0 or base is None or self.held >= self.policy.max_hold:
             return False
-        start = self.spec.learned_vector(base)
+        start = self.spec.algebra.learned_vector(base)
         if start.size == 0:
             return False
-        move = float(np.linalg.norm(self.spec.learned_vector(replica) - start))
+        move = float(np.linalg.norm(self.spec.algebra.learned_vector(replica) - start))
         return move < self.policy.min_move * max(float(np.linalg.norm(start)), 1e-12)
 
     def _privatize(self, increment: Summary, base: Summary | None) -> Summary:
         """Clip the weights' movement since the baseline and add Gaussian noise."""
-        vector = self.spec.learned_vector(increment)
-        start = self.spec.learned_vector(base) if base is not None else np.zeros_like(vector)
+        algebra = self.spec.algebra
+        vector = algebra.learned_vector(increment)
+        start = algebra.learned_vector(base) if base is not None else np.zeros_like(vector)
         noisy = gaussian_mechanism(
             vector - start, self.policy.dp_clip or 0.0, self.policy.dp_noise, self._rng
         )
-        return self.spec.with_learned_vector(increment, start + noisy)
+        return algebra.with_learned_vector(increment, start + noisy)
 
     # -- state ----------------------------------------------------------------
     def state(self) -> EdgeState:
@@ -365,7 +367,7 @@ class EdgeLearner:
         return replace(self.spec.summarize(self.replica), node_id=self.node_id)
 
     def _has_learned_part(self) -> bool:
-        return self.spec.learned_vector(self.spec.summarize(self.spec.new_model())).size > 0
+        return self.spec.algebra.learned_vector(self.spec.summarize(self.spec.new_model())).size > 0
 
 
 def _stable(text: str) -> int:

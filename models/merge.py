@@ -40,7 +40,8 @@ from typing import Any
 
 from models.errors import IncompatibleSummariesError, InvalidSummaryError, ModelError
 from models.merge_learned import LearnedResult, aggregate_learned
-from models.specs import ModelSpec, get_spec
+from models.specs import get_spec
+from models.specs.algebra import SummaryAlgebra
 from models.summary import Summary
 
 __all__ = ["Contributor", "Exclusion", "MergeResult", "merge"]
@@ -73,7 +74,7 @@ class MergeResult:
     excluded: tuple[Exclusion, ...]
 
 
-def _validate(summaries: Sequence[Summary], current: Summary | None) -> ModelSpec:
+def _validate(summaries: Sequence[Summary], current: Summary | None) -> SummaryAlgebra:
     if isinstance(summaries, Summary) or not isinstance(summaries, Sequence):
         raise InvalidSummaryError("merge expects a list of summaries")
     if not summaries:
@@ -89,10 +90,10 @@ def _validate(summaries: Sequence[Summary], current: Summary | None) -> ModelSpe
                 f"cannot merge {s.model_name!r}/{s.kind!r} from node {s.node_id!r} with "
                 f"{first.model_name!r}/{first.kind!r}: one spec per merge"
             )
-    spec = get_spec(first.model_name)
+    algebra = get_spec(first.model_name).algebra
     for s in everyone:
-        spec.check(s)
-    spec.union_features(everyone)  # raises when the spec needs one feature set
+        algebra.check(s)
+    algebra.union_features(everyone)  # raises when the spec needs one feature set
     for s in everyone:
         if s.params == first.params:
             continue
@@ -103,7 +104,7 @@ def _validate(summaries: Sequence[Summary], current: Summary | None) -> ModelSpe
             raise IncompatibleSummariesError(
                 f"node {s.node_id!r} uses other {first.model_name!r} parameters ({differ})"
             )
-    return spec
+    return algebra
 
 
 def _admit(summaries: Sequence[Summary]) -> tuple[list[Summary], list[Exclusion]]:
@@ -127,7 +128,7 @@ def _admit(summaries: Sequence[Summary]) -> tuple[list[Summary], list[Exclusion]
 
 
 def _learned(
-    spec: ModelSpec,
+    algebra: SummaryAlgebra,
     kept: Sequence[Summary],
     aligned: Sequence[Summary],
     staleness: Sequence[int],
@@ -139,11 +140,16 @@ def _learned(
     """The strategy over the updates whose learned part votes; indices are ``kept``'s."""
     voters = [i for i, s in enumerate(kept) if s.node_id not in statistics_only]
     if len(voters) == len(kept) or (not voters and base is None):
-        return aggregate_learned(spec, aligned, staleness, base, strategy, options)
+        return aggregate_learned(algebra, aligned, staleness, base, strategy, options)
     if not voters:  # only statistics this round: the learned part stays the current one's
-        return LearnedResult(spec.learned_vector(base), (0.0,) * len(kept), {})
+        return LearnedResult(algebra.learned_vector(base), (0.0,) * len(kept), {})
     part = aggregate_learned(
-        spec, [aligned[i] for i in voters], [staleness[i] for i in voters], base, strategy, options
+        algebra,
+        [aligned[i] for i in voters],
+        [staleness[i] for i in voters],
+        base,
+        strategy,
+        options,
     )
     weights = [0.0] * len(kept)
     for j, i in enumerate(voters):
@@ -153,10 +159,10 @@ def _learned(
 
 
 def _combine(
-    spec: ModelSpec, parts: list[Summary], base: Summary | None, base_version: int
+    algebra: SummaryAlgebra, parts: list[Summary], base: Summary | None, base_version: int
 ) -> Summary:
     """The exact merge of the surviving parts (and ``base`` when accumulating)."""
-    exact = spec.merge_exact(parts, base)
+    exact = algebra.merge_exact(parts, base)
     n = sum(s.n_samples for s in parts) + (base.n_samples if base is not None else 0)
     tensors = {**parts[0].tensors, **exact}
     return replace(
@@ -207,16 +213,16 @@ def merge(
     >>> result.summary.n_samples, [c.node_id for c in result.contributors]
     (20, ['a'])
     """
-    spec = _validate(summaries, current)
+    algebra = _validate(summaries, current)
     if accumulate and current is None:
         raise ModelError("accumulate=True needs the current global summary")
     kept, excluded = _admit(summaries)
-    features = spec.union_features([*kept, current] if current is not None else kept)
-    aligned = [spec.align(s, features) for s in kept]
-    base = spec.align(current, features) if current is not None else None
+    features = algebra.union_features([*kept, current] if current is not None else kept)
+    aligned = [algebra.align(s, features) for s in kept]
+    base = algebra.align(current, features) if current is not None else None
     version = current.base_version if current is not None else None
     staleness = [0 if version is None else max(version - s.base_version, 0) for s in kept]
-    learned = _learned(spec, kept, aligned, staleness, base, strategy, options, statistics_only)
+    learned = _learned(algebra, kept, aligned, staleness, base, strategy, options, statistics_only)
     excluded += [
         Exclusion(kept[i].node_id, kept[i].sequence, reason)
         for i, reason in sorted(learned.excluded.items())
@@ -226,9 +232,9 @@ def merge(
         reasons = "; ".join(f"{e.node_id or '?'}: {e.reason}" for e in excluded)
         raise ModelError(f"the strategy excluded every update ({reasons})")
     stamp = version if version is not None else max(s.base_version for s in kept)
-    merged = _combine(spec, [aligned[i] for i in survivors], base if accumulate else None, stamp)
+    merged = _combine(algebra, [aligned[i] for i in survivors], base if accumulate else None, stamp)
     if learned.vector.size:
-        merged = spec.with_learned_vector(merged, learned.vector)
+        merged = algebra.with_learned_vector(merged, learned.vector)
     contributors = tuple(
         Contributor(
             kept[i].node_id, kept[i].sequence, kept[i].n_samples, staleness[i], learned.weights[i]

@@ -32,7 +32,7 @@ import numpy as np
 
 from models.errors import ModelError
 from models.exact import guarded
-from models.specs.base import ModelSpec
+from models.specs.algebra import SummaryAlgebra
 from models.summary import Summary
 
 __all__ = ["LearnedResult", "aggregate_learned"]
@@ -144,20 +144,20 @@ def _per_pattern(
 
 
 def _inputs(
-    spec: ModelSpec, aligned: Sequence[Summary], base: Summary | None
+    algebra: SummaryAlgebra, aligned: Sequence[Summary], base: Summary | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(vectors, seen-masks, current vector); signatures when nothing is learned."""
-    vectors = np.stack([spec.learned_vector(s) for s in aligned])
+    vectors = np.stack([algebra.learned_vector(s) for s in aligned])
     if vectors.shape[1] == 0:
-        vectors = np.stack([spec.signature(s) for s in aligned])
+        vectors = np.stack([algebra.signature(s) for s in aligned])
         return vectors, np.ones(vectors.shape, dtype=bool), None
-    masks = np.stack([spec.learned_mask(s) for s in aligned])
-    return vectors, masks, spec.learned_vector(base) if base is not None else None
+    masks = np.stack([algebra.learned_mask(s) for s in aligned])
+    return vectors, masks, algebra.learned_vector(base) if base is not None else None
 
 
 @guarded
 def aggregate_learned(
-    spec: ModelSpec,
+    algebra: SummaryAlgebra,
     aligned: Sequence[Summary],
     staleness: Sequence[int],
     base: Summary | None,
@@ -167,8 +167,8 @@ def aggregate_learned(
     """Run the strategy over aligned summaries; see the module docstring."""
     strat = _resolve(strategy, options)
     keys = _keys(aligned)
-    vectors, masks, current = _inputs(spec, aligned, base)
-    exact_only = spec.learned_vector(aligned[0]).size == 0
+    vectors, masks, current = _inputs(algebra, aligned, base)
+    exact_only = algebra.learned_vector(aligned[0]).size == 0
     n_samples = np.array([s.n_samples for s in aligned])
     result = strat.aggregate(
         _updates(keys, aligned, _impute(vectors, masks, n_samples, current), staleness), current

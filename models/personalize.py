@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from models.errors import IncompatibleSummariesError, InvalidSummaryError, ModelError
 from models.specs import get_spec
+from models.specs.algebra import SummaryAlgebra
 from models.summary import Summary
 
 __all__ = ["DEFAULT_RULE", "RULES", "blend", "reconcile", "since"]
@@ -31,7 +32,7 @@ RULES = ("replace", "blend", "delta")
 DEFAULT_RULE = "delta"
 
 
-def _spec_of(*summaries: Summary | None):
+def _algebra_of(*summaries: Summary | None) -> SummaryAlgebra:
     present = [s for s in summaries if s is not None]
     for s in present:
         if not isinstance(s, Summary):
@@ -42,10 +43,10 @@ def _spec_of(*summaries: Summary | None):
             raise IncompatibleSummariesError(
                 f"cannot combine {s.model_name!r} with {first.model_name!r}"
             )
-    spec = get_spec(first.model_name)
+    algebra = get_spec(first.model_name).algebra
     for s in present:
-        spec.check(s)
-    return spec
+        algebra.check(s)
+    return algebra
 
 
 def blend(global_summary: Summary, local_summary: Summary, alpha: float) -> Summary:
@@ -64,7 +65,7 @@ def blend(global_summary: Summary, local_summary: Summary, alpha: float) -> Summ
     >>> blend(mk(0.0), mk(4.0), 0.25).tensors["mean"].tolist()
     [3.0]
     """
-    return _spec_of(global_summary, local_summary).blend(global_summary, local_summary, alpha)
+    return _algebra_of(global_summary, local_summary).blend(global_summary, local_summary, alpha)
 
 
 def since(local: Summary, base: Summary | None) -> Summary:
@@ -76,9 +77,9 @@ def since(local: Summary, base: Summary | None) -> Summary:
     """
     if base is None:
         return local
-    spec = _spec_of(local, base)
+    algebra = _algebra_of(local, base)
     try:
-        return spec.unmerge_exact(local, base)
+        return algebra.unmerge_exact(local, base)
     except InvalidSummaryError as e:
         raise IncompatibleSummariesError(
             f"node {local.node_id!r}: the local model was not trained from this base ({e})"
@@ -118,14 +119,14 @@ def reconcile(
     """
     if rule not in RULES:
         raise ModelError(f"unknown reconcile rule {rule!r}; choose one of {RULES}")
-    spec = _spec_of(new_global, local, old_global)
+    algebra = _algebra_of(new_global, local, old_global)
     if rule == "replace":
         out = new_global
     elif rule == "blend":
-        out = spec.blend(new_global, local, alpha)
+        out = algebra.blend(new_global, local, alpha)
     else:
         try:
-            out = spec.rebase(new_global, local, old_global)
+            out = algebra.rebase(new_global, local, old_global)
         except InvalidSummaryError as e:
             raise IncompatibleSummariesError(
                 f"node {local.node_id!r}: cannot re-apply the local delta ({e})"

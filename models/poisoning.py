@@ -134,17 +134,19 @@ def poison_summary(
     model, whose learned part is zero). Exact statistics, ``n_samples`` and
     provenance are the honest ones.
     """
-    if spec.learned_vector(increment).size == 0:
+    algebra = spec.algebra
+    if algebra.learned_vector(increment).size == 0:
         raise ModelError(
             f"{spec.name!r} has no learned weights to poison: its state is exact statistics, "
             "merged exactly (lying about them is a different threat, see models.poisoning)"
         )
     if reference is not None:
-        features = spec.union_features([increment, reference])
-        increment, reference = spec.align(increment, features), spec.align(reference, features)
-    learned = spec.learned_vector(increment)
-    start = np.zeros_like(learned) if reference is None else spec.learned_vector(reference)
+        features = algebra.union_features([increment, reference])
+        increment = algebra.align(increment, features)
+        reference = algebra.align(reference, features)
+    learned = algebra.learned_vector(increment)
+    start = np.zeros_like(learned) if reference is None else algebra.learned_vector(reference)
     sent = poison_delta(
-        learned - start, attack.kind, attack.scale, rng, spec.learned_mask(increment)
+        learned - start, attack.kind, attack.scale, rng, algebra.learned_mask(increment)
     )
-    return spec.with_learned_vector(increment, start + sent)
+    return algebra.with_learned_vector(increment, start + sent)

@@ -1,7 +1,8 @@
 """Named model specs: the models Prism learns, by name.
 
 Adding a spec is one module with a :class:`~models.specs.base.ModelSpec`
-subclass plus one line in ``_REGISTRY`` below; the contract suite in
+subclass (and its :class:`~models.specs.algebra.SummaryAlgebra` subclass)
+plus one line in ``_REGISTRY`` below; the contract suite in
 ``tests/unit/models/test_specs_contract.py`` then runs over it automatically.
 
 Examples

@@ -22,7 +22,7 @@ is the optimizer's step count, i.e. labelled events learned.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -31,7 +31,9 @@ from river import compose, linear_model, optim, preprocessing
 from models import river_adapter
 from models.errors import ModelError
 from models.exact import guarded
-from models.specs.base import ModelSpec, check_alpha
+from models.specs.algebra import SummaryAlgebra, check_alpha
+from models.specs.base import ModelSpec
+from models.specs.batch import Batch, Features
 from models.specs.scaling import (
     SCALER_AXES,
     apply_scaler,
@@ -42,7 +44,7 @@ from models.specs.scaling import (
 )
 from models.summary import Summary
 
-__all__ = ["FraudLinear"]
+__all__ = ["FraudLinear", "FraudLinearAlgebra"]
 
 LR = 0.02
 L2 = 1e-4
@@ -55,202 +57,11 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(z < -30.0, 0.0, np.where(z > 30.0, 1.0, p))
 
 
-def _dense(xs: Sequence[Mapping[str, float]], features: Sequence[str]) -> np.ndarray:
-    """Rows of ``xs`` over ``features``; NaN where an event lacks a feature."""
-    first = tuple(xs[0])
-    if all(tuple(x) == first for x in xs):  # the common case: one key order for all
-        rows = np.array([list(x.values()) for x in xs], dtype=np.float64)
-        X = np.full((len(xs), len(features)), np.nan)
-        X[:, [features.index(f) for f in first]] = rows
-        return X
-    index = {f: i for i, f in enumerate(features)}
-    X = np.full((len(xs), len(features)), np.nan)
-    for row, x in zip(X, xs, strict=True):
-        for f, v in x.items():
-            row[index[f]] = v
-    return X
+class FraudLinearAlgebra(SummaryAlgebra):
+    """Scaler statistics merge exactly; weights and intercept are the learned vector."""
 
-
-def _dense_rows(
-    keys: Sequence[tuple[str, ...]], values: Sequence[Sequence[float]], features: Sequence[str]
-) -> np.ndarray:
-    """:func:`_dense` of ``dict(zip(k, v))`` for each event, without building the dicts."""
-    X = np.full((len(keys), len(features)), np.nan)
-    first = keys[0]
-    if all(k is first or k == first for k in keys):  # the common case: one key order for all
-        rows = np.array(values, dtype=np.float64).reshape(len(keys), len(first))
-        X[:, [features.index(f) for f in first]] = rows
-        return X
-    index = {f: i for i, f in enumerate(features)}
-    for row, k, v in zip(X, keys, values, strict=True):
-        row[[index[f] for f in k]] = v
-    return X
-
-
-class FraudLinear(ModelSpec):
-    """Binary fraud classifier; score = P(fraud).
-
-    Examples
-    --------
-    >>> spec = FraudLinear()
-    >>> model = spec.new_model()
-    >>> for i in range(40):
-    ...     spec.learn_one(model, {"amount": float(i % 10)}, y=i % 10 > 7)
-    >>> spec.score_one(model, {"amount": 9.0}) > spec.score_one(model, {"amount": 1.0})
-    True
-    """
-
-    name = "fraud-linear"
-    kind = "linear"
-    task = "fraud"
     feature_axes = {**SCALER_AXES, "weights": (0,)}
     count_tensors = frozenset({"count"})
-    supervised = True
-
-    @property
-    def params(self) -> dict[str, str]:
-        return {
-            "version": "1",
-            "optimizer": "SGD",
-            "lr": repr(LR),
-            "l2": repr(L2),
-            "intercept_lr": repr(INTERCEPT_LR),
-        }
-
-    def new_model(self) -> compose.Pipeline:
-        return compose.Pipeline(
-            preprocessing.StandardScaler(),
-            linear_model.LogisticRegression(
-                optimizer=optim.SGD(LR), l2=L2, intercept_lr=INTERCEPT_LR
-            ),
-        )
-
-    @staticmethod
-    def _parts(model: compose.Pipeline) -> tuple[preprocessing.StandardScaler, object]:
-        scaler = river_adapter.pipeline_step(model, preprocessing.StandardScaler)
-        glm = river_adapter.pipeline_step(model, linear_model.LogisticRegression)
-        return scaler, glm  # type: ignore[return-value]
-
-    def learn_one(
-        self, model: compose.Pipeline, x: Mapping[str, float], y: bool | None = None
-    ) -> None:
-        if y is None:
-            raise ModelError("fraud-linear learns from labelled events only; y is missing")
-        model.learn_one(dict(x), bool(y))
-
-    def warm_up(self) -> None:
-        """Import numba and load (or compile, ~2 s the first time) the learning kernel."""
-        self.learn_dicts(self.new_model(), [{"warm-up": 1.0}], [True])
-
-    def learn_dicts(
-        self,
-        model: compose.Pipeline,
-        xs: Sequence[Mapping[str, float]],
-        ys: Sequence[bool | None],
-    ) -> None:
-        """``learn_one`` over the events, compiled (models/specs/linear_sgd.py).
-
-        The same recurrences in the same order as River, ~20x faster; the
-        result is written back into the River pipeline, so everything else
-        (summaries, scoring, merges) sees an ordinary River model.
-        """
-        if len(xs) != len(ys):
-            raise ModelError(f"{len(xs)} events but {len(ys)} labels")
-        if xs:
-            in_batch = set().union(*xs)
-            self._learn_dense(model, in_batch, lambda f: _dense(xs, f), ys)
-
-    def learn_rows(
-        self,
-        model: compose.Pipeline,
-        keys: Sequence[tuple[str, ...]],
-        values: Sequence[Sequence[float]],
-        ys: Sequence[bool | None],
-    ) -> None:
-        """:meth:`learn_dicts` of ``dict(zip(k, v))`` per event, without the dicts."""
-        if not len(keys) == len(values) == len(ys):
-            raise ModelError(f"{len(keys)} key tuples, {len(values)} rows, {len(ys)} labels")
-        if keys:
-            distinct = {id(k): k for k in keys}.values()  # one key tuple per feature set, mostly
-            in_batch = set().union(*distinct)
-            self._learn_dense(model, in_batch, lambda f: _dense_rows(keys, values, f), ys)
-
-    def _learn_dense(
-        self,
-        model: compose.Pipeline,
-        in_batch: set[str],
-        dense: Callable[[tuple[str, ...]], np.ndarray],
-        ys: Sequence[bool | None],
-    ) -> None:
-        """Learn ``dense(features)`` (rows in learn order, NaN = feature absent) with ``ys``."""
-        if any(y is None for y in ys):
-            raise ModelError("fraud-linear learns from labelled events only; a label is missing")
-        from models.specs.linear_sgd import learn_scaled_logistic  # numba: load on first use
-
-        scaler, glm = self._parts(model)
-        had_weight = set(glm.weights)
-        features = tuple(sorted(set(scaler.counts) | had_weight | in_batch))
-        X = dense(features)
-        _, counts, means, variances = river_adapter.get_scaler_state(scaler, features)
-        weights, intercept, steps = river_adapter.get_linear_state(glm, features)
-        intercept = learn_scaled_logistic(
-            X,
-            np.array([bool(y) for y in ys]),
-            counts,
-            means,
-            variances,
-            weights,
-            intercept,
-            LR,
-            L2,
-            INTERCEPT_LR,
-            float(glm.clip_gradient),
-        )
-        river_adapter.set_scaler_state(scaler, features, counts, means, variances)
-        keep = [i for i, f in enumerate(features) if f in had_weight or f in in_batch]
-        river_adapter.set_linear_state(
-            glm, [features[i] for i in keep], weights[keep], intercept, steps + len(ys)
-        )
-
-    def score_one(self, model: compose.Pipeline, x: Mapping[str, float]) -> float:
-        return float(model.predict_proba_one(dict(x)).get(True, 0.0))
-
-    def score_many(
-        self, model: compose.Pipeline, X: np.ndarray, features: Sequence[str]
-    ) -> np.ndarray:
-        """Vectorised P(fraud); equals ``score_one`` row by row.
-
-        River's ``predict_proba_many`` wants a dataframe (pandas, polars or
-        pyarrow through narwhals), none of which Prism installs, so the
-        pipeline is evaluated here on numpy from the model's own state.
-        """
-        X = np.asarray(X, dtype=np.float64)
-        scaler, glm = self._parts(model)
-        _, counts, means, variances = river_adapter.get_scaler_state(scaler, features)
-        weights, intercept, _ = river_adapter.get_linear_state(glm, features)
-        std = np.sqrt(variances)
-        z = np.divide(X - means, std, out=np.zeros_like(X), where=std > 0)
-        return _sigmoid(z @ weights + intercept)
-
-    def summarize(self, model: compose.Pipeline) -> Summary:
-        scaler, glm = self._parts(model)
-        features = tuple(sorted(set(scaler.counts) | set(glm.weights)))
-        _, tensors = scaler_tensors(scaler, features)
-        weights, intercept, steps = river_adapter.get_linear_state(glm, features)
-        tensors |= {"weights": weights, "intercept": np.array([intercept])}
-        return Summary(self.name, self.kind, features, steps, tensors, self.params)
-
-    def apply(self, summary: Summary, model: compose.Pipeline) -> None:
-        self.check(summary)
-        scaler, glm = self._parts(model)
-        apply_scaler(summary, scaler)
-        river_adapter.set_linear_state(
-            glm,
-            summary.features,
-            summary.tensor("weights"),
-            float(summary.tensor("intercept")[0]),
-            summary.n_samples,
-        )
 
     def union_features(self, summaries: Sequence[Summary]) -> tuple[str, ...]:
         """Sparse features: the union; a node that never saw one has no say on it."""
@@ -315,4 +126,144 @@ class FraudLinear(ModelSpec):
         tensors = scaler | {"weights": weights, "intercept": np.array([intercept])}
         return replace(
             lo, features=features, n_samples=n, tensors=tensors, base_version=global_.base_version
+        )
+
+
+class FraudLinear(ModelSpec):
+    """Binary fraud classifier; score = P(fraud).
+
+    Examples
+    --------
+    >>> spec = FraudLinear()
+    >>> model = spec.new_model()
+    >>> for i in range(40):
+    ...     spec.learn_one(model, {"amount": float(i % 10)}, y=i % 10 > 7)
+    >>> spec.score_one(model, {"amount": 9.0}) > spec.score_one(model, {"amount": 1.0})
+    True
+    """
+
+    name = "fraud-linear"
+    kind = "linear"
+    task = "fraud"
+    supervised = True
+    algebra_type = FraudLinearAlgebra
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {
+            "version": "1",
+            "optimizer": "SGD",
+            "lr": repr(LR),
+            "l2": repr(L2),
+            "intercept_lr": repr(INTERCEPT_LR),
+        }
+
+    def new_model(self) -> compose.Pipeline:
+        return compose.Pipeline(
+            preprocessing.StandardScaler(),
+            linear_model.LogisticRegression(
+                optimizer=optim.SGD(LR), l2=L2, intercept_lr=INTERCEPT_LR
+            ),
+        )
+
+    @staticmethod
+    def _parts(model: compose.Pipeline) -> tuple[preprocessing.StandardScaler, object]:
+        scaler = river_adapter.pipeline_step(model, preprocessing.StandardScaler)
+        glm = river_adapter.pipeline_step(model, linear_model.LogisticRegression)
+        return scaler, glm  # type: ignore[return-value]
+
+    def learn_one(
+        self, model: compose.Pipeline, x: Mapping[str, float], y: bool | None = None
+    ) -> None:
+        if y is None:
+            raise ModelError("fraud-linear learns from labelled events only; y is missing")
+        model.learn_one(dict(x), bool(y))
+
+    def warm_up(self) -> None:
+        """Import numba and load (or compile, ~2 s the first time) the learning kernel."""
+        self.learn_many(self.new_model(), [{"warm-up": 1.0}], [True])
+
+    def learn_many(
+        self,
+        model: compose.Pipeline,
+        X: Sequence[Mapping[str, float]] | Sequence[Sequence[float]] | np.ndarray,
+        y: Sequence[bool | None] | np.ndarray | None = None,
+        *,
+        features: Features | None = None,
+    ) -> None:
+        """``learn_one`` over the batch, compiled (models/specs/linear_sgd.py).
+
+        The same recurrences in the same order as River, ~20x faster; the
+        result is written back into the River pipeline, so everything else
+        (summaries, scoring, merges) sees an ordinary River model.
+        """
+        batch = Batch.of(X, y, features)
+        if not len(batch):
+            return
+        if any(label is None for label in batch.labels):
+            raise ModelError("fraud-linear learns from labelled events only; a label is missing")
+        from models.specs.linear_sgd import learn_scaled_logistic  # numba: load on first use
+
+        scaler, glm = self._parts(model)
+        had_weight, in_batch = set(glm.weights), batch.in_batch()
+        names = tuple(sorted(set(scaler.counts) | had_weight | in_batch))
+        _, counts, means, variances = river_adapter.get_scaler_state(scaler, names)
+        weights, intercept, steps = river_adapter.get_linear_state(glm, names)
+        intercept = learn_scaled_logistic(
+            batch.dense(names),
+            np.array([bool(label) for label in batch.labels]),
+            counts,
+            means,
+            variances,
+            weights,
+            intercept,
+            LR,
+            L2,
+            INTERCEPT_LR,
+            float(glm.clip_gradient),
+        )
+        river_adapter.set_scaler_state(scaler, names, counts, means, variances)
+        keep = [i for i, f in enumerate(names) if f in had_weight or f in in_batch]
+        river_adapter.set_linear_state(
+            glm, [names[i] for i in keep], weights[keep], intercept, steps + len(batch)
+        )
+
+    def score_one(self, model: compose.Pipeline, x: Mapping[str, float]) -> float:
+        return float(model.predict_proba_one(dict(x)).get(True, 0.0))
+
+    def score_many(
+        self, model: compose.Pipeline, X: np.ndarray, features: Sequence[str]
+    ) -> np.ndarray:
+        """Vectorised P(fraud); equals ``score_one`` row by row.
+
+        River's ``predict_proba_many`` wants a dataframe (pandas, polars or
+        pyarrow through narwhals), none of which Prism installs, so the
+        pipeline is evaluated here on numpy from the model's own state.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        scaler, glm = self._parts(model)
+        _, counts, means, variances = river_adapter.get_scaler_state(scaler, features)
+        weights, intercept, _ = river_adapter.get_linear_state(glm, features)
+        std = np.sqrt(variances)
+        z = np.divide(X - means, std, out=np.zeros_like(X), where=std > 0)
+        return _sigmoid(z @ weights + intercept)
+
+    def summarize(self, model: compose.Pipeline) -> Summary:
+        scaler, glm = self._parts(model)
+        features = tuple(sorted(set(scaler.counts) | set(glm.weights)))
+        _, tensors = scaler_tensors(scaler, features)
+        weights, intercept, steps = river_adapter.get_linear_state(glm, features)
+        tensors |= {"weights": weights, "intercept": np.array([intercept])}
+        return Summary(self.name, self.kind, features, steps, tensors, self.params)
+
+    def apply(self, summary: Summary, model: compose.Pipeline) -> None:
+        self.algebra.check(summary)
+        scaler, glm = self._parts(model)
+        apply_scaler(summary, scaler)
+        river_adapter.set_linear_state(
+            glm,
+            summary.features,
+            summary.tensor("weights"),
+            float(summary.tensor("intercept")[0]),
+            summary.n_samples,
         )

@@ -22,94 +22,20 @@ import numpy as np
 from models.errors import ModelError
 from models.exact import guarded, merge_covariances, unmerge_covariances
 from models.gaussian import GaussianScorer
-from models.specs.base import ModelSpec, check_alpha
+from models.specs.algebra import SummaryAlgebra, check_alpha
+from models.specs.base import ModelSpec
+from models.specs.batch import Batch, Features
 from models.summary import Summary
 
-__all__ = ["IotGauss"]
+__all__ = ["IotGauss", "IotGaussAlgebra"]
 
 RIDGE, MIN_SAMPLES = 1e-3, 10
 
 
-class IotGauss(ModelSpec):
-    """Gaussian anomaly scorer over a fixed sensor set; score in [0, 1].
+class IotGaussAlgebra(SummaryAlgebra):
+    """Count, mean and covariance: everything merges exactly, nothing is averaged."""
 
-    Examples
-    --------
-    >>> spec = IotGauss()
-    >>> model = spec.new_model()
-    >>> X = np.random.default_rng(0).normal(size=(200, 3))
-    >>> spec.learn_many(model, X, ["a", "b", "c"])
-    >>> s = spec.summarize(model)
-    >>> s.n_samples, s.tensors["cov"].shape
-    (200, (3, 3))
-    """
-
-    name = "iot-gauss"
-    kind = "gauss"
-    task = "iot"
     feature_axes = {"mean": (0,), "cov": (0, 1)}
-
-    @property
-    def params(self) -> dict[str, str]:
-        return {
-            "version": "1",
-            "ridge": repr(RIDGE),
-            "min_samples": str(MIN_SAMPLES),
-            "score": "chi2-wilson-hilferty",
-        }
-
-    def new_model(self) -> GaussianScorer:
-        return GaussianScorer(ridge=RIDGE, min_samples=MIN_SAMPLES)
-
-    def learn_one(
-        self, model: GaussianScorer, x: Mapping[str, float], y: bool | None = None
-    ) -> None:
-        model.learn_one(x)
-
-    def score_one(self, model: GaussianScorer, x: Mapping[str, float]) -> float:
-        return model.score_one(x)
-
-    def _columns(self, model: GaussianScorer, X: np.ndarray, features: Sequence[str]) -> np.ndarray:
-        """``X`` re-ordered into the model's features; absent ones at the mean."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != len(features):
-            raise ModelError(f"X must have one column per feature ({len(features)})")
-        if not model.features:
-            model.load_state(
-                tuple(sorted(features)), 0, np.zeros(len(features)), np.zeros((len(features),) * 2)
-            )
-        position = {f: i for i, f in enumerate(features)}
-        mean = model.mean
-        out = np.empty((len(X), len(model.features)))
-        for j, f in enumerate(model.features):
-            out[:, j] = X[:, position[f]] if f in position else mean[j]
-        return out
-
-    def learn_many(
-        self,
-        model: GaussianScorer,
-        X: np.ndarray,
-        features: Sequence[str],
-        y: np.ndarray | None = None,
-    ) -> None:
-        model.learn_many(self._columns(model, X, features))
-
-    def score_many(
-        self, model: GaussianScorer, X: np.ndarray, features: Sequence[str]
-    ) -> np.ndarray:
-        if not model.features:
-            return np.zeros(len(X))
-        return model.score_many(self._columns(model, X, features))
-
-    def summarize(self, model: GaussianScorer) -> Summary:
-        tensors = {"mean": model.mean, "cov": model.covariance}
-        return Summary(self.name, self.kind, model.features, model.n, tensors, self.params)
-
-    def apply(self, summary: Summary, model: GaussianScorer) -> None:
-        self.check(summary)
-        model.load_state(
-            summary.features, summary.n_samples, summary.tensor("mean"), summary.tensor("cov")
-        )
 
     def signature(self, summary: Summary) -> np.ndarray:
         """Means and standard deviations, for screening."""
@@ -172,4 +98,97 @@ class IotGauss(ModelSpec):
             n_samples=max(n, 1),
             tensors={"mean": mean, "cov": cov},
             base_version=global_.base_version,
+        )
+
+
+class IotGauss(ModelSpec):
+    """Gaussian anomaly scorer over a fixed sensor set; score in [0, 1].
+
+    Examples
+    --------
+    >>> spec = IotGauss()
+    >>> model = spec.new_model()
+    >>> X = np.random.default_rng(0).normal(size=(200, 3))
+    >>> spec.learn_many(model, X, features=["a", "b", "c"])
+    >>> s = spec.summarize(model)
+    >>> s.n_samples, s.tensors["cov"].shape
+    (200, (3, 3))
+    """
+
+    name = "iot-gauss"
+    kind = "gauss"
+    task = "iot"
+    algebra_type = IotGaussAlgebra
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {
+            "version": "1",
+            "ridge": repr(RIDGE),
+            "min_samples": str(MIN_SAMPLES),
+            "score": "chi2-wilson-hilferty",
+        }
+
+    def new_model(self) -> GaussianScorer:
+        return GaussianScorer(ridge=RIDGE, min_samples=MIN_SAMPLES)
+
+    def learn_one(
+        self, model: GaussianScorer, x: Mapping[str, float], y: bool | None = None
+    ) -> None:
+        model.learn_one(x)
+
+    def score_one(self, model: GaussianScorer, x: Mapping[str, float]) -> float:
+        return model.score_one(x)
+
+    def _columns(self, model: GaussianScorer, X: np.ndarray, features: Sequence[str]) -> np.ndarray:
+        """``X`` re-ordered into the model's features; absent ones at the mean."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(features):
+            raise ModelError(f"X must have one column per feature ({len(features)})")
+        if not model.features:
+            model.load_state(
+                tuple(sorted(features)), 0, np.zeros(len(features)), np.zeros((len(features),) * 2)
+            )
+        position = {f: i for i, f in enumerate(features)}
+        mean = model.mean
+        out = np.empty((len(X), len(model.features)))
+        for j, f in enumerate(model.features):
+            out[:, j] = X[:, position[f]] if f in position else mean[j]
+        return out
+
+    def learn_many(
+        self,
+        model: GaussianScorer,
+        X: Sequence[Mapping[str, float]] | Sequence[Sequence[float]] | np.ndarray,
+        y: Sequence[bool | None] | np.ndarray | None = None,
+        *,
+        features: Features | None = None,
+    ) -> None:
+        """A matrix merges in one step (Chan); dicts and key-tuple rows learn event by event.
+
+        An event lacking a feature learns it at the running mean of its own
+        step, which only the ``learn_one`` loop reproduces.
+        """
+        batch = Batch.of(X, y, features)
+        if batch.columns is None:
+            for x, _ in batch.events():
+                model.learn_one(x)
+        else:
+            model.learn_many(self._columns(model, batch.values, batch.columns))
+
+    def score_many(
+        self, model: GaussianScorer, X: np.ndarray, features: Sequence[str]
+    ) -> np.ndarray:
+        if not model.features:
+            return np.zeros(len(X))
+        return model.score_many(self._columns(model, X, features))
+
+    def summarize(self, model: GaussianScorer) -> Summary:
+        tensors = {"mean": model.mean, "cov": model.covariance}
+        return Summary(self.name, self.kind, model.features, model.n, tensors, self.params)
+
+    def apply(self, summary: Summary, model: GaussianScorer) -> None:
+        self.algebra.check(summary)
+        model.load_state(
+            summary.features, summary.n_samples, summary.tensor("mean"), summary.tensor("cov")
         )

@@ -36,7 +36,8 @@ from river import anomaly, compose, preprocessing
 from models import river_adapter
 from models.errors import IncompatibleSummariesError, InvalidSummaryError
 from models.exact import guarded, merge_masses
-from models.specs.base import ModelSpec, check_alpha
+from models.specs.algebra import SummaryAlgebra, check_alpha
+from models.specs.base import ModelSpec
 from models.specs.scaling import (
     SCALER_AXES,
     apply_scaler,
@@ -47,7 +48,7 @@ from models.specs.scaling import (
 )
 from models.summary import Summary
 
-__all__ = ["IotHST", "squash"]
+__all__ = ["IotHST", "IotHSTAlgebra", "squash"]
 
 N_TREES, HEIGHT, WINDOW, SEED = 10, 5, 250, 42
 N_NODES = 2 ** (HEIGHT + 1) - 1
@@ -72,6 +73,109 @@ def tree_digest(features: tuple[str, ...]) -> str:
     return river_adapter.hst_digest(hst)
 
 
+class IotHSTAlgebra(SummaryAlgebra):
+    """Scaler statistics and mass counts merge exactly; params carry the trees' digest."""
+
+    feature_axes = SCALER_AXES
+    count_tensors = frozenset({"count", "r_mass", "l_mass", "ref_windows", "members"})
+
+    def check(self, summary: Summary) -> Summary:
+        """Parameters must match, and the trees digest must be this feature set's."""
+        params = dict(summary.params)
+        digest = params.pop("trees", None)
+        super().check(replace(summary, params=params))
+        if digest != tree_digest(summary.features):
+            raise IncompatibleSummariesError(
+                f"iot-hst summary from node {summary.node_id!r}: its trees (digest {digest}) "
+                f"are not the ones this River builds for {list(summary.features)}"
+            )
+        for name in ("r_mass", "l_mass"):
+            if summary.tensor(name).shape != (N_TREES, N_NODES):
+                raise InvalidSummaryError(f"iot-hst: {name} must have shape {(N_TREES, N_NODES)}")
+        return summary
+
+    def new_summary(
+        self, features: tuple[str, ...], n: int, tensors: dict, like: Summary | None = None
+    ) -> Summary:
+        """A summary of these trees (or ``like`` with them): params carry their digest."""
+        params = self.params | {"trees": tree_digest(features)}
+        if like is None:
+            return Summary(self.name, self.kind, features, n, tensors, params)
+        return replace(like, features=features, n_samples=n, tensors=tensors, params=params)
+
+    def signature(self, summary: Summary) -> np.ndarray:
+        """The average reference window as mass fractions, for screening."""
+        refs = max(int(summary.tensor("ref_windows")[0]), 1)
+        return (summary.tensor("r_mass") / (refs * WINDOW)).ravel()
+
+    def merge_exact(
+        self, summaries: Sequence[Summary], base: Summary | None = None
+    ) -> dict[str, np.ndarray]:
+        """Scaler statistics accumulate (with ``base``); windows are summed, not accumulated."""
+        masses = {
+            name: merge_masses(np.stack([s.tensor(name) for s in summaries]))
+            for name in ("r_mass", "l_mass", "ref_windows", "members")
+        }
+        return merge_scaler(summaries, base) | masses
+
+    def unmerge_exact(self, total: Summary, part: Summary) -> Summary:
+        part = self.align(part, total.features)
+        tensors = dict(total.tensors) | unmerge_scaler(total, part)
+        n = max(total.n_samples - part.n_samples, 0)
+        return self.new_summary(total.features, n, tensors, like=total)
+
+    def rebase(self, new_global: Summary, local: Summary, old_global: Summary | None) -> Summary:
+        """Scaler: new global + local progress; reference: global's; current window: local's."""
+        features = self.union_features([new_global, local])
+        progress = local if old_global is None else self.unmerge_exact(local, old_global)
+        scaler = merge_scaler([self.align(new_global, features), self.align(progress, features)])
+        tensors = scaler | self._profile(new_global, 1.0, None, 0.0) | self._current(local)
+        n = new_global.n_samples + progress.n_samples
+        return replace(
+            self.new_summary(features, n, tensors, like=local), base_version=new_global.base_version
+        )
+
+    @staticmethod
+    def _profile(a: Summary, wa: float, b: Summary | None, wb: float) -> dict[str, np.ndarray]:
+        """Weighted average reference window of ``a`` and ``b`` (sides without one drop out)."""
+        sides = [
+            (s, w)
+            for s, w in ((a, wa), (b, wb))
+            if s is not None and w > 0 and s.tensor("ref_windows")[0] > 0
+        ]
+        if not sides:
+            return {"r_mass": np.zeros((N_TREES, N_NODES), np.int64), "ref_windows": np.array([0])}
+        total = sum(w for _, w in sides)
+        profile = sum(w / total * s.tensor("r_mass") / s.tensor("ref_windows")[0] for s, w in sides)
+        return {"r_mass": np.rint(profile).astype(np.int64), "ref_windows": np.array([1])}
+
+    @staticmethod
+    def _current(local: Summary) -> dict[str, np.ndarray]:
+        single = local.tensor("members")[0] == 1
+        l_mass = local.tensor("l_mass") if single else np.zeros((N_TREES, N_NODES), np.int64)
+        return {"l_mass": l_mass, "members": np.array([1])}
+
+    @guarded
+    def blend(self, global_: Summary, local: Summary, alpha: float) -> Summary:
+        """Mix scalers and average reference windows with weights alpha / 1 - alpha.
+
+        The local model's current window is kept, so it goes on learning
+        where it was.
+        """
+        alpha = check_alpha(alpha)
+        global_, local = self.check(global_), self.check(local)
+        if alpha in (0.0, 1.0):
+            return local if alpha == 0.0 else global_
+        features = self.union_features([global_, local])
+        g, lo = self.align(global_, features), self.align(local, features)
+        tensors = (
+            mix_scaler(g, lo, alpha) | self._profile(g, alpha, lo, 1 - alpha) | self._current(lo)
+        )
+        n = round(alpha * global_.n_samples + (1 - alpha) * local.n_samples)
+        summary = self.new_summary(features, n, tensors, like=lo)
+        return replace(summary, base_version=global_.base_version)
+
+
 class IotHST(ModelSpec):
     """Half-space trees over squashed standardised sensors; score in [0, 1].
 
@@ -89,8 +193,8 @@ class IotHST(ModelSpec):
     name = "iot-hst"
     kind = "hst"
     task = "iot"
-    feature_axes = SCALER_AXES
-    count_tensors = frozenset({"count", "r_mass", "l_mass", "ref_windows", "members"})
+    algebra_type = IotHSTAlgebra
+    algebra: IotHSTAlgebra
 
     @property
     def params(self) -> dict[str, str]:
@@ -131,29 +235,6 @@ class IotHST(ModelSpec):
         rows = np.asarray(X, dtype=np.float64).tolist()
         return np.array([self.score_one(model, dict(zip(features, r, strict=True))) for r in rows])
 
-    def check(self, summary: Summary) -> Summary:
-        """Parameters must match, and the trees digest must be this feature set's."""
-        params = dict(summary.params)
-        digest = params.pop("trees", None)
-        super().check(replace(summary, params=params))
-        if digest != tree_digest(summary.features):
-            raise IncompatibleSummariesError(
-                f"iot-hst summary from node {summary.node_id!r}: its trees (digest {digest}) "
-                f"are not the ones this River builds for {list(summary.features)}"
-            )
-        for name in ("r_mass", "l_mass"):
-            if summary.tensor(name).shape != (N_TREES, N_NODES):
-                raise InvalidSummaryError(f"iot-hst: {name} must have shape {(N_TREES, N_NODES)}")
-        return summary
-
-    def _summary(
-        self, features: tuple[str, ...], n: int, tensors: dict, like: Summary | None = None
-    ) -> Summary:
-        params = self.params | {"trees": tree_digest(features)}
-        if like is None:
-            return Summary(self.name, self.kind, features, n, tensors, params)
-        return replace(like, features=features, n_samples=n, tensors=tensors, params=params)
-
     def summarize(self, model: compose.Pipeline) -> Summary:
         scaler, hst = self._parts(model)
         features = river_adapter.hst_features(hst)
@@ -171,7 +252,7 @@ class IotHST(ModelSpec):
             "members": np.array([1]),
         }
         n = int(tensors["count"].max(initial=0))
-        return self._summary(features, n, tensors)
+        return self.algebra.new_summary(features, n, tensors)
 
     def apply(self, summary: Summary, model: compose.Pipeline) -> None:
         """Load the summary; a merged one scores with its *average* reference window.
@@ -181,7 +262,7 @@ class IotHST(ModelSpec):
         models were at different phases, so a merged summary starts an empty
         current window; a single model's is restored exactly.
         """
-        self.check(summary)
+        self.algebra.check(summary)
         scaler, hst = self._parts(model)
         apply_scaler(summary, scaler)
         if not summary.features:
@@ -195,78 +276,3 @@ class IotHST(ModelSpec):
             raise InvalidSummaryError("iot-hst: current-window masses are inconsistent")
         state = river_adapter.HSTState(l_mass.astype(np.int64), r_mass, counter, refs == 0)
         river_adapter.set_hst_state(hst, state)
-
-    def signature(self, summary: Summary) -> np.ndarray:
-        """The average reference window as mass fractions, for screening."""
-        refs = max(int(summary.tensor("ref_windows")[0]), 1)
-        return (summary.tensor("r_mass") / (refs * WINDOW)).ravel()
-
-    def merge_exact(
-        self, summaries: Sequence[Summary], base: Summary | None = None
-    ) -> dict[str, np.ndarray]:
-        """Scaler statistics accumulate (with ``base``); windows are summed, not accumulated."""
-        masses = {
-            name: merge_masses(np.stack([s.tensor(name) for s in summaries]))
-            for name in ("r_mass", "l_mass", "ref_windows", "members")
-        }
-        return merge_scaler(summaries, base) | masses
-
-    def _assemble(self, like: Summary, features: tuple[str, ...], n: int, tensors: dict) -> Summary:
-        return self._summary(features, n, tensors, like)
-
-    def unmerge_exact(self, total: Summary, part: Summary) -> Summary:
-        part = self.align(part, total.features)
-        tensors = dict(total.tensors) | unmerge_scaler(total, part)
-        return self._assemble(
-            total, total.features, max(total.n_samples - part.n_samples, 0), tensors
-        )
-
-    def rebase(self, new_global: Summary, local: Summary, old_global: Summary | None) -> Summary:
-        """Scaler: new global + local progress; reference: global's; current window: local's."""
-        features = self.union_features([new_global, local])
-        progress = local if old_global is None else self.unmerge_exact(local, old_global)
-        scaler = merge_scaler([self.align(new_global, features), self.align(progress, features)])
-        tensors = scaler | self._profile(new_global, 1.0, None, 0.0) | self._current(local)
-        n = new_global.n_samples + progress.n_samples
-        return replace(
-            self._assemble(local, features, n, tensors), base_version=new_global.base_version
-        )
-
-    @staticmethod
-    def _profile(a: Summary, wa: float, b: Summary | None, wb: float) -> dict[str, np.ndarray]:
-        """Weighted average reference window of ``a`` and ``b`` (sides without one drop out)."""
-        sides = [
-            (s, w)
-            for s, w in ((a, wa), (b, wb))
-            if s is not None and w > 0 and s.tensor("ref_windows")[0] > 0
-        ]
-        if not sides:
-            return {"r_mass": np.zeros((N_TREES, N_NODES), np.int64), "ref_windows": np.array([0])}
-        total = sum(w for _, w in sides)
-        profile = sum(w / total * s.tensor("r_mass") / s.tensor("ref_windows")[0] for s, w in sides)
-        return {"r_mass": np.rint(profile).astype(np.int64), "ref_windows": np.array([1])}
-
-    @staticmethod
-    def _current(local: Summary) -> dict[str, np.ndarray]:
-        single = local.tensor("members")[0] == 1
-        l_mass = local.tensor("l_mass") if single else np.zeros((N_TREES, N_NODES), np.int64)
-        return {"l_mass": l_mass, "members": np.array([1])}
-
-    @guarded
-    def blend(self, global_: Summary, local: Summary, alpha: float) -> Summary:
-        """Mix scalers and average reference windows with weights alpha / 1 - alpha.
-
-        The local model's current window is kept, so it goes on learning
-        where it was.
-        """
-        alpha = check_alpha(alpha)
-        global_, local = self.check(global_), self.check(local)
-        if alpha in (0.0, 1.0):
-            return local if alpha == 0.0 else global_
-        features = self.union_features([global_, local])
-        g, lo = self.align(global_, features), self.align(local, features)
-        tensors = (
-            mix_scaler(g, lo, alpha) | self._profile(g, alpha, lo, 1 - alpha) | self._current(lo)
-        )
-        n = round(alpha * global_.n_samples + (1 - alpha) * local.n_samples)
-        return replace(self._assemble(lo, features, n, tensors), base_version=global_.base_version)

@@ -309,7 +309,7 @@ class PartitionLearner:
         self._evict()
         if learn_batch:  # one feature set: the spec's batch path, same order
             ((features, (_, X)),) = groups.items()
-            self.spec.learn_many(self.model, X, features)
+            self.spec.learn_many(self.model, X, features=features)
             counters["learned"] += len(batch)
         self._drain()
         self._flush_learning()
@@ -406,7 +406,7 @@ class PartitionLearner:
         if self._to_learn_y:
             keys, values, ys = self._to_learn_keys, self._to_learn_values, self._to_learn_y
             self._to_learn_keys, self._to_learn_values, self._to_learn_y = [], [], []
-            self.spec.learn_rows(self.model, keys, values, ys)
+            self.spec.learn_many(self.model, values, ys, features=keys)
 
     def _measure(self) -> None:
         """Fold the labelled scores of a take_* call into the window in one update."""

@@ -352,7 +352,7 @@ class CentralWorker:
         return len(summaries)
 
     def _publish_registry(self, summaries: list, now_ms: int) -> None:
-        strategy = "fedavg" if self.spec.learned_vector(summaries[0]).size else "exact"
+        strategy = "fedavg" if self.spec.algebra.learned_vector(summaries[0]).size else "exact"
         result = merge(summaries, strategy)
         if self._version == 0:  # a restart continues the registry's numbering
             self._version = self.registry.current_version(self.registry_name)

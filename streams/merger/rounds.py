@@ -35,7 +35,7 @@ What an update means (``meta["stats"]``):
   node's stream not sent before (``models.personalize.since``);
 - ``cumulative`` (central shards): everything the node ever learned; the
   merger turns it into an increment by subtracting the node's last merged
-  snapshot (``spec.unmerge_exact``), so resending a snapshot never double
+  snapshot (``spec.algebra.unmerge_exact``), so resending a snapshot never double
   counts.
 
 The first round of a model merges plainly; later rounds merge the increments
@@ -287,7 +287,7 @@ class Merger:
     def _check(self, update: Update) -> Refused | None:
         s = update.summary
         try:
-            get_spec(s.model_name).check(s)
+            get_spec(s.model_name).algebra.check(s)
         except ModelError as e:
             return Refused(update, "invalid-summary", str(e))
         ledger = self.nodes.get(update.node_id)

@@ -138,7 +138,9 @@ def test_rounds_dedup_staleness_screening_and_a_restart(
     contributed = [x for x in round1 + round2 + round3 if x.node_id not in ("g", "evil")]
     # exact statistics: every contributor's counts exactly once (the duplicate never)
     assert v3.summary.n_samples == N * len(contributed) == N * 16
-    expected_count = sum(SPEC.align(x, v3.summary.features).tensor("count") for x in contributed)
+    expected_count = sum(
+        SPEC.algebra.align(x, v3.summary.features).tensor("count") for x in contributed
+    )
     np.testing.assert_array_equal(v3.summary.tensor("count"), expected_count)
 
     dead = [r for _, _, r in decoded(s.kafka_bootstrap or "", prism_topics["dead-letter"])]

@@ -220,7 +220,7 @@ def merger_intake(data: bytes) -> None:
     record = CODEC.decode(data, expected="WeightSummary")
     VERIFIER.check(record)
     summary = summary_from_weight_record(record)
-    get_spec(summary.model_name).check(summary)
+    get_spec(summary.model_name).algebra.check(summary)
 
 
 @pytest.mark.parametrize("mode", ["avro", "json"])
@@ -237,7 +237,7 @@ def test_merger_summary_verification_refuses_with_its_own_errors(mode: str) -> N
 def edge_global(data: bytes) -> None:
     """edge_agents/globals.py TopicGlobals._decode (it catches ModelError and ValueError)."""
     info = global_model_from_record(CODEC.decode(data, expected="GlobalModel"))
-    get_spec(info.summary.model_name).check(info.summary)
+    get_spec(info.summary.model_name).algebra.check(info.summary)
 
 
 def test_edge_global_model_decoding_refuses_with_its_own_errors() -> None:

@@ -94,7 +94,7 @@ def test_a_round_interrupted_by_a_merger_restart_completes_with_each_update_once
     assert sorted((c.node_id, c.sequence) for c in v2.contributors) == [(n, 2) for n in NODES]
     assert v2.summary.n_samples == N * 12  # round 1 and round 2, each update once
     everything = round1 + round2
-    want = sum(SPEC.align(x, v2.summary.features).tensor("count") for x in everything)
+    want = sum(SPEC.algebra.align(x, v2.summary.features).tensor("count") for x in everything)
     np.testing.assert_array_equal(v2.summary.tensor("count"), want)
     boot = s.kafka_bootstrap or ""
     assert decoded(boot, prism_topics["dead-letter"]) == []

@@ -126,7 +126,7 @@ def test_increments_cover_disjoint_stretches_so_the_merger_counts_each_event_onc
     final = closed.result.summary
     truth = SPEC.summarize(oracle)
     assert final.n_samples == 1200 == truth.n_samples
-    aligned = SPEC.align(final, truth.features)
+    aligned = SPEC.algebra.align(final, truth.features)
     assert aligned.tensor("count").tolist() == truth.tensor("count").tolist()
     for name in ("mean", "var"):
         np.testing.assert_allclose(aligned.tensor(name), truth.tensor(name), rtol=rtol, atol=1e-12)
@@ -176,12 +176,14 @@ def test_restore_of_a_state_continues_exactly() -> None:
 
 def test_dp_clips_the_weight_movement_and_refuses_specs_without_weights() -> None:
     clipped = trained(n=300, dp_clip=0.01, dp_noise=0.0)
-    before = SPEC.learned_vector(clipped.state().replica) * 0  # baseline: a fresh model
+    before = SPEC.algebra.learned_vector(clipped.state().replica) * 0  # baseline: a fresh model
     increment = clipped.cut()
-    movement = SPEC.learned_vector(increment) - before
+    movement = SPEC.algebra.learned_vector(increment) - before
     assert np.linalg.norm(movement) == pytest.approx(0.01)
     noisy = trained(n=300, dp_clip=0.01, dp_noise=1.0).cut()
-    assert not np.allclose(SPEC.learned_vector(noisy), SPEC.learned_vector(increment))
+    assert not np.allclose(
+        SPEC.algebra.learned_vector(noisy), SPEC.algebra.learned_vector(increment)
+    )
     with pytest.raises(ModelError, match="no learned weights"):
         EdgeLearner("iot-gauss", "n1", EdgePolicy(dp_clip=1.0))
     with pytest.raises(ModelError, match="clipping norm"):
@@ -282,7 +284,7 @@ def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops, min_move
     final = merger.tiers["fraud-linear"].current
     truth = SPEC.summarize(oracle)
     assert final.n_samples == truth.n_samples == sum(learned.values())
-    aligned = SPEC.align(final, truth.features)
+    aligned = SPEC.algebra.align(final, truth.features)
     for name in ("count", "mean", "var"):
         np.testing.assert_allclose(aligned.tensor(name), truth.tensor(name), rtol=1e-9, atol=1e-9)
 

@@ -109,8 +109,8 @@ def test_packed_states_are_several_times_smaller_than_spelled_out_ones(name, mak
     spelled, packed = size(unpacked_state(summary)), size(summary_to_state(summary, "float32"))
     by_id = size(summary_to_state(summary, "float32", with_layout=False))
     assert by_id < packed < spelled / (4 if name == "iot-hst" else 1.3)
-    get_spec(name).check(unpack(summary_to_state(summary, "float32")["packed"], name,
-                                summary.kind, summary.n_samples))  # fmt: skip
+    get_spec(name).algebra.check(unpack(summary_to_state(summary, "float32")["packed"], name,
+                                        summary.kind, summary.n_samples))  # fmt: skip
 
 
 @settings(max_examples=60, deadline=None)

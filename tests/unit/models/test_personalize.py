@@ -41,7 +41,7 @@ def test_blend_ends_are_the_two_models(name, pair, same):
     same(blend(g, lo, 0.0), lo)
     same(blend(g, lo, 1.0), g)
     mid = blend(g, lo, 0.5)
-    get_spec(name).check(mid)
+    get_spec(name).algebra.check(mid)
     with pytest.raises(ModelError):
         blend(g, lo, 1.5)
 

@@ -53,8 +53,8 @@ def test_summary_moves_the_learned_part_from_the_reference_and_keeps_the_rest(ki
     _, local = _trained(100, 1, start=reference)
     local = local.with_provenance(node_id="n1", sequence=7, base_version=3)
     sent = poison_summary(spec, local, reference, Attack(0.2, kind, 4.0), np.random.default_rng())
-    ref, honest = spec.learned_vector(reference), spec.learned_vector(local)
-    assert np.allclose(spec.learned_vector(sent), ref + factor * (honest - ref))
+    ref, honest = spec.algebra.learned_vector(reference), spec.algebra.learned_vector(local)
+    assert np.allclose(spec.algebra.learned_vector(sent), ref + factor * (honest - ref))
     assert not np.allclose(honest, ref)  # the node did learn something
     exact = set(local.tensors) - {"weights", "intercept"}
     assert exact
@@ -68,7 +68,7 @@ def test_summary_moves_the_learned_part_from_the_reference_and_keeps_the_rest(ki
 def test_without_a_reference_the_update_is_from_the_fresh_zero_model():
     spec, local = _trained(100, 1)
     sent = poison_summary(spec, local, None, Attack(0.2, "scaled", 2.0), np.random.default_rng())
-    assert np.allclose(spec.learned_vector(sent), 2.0 * spec.learned_vector(local))
+    assert np.allclose(spec.algebra.learned_vector(sent), 2.0 * spec.algebra.learned_vector(local))
 
 
 def test_specs_without_learned_weights_cannot_be_poisoned():

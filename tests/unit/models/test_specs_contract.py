@@ -41,6 +41,13 @@ def test_spec_declares_its_identity(name):
     assert all(isinstance(v, str) for v in spec.params.values())
 
 
+def test_algebra_checks_the_spec_own_summaries(name, make_learned):
+    spec = get_spec(name)
+    assert (spec.algebra.name, spec.algebra.kind) == (spec.name, spec.kind)
+    _, summary = make_learned(name)
+    assert spec.algebra.check(summary) is summary
+
+
 def test_round_trip_through_the_wire_is_equal(name, make_learned, same):
     _, summary = make_learned(name)
     back = state_to_summary(summary_to_state(summary), node_id="n1", sequence=1)
@@ -124,7 +131,7 @@ def test_bad_summaries_raise_typed_errors(name, make_learned):
         merge([replace(summary, n_samples=0)])
     truncated = dict(summary.tensors) | {tensor: summary.tensors[tensor].ravel()[:1]}
     with pytest.raises(ModelError):
-        spec.check(replace(summary, tensors=truncated))
+        spec.algebra.check(replace(summary, tensors=truncated))
 
 
 def test_unknown_spec_names_raise():

@@ -191,5 +191,5 @@ def test_a_central_shard_adds_its_statistics_but_its_weights_do_not_vote() -> No
     assert weights["central/p0"] == 0.0 and weights["a"] + weights["b"] == pytest.approx(1.0)
     assert closed.result.summary.n_samples == 480  # every event counted once
     edges = [local_summary("a", 1), local_summary("b", 2)]
-    fedavg = sum(SPEC.learned_vector(s) for s in edges) / 2  # equal n: a plain mean
-    np.testing.assert_allclose(SPEC.learned_vector(closed.result.summary), fedavg)
+    fedavg = sum(SPEC.algebra.learned_vector(s) for s in edges) / 2  # equal n: a plain mean
+    np.testing.assert_allclose(SPEC.algebra.learned_vector(closed.result.summary), fedavg)

@@ -1,4 +1,4 @@
-"""``learn_dicts`` (the central learner's batch path) equals River's learn_one loop."""
+"""``learn_many`` (the central learner's batch path) equals River's learn_one loop."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_fraud_linear_batch_path_equals_river_for_any_sparse_stream_and_split(
     bounds = sorted({0, len(batch), *(c for c in cuts if c < len(batch))})
     for lo, hi in zip(bounds, bounds[1:], strict=False):
         chunk = batch[lo:hi]
-        spec.learn_dicts(fast, [x for x, _ in chunk], [y for _, y in chunk])
+        spec.learn_many(fast, [x for x, _ in chunk], [y for _, y in chunk])
     assert_same(spec.summarize(reference), spec.summarize(fast))
     probe = dict.fromkeys(KEYS, 1.5)
     assert spec.score_one(fast, probe) == pytest.approx(spec.score_one(reference, probe), 1e-9)
@@ -71,17 +71,17 @@ def test_fraud_linear_batch_path_on_a_model_restored_from_a_merged_summary(make_
     reference, fast = spec.load(merged), spec.load(merged)
     more = make_events("fraud", 30, seed=2)
     river_loop(spec, reference, more)
-    spec.learn_dicts(fast, [x for x, _ in more], [y for _, y in more])
+    spec.learn_many(fast, [x for x, _ in more], [y for _, y in more])
     assert_same(spec.summarize(reference), spec.summarize(fast))
 
 
 def test_fraud_linear_batch_path_refuses_unlabelled_events() -> None:
     spec = get_spec("fraud-linear")
     with pytest.raises(ModelError, match="label"):
-        spec.learn_dicts(spec.new_model(), [{"a": 1.0}], [None])
+        spec.learn_many(spec.new_model(), [{"a": 1.0}], [None])
 
 
-@pytest.mark.parametrize("path", ["learn_dicts", "learn_rows"])
+@pytest.mark.parametrize("path", ["dicts", "rows", "matrix"])
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_every_spec_batch_path_equals_its_learn_one_loop(name, path, make_events) -> None:
     spec = get_spec(name)
@@ -92,10 +92,14 @@ def test_every_spec_batch_path_equals_its_learn_one_loop(name, path, make_events
         spec.learn_one(reference, x, y)
     for lo, hi in ((0, 120), (120, len(events))):
         xs = [x for x, _ in events[lo:hi]]
-        if path == "learn_dicts":
-            spec.learn_dicts(fast, xs, ys[lo:hi])
+        if path == "dicts":
+            spec.learn_many(fast, xs, ys[lo:hi])
+        elif path == "matrix":  # every event carries every feature here
+            names = tuple(xs[0])
+            spec.learn_many(fast, [[x[f] for f in names] for x in xs], ys[lo:hi], features=names)
         else:
-            spec.learn_rows(fast, *as_rows(xs, share=True), ys[lo:hi])
+            keys, rows = as_rows(xs, share=True)
+            spec.learn_many(fast, rows, ys[lo:hi], features=keys)
     assert_same(spec.summarize(reference), spec.summarize(fast))
 
 
@@ -107,8 +111,9 @@ def test_fraud_linear_rows_path_equals_the_dicts_path(warmup, batch, share) -> N
     river_loop(spec, by_dicts, warmup)
     river_loop(spec, by_rows, warmup)
     xs, ys = [x for x, _ in batch], [y for _, y in batch]
-    spec.learn_dicts(by_dicts, xs, ys)
-    spec.learn_rows(by_rows, *as_rows(xs, share=share), ys)
+    spec.learn_many(by_dicts, xs, ys)
+    keys, rows = as_rows(xs, share=share)
+    spec.learn_many(by_rows, rows, ys, features=keys)
     a, b = spec.summarize(by_dicts), spec.summarize(by_rows)
     assert a.features == b.features and a.n_samples == b.n_samples
     for name, t in a.tensors.items():
@@ -118,6 +123,6 @@ def test_fraud_linear_rows_path_equals_the_dicts_path(warmup, batch, share) -> N
 def test_fraud_linear_rows_path_refuses_unlabelled_or_ragged_input() -> None:
     spec = get_spec("fraud-linear")
     with pytest.raises(ModelError, match="label"):
-        spec.learn_rows(spec.new_model(), [("a",)], [[1.0]], [None])
+        spec.learn_many(spec.new_model(), [[1.0]], [None], features=[("a",)])
     with pytest.raises(ModelError, match="rows"):
-        spec.learn_rows(spec.new_model(), [("a",)], [[1.0], [2.0]], [True])
+        spec.learn_many(spec.new_model(), [[1.0], [2.0]], [True], features=[("a",)])
