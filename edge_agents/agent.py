@@ -193,7 +193,7 @@ class EdgeAgent:
                 "latency_ms": latency_ms,
                 "label": record.get("label"),
                 "experts": [
-                    {"name": n, "weight": w, "version": scored.version if n == "global" else 0}
+                    {"name": n, "weight": w, "version": 0 if n == "personal" else scored.version}
                     for n, w in scored.weights
                 ]
                 or None,

@@ -4,6 +4,9 @@ An edge node keeps two models that learn every event, and two summaries:
 
 - ``personal``: its own incremental model. No global ever overwrites it, so
   a site whose data differs from the fleet's (non-IID) keeps what it learned;
+  a global that served the site better than it pulls its slopes a little at
+  the next version (``EdgePolicy.personal_pull``, Ditto's regularizer; the
+  site's own base rate and statistics are kept);
 - ``replica``: the federated replica. It adopts each new global (reconciled
   with what it learned since, :func:`models.personalize.reconcile`) and the
   increments are cut from it;
@@ -15,9 +18,13 @@ An edge node keeps two models that learn every event, and two summaries:
   stretches of its stream and the merger counts every event once.
 
 Scoring, per event: with a fresh global and ``0 < blend_alpha < 1`` the
-personal and global models' probabilities are mixed with weights learned
-online from the site's own labels (:class:`models.experts.ExpertMixer`,
-``blend_alpha`` is the global's prior weight; ``source="blend"``); with
+experts' probabilities are mixed with weights learned online from the site's
+own labels (:class:`models.experts.ExpertMixer`, ``blend_alpha`` is the
+global's prior weight; ``source="blend"``). The experts are the personal
+model and the global, and with ``EdgePolicy.shift_global`` (classifiers only)
+the global *shifted* to the site's share of positives
+(:class:`models.offset.LogitOffset`: under label skew the global ranks a
+site's events well but at the fleet's base rate); with
 ``blend_alpha`` 1 the global alone (``"global"``); else the personal model
 alone -- the *fallback* -- when there is no global model, it is older than
 ``global_max_age_s``, or the node is cut off.
@@ -38,6 +45,7 @@ import numpy as np
 
 from models.errors import ModelError
 from models.experts import ExpertMixer
+from models.offset import LogitOffset
 from models.personalize import RULES, reconcile, since
 from models.privacy import gaussian_mechanism
 from models.specs import get_spec
@@ -48,6 +56,7 @@ __all__ = ["EdgeLearner", "EdgePolicy", "EdgeState", "Scored"]
 
 SOURCES = ("global", "blend", "local")
 EXPERTS = ("personal", "global")
+SHIFTED = "shifted"  # the third expert, with EdgePolicy.shift_global
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +77,14 @@ class EdgePolicy:
     min_move: float = 0.0
     #: a node holds at most this many due increments in a row, then sends regardless
     max_hold: int = 4
+    #: Ditto-style personal models: per event learned under a global that the site's labels
+    #: graded better than the personal model, the personal slopes move this share toward
+    #: that global's (compounded at the next adoption); 0 = never (after the warm start)
+    personal_pull: float = 0.01
+    #: classifiers: a third expert, the global shifted to the site's share of positives
+    #: (off by default: it wins under label skew, but hides a poisoned global from the
+    #: mixer -- see docs/learning-quality.md)
+    shift_global: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend_alpha <= 1.0:
@@ -90,6 +107,8 @@ class EdgePolicy:
             raise ModelError(f"min_move must be >= 0, got {self.min_move}")
         if self.max_hold < 1:
             raise ModelError("max_hold must be >= 1")
+        if not 0.0 <= self.personal_pull < 1.0:
+            raise ModelError(f"personal_pull must be in [0, 1), got {self.personal_pull}")
 
 
 @dataclass(slots=True)
@@ -138,9 +157,20 @@ class EdgeLearner:
         # count before which the next one is not due (not saved: a restart sends sooner)
         self.held, self._hold_until, self._due = 0, 0, 1
         self._global_model: Any = None
-        alpha = policy.blend_alpha
-        self.mixer = ExpertMixer(EXPERTS, prior=(1.0 - alpha, alpha), share=policy.mix_share)
+        alpha = policy.blend_alpha  # the global's prior weight, shared with its shifted copy
+        self.shifting = policy.shift_global and self.spec.supervised  # no posterior to shift else
+        names, prior = EXPERTS, (1.0 - alpha, alpha)
+        if self.shifting:
+            names, prior = (*EXPERTS, SHIFTED), (1.0 - alpha, alpha / 2, alpha / 2)
+        self.mixer = ExpertMixer(names, prior=prior, share=policy.mix_share)
+        self.offset = LogitOffset()
         self._scored: OrderedDict[str, dict[str, float]] = OrderedDict()
+        # Ditto's pull (EdgePolicy.personal_pull) goes toward the global in service, and only
+        # when the site's labels graded it better than the personal model: the log-likelihood
+        # ratio of the global (or its shifted copy) to the personal model, summed since it was
+        # adopted, and while the mixer trusts the fleet more than the personal model. A
+        # poisoned global, or one no better for this site, does not pull.
+        self._since_pull, self._earned = 0, 0.0
         self._personal_empty = True  # learned nothing and adopted nothing yet
         self._rng = np.random.default_rng([policy.dp_seed, _stable(node_id)])
         if policy.dp_clip is not None and not self._has_learned_part():
@@ -174,6 +204,8 @@ class EdgeLearner:
         if not self.mixing:
             return Scored(glob, "global", self.global_version)
         experts = {"personal": self.spec.score_one(self.personal, x), "global": glob}
+        if self.shifting:
+            experts[SHIFTED] = self.offset.apply(glob)
         if event_id is not None:
             self._scored[event_id] = experts
             if len(self._scored) > self.policy.max_pending:
@@ -218,12 +250,19 @@ class EdgeLearner:
         experts = self._scored.pop(event_id, None)
         if experts is not None:
             self.mixer.update(experts, label)
+            if SHIFTED in experts:
+                self.offset.update(experts["global"], label)
+            if self.policy.personal_pull > 0 and self.spec.supervised and "global" in experts:
+                fleet = experts.get(SHIFTED, experts["global"])
+                self._earned += _log_likelihood(fleet, label)
+                self._earned -= _log_likelihood(experts["personal"], label)
 
     def learn(self, x: Mapping[str, float], y: bool | None) -> None:
         """Both models learn the event: the personal one and the federated replica."""
         self.spec.learn_one(self.personal, x, y)
         self.spec.learn_one(self.replica, x, y)
         self._personal_empty = False
+        self._since_pull += 1
         self.counts["learned"] += 1
         self.learned_since_cut += 1
 
@@ -243,6 +282,14 @@ class EdgeLearner:
             return False
         self.spec.algebra.check(summary)
         stamped = summary.with_provenance(node_id="global", sequence=0, base_version=version)
+        if (
+            self.global_ is not None
+            and self._since_pull > 0
+            and self._earned > 0
+            and self._fleet_trusted()
+        ):
+            self._pull_personal(self.global_)
+        self._since_pull, self._earned = 0, 0.0
         replica = self._replica_summary()
         rule = self.policy.reconcile_rule
         merged = reconcile(stamped, replica, self.baseline, rule, alpha=self.policy.blend_alpha)
@@ -255,6 +302,15 @@ class EdgeLearner:
             self._personal_empty = False
         self.counts["adopted"] += 1
         return True
+
+    def _fleet_trusted(self) -> bool:
+        return self.mixer.weights(dict.fromkeys(self.mixer.names, 0.5))["personal"] < 0.5
+
+    def _pull_personal(self, global_: Summary) -> None:
+        """Ditto's proximal step, compounded over the events learned since the last global."""
+        share = 1.0 - (1.0 - self.policy.personal_pull) ** self._since_pull
+        own = replace(self.spec.summarize(self.personal), node_id=self.node_id)
+        self.personal = self.spec.load(self.spec.algebra.pull_toward(own, global_, share))
 
     def cut_due(self, every: int) -> bool:
         """Whether the next increment is due: every ``every`` learned events, sooner at first.
@@ -342,7 +398,7 @@ class EdgeLearner:
             sequence=self.sequence,
             pending=dict(self.pending),
             personal=replace(self.spec.summarize(self.personal), node_id=self.node_id),
-            mixer=self.mixer.state(),
+            mixer=self.mixer.state() | {"offset": self.offset.state()},
         )
 
     def restore(self, state: EdgeState) -> None:
@@ -352,6 +408,8 @@ class EdgeLearner:
         self._personal_empty = personal.n_samples == 0
         if state.mixer is not None:
             self.mixer.load_state(state.mixer)
+            if "offset" in state.mixer:  # absent from states saved before the shifted expert
+                self.offset.load_state(state.mixer["offset"])
         self.baseline, self.global_ = state.baseline, state.global_
         self.global_version, self.global_created_ms = state.global_version, state.global_created_ms
         self.sequence = state.sequence
@@ -368,6 +426,10 @@ class EdgeLearner:
 
     def _has_learned_part(self) -> bool:
         return self.spec.algebra.learned_vector(self.spec.summarize(self.spec.new_model())).size > 0
+
+
+def _log_likelihood(p: float, label: bool) -> float:
+    return math.log(min(max(p if label else 1.0 - p, 1e-4), 1.0))
 
 
 def _stable(text: str) -> int:

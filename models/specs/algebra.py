@@ -194,3 +194,14 @@ class SummaryAlgebra(abc.ABC):
     @abc.abstractmethod
     def blend(self, global_: Summary, local: Summary, alpha: float) -> Summary:
         """A model between ``local`` (alpha=0) and ``global_`` (alpha=1)."""
+
+    def pull_toward(self, local: Summary, global_: Summary, share: float) -> Summary:
+        """``local`` moved ``share`` of the way toward ``global_`` where the fleet knows better.
+
+        A personal model's regularizer toward the global (Ditto, Li et al.
+        2021). The default leaves ``local`` as it is: a spec without a
+        supervised objective (anomaly detectors) has nothing to regularize,
+        and its per-site statistics are what personalization is for.
+        """
+        check_alpha(share)
+        return local

@@ -128,6 +128,26 @@ class FraudLinearAlgebra(SummaryAlgebra):
             lo, features=features, n_samples=n, tensors=tensors, base_version=global_.base_version
         )
 
+    @guarded
+    def pull_toward(self, local: Summary, global_: Summary, share: float) -> Summary:
+        """The local slopes move ``share`` of the way to the global's; the intercept stays.
+
+        Slopes are compared on raw features (each model's own scaler undone)
+        and the result is written back in the local scaler's space, whose
+        statistics stay the site's own. The intercept -- the site's log-odds
+        at its own average event -- is not pulled: a site's share of
+        positives (label skew) is exactly what the fleet cannot know better.
+        """
+        share = check_alpha(share)
+        local, global_ = self.check(local), self.check(global_)
+        if share == 0.0:
+            return local
+        g = self.align(global_, self.union_features([global_, local]))
+        lo = self.align(local, g.features)
+        a_global, _ = self._raw(g)
+        weights = (1 - share) * lo.tensor("weights") + share * a_global * np.sqrt(lo.tensor("var"))
+        return replace(lo, tensors=dict(lo.tensors) | {"weights": weights})
+
 
 class FraudLinear(ModelSpec):
     """Binary fraud classifier; score = P(fraud).

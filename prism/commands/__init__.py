@@ -22,6 +22,17 @@ def add_redis_wait(parser: argparse.ArgumentParser) -> None:
 
 PRECISIONS = ("float64", "float32", "float16", "int8")  # models.packing.PACK_DTYPES
 
+#: edge_agents.learner.EdgePolicy.personal_pull, without importing the learner at start-up
+PERSONAL_PULL = 0.01
+SHIFT_HELP = (
+    "classifiers: mix in the global shifted to the site's share of positives as a third "
+    "expert (helps under label skew; hides a poisoned global from the mixer)"
+)
+PULL_HELP = (
+    "Ditto-style personal models: per event learned, a site's personal slopes move this "
+    "share toward each new global's (its base rate stays its own; 0 = never)"
+)
+
 
 def add_wire_precision(parser: argparse.ArgumentParser, what: str, *, deltas: bool) -> None:
     """``--quantize`` (and ``--deltas``): the float precision on the wire (docs/bytes.md)."""

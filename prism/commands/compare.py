@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prism.commands import add_wire_precision
+from prism.commands import PERSONAL_PULL, PULL_HELP, SHIFT_HELP, add_wire_precision
 from runtime.errors import UsageError
 from runtime.settings import Settings
 
@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="sites hold summaries whose weights moved less than this share",
     )
+    p.add_argument(
+        "--personal-pull",
+        type=float,
+        default=PERSONAL_PULL,
+        help=f"hybrid: {PULL_HELP}",
+    )
+    p.add_argument("--shift-global", action="store_true", help=f"hybrid: {SHIFT_HELP}")
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
     p.add_argument("--poison", help="FRACTION:KIND[:SCALE] of sites send scaled|signflip|random "
                    "updates (default scale 10), e.g. 0.2:signflip")  # fmt: skip
@@ -50,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="NAME=V1,V2,...",
         help="the accuracy/bytes frontier over summary-every, quantize, round-size, "
-        "round-timeout-ms, forward-sample, min-move, blend-alpha or strategy (repeat for a "
-        "grid); --plot then draws metric vs bytes",
+        "round-timeout-ms, forward-sample, min-move, personal-pull, blend-alpha or strategy "
+        "(repeat for a grid); --plot then draws metric vs bytes",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, help="write the windowed metric as a PNG")
@@ -107,6 +114,8 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             blend_alpha=args.blend_alpha,
             forward_sample=args.forward_sample,
             min_move=args.min_move,
+            personal_pull=args.personal_pull,
+            shift_global=args.shift_global,
             outage=outage,
             poison=poison,
             seed=args.seed,

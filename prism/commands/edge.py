@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prism.commands import add_wire_precision
+from prism.commands import PERSONAL_PULL, PULL_HELP, SHIFT_HELP, add_wire_precision
 from runtime.errors import UsageError
 from runtime.settings import Settings
 
@@ -73,6 +73,10 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
         help="adaptive cadence: hold a due summary whose weights moved less than this share "
         "of their norm (at most 4 in a row; 0 = always send)",
     )
+    p.add_argument(
+        "--personal-pull", type=float, default=PERSONAL_PULL, metavar="SHARE", help=PULL_HELP
+    )
+    p.add_argument("--shift-global", action="store_true", help=SHIFT_HELP)
     add_wire_precision(p, "summaries", deltas=False)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument(
@@ -118,6 +122,8 @@ def config_from(args: argparse.Namespace, **overrides: object):
             dp_noise=args.dp_noise,
             dp_seed=args.dp_seed,
             min_move=args.min_move,
+            personal_pull=args.personal_pull,
+            shift_global=args.shift_global,
         )
         fields = dict(
             node_id=getattr(args, "node", "fleet"),
@@ -158,20 +164,28 @@ _FLEET_PASS = (
     "start_at",
     "globals_from",
     "blend_alpha", "global_max_age", "reconcile", "dp_clip", "dp_noise", "dp_seed", "min_move",
-    "quantize",
+    "personal_pull", "shift_global", "quantize",
     "idle_exit", "drain_timeout",
 )  # fmt: skip
+
+
+def fleet_flags(args: argparse.Namespace) -> list[str]:
+    """The flags each agent of a fleet gets: the fleet's own, as ``edge run`` spells them."""
+    passed: list[str] = []
+    for name in _FLEET_PASS:
+        value, flag = getattr(args, name), f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):  # a switch: present or not
+            passed += [flag] if value else []
+        elif value is not None:
+            passed += [flag, str(value)]
+    return passed
 
 
 def cmd_fleet(args: argparse.Namespace, settings: Settings) -> int:
     from edge_agents.fleet import run_fleet
 
     config_from(args)  # every flag checked once, before K processes start
-    passed: list[str] = []
-    for name in _FLEET_PASS:
-        value = getattr(args, name)
-        if value is not None:
-            passed += [f"--{name.replace('_', '-')}", str(value)]
+    passed = fleet_flags(args)
     try:
         return run_fleet(
             args.data, args.nodes, passed, prefix=args.prefix, log_dir=settings.state_dir / "fleet"

@@ -84,6 +84,8 @@ class SimConfig:
     blend_alpha: float = 0.5
     forward_sample: float = 0.1
     min_move: float = 0.0  # adaptive cadence (EdgePolicy.min_move)
+    personal_pull: float = EdgePolicy.personal_pull  # Ditto-style personal models
+    shift_global: bool = False  # the hybrid's third expert (EdgePolicy.shift_global)
     outage: Outage | None = None
     poison: Attack | None = None
     seed: int = 0
@@ -123,7 +125,13 @@ class _Fleet:
         self.name, self.stream, self.config = name, stream, config
         n_sites = len(stream.site_names)
         alpha = {"federated": 1.0, "hybrid": config.blend_alpha}.get(name, 0.0)
-        policy = EdgePolicy(blend_alpha=alpha, global_max_age_s=1e12, min_move=config.min_move)
+        policy = EdgePolicy(
+            blend_alpha=alpha,
+            global_max_age_s=1e12,
+            min_move=config.min_move,
+            personal_pull=config.personal_pull,
+            shift_global=config.shift_global,
+        )
         self.sites = [EdgeLearner(config.spec_name, s, policy) for s in stream.site_names]
         self.central = EdgeLearner(config.spec_name, "central", EdgePolicy())
         self.run = Run(name, np.zeros(len(stream)), [""] * len(stream))

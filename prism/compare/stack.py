@@ -194,6 +194,8 @@ class _ArchitectureOnStack:
                 "--data", str(self.log_path), "--task", self.task, "--model", c.spec_name,
                 "--summary-every", every, "--blend-alpha", alpha,
                 "--quantize", c.quantize or "float64", "--min-move", str(c.min_move),
+                "--personal-pull", str(c.personal_pull),
+                *(["--shift-global"] if c.shift_global else []),
                 "--global-max-age", "1e9", "--drain-timeout", "30",
                 "--speedup", str(self._speedup()),
                 "--start-at", str(time.time() + START_MARGIN_S),

@@ -58,6 +58,7 @@ SWEEPABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "deltas": ("deltas", _deltas),
     "forward-sample": ("forward_sample", _share),
     "min-move": ("min_move", _share),
+    "personal-pull": ("personal_pull", _share),
     "blend-alpha": ("blend_alpha", _share),
     "strategy": ("strategy", str),
 }

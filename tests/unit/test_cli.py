@@ -48,3 +48,28 @@ def test_datagen_that_fails_leaves_no_log_behind(
     assert list(tmp_path.glob("*local.avro")) == []
     assert main([*bad[:-1], "1", "--out", str(out)]) == 0
     assert out.is_file() and list(tmp_path.glob("*local.avro")) == [out]
+
+
+def test_personal_pull_and_shift_global_default_to_the_learners_and_reach_it() -> None:
+    from edge_agents.learner import EdgePolicy
+    from prism.commands.edge import config_from
+
+    parser = build_parser()
+    assert parser.parse_args(["compare", "--data", "x"]).personal_pull == EdgePolicy.personal_pull
+    run = ["edge", "run", "--node", "n1", "--source", "kafka"]
+    assert config_from(parser.parse_args(run)).policy.personal_pull == EdgePolicy.personal_pull
+    pulled = config_from(parser.parse_args([*run, "--personal-pull", "0.05", "--shift-global"]))
+    assert pulled.policy.personal_pull == 0.05 and pulled.policy.shift_global
+    assert not config_from(parser.parse_args(run)).policy.shift_global
+
+
+def test_a_fleet_passes_its_agents_flags_and_switches_as_edge_run_spells_them() -> None:
+    from prism.commands.edge import fleet_flags
+
+    parser = build_parser()
+    fleet = ["edge", "fleet", "--nodes", "2", "--data", "x.avro", "--personal-pull", "0.03"]
+    passed = fleet_flags(parser.parse_args([*fleet, "--shift-global"]))
+    assert passed[passed.index("--personal-pull") + 1] == "0.03" and "--shift-global" in passed
+    assert "--shift-global" not in fleet_flags(parser.parse_args(fleet))
+    run = parser.parse_args(["edge", "run", "--node", "n", "--source", "kafka", *passed])
+    assert run.shift_global and run.personal_pull == 0.03

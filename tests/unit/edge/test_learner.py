@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from edge_agents.learner import EdgeLearner, EdgePolicy
+from edge_agents.learner import EXPERTS, SHIFTED, EdgeLearner, EdgePolicy
 from models.errors import ModelError
 from models.specs import get_spec
 from streams.merger.rounds import Merger, MergerConfig, Update
@@ -218,7 +218,7 @@ def test_a_new_node_starts_its_personal_model_from_the_first_global() -> None:
 
 
 def test_no_global_overwrites_the_personal_model() -> None:
-    learner = trained(n=150)
+    learner = trained(n=150, personal_pull=0.0)
     before = SPEC.summarize(learner.personal)
     learner.cut()
     assert learner.adopt(a_global(1), 1, NOW) and learner.adopt(a_global(2, seed=4), 2, NOW)
@@ -227,6 +227,51 @@ def test_no_global_overwrites_the_personal_model() -> None:
         np.testing.assert_array_equal(before.tensor(name), after.tensor(name))
     replica = learner.state().replica
     assert replica.n_samples > before.n_samples  # the replica took the globals in
+
+
+def _twins(flip_site: bool, pull: float = 0.01) -> tuple[EdgeLearner, EdgeLearner, object]:
+    """A site with and without Ditto's pull, fed alike: personal models learned an inverted
+    concept, then g1 serves 300 scored events whose labels follow the fleet's concept (the
+    global earns the pull) or, with ``flip_site``, the inverted one (it does not)."""
+    twins = []
+    for rate in (pull, 0.0):
+        learner = EdgeLearner("fraud-linear", "site", EdgePolicy(personal_pull=rate))
+        for eid, x, y in events(3, 150):
+            learner.observe(eid, x, not y)
+        g1 = a_global(1)
+        assert learner.adopt(g1, 1, NOW)
+        for eid, x, y in events(4, 300):
+            learner.score(x, NOW, True, event_id=eid)
+            learner.observe(eid, x, y != flip_site)
+        twins.append(learner)
+    return twins[0], twins[1], g1
+
+
+def test_a_global_that_earned_it_pulls_the_personal_slopes_at_the_next_version() -> None:
+    pulled, twin, g1 = _twins(flip_site=False)
+    before = SPEC.summarize(twin.personal)
+    assert pulled.adopt(a_global(2, seed=4), 2, NOW) and twin.adopt(a_global(2, seed=4), 2, NOW)
+    after = SPEC.summarize(pulled.personal)
+    share = 1 - (1 - 0.01) ** 300  # Ditto's proximal step, once per event learned under g1
+    std_g, std_p = np.sqrt(g1.tensor("var")), np.sqrt(before.tensor("var"))
+    toward = g1.tensor("weights") / std_g * std_p  # g1's raw slopes, in the site's scale
+    expected = (1 - share) * before.tensor("weights") + share * toward
+    np.testing.assert_allclose(after.tensor("weights"), expected)
+    for name in ("intercept", "count", "mean", "var"):  # its base rate and statistics stay its own
+        np.testing.assert_array_equal(before.tensor(name), after.tensor(name))
+    assert pulled.adopt(a_global(3, seed=5), 3, NOW)  # nothing learned under g2: no pull
+    np.testing.assert_array_equal(
+        SPEC.summarize(pulled.personal).tensor("weights"), after.tensor("weights")
+    )
+
+
+def test_a_global_the_sites_labels_found_worse_does_not_pull() -> None:
+    pulled, twin, _ = _twins(flip_site=True)
+    assert pulled.adopt(a_global(2, seed=4), 2, NOW) and twin.adopt(a_global(2, seed=4), 2, NOW)
+    np.testing.assert_array_equal(
+        SPEC.summarize(pulled.personal).tensor("weights"),
+        SPEC.summarize(twin.personal).tensor("weights"),
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -310,16 +355,19 @@ def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -
             glob = SPEC.score_one(learner._global_model, x)
             scored = learner.score(x, NOW, True, event_id=f"{phase}-{i}")
             assert scored.source == "blend"
-            assert dict(scored.weights).keys() == {"personal", "global"}
-            for name, p in (("hybrid", scored.score), ("personal", personal), ("global", glob)):
+            assert dict(scored.weights).keys() == set(EXPERTS)
+            experts = (("personal", personal), ("global", glob))
+            for name, p in (("hybrid", scored.score), *experts):
                 p = min(max(p, 1e-4), 1 - 1e-4)
                 loss[name].append(-np.log(p if y else 1 - p))
             learner.observe(f"{phase}-{i}", x, y)
     total = {k: np.array(v) for k, v in loss.items()}
     best_sequence = min(
         total[a][:k].sum() + total[b][k:].sum()
-        for a in ("personal", "global") for b in ("personal", "global") for k in (0, 1000, 2000)
-    )  # fmt: skip
+        for a in EXPERTS
+        for b in EXPERTS
+        for k in (0, 1000, 2000)
+    )
     bound = np.log(2) + np.log(2 / share) + 1998 * np.log(1 / (1 - share))
     assert total["hybrid"].sum() <= best_sequence + bound
     assert total["hybrid"][1000:].sum() < 0.25 * total["global"][1000:].sum()  # it left the global
@@ -374,3 +422,34 @@ def test_counts_only_models_are_never_held() -> None:
     for i in range(400):
         learner.observe(f"r{i}", {"s0": float(rng.normal())}, None)
     assert learner.cut() is not None and learner.counts["held"] == 0
+
+
+def test_a_label_skewed_site_trusts_the_global_shifted_to_its_own_base_rate() -> None:
+    """The fleet's model ranks this site's events right but at the fleet's base rate
+    (labels here come at its log-odds + 2.5): the shifted global learns the offset,
+    outweighs the global, and the mix loses far less than the global; a restart keeps it."""
+    learner = EdgeLearner(
+        "fraud-linear", "skewed", EdgePolicy(personal_pull=0.0, shift_global=True)
+    )
+    fleet = trained("fleet", seed=9, n=3000)
+    rng = np.random.default_rng(11)
+    for eid, x, _ in events(5, 20):
+        learner.observe(eid, x, bool(rng.random() < 0.5))
+    learner.adopt(fleet.state().replica, 1, NOW)
+    glob_loss = mix_loss = 0.0
+    for eid, x, _ in events(12, 1500):
+        g = SPEC.score_one(learner._global_model, x)
+        z = np.log(max(g, 1e-9) / max(1 - g, 1e-9))
+        y = bool(rng.random() < 1 / (1 + np.exp(-(z + 2.5))))
+        p = learner.score(x, NOW, True, event_id=eid).score
+        glob_loss -= np.log(max(g if y else 1 - g, 1e-4))
+        mix_loss -= np.log(max(p if y else 1 - p, 1e-4))
+        learner.observe(eid, x, y)
+    weights = learner.mixer.weights({n: 0.5 for n in (*EXPERTS, SHIFTED)})
+    assert weights["shifted"] > weights["global"]
+    assert learner.offset.offset == pytest.approx(2.5, abs=0.6)
+    assert mix_loss < 0.8 * glob_loss
+    again = EdgeLearner("fraud-linear", "skewed", EdgePolicy(shift_global=True))
+    again.restore(learner.state())
+    assert again.offset.state() == learner.offset.state()
+    assert again.mixer.state() == learner.mixer.state()

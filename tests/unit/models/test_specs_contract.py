@@ -48,6 +48,27 @@ def test_algebra_checks_the_spec_own_summaries(name, make_learned):
     assert spec.algebra.check(summary) is summary
 
 
+def test_pulling_toward_the_global_moves_only_what_the_fleet_can_know(name, make_learned, same):
+    """Ditto's pull: share 0 is the identity; anomaly detectors are never pulled; a
+    classifier's slopes move (share 1: the global's, in the local scale), never the
+    site's intercept or statistics; a share outside [0, 1] is refused."""
+    spec = get_spec(name)
+    _, local = make_learned(name, seed=1)
+    _, glob = make_learned(name, n=900, seed=2)
+    same(spec.algebra.pull_toward(local, glob, 0.0), local)
+    with pytest.raises(ModelError, match="alpha"):
+        spec.algebra.pull_toward(local, glob, 1.5)
+    pulled = spec.algebra.pull_toward(local, glob, 1.0)
+    if not spec.supervised:
+        same(pulled, local)
+        return
+    for tensor in set(local.tensors) - {"weights"}:
+        np.testing.assert_array_equal(pulled.tensor(tensor), local.tensor(tensor))
+    raw = lambda s: s.tensor("weights") / np.sqrt(s.tensor("var"))  # noqa: E731
+    np.testing.assert_allclose(raw(pulled), raw(glob))
+    assert not np.allclose(pulled.tensor("weights"), local.tensor("weights"))
+
+
 def test_round_trip_through_the_wire_is_equal(name, make_learned, same):
     _, summary = make_learned(name)
     back = state_to_summary(summary_to_state(summary), node_id="n1", sequence=1)
