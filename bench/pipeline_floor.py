@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer
 from runtime.kafka_config import consumer_config, producer_config
 from schemas import Codec
 from schemas.hotpath import LabelDecoder, ScoreEncoder
-from streams.central.worker import produce_waiting
+from streams.central.scores import produce_waiting
 
 BATCH = 1000
 IDLE_S = 3.0

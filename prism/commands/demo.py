@@ -98,7 +98,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def wait_for_models(settings: Settings, edges: int, timeout: float = 300.0) -> tuple[int, int]:
-    """Until a global model has every edge among its contributors and the centre published."""
+    """Until a global model has every edge among its contributors and the merger has
+    recorded the central learner's shards (its partitions' summaries)."""
     from runtime.model_registry import RegistryClient, RegistryKeys
 
     assert settings.redis_url is not None
@@ -108,7 +109,8 @@ def wait_for_models(settings: Settings, edges: int, timeout: float = 300.0) -> t
     try:
         while time.monotonic() < deadline:
             names = set(client.models())
-            if "fraud-linear" in names and "fraud-linear@central-fraud" in names:
+            central = any(n["tier"] == "central" for n in client.nodes())
+            if "fraud-linear" in names and central:
                 history = client.history("fraud-linear")
                 seen = {c["node_id"] for v in history for c in v["contributors"]}
                 if wanted <= seen:

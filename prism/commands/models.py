@@ -67,7 +67,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
-    # the registry name first: a central shard ("fraud-linear@w1") holds a fraud-linear model too
+    # the registry name first: a regional model ("fraud-linear@region:eu") is a fraud-linear too
     rows = [{"name": name} | _brief(client.get_model(name)) for name in client.models()]
     if args.json:
         _emit_json(rows)
@@ -120,7 +120,8 @@ def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
     elif not rows:
         print("no nodes have reported yet")
     else:
-        _table([dict(r, last_seen=_when(r["last_seen_ms"])) for r in rows],
-               ["node_id", "tier", "region", "model_name", "last_sequence", "last_seen",
-                "excluded", "reason"])  # fmt: skip
+        _table([dict(r, last_seen=_when(r["last_seen_ms"]), worker=r["meta"].get("worker", ""))
+                for r in rows],
+               ["node_id", "tier", "region", "worker", "model_name", "last_sequence",
+                "last_seen", "excluded", "reason"])  # fmt: skip
     return 0

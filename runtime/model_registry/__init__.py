@@ -12,7 +12,8 @@ key                                type    value
                                            each with its lineage (contributors, excluded + reasons)
 ``{p}:nodes``                      set     ids of every node that sent an update
 ``{p}:node:{id}``                  hash    last_seen_ms, last_sequence, tier, region, model_name,
-                                           excluded (0/1), reason, metrics (JSON)
+                                           excluded (0/1), reason, metrics (JSON), meta (JSON:
+                                           a central shard's worker and partition)
 ``{p}:checkpoint:{group}:{part}``  string  a central learner's checkpoint per partition (written
                                            by streams/central/checkpoint.py, not this package)
 =================================  ======  =====================================================

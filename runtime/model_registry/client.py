@@ -72,5 +72,6 @@ class RegistryClient:
             row["last_sequence"] = int(row["last_sequence"])
             row["excluded"] = row["excluded"] == "1"
             row["metrics"] = json.loads(row.get("metrics") or "{}")
+            row["meta"] = json.loads(row.get("meta") or "{}")  # absent in records before it
             rows.append(row)
         return rows

@@ -26,6 +26,8 @@ class NodeRecord:
     excluded: bool = False
     reason: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    #: the update's ``meta``: e.g. a central shard's ``worker`` and ``partition``
+    meta: Mapping[str, str] = field(default_factory=dict)
 
     def as_hash(self) -> dict[str, str]:
         return {
@@ -38,6 +40,7 @@ class NodeRecord:
             "excluded": "1" if self.excluded else "0",
             "reason": self.reason,
             "metrics": json.dumps(dict(self.metrics), sort_keys=True),
+            "meta": json.dumps(dict(self.meta), sort_keys=True),
         }
 
 
@@ -84,9 +87,8 @@ class RegistryWriter:
     ) -> None:
         """Store a GlobalModel record as current, in the bounded history, with node records.
 
-        ``name`` is the registry entry (default: the record's model spec name);
-        a central worker publishes its shard under a name of its own so it
-        never shadows the merged global model of the same spec.
+        ``name`` is the registry entry (default: the record's model spec name),
+        e.g. ``spec@region:R`` for a regional model.
         """
         with self.client.pipeline(transaction=True) as tx:
             self.queue_model(tx, record, name=name)

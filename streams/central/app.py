@@ -31,7 +31,9 @@ import faust
 from faust.types import TP
 
 from runtime.redis_outage import REDIS_AWAY, RedisBackoff
-from streams.central.worker import CentralWorker, RecordIn, Undelivered
+from streams.central.checkpointing import Undelivered
+from streams.central.intake import RecordIn
+from streams.central.worker import CentralWorker
 from streams.idle import IdleClock
 
 log = logging.getLogger(__name__)

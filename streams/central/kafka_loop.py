@@ -36,7 +36,9 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from runtime.redis_outage import REDIS_AWAY, RedisBackoff, RedisUnavailable
-from streams.central.worker import CentralWorker, RecordIn, Undelivered
+from streams.central.checkpointing import Undelivered
+from streams.central.intake import RecordIn
+from streams.central.worker import CentralWorker
 from streams.idle import IdleClock
 
 log = logging.getLogger(__name__)

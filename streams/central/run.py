@@ -10,7 +10,7 @@ from runtime.errors import StackError, UsageError
 from runtime.gc_tuning import tune_for_streaming
 from runtime.kafka_config import producer_config
 from runtime.kafka_security import KafkaAuth, check_login, kafka_security
-from runtime.model_registry import RegistryKeys, RegistryWriter
+from runtime.model_registry import RegistryKeys
 from runtime.redis_outage import service_client
 from runtime.settings import Settings
 from schemas import Codec
@@ -41,8 +41,8 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
     codec = Codec(settings.encoding, settings.max_message_bytes)
     redis_url = settings.redis_url.get_secret_value()
     client = service_client(redis_url)
-    keys = RegistryKeys(settings.redis_prefix)
-    registry = RegistryWriter(redis_url, codec=codec, keys=keys, client=client).setup()
+    client.ping()  # a wrong URL or password fails here, at start
+    keys = RegistryKeys(settings.redis_prefix)  # the checkpoints' keys (the merger writes models)
     telemetry = Telemetry(f"central-{config.task}")
     store = CheckpointStore(
         client,
@@ -63,7 +63,6 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
         topics_for(settings, config),
         producer=producer,
         store=store,
-        registry=registry,
         codec=codec,
         telemetry=telemetry,
         signer=signer,

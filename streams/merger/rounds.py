@@ -164,6 +164,7 @@ class NodeLedger:
     excluded: bool = False
     reason: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    meta: Mapping[str, str] = field(default_factory=dict)  # e.g. a central shard's worker
     macs: dict[int, bytes] = field(default_factory=dict)  # sequence -> signature, in the window
 
     def has_seen(self, sequence: int) -> bool:
@@ -499,6 +500,7 @@ class Merger:
         ledger.model_name = update.summary.model_name
         ledger.excluded, ledger.reason = excluded, reason
         ledger.metrics = dict(update.metrics)
+        ledger.meta = dict(update.meta)
         return ledger
 
     def _count(self, key: str) -> None:

@@ -65,7 +65,7 @@ class MergerStore:
         for raw in self.client.smembers(self.keys.models):
             name = raw.decode()
             if not _merged_name(name):
-                continue  # central shards (spec@worker) are not this job's
+                continue  # spec@worker: a central worker's own model, written by older versions
             data = self.client.get(self.keys.current(name))
             if data is not None:
                 info = global_model_from_record(self.codec.decode(data, expected="GlobalModel"))
@@ -170,4 +170,5 @@ def _node_record(lg: NodeLedger) -> NodeRecord:
         excluded=lg.excluded,
         reason=lg.reason,
         metrics=lg.metrics,
+        meta=lg.meta,
     )

@@ -24,7 +24,8 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     out = result.stdout
     assert "read back 3000 transactions" in out
     assert "merged with all 4 edges; central model published" in out
-    assert "fraud-linear@central-fraud" in out  # `prism models list` rows
+    # the central learner's shards, as the merger recorded them (`prism models nodes` rows)
+    assert "prism-central-fraud/p" in out
     assert out.count("edge-") >= 4  # `prism models nodes` rows
     for architecture in ("centralized", "federated", "hybrid", "local"):
         assert f"\n{architecture} " in out  # the `prism compare` table

@@ -17,6 +17,7 @@ from helpers.services import decoded, read_topic, wait_exit, wait_for_log
 from models.serialization import state_to_summary
 from models.specs import get_spec
 from prism.cli import main
+from runtime.model_registry import RegistryClient
 from runtime.settings import Settings
 from schemas import Codec
 from schemas.codec import MARKER
@@ -92,6 +93,25 @@ def reference_models(settings: Settings) -> dict[int, PartitionLearner]:
     return out
 
 
+def merge_shards(spawn, group: str) -> None:
+    """Run the merger over the shards' summaries: the registry's one writer records them."""
+    merger = spawn(
+        *("merger", "run", "--round-size", "1", "--round-timeout", "600", "--idle-exit", "4"),
+        *("--group", f"merge-{group}"),
+        log_name=f"merger-{group}.log",
+    )
+    assert wait_exit(merger) == 0
+
+
+def shard_nodes(settings: Settings, group: str) -> dict[str, dict]:
+    """The registry's node records of a central group's shards (``{group}/p{partition}``)."""
+    client = RegistryClient(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+    try:
+        return {n["node_id"]: n for n in client.nodes() if n["node_id"].startswith(f"{group}/p")}
+    finally:
+        client.close()
+
+
 def assert_checkpoint_matches(cp: dict, ref: PartitionLearner) -> None:
     got = state_to_summary(cp["state"])
     want = ref.spec.summarize(ref.model)
@@ -122,13 +142,24 @@ def test_replay_gets_one_score_per_event_and_beats_a_trivial_baseline(
     cps, refs = checkpoints(test_settings, group), reference_models(test_settings)
     for p, ref in refs.items():
         assert_checkpoint_matches(cps[p], ref)
-    client = redis.Redis.from_url(test_settings.redis_url.get_secret_value())
-    record = CODEC.decode(client.get(f"prism:model:fraud-linear@{name}:current"))
-    assert record["metrics"]["learned"] == 6000 and record["metrics"]["pending"] == 0
+    # the worker's shards as the merger recorded them in the registry (their summaries' data)
+    merge_shards(spawn, group)
+    shards = shard_nodes(test_settings, group)
+    assert set(shards) == {f"{group}/p{p}" for p in range(3)}
+    assert {n["tier"] for n in shards.values()} == {"central"}
+    assert {n["meta"]["worker"] for n in shards.values()} == {name}
+    assert sum(n["metrics"]["learned"] for n in shards.values()) == 6000
+    assert all(n["metrics"]["pending"] == 0 for n in shards.values())
     # the prequential metric, recomputed from what is in Kafka: scores joined with labels
     truth = {r["event_id"]: r["label"] for _, _, r in decoded(boot, prism_topics["labels"])}
     auc = roc_auc([truth[s["event_id"]] for s in scores], [s["score"] for s in scores])
-    assert abs(record["metrics"]["window_roc_auc"] - auc) < 0.01, (record["metrics"], auc)
+    # ... per shard: each partition's window metric against its own events' scores
+    partition_of = {r["event_id"]: p for p, _, r in decoded(boot, prism_topics["transactions"])}
+    for p in range(3):
+        mine = [s for s in scores if partition_of[s["event_id"]] == p]
+        shard_auc = roc_auc([truth[s["event_id"]] for s in mine], [s["score"] for s in mine])
+        metrics = shards[f"{group}/p{p}"]["metrics"]
+        assert abs(metrics["roc_auc"] - shard_auc) < 0.01, (p, metrics, shard_auc)
     # trivial baseline: a constant (or random) score ranks nothing, ROC AUC 0.5; with ~200
     # frauds the AUC's standard error is ~0.02, so 0.55 is a margin of over two of them
     assert auc > 0.55, auc
@@ -277,6 +308,7 @@ def test_stopped_mid_replay_then_restarted_learns_exactly_the_uninterrupted_mode
         if labels in cp["offsets"]
     ]
     assert max(read_again) > 0, read_again  # labels waited at the stop: the restart rereads them
+    restarted_ms = time.time() * 1000
     assert wait_exit(spawn(*central(group=group, worker=name), log_name="restart.log")) == 0
     cps, refs = checkpoints(test_settings, group), reference_models(test_settings)
     assert sum(cp["counters"]["learned"] for cp in cps.values()) == n
@@ -287,12 +319,26 @@ def test_stopped_mid_replay_then_restarted_learns_exactly_the_uninterrupted_mode
         for _, _, r in decoded(test_settings.kafka_bootstrap or "", prism_topics["scores"])
     }
     assert len(scored) == n  # every event scored (at least once: the replayed tail twice)
-    client = redis.Redis.from_url(test_settings.redis_url.get_secret_value())
-    history = [
-        CODEC.decode(v)["version"]
-        for v in client.lrange(f"prism:model:fraud-linear@{name}:history", 0, -1)
-    ]
-    assert history == sorted(set(history), reverse=True), history  # restart went on numbering
+    # the restart went on numbering: each shard's summaries have increasing sequences across
+    # it, so the merger (the registry's writer) refuses none, merges the restart's, records
+    # the last
+    boot = test_settings.kafka_bootstrap or ""
+    sent: dict[str, list[int]] = {}
+    for _, _, r in decoded(boot, prism_topics["model-updates"]):
+        sent.setdefault(r["node_id"], []).append(r["sequence"])
+    assert all(seqs == sorted(set(seqs)) for seqs in sent.values()), sent
+    merge_shards(spawn, group)
+    dead = [r for _, _, r in decoded(boot, prism_topics["dead-letter"])]
+    assert [d for d in dead if d["service"] == "merger"] == []
+    client = RegistryClient(test_settings.redis_url.get_secret_value())
+    merged = {(c["node_id"], c["sequence"])
+              for v in client.history("fraud-linear") for c in v["contributors"]}  # fmt: skip
+    client.close()
+    shards = shard_nodes(test_settings, group)
+    assert set(shards) == set(sent) and len(sent) == 3, (shards, sent)
+    for node, seqs in sent.items():
+        assert any((node, q) in merged for q in seqs if q >= restarted_ms), (node, seqs)
+        assert shards[node]["last_sequence"] == seqs[-1] and shards[node]["meta"]["worker"] == name
 
 
 def test_labels_read_far_ahead_of_events_are_paused_not_dropped(
@@ -336,10 +382,17 @@ def test_two_workers_split_the_partitions_and_each_publishes_its_shard(
     shards = {w: {f"gtwo/p{u['meta']['partition']}" for u in updates if u["meta"]["worker"] == w}
               for w in ("a", "b")}  # fmt: skip
     assert shards["a"] | shards["b"] == {"gtwo/p0", "gtwo/p1", "gtwo/p2"}
-    client = redis.Redis.from_url(test_settings.redis_url.get_secret_value())
-    for w in ("a", "b"):  # each worker's registry model merges shards it owned
-        record = CODEC.decode(client.get(f"prism:model:fraud-linear@{w}:current"))
-        assert set() < {c["node_id"] for c in record["contributors"]} <= shards[w]
+    merge_shards(spawn, "gtwo")  # the merger, the registry's one writer, merges every shard
+    client = RegistryClient(test_settings.redis_url.get_secret_value())
+    merged = {(c["node_id"], c["sequence"])
+              for v in client.history("fraud-linear") for c in v["contributors"]}  # fmt: skip
+    client.close()
+    for w in ("a", "b"):  # each worker's shards reached the registry's merged model
+        published = {(u["node_id"], u["sequence"]) for u in updates if u["meta"]["worker"] == w}
+        assert set() < {node for node, _ in merged & published} <= shards[w]
+    nodes = shard_nodes(test_settings, "gtwo")
+    assert set(nodes) == {"gtwo/p0", "gtwo/p1", "gtwo/p2"}
+    assert {n["meta"]["worker"] for n in nodes.values()} <= {"a", "b"}
 
 
 def _wait_for_split(a, b, deadline: float) -> None:

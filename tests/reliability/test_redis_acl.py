@@ -26,7 +26,7 @@ from helpers.services import decoded, wait_exit, wait_for_log
 from pydantic import SecretStr
 
 from prism.stack import redis_server
-from runtime.model_registry import RegistryKeys, RegistryWriter
+from runtime.model_registry import RegistryClient, RegistryKeys, RegistryWriter
 from runtime.settings import Settings
 from schemas import Codec
 
@@ -144,5 +144,9 @@ def test_services_run_end_to_end_each_as_its_own_user(acl_redis, test_settings, 
     admin.close()
     registry = RegistryWriter(addresses.url, keys=RegistryKeys(prefix)).setup()
     assert registry.current_version("fraud-linear") >= 1
-    assert registry.current_version("fraud-linear@c1") >= 1
     registry.close()
+    # the central worker's shards, recorded by the merger (the registry's one writer)
+    query = RegistryClient(addresses.url, keys=RegistryKeys(prefix))
+    shards = [n for n in query.nodes() if n["tier"] == "central"]
+    query.close()
+    assert shards and {n["meta"].get("worker") for n in shards} == {"c1"}

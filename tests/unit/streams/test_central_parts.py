@@ -1,0 +1,97 @@
+"""The central worker's parts on their own: intake routing, checkpoint cadence, shard summaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.specs import get_spec
+from schemas import Codec
+from streams.central.checkpointing import Checkpointer, Undelivered
+from streams.central.intake import Intake, RecordIn
+from streams.central.partition import EventIn, PartitionLearner
+from streams.central.summaries import SummaryPublisher
+
+CODEC = Codec()
+EV, LB = "tx", "labels"
+
+
+def transaction(i: int, amount: float = 5.0) -> dict:
+    return {"event_id": f"e{i}", "ts": 1_000 + i, "site_id": "s", "region": "r",
+            "account_id": "a", "merchant_id": "m", "amount": amount, "currency": "EUR",
+            "features": {"amount": float(i)}, "label": i % 2 == 0}  # fmt: skip
+
+
+class Producer:
+    def __init__(self, undelivered: int = 0) -> None:
+        self.produced: list[tuple[str, bytes, bytes]] = []
+        self.undelivered = undelivered
+
+    def produce(self, topic: str, value: bytes, key: bytes) -> None:
+        self.produced.append((topic, value, key))
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return self.undelivered
+
+
+def test_intake_routes_by_partition_and_keeps_bad_records_in_offset_order() -> None:
+    intake = Intake(CODEC, events_topic=EV, event_schema="Transaction", dead=None)  # type: ignore[arg-type]
+    label = CODEC.encode("Label", {"event_id": "e0", "ts": 1_001, "label": True})
+    records = [
+        RecordIn(EV, 0, 0, b"k", CODEC.encode("Transaction", transaction(0))),
+        RecordIn(EV, 0, 1, b"k", b"\x00garbage"),
+        RecordIn(EV, 1, 0, None, None),
+        RecordIn(EV, 1, 1, None, CODEC.encode("Transaction", transaction(1, amount=-1.0))),
+        RecordIn(LB, 0, 0, b"e0", label),
+        RecordIn(EV, 2, 0, None, CODEC.encode("Transaction", transaction(2))),  # not owned
+    ]
+    events, labels = intake.route(records, {0: None, 1: None})
+    assert sorted(events) == [0, 1] and list(labels) == [0]
+    assert [e.offset for e in events[0]] == [0, 1]
+    assert events[0][0].record["event_id"] == "e0" and events[0][1].error is not None
+    assert [e.error.reason_code for e in events[1]] == ["empty", "out-of-range"]
+    assert labels[0][0].record["event_id"] == "e0" and labels[0][0].key == b"e0"
+
+
+def test_checkpoint_cadence_counts_records_and_never_runs_ahead_of_the_broker() -> None:
+    class Store:
+        saved = 0
+
+        def save(self, learners: list) -> None:
+            self.saved += 1
+
+    store, producer = Store(), Producer(undelivered=3)
+    cadence = Checkpointer(store, producer, every_records=10, every_s=3600)  # type: ignore[arg-type]
+    assert not cadence.due()
+    cadence.processed(10)
+    assert cadence.due()
+    with pytest.raises(Undelivered):
+        cadence.save([])
+    assert store.saved == 0 and cadence.due()
+    producer.undelivered = 0
+    cadence.save([])
+    assert store.saved == 1 and not cadence.due()
+
+
+def test_shard_summaries_carry_the_partition_metrics_and_worker_for_the_merger() -> None:
+    spec = get_spec("fraud-linear")
+    learners = [PartitionLearner(spec, p, events_topic=EV, labels_topic=LB) for p in range(2)]
+    learners[0].take_events(
+        [EventIn(i, transaction(i), b"") for i in range(4)]
+        + [EventIn(4, dict(transaction(4), label=None), b"")]
+    )
+    producer = Producer()
+    publisher = SummaryPublisher(spec, producer, "updates", codec=CODEC, group="g", worker="w1",
+                                 every_s=10)  # fmt: skip
+    assert publisher.publish(learners) == 1  # partition 1 learned nothing: no summary
+    [(topic, value, key)] = producer.produced
+    record = CODEC.decode(value, expected="WeightSummary")
+    assert topic == "updates" and key == b"g/p0" and record["tier"] == "central"
+    assert record["meta"] == {"worker": "w1", "partition": "0", "stats": "cumulative"}
+    assert record["metrics"]["learned"] == 4 and record["metrics"]["pending"] == 1
+    assert record["metrics"]["scored"] == 5 and "roc_auc" in record["metrics"]
+    first = record["sequence"]
+    publisher.publish(learners)
+    assert CODEC.decode(producer.produced[-1][1])["sequence"] > first
