@@ -8,7 +8,7 @@ service can touch only its own keys:
 =============  ==========================================  ===========================
 user           keys                                        commands
 =============  ==========================================  ===========================
-prism-central  its checkpoints + the registry              read, write, MULTI/EXEC
+prism-central  its checkpoints                             read, write, MULTI/EXEC
 prism-merger   its state (``merger:*``) + the registry     read, write, MULTI/EXEC
 prism-edge     the registry's models                       read only
 prism-query    every key                                   read only
@@ -33,7 +33,7 @@ def acl_rules(prefix: str) -> dict[str, str]:
     """User -> its ACL rules (without ``on`` and the password) for keys under ``prefix``."""
     registry = f"~{prefix}:models ~{prefix}:model:* ~{prefix}:nodes ~{prefix}:node:*"
     return {
-        "prism-central": f"resetkeys ~{prefix}:checkpoint:* {registry} resetchannels {_WRITE}",
+        "prism-central": f"resetkeys ~{prefix}:checkpoint:* resetchannels {_WRITE}",
         "prism-merger": f"resetkeys ~{prefix}:merger:* {registry} resetchannels {_WRITE}",
         "prism-edge": f"resetkeys ~{prefix}:models ~{prefix}:model:* resetchannels {_READ}",
         QUERY_USER: f"resetkeys ~* resetchannels {_READ}",

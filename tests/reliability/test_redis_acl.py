@@ -66,7 +66,6 @@ def test_each_user_is_refused_outside_its_keys_and_commands(acl_redis) -> None:
     query = _client(addresses.query_url)
 
     assert central.set(f"{p}:checkpoint:g:0", b"c") and central.get(f"{p}:checkpoint:g:0") == b"c"
-    assert central.set(f"{p}:model:m:current", b"c") and central.sadd(f"{p}:models", "m") >= 0
     assert merger.set(f"{p}:merger:g:offsets", b"m") and merger.hset(f"{p}:node:n1", "a", 1) >= 0
     assert merger.set(f"{p}:model:m:current", b"m")
     with central.pipeline(transaction=True) as tx:  # checkpoints are MULTI/EXEC
@@ -76,6 +75,8 @@ def test_each_user_is_refused_outside_its_keys_and_commands(acl_redis) -> None:
 
     refusals = {
         "central writes the merger's state": (central.set, f"{p}:merger:g:offsets", b"x"),
+        "central writes the registry": (central.set, f"{p}:model:m:current", b"x"),
+        "central reads the registry": (central.get, f"{p}:model:m:current"),
         "central reads the merger's state": (central.get, f"{p}:merger:g:offsets"),
         "merger writes a checkpoint": (merger.set, f"{p}:checkpoint:g:0", b"x"),
         "central writes outside the prefix": (central.set, "other:key", b"x"),

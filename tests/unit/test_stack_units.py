@@ -73,6 +73,7 @@ def test_redis_config_has_one_least_privilege_user_per_service(tmp_path: Path) -
         keys = [w for w in users[user].split() if w.startswith("~")]
         assert keys and all(k.startswith("~px:") for k in keys), user
     assert "~px:checkpoint:*" in users["prism-central"] and "merger" not in users["prism-central"]
+    assert "model" not in users["prism-central"]  # the merger alone writes the registry
     assert "~px:merger:*" in users["prism-merger"] and "checkpoint" not in users["prism-merger"]
 
 
