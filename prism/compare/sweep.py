@@ -39,6 +39,14 @@ def _share(text: str) -> float:
     return value
 
 
+def _open_share(text: str) -> float:
+    """A share in [0, 1): a personal model pulled all the way would be the global."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{value} is not in [0, 1)")
+    return value
+
+
 def _quantize(text: str) -> str:
     if text not in QUANTIZE:
         raise ValueError(f"{text!r} is not one of {', '.join(q for q in QUANTIZE if q)}")
@@ -58,7 +66,7 @@ SWEEPABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "deltas": ("deltas", _deltas),
     "forward-sample": ("forward_sample", _share),
     "min-move": ("min_move", _share),
-    "personal-pull": ("personal_pull", _share),
+    "personal-pull": ("personal_pull", _open_share),
     "blend-alpha": ("blend_alpha", _share),
     "strategy": ("strategy", str),
 }

@@ -60,6 +60,7 @@ def test_the_sweep_prints_one_point_per_setting_with_the_single_runs_figures(log
         (["summary-every=0"], "not >= 1"),
         (["quantize=float8"], "not one of"),
         (["forward-sample=2"], r"not in \[0, 1\]"),
+        (["personal-pull=1"], r"not in \[0, 1\)"),
         (["summary-every=1", "summary-every=2"], "given twice"),
         (["summary-every=,"], "no values"),
     ],
