@@ -398,7 +398,8 @@ class EdgeLearner:
             sequence=self.sequence,
             pending=dict(self.pending),
             personal=replace(self.spec.summarize(self.personal), node_id=self.node_id),
-            mixer=self.mixer.state() | {"offset": self.offset.state()},
+            mixer=self.mixer.state()
+            | {"offset": self.offset.state(), "pull": [self._since_pull, self._earned]},
         )
 
     def restore(self, state: EdgeState) -> None:
@@ -410,6 +411,9 @@ class EdgeLearner:
             self.mixer.load_state(state.mixer)
             if "offset" in state.mixer:  # absent from states saved before the shifted expert
                 self.offset.load_state(state.mixer["offset"])
+            if "pull" in state.mixer:  # Ditto's evidence for the global in service
+                since, earned = state.mixer["pull"]
+                self._since_pull, self._earned = int(since), float(earned)
         self.baseline, self.global_ = state.baseline, state.global_
         self.global_version, self.global_created_ms = state.global_version, state.global_created_ms
         self.sequence = state.sequence

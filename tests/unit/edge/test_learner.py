@@ -265,6 +265,18 @@ def test_a_global_that_earned_it_pulls_the_personal_slopes_at_the_next_version()
     )
 
 
+def test_a_restart_keeps_the_evidence_for_the_pull() -> None:
+    pulled, _, _ = _twins(flip_site=False)
+    restarted = EdgeLearner("fraud-linear", "site", EdgePolicy(personal_pull=0.01))
+    restarted.restore(pulled.state())
+    for learner in (pulled, restarted):
+        assert learner.adopt(a_global(2, seed=4), 2, NOW)
+    np.testing.assert_array_equal(
+        SPEC.summarize(restarted.personal).tensor("weights"),
+        SPEC.summarize(pulled.personal).tensor("weights"),
+    )
+
+
 def test_a_global_the_sites_labels_found_worse_does_not_pull() -> None:
     pulled, twin, _ = _twins(flip_site=True)
     assert pulled.adopt(a_global(2, seed=4), 2, NOW) and twin.adopt(a_global(2, seed=4), 2, NOW)
