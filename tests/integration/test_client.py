@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +30,7 @@ from streams.merger.wire import registry_record
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 SPEC = get_spec("fraud-linear")
 GROUP = "prism-merger"
 X = {"amount": 4.2, "hour": 3.0}
@@ -206,3 +213,20 @@ def test_without_any_url_the_error_says_what_to_set(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PRISM_STATE_DIR", "/nonexistent-prism-state")
     with pytest.raises(StackError, match="set PRISM_REDIS_QUERY_URL"):
         load_model("fraud-linear")
+
+
+def test_the_readme_quick_start_runs_in_three_lines(
+    publisher: Publisher, redis_query_url: str, prefix: str, tmp_path
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = re.findall(r"^```python\n(.*?)^```", section, re.S | re.M)
+    assert len(snippet.strip().splitlines()) == 3
+    publisher.round()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PRISM_REDIS_QUERY_URL": redis_query_url,
+           "PRISM_REDIS_PREFIX": prefix, "PRISM_STATE_DIR": str(tmp_path / "none")}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    proba = ast.literal_eval(done.stdout.strip())
+    assert set(proba) == {False, True} and proba[True] == pytest.approx(1 - proba[False])
