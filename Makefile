@@ -18,6 +18,9 @@ system-deps:
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v kcat >/dev/null || { \
+	  echo "installing kcat (Debian package; the \`prism topics decode\` test pipes it)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
 	@command -v java >/dev/null || { echo "Java 17+ is required for the local Kafka broker"; exit 2; }
 	@command -v mvn >/dev/null || { \
 	  echo "installing maven (Debian package)"; \

@@ -28,3 +28,7 @@ class RegistryKeys:
 
     def checkpoint(self, worker: str) -> str:
         return f"{self.prefix}:checkpoint:{worker}"
+
+    def merger(self, group: str, part: str) -> str:
+        """A merge job's own state, e.g. ``merger("prism-merger", "snapshots")``."""
+        return f"{self.prefix}:merger:{group}:{part}"

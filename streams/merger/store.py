@@ -52,12 +52,11 @@ class MergerStore:
     ) -> None:
         self.client, self.writer, self.codec = client, writer, codec
         self.keys = keys or RegistryKeys()
-        base = f"{self.keys.prefix}:merger:{group}"
-        self.offsets_key = f"{base}:offsets"
-        self.seen_key = f"{base}:seen"
-        self.macs_key = f"{base}:macs"
-        self.snapshots_key = f"{base}:snapshots"
-        self.forwarded_key = f"{base}:forwarded"
+        self.offsets_key = self.keys.merger(group, "offsets")
+        self.seen_key = self.keys.merger(group, "seen")
+        self.macs_key = self.keys.merger(group, "macs")
+        self.snapshots_key = self.keys.merger(group, "snapshots")  # read by prism.client too
+        self.forwarded_key = self.keys.merger(group, "forwarded")
 
     # -- restore ------------------------------------------------------------------
     def load(self, merger: Merger, now_ms: int) -> dict[int, int]:
