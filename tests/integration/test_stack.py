@@ -211,20 +211,14 @@ def _unreachable_maven(home: Path) -> str:
     return f"-Duser.home={home}"
 
 
-@pytest.mark.parametrize("allow_tansu", [False, True])
-def test_unreachable_maven_central_is_a_clear_error_and_starts_nothing(
-    tmp_path: Path, allow_tansu: bool
-) -> None:
+def test_unreachable_maven_central_is_a_clear_error_and_starts_nothing(tmp_path: Path) -> None:
     env = _clean_env(tmp_path / "state")
     env["PRISM_CACHE_DIR"] = str(tmp_path / "cache")  # empty jar cache: must download
     env["MAVEN_OPTS"] = _unreachable_maven(tmp_path / "home")
-    if allow_tansu:
-        env["PRISM_ALLOW_TANSU"] = "true"
     up = _prism(env, "stack", "up")
     assert up.returncode == 2, up.stdout + up.stderr
     assert "Maven Central" in up.stderr and "PRISM_KAFKA_BOOTSTRAP" in up.stderr
     assert "Traceback" not in up.stderr and up.stdout == ""
-    assert ("Tansu fallback is not implemented" in up.stderr) == allow_tansu
     assert not (tmp_path / "state" / "redis" / "pid").exists()  # nothing left running
     assert not (tmp_path / "cache" / "kafka-4.1.1" / "libs").exists()  # nothing half-done
     assert not (tmp_path / "state" / "stack.env").exists()
