@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,6 +200,50 @@ def test_cli_up_starts_nothing_when_addresses_are_given(
     assert not (tmp_path / "state" / "redis").exists()
     status = _prism(env, "stack", "status")
     assert status.returncode == 0, status.stdout
+
+
+def test_json_outputs_have_their_documented_keys(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str
+) -> None:
+    """`stack status`, `topics list`, `ps` and `status` with --json (docs/cli.md)."""
+    prefix = f"tjson{uuid.uuid4().hex[:6]}."
+    env = _clean_env(tmp_path / "state")
+    env |= {"PRISM_KAFKA_BOOTSTRAP": kafka_bootstrap, "PRISM_REDIS_URL": redis_url}
+    env |= {"PRISM_TOPIC_PREFIX": prefix, "PRISM_PARTITIONS": "2"}
+    component_keys = {"name", "healthy", "pid", "alive", "reachable", "address", "detail"}
+
+    status = _prism(env, "stack", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)
+    assert {r["name"] for r in rows} == {"kafka", "redis"}
+    assert all(set(r) == component_keys and r["healthy"] and r["alive"] is None for r in rows)
+    assert next(r for r in rows if r["name"] == "kafka")["address"] == kafka_bootstrap
+
+    assert _prism(env, "topics", "create").returncode == 0
+    listed = _prism(env, "topics", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    ours = [t for t in json.loads(listed.stdout) if t["name"].startswith(prefix)]
+    assert ours == sorted(
+        ({"name": f"{prefix}{name}", "partitions": 2} for name in TOPICS),
+        key=lambda t: t["name"],
+    )
+
+    ps = _prism(env, "ps", "--json")
+    assert ps.returncode == 1 and json.loads(ps.stdout) == [] and "not up" in ps.stderr
+
+    screen = _prism(env, "status", "--json")
+    assert screen.returncode == 0, screen.stderr
+    whole = json.loads(screen.stdout)
+    assert set(whole) == {"stack", "services", "models"} and whole["services"] is None
+    assert [set(r) for r in whole["stack"]] == [component_keys] * 2
+    assert isinstance(whole["models"], list)
+
+    env["PRISM_REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens: down, and said so
+    unreachable = _prism(env, "status", "--json")
+    assert unreachable.returncode == 1
+    down = json.loads(unreachable.stdout)
+    assert down["models"] is None
+    assert not next(r for r in down["stack"] if r["name"] == "redis")["healthy"]
 
 
 def _unreachable_maven(home: Path) -> str:
