@@ -5,14 +5,25 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Every extra: the suite covers the Faust engine and the plots.
+EXTRAS := test,faust,plot
 
-.PHONY: setup system-deps compose-deps demo test test-unit test-integration test-compose test-reliability soak poisoning lint bench clean
+.PHONY: setup system-deps compose-deps constraints demo test test-unit test-integration test-compose test-reliability soak poisoning lint bench clean
 
-$(STAMP): pyproject.toml
+# The versions in constraints.txt, so `make demo` / `make test` install what the suite ran on.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
+
+# After changing a dependency in pyproject.toml: install it unconstrained into the venv,
+# then pin what the venv holds (its own package and tools outside pyproject left out).
+constraints:
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	{ grep '^#' constraints.txt; \
+	  $(PY) -m pip freeze --exclude-editable --exclude py-spy; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 system-deps:
 	@command -v redis-server >/dev/null || { \

@@ -1,23 +1,38 @@
 """One frozen settings object, read from ``PRISM_*`` environment variables once.
 
-The CLI builds it and passes it down; no other module reads ``os.environ``.
+The CLI builds it and passes it down; no other module reads ``os.environ`` (the
+XDG base directories are read here too, as the defaults of two settings).
 Every field here is listed by ``prism --help`` (see :func:`describe_settings`).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def xdg_dir(variable: str, fallback: str, env: Mapping[str, str] | None = None) -> Path:
+    """``$variable/prism``, or ``~/fallback/prism`` when it is unset, empty or relative.
+
+    The XDG Base Directory spec: a relative path in these variables is invalid
+    and must be ignored, so a stray ``XDG_STATE_HOME=state`` cannot scatter
+    stack data into whatever directory a command happens to run in.
+    """
+    value = (os.environ if env is None else env).get(variable, "")
+    base = Path(value) if value and Path(value).is_absolute() else Path.home() / fallback
+    return base / "prism"
+
+
 def _default_state_dir() -> Path:
-    return Path.home() / ".local" / "state" / "prism"
+    return xdg_dir("XDG_STATE_HOME", ".local/state")
 
 
 def _default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "prism"
+    return xdg_dir("XDG_CACHE_HOME", ".cache")
 
 
 class Settings(BaseSettings):
@@ -58,18 +73,16 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(
         default_factory=_default_state_dir,
-        description="Where the local stack keeps its data, logs and env file.",
+        description="Where the local stack keeps its data, logs and env file "
+        "($XDG_STATE_HOME/prism when that is set).",
     )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
-        description="Where downloaded Kafka jars are cached (outside the repo).",
+        description="Where downloaded Kafka jars are cached, outside the repo "
+        "($XDG_CACHE_HOME/prism when that is set).",
     )
     kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker.")
     kafka_heap: str = Field("512m", description="Max heap of the local Kafka broker (-Xmx).")
-    allow_tansu: bool = Field(
-        False,
-        description="Opt in to the Tansu broker when Maven Central is unreachable (logged).",
-    )
     log_level: str = Field("INFO", description="Log level of every Prism process.")
     metrics_addr: str = Field(
         "127.0.0.1",

@@ -20,6 +20,8 @@ def add_redis_wait(parser: argparse.ArgumentParser) -> None:
     )
 
 
+TASK_HELP = "fraud (transactions) or iot (sensor-readings)"
+
 PRECISIONS = ("float64", "float32", "float16", "int8")  # models.packing.PACK_DTYPES
 
 #: edge_agents.learner.EdgePolicy.personal_pull, without importing the learner at start-up

@@ -1,21 +1,29 @@
-"""`prism central run`: the central online learner (a Faust worker)."""
+"""`prism central run | reset`: the central online learner and its checkpoints."""
 
 from __future__ import annotations
 
 import argparse
 
-from prism.commands import add_redis_wait
+from prism.commands import TASK_HELP, add_redis_wait
+from runtime.errors import StackError
+from runtime.extras import require_extra
 from runtime.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("central", help="The central online learner (Faust).")
+    parser = subparsers.add_parser(
+        "central", help="The central online learner (confluent-kafka batches; Faust optional)."
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     run = actions.add_parser("run", help="Score every event, learn from labels, checkpoint.")
-    run.add_argument("--task", choices=("fraud", "iot"), default="fraud")
+    run.add_argument("--task", choices=("fraud", "iot"), default="fraud", help=TASK_HELP)
     run.add_argument("--model", help="model spec (default: fraud-linear / iot-hst)")
-    run.add_argument("--group", help="consumer group = checkpoint namespace (prism-central-TASK)")
-    run.add_argument("--worker-id", help="this worker's name in scores and the registry")
+    run.add_argument(
+        "--group", help="consumer group = checkpoint namespace (default: prism-central-TASK)"
+    )
+    run.add_argument(
+        "--worker-id", help="this worker's name in scores and the registry (default: GROUP@host)"
+    )
     run.add_argument("--batch-size", type=int, default=1000, help="events per mini-batch")
     run.add_argument("--batch-wait", type=float, default=0.05, help="max seconds to fill a batch")
     run.add_argument(
@@ -53,13 +61,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--engine",
         choices=("kafka", "faust"),
         default="kafka",
-        help="consumption engine: confluent-kafka batches (default) or a Faust agent",
+        help="consumption engine: confluent-kafka batches, or a Faust agent (the [faust] extra)",
     )
     add_redis_wait(run)
     run.set_defaults(handler=cmd_run)
+    reset = actions.add_parser(
+        "reset", help="Delete a group's checkpoints (refused while the group has live workers)."
+    )
+    reset.add_argument(
+        "--group", required=True, help="the consumer group, e.g. prism-central-fraud"
+    )
+    reset.add_argument(
+        "--yes", action="store_true", help="really delete (without it: say what would go, exit 2)"
+    )
+    reset.add_argument(
+        "--delete-offsets",
+        action="store_true",
+        help="also delete the group in Kafka: the next worker learns from the earliest record "
+        "(without it: from where the group left off)",
+    )
+    reset.set_defaults(handler=cmd_reset)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.engine == "faust":
+        require_extra("faust", needed_by="--engine faust")
     from streams.central.config import CentralConfig
     from streams.central.partition import LearnerConfig
     from streams.central.run import run
@@ -83,3 +109,37 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         ),
     )
     return run(settings, config, idle_exit_s=args.idle_exit, engine=args.engine)
+
+
+def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+    from confluent_kafka.admin import AdminClient
+
+    from runtime.kafka_security import kafka_security
+    from runtime.model_registry.keys import RegistryKeys
+    from streams.central.checkpoint import CheckpointStore
+    from streams.central.reset import describe, reset
+
+    if not settings.kafka_bootstrap or settings.redis_url is None:
+        raise StackError(
+            "no Kafka or Redis configured: run `prism stack up` or set PRISM_KAFKA_BOOTSTRAP "
+            "and PRISM_REDIS_URL (a Redis user that may delete checkpoints)"
+        )
+    admin = AdminClient({**kafka_security(settings), "bootstrap.servers": settings.kafka_bootstrap})
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10)
+    # the reset loads no checkpoint, so the event schema is never used
+    store = CheckpointStore(
+        client,
+        group=args.group,
+        worker_id="prism-central-reset",
+        event_schema="",
+        keys=RegistryKeys(settings.redis_prefix),
+    )
+    try:
+        outcome = reset(store, admin, confirmed=args.yes, delete_offsets=args.delete_offsets)
+    except redis.RedisError as e:
+        raise StackError(f"Redis: {e}") from e
+    finally:
+        client.close()
+    print(f"prism: {describe(outcome)}")
+    return 0

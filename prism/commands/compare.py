@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from prism.commands import PERSONAL_PULL, PULL_HELP, SHIFT_HELP, add_wire_precision
 from runtime.errors import UsageError
+from runtime.extras import require_extra
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,7 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="event log (.avro / .jsonl)")
     p.add_argument("--task", choices=("fraud", "iot"), help="check the log's record type")
     p.add_argument("--model", help="model spec (default: fraud-linear / iot-hst by record type)")
-    p.add_argument("--architectures", default="centralized,federated,hybrid,local")
+    p.add_argument(
+        "--architectures",
+        default="centralized,federated,hybrid,local",
+        help="comma-separated, from centralized, federated, hybrid and local",
+    )
     p.add_argument("--strategy", default="fedavg", help="merge strategy, as `prism merger run`")
     p.add_argument("--summary-every", type=int, default=200, help="learned events per summary")
     p.add_argument("--round-size", type=int, help="updates per round (default: half the sites)")
@@ -51,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")
     p.add_argument("--windows", type=int, default=20, help="windows of the metric over time")
     add_wire_precision(p, "summaries and whole globals", deltas=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, noise and attackers")
     p.add_argument(
         "--sweep",
         action="append",
@@ -61,8 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(repeat for a grid); --plot then draws metric vs bytes",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--plot", type=Path, help="write the windowed metric as a PNG")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--plot", type=Path, help="write the windowed metric as a PNG (the [plot] extra)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument(
         "--stack",
         action="store_true",
@@ -135,6 +142,8 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from prism.compare.plot import write_plot
     from prism.compare.report import build_report, render_table
 
+    if args.plot:  # before minutes of simulation, not after
+        require_extra("plot", needed_by="--plot")
     stream, config = prepare(args)
     if args.sweep:
         return _sweep(args, stream, config)

@@ -38,7 +38,7 @@ def _common(p: argparse.ArgumentParser, *, labels: str, sites: int, regions: int
         type=float,
         default=0.5,
         metavar="ALPHA",
-        help="Dirichlet alpha of per-site mixes; small = very non-IID (0.5)",
+        help="Dirichlet alpha of per-site mixes; small = very non-IID",
     )
     p.add_argument("--seed", type=int, default=0, help="same seed, same log")
     p.add_argument("--out", type=Path, required=True, help="FILE.avro, FILE.jsonl or .jsonl.gz")
@@ -46,7 +46,7 @@ def _common(p: argparse.ArgumentParser, *, labels: str, sites: int, regions: int
         "--labels",
         choices=LABEL_MODES,
         default=labels,
-        help=f"late Label events, inline, or none (default {labels})",
+        help="late Label events, inline, or none",
     )
     p.add_argument(
         "--label-delay-ms",
@@ -80,7 +80,11 @@ def _register_dataset(subparsers: Any) -> None:
     ds = subparsers.add_parser("dataset", help="real datasets as event logs (never downloaded)")
     actions = ds.add_subparsers(dest="action", metavar="ACTION", required=True)
     export = actions.add_parser("export", help="write a dataset as an event log split over sites")
-    export.add_argument("name", choices=("shuttle", "phishing", "bananas", "creditcard"))
+    export.add_argument(
+        "name",
+        choices=("shuttle", "phishing", "bananas", "creditcard"),
+        help="the data set (creditcard: your own CSV, the others ship with River)",
+    )
     _common(export, labels="inline", sites=10, regions=2)
     export.add_argument(
         "--input", type=Path, help="creditcard: the CSV (Time,V1..V28,Amount,Class)"

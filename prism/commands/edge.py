@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prism.commands import PERSONAL_PULL, PULL_HELP, SHIFT_HELP, add_wire_precision
+from prism.commands import PERSONAL_PULL, PULL_HELP, SHIFT_HELP, TASK_HELP, add_wire_precision
 from runtime.errors import UsageError
 from runtime.settings import Settings
 
 
 def _agent_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=("fraud", "iot"), default="fraud")
+    p.add_argument("--task", choices=("fraud", "iot"), default="fraud", help=TASK_HELP)
     p.add_argument("--model", help="model spec (default: fraud-linear / iot-hst)")
     p.add_argument("--region", help="region id for the merger's regional tier")
     p.add_argument(

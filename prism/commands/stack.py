@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -19,7 +20,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         handler=cmd_up
     )
     actions.add_parser("down", help="Stop what `up` started.").set_defaults(handler=cmd_down)
-    actions.add_parser("status", help="Health of each component.").set_defaults(handler=cmd_status)
+    status = actions.add_parser("status", help="Health of each component.")
+    status.add_argument("--json", action="store_true", help=f"print {JSON_HELP}")
+    status.set_defaults(handler=cmd_status)
+
+
+JSON_HELP = (
+    "a JSON list, one object per component: name, healthy, pid, alive (null: not ours), "
+    "reachable, address, detail"
+)
+
+
+def component_json(row: stack.ComponentStatus) -> dict:
+    """The stable keys of one component (`prism stack status --json`, `prism status --json`)."""
+    return {
+        "name": row.name,
+        "healthy": row.healthy,
+        "pid": row.pid,
+        "alive": row.alive,
+        "reachable": row.reachable,
+        "address": row.address,
+        "detail": row.detail,
+    }
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -50,6 +72,9 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """One row per component; the exit code says whether all of them are healthy."""
     rows = stack.status(settings)
+    if args.json:
+        print(json.dumps([component_json(row) for row in rows]))
+        return 0 if all(row.healthy for row in rows) else 1
     print(f"{'component':<10} {'healthy':<8} {'pid':<8} {'alive':<6} {'address':<22} detail")
     for row in rows:
         alive = "-" if row.alive is None else ("yes" if row.alive else "NO")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from prism.stack.topics import create_topics, list_topics
@@ -17,7 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create = actions.add_parser("create", help="Create every topic (idempotent).")
     create.add_argument("--partitions", type=int, default=None, help="Override PRISM_PARTITIONS.")
     create.set_defaults(handler=cmd_create)
-    actions.add_parser("list", help="Topics and partition counts.").set_defaults(handler=cmd_list)
+    listing = actions.add_parser("list", help="Topics and partition counts.")
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help='print a JSON list sorted by name: [{"name": ..., "partitions": N}, ...]',
+    )
+    listing.set_defaults(handler=cmd_list)
     _register_tail(actions)
     _register_decode(actions)
 
@@ -39,6 +46,9 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     found = list_topics(require_bootstrap(settings), security=kafka_security(settings))
+    if args.json:
+        print(json.dumps([{"name": n, "partitions": p} for n, p in sorted(found.items())]))
+        return 0
     for name, partitions in sorted(found.items()):
         print(f"{name:<32} {partitions}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import re
 import sys
@@ -22,21 +23,41 @@ EDGE_PORT = 9310
 def register(subparsers: argparse._SubParsersAction) -> None:
     up = subparsers.add_parser("up", help="Stack + central + merger + edges as local processes.")
     up.add_argument("--edges", type=int, default=3, help="edge agents (one per site of --data)")
-    up.add_argument("--task", choices=("fraud", "iot", "both"), default="fraud")
+    up.add_argument(
+        "--task",
+        choices=("fraud", "iot", "both"),
+        default="fraud",
+        help="the central learner(s) to run; the edges run the first task",
+    )
     up.add_argument("--data", type=Path, help="the edges' log, split by site (default: generated)")
     up.add_argument("--edge-rate", type=float, default=200.0, help="events/s per edge agent")
     up.add_argument("--round-size", type=int, help="merger round size (default: --edges)")
     up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health")
     up.set_defaults(handler=cmd_up, use_stack_file=False)
     ps = subparsers.add_parser("ps", help="Each service of `prism up`: pid, health, lag.")
+    ps.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list, one object per service: "
+        + ", ".join(SERVICE_KEYS)
+        + " ([] and exit 1 when not up)",
+    )
     ps.set_defaults(handler=cmd_ps)
     down = subparsers.add_parser("down", help="Stop every service of `prism up`, then the stack.")
     down.add_argument("--keep-stack", action="store_true", help="leave Kafka and Redis running")
     down.set_defaults(handler=cmd_down)
     status = subparsers.add_parser("status", help="One screen: stack, services, models.")
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"stack": [as `prism stack status --json`], "services": '
+        '[as `prism ps --json`] or null when not up, "models": [as `prism models list --json`] '
+        "or null when the registry is not reachable}",
+    )
     status.set_defaults(handler=cmd_status)
-    sup = subparsers.add_parser("supervise", help=argparse.SUPPRESS)
-    sup.add_argument("home", type=Path)
+    # internal (`prism up` starts it detached): no help=, so `prism --help` does not list it
+    sup = subparsers.add_parser("supervise")
+    sup.add_argument("home", type=Path, help="the state directory `prism up` planned in")
     sup.set_defaults(handler=cmd_supervise)
 
 
@@ -149,6 +170,24 @@ def _rows(home: Path) -> list[dict]:
     return rows
 
 
+#: `prism ps --json`: the keys of each service, stable for scripts
+SERVICE_KEYS = (
+    "name",
+    "state",
+    "pid",
+    "healthy",
+    "restarts",
+    "lag",
+    "exit_code",
+    "metrics_port",
+    "log",
+)
+
+
+def service_json(row: dict) -> dict:
+    return {key: row.get(key) for key in SERVICE_KEYS}
+
+
 def _print(rows: list[dict]) -> None:
     print(f"{'service':<14} {'state':<9} {'pid':<8} {'healthy':<8} {'restarts':<9} {'lag':<8} log")
     for r in rows:
@@ -163,9 +202,15 @@ def _print(rows: list[dict]) -> None:
 def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
     home = home_of(settings)
     if _supervisor_pid(home) is None:
+        if args.json:
+            print("[]")
         print("prism: not up (run `prism up`)", file=sys.stderr)
         return 1
-    _print(_rows(home))
+    rows = _rows(home)
+    if args.json:
+        print(json.dumps([service_json(r) for r in rows]))
+    else:
+        _print(rows)
     return 0
 
 
@@ -194,23 +239,32 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Stack health, the services of `prism up` and the registry's models on one screen."""
     from prism import stack
     from prism.commands.models import _brief, _table, _when
+    from prism.commands.stack import component_json
     from runtime.model_registry import RegistryClient, RegistryKeys
 
     rows = stack.status(settings)
+    home = home_of(settings)
+    services = _rows(home) if _supervisor_pid(home) is not None else None
+    url = settings.redis_query_url or settings.redis_url
+    models = None
+    if url is not None and all(r.healthy for r in rows):
+        client = RegistryClient(url.get_secret_value(), keys=RegistryKeys(settings.redis_prefix))
+        models = [{"name": n} | _brief(client.get_model(n)) for n in client.models()]
+    if args.json:
+        stack_rows = [component_json(r) for r in rows]
+        service_rows = None if services is None else [service_json(r) for r in services]
+        print(json.dumps({"stack": stack_rows, "services": service_rows, "models": models}))
+        return 0 if models is not None else 1
     print("stack:  " + "   ".join(
         f"{r.name} {'ok' if r.healthy else 'DOWN'} ({r.address})" for r in rows))  # fmt: skip
-    home = home_of(settings)
-    if _supervisor_pid(home) is None:
+    if services is None:
         print("services: not up (`prism up` starts them)")
     else:
         print("services:")
-        _print(_rows(home))
-    url = settings.redis_query_url or settings.redis_url
-    if url is None or not all(r.healthy for r in rows):
+        _print(services)
+    if models is None:
         print("models: registry not reachable")
         return 1
-    client = RegistryClient(url.get_secret_value(), keys=RegistryKeys(settings.redis_prefix))
-    models = [{"name": n} | _brief(client.get_model(n)) for n in client.models()]
     print(f"models: {len(models)}")
     if models:
         _table([dict(m, created_at=_when(m["created_at"])) for m in models], list(models[0]))

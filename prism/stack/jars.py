@@ -41,16 +41,11 @@ def maven_command(settings: Settings, libs: Path) -> list[str]:
 
 def unreachable(settings: Settings, detail: str) -> StackError:
     """The one message for "no broker jars": what went wrong and what to do instead."""
-    tansu = (
-        "\n(PRISM_ALLOW_TANSU is set, but the Tansu fallback is not implemented.)"
-        if settings.allow_tansu
-        else ""
-    )
     return StackError(
         f"could not fetch the Apache Kafka {settings.kafka_version} broker jars from Maven "
         "Central (is it reachable? is Maven installed? `make setup` installs it).\n"
-        "Point Prism at an existing broker instead: export PRISM_KAFKA_BOOTSTRAP=host:port"
-        f"{tansu}\n{detail}"
+        "Point Prism at an existing broker instead: export PRISM_KAFKA_BOOTSTRAP=host:port\n"
+        f"{detail}"
     )
 
 

@@ -27,6 +27,7 @@ reads both, and the next save deletes the hash.
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from collections.abc import Iterable
@@ -170,8 +171,21 @@ class CheckpointStore:
         )
         return True
 
-    def clear(self, partitions: Iterable[int]) -> None:
-        """Forget the group's checkpoints (``prism central reset``)."""
+    def partitions(self) -> list[int]:
+        """The partitions this group has checkpoint keys for (SCAN, not KEYS: no stall).
+
+        Matched exactly, so group ``g`` never picks up the keys of a group ``g:x``."""
+        base = self.keys.checkpoint(f"{self.group}:")
+        own = re.compile(re.escape(base) + r"(\d+)(?::(?:pending|recent|waiting))?")
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", base) + "*"
+        found = set()
+        for key in self.client.scan_iter(match=pattern, count=1000):
+            m = own.fullmatch(key.decode() if isinstance(key, bytes) else key)
+            if m:
+                found.add(int(m.group(1)))
+        return sorted(found)
+
+    def clear(self, partitions: Iterable[int]) -> int:
+        """Forget the group's checkpoints (``prism central reset``); the keys deleted."""
         names = [n for p in partitions for n in vars(self.keys_for(p)).values()]
-        if names:
-            self.client.delete(*names)
+        return int(self.client.delete(*names)) if names else 0

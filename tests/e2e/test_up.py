@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from prism.commands.up import SERVICE_KEYS
 from runtime.model_registry import RegistryClient, RegistryKeys
 from schemas.eventlog import read_events
 
@@ -45,6 +46,12 @@ def test_up_with_three_edges_scores_every_event_merges_all_three_and_downs_clean
             assert name in up.stdout
         ps = prism(env, "ps")
         assert ps.returncode == 0 and "central-fraud" in ps.stdout and "running" in ps.stdout
+        ps_json = prism(env, "ps", "--json")
+        assert ps_json.returncode == 0, ps_json.stderr
+        rows = {r["name"]: r for r in json.loads(ps_json.stdout)}
+        assert set(rows) == {"central-fraud", "merger", "edge-0", "edge-1", "edge-2"}
+        assert rows["merger"]["metrics_port"] == 9302 and rows["merger"]["state"] == "running"
+        assert all(set(r) == set(SERVICE_KEYS) and r["pid"] for r in rows.values())
         replay = prism(env, "replay", str(log), "--no-progress")
         assert replay.returncode == 0, replay.stderr[-2000:]
         stack = stack_env(state)
@@ -69,6 +76,9 @@ def test_up_with_three_edges_scores_every_event_merges_all_three_and_downs_clean
         assert status.returncode == 0, status.stderr
         assert "kafka ok" in status.stdout and "merger" in status.stdout
         assert "fraud-linear" in status.stdout
+        whole = json.loads(prism(env, "status", "--json").stdout)
+        assert {r["name"] for r in whole["services"]} == set(rows)
+        assert "fraud-linear" in {m["name"] for m in whole["models"]}
         events = {e.record["event_id"] for e in read_events(log) if e.record_type != "Label"}
         scored = _scores(stack["PRISM_KAFKA_BOOTSTRAP"], len(events))
         assert set(scored["central"]) == events  # the central learner scored every event

@@ -50,3 +50,43 @@ def test_help_lists_every_setting() -> None:
     text = describe_settings()
     for name in Settings.model_fields:
         assert f"PRISM_{name.upper()}" in text
+
+
+def test_state_and_cache_dirs_follow_xdg_base_directories(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("PRISM_STATE_DIR", "PRISM_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    settings = Settings()
+    assert settings.state_dir == tmp_path / "state" / "prism"
+    assert settings.cache_dir == tmp_path / "cache" / "prism"
+    assert settings.env_file == tmp_path / "state" / "prism" / "stack.env"
+    monkeypatch.setenv("PRISM_STATE_DIR", str(tmp_path / "mine"))  # the explicit setting wins
+    assert Settings().state_dir == tmp_path / "mine"
+
+
+@pytest.mark.parametrize("value", [None, "", "relative/dir"])
+def test_unset_empty_or_relative_xdg_falls_back_to_the_home_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str | None
+) -> None:
+    """The XDG spec: relative paths in these variables are invalid and ignored."""
+    for name in ("PRISM_STATE_DIR", "PRISM_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.state_dir == tmp_path / ".local" / "state" / "prism"
+    assert settings.cache_dir == tmp_path / ".cache" / "prism"
+
+
+def test_xdg_dir_reads_the_mapping_it_is_given() -> None:
+    from runtime.settings import xdg_dir
+
+    assert xdg_dir("XDG_CACHE_HOME", ".cache", {"XDG_CACHE_HOME": "/c"}) == Path("/c/prism")
+    assert xdg_dir("XDG_CACHE_HOME", ".cache", {}) == Path.home() / ".cache" / "prism"

@@ -13,7 +13,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
-CACHE=${PRISM_CACHE_DIR:-$HOME/.cache/prism}
+CACHE=${PRISM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/prism}
 COMPOSE_VERSION=5.6.0
 KAFKA_VERSION=4.1.1
 BASE=prism-standin/debian:bookworm
