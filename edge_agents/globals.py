@@ -4,8 +4,9 @@ The topic is compacted and keyed by model name, so a fresh consumer reading
 from the beginning sees the latest version of every model quickly; the node
 keeps only versions newer than the one it holds. The registry source polls
 ``prism:model:{name}:current`` instead, for nodes that may reach Redis but
-not Kafka's consumer protocol. Either way a record that does not decode is a
-local dead letter, never a crash.
+not Kafka's consumer protocol. Either way a record that does not decode, or
+does not verify against the trust file (schemas/identity.py), is a local dead
+letter with its reason, never a crash and never adopted.
 
 Between whole versions, globals on the topic are deltas from the previous
 version (docs/bytes.md); whole versions (every 16th, the first, a new layout)
@@ -31,10 +32,28 @@ from models.summary import Summary
 from runtime.errors import NotFoundError
 from runtime.model_registry.client import RegistryClient, RegistryUnavailableError
 from schemas import Codec
+from schemas.identity import KeyVerifier
+from schemas.signing import SignatureError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RegistryGlobals", "TopicGlobals"]
+
+
+def _authentic(
+    verifier: KeyVerifier | None, record: Any, where: Any, raw: bytes, on_bad: OnBad
+) -> bool:
+    """Checked before anything of the record is used (its layout, its version): a global
+    that does not verify is a local dead letter with its reason, and the node keeps
+    scoring with the model it has."""
+    if verifier is None:
+        return True
+    try:
+        verifier.check(record)
+    except SignatureError as e:
+        on_bad(e.reason_code, f"global model not adopted: {e}", where, raw)
+        return False
+    return True
 
 
 class TopicGlobals:
@@ -45,8 +64,11 @@ class TopicGlobals:
     def __init__(
         self, bootstrap: str, topic: str, *, model_name: str, node_id: str, codec: Codec,
         on_bad: OnBad, security: Mapping[str, str] | None = None,
+        verifier: KeyVerifier | None = None,
     ) -> None:  # fmt: skip
         self.model_name, self.codec, self.on_bad = model_name, codec, on_bad
+        self.verifier = verifier
+        self.newest_seen = 0  # highest verified version read in this session
         self.book = LayoutBook()  # layouts this node holds: announced ones and its own
         self.held: Summary | None = None  # the newest version decoded: deltas add to it
         self.unresolved = 0
@@ -93,6 +115,17 @@ class TopicGlobals:
     def _decode(self, value: bytes, where: Any) -> GlobalModelInfo | None:
         try:
             record = self.codec.decode(value, expected="GlobalModel")
+        except ValueError as e:
+            self.on_bad("bad-global-model", str(e), where, value)
+            return None
+        if not _authentic(self.verifier, record, where, value, self.on_bad):
+            return None
+        if record["version"] < self.newest_seen:  # the merger writes versions in order
+            self.on_bad("replayed", f"global version {record['version']} arrived after "
+                        f"{self.newest_seen}: an old model sent again", where, value)  # fmt: skip
+            return None
+        self.newest_seen = record["version"]
+        try:
             info = global_model_from_record(record, self.book, self.held)
         except (UnknownLayoutError, DeltaBaseError) as e:
             self.unresolved += 1
@@ -113,8 +146,10 @@ class RegistryGlobals:
     """Poll the registry's current GlobalModel every ``every_s`` seconds."""
 
     def __init__(
-        self, client: RegistryClient, *, model_name: str, on_bad: OnBad, every_s: float = 2.0
-    ) -> None:
+        self, client: RegistryClient, *, model_name: str, on_bad: OnBad, every_s: float = 2.0,
+        verifier: KeyVerifier | None = None,
+    ) -> None:  # fmt: skip
+        self.verifier = verifier
         self.client, self.model_name, self.on_bad, self.every_s = (
             client,
             model_name,
@@ -142,6 +177,9 @@ class RegistryGlobals:
             return None
         except (ModelError, ValueError) as e:
             self.on_bad("bad-global-model", str(e), {"registry": self.model_name}, b"")
+            return None
+        where = {"registry": self.model_name}
+        if not _authentic(self.verifier, record, where, b"", self.on_bad):
             return None
         try:
             info = global_model_from_record(record)

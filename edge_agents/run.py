@@ -19,12 +19,12 @@ from edge_agents.outbox import Outbox
 from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
 from edge_agents.sources import FileSource, TopicSource
 from runtime.errors import StackError, UsageError
+from runtime.identity import global_verifier, node_signer
 from runtime.kafka_security import KafkaAuth, check_login
 from runtime.model_registry import RegistryKeys
 from runtime.model_registry.client import RegistryClient
 from runtime.settings import Settings
 from schemas import Codec
-from schemas.signing import signer_from
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
     security = auth.librdkafka()
     log.info("kafka bootstrap=%s auth=%s", bootstrap, auth.describe())
     check_login(bootstrap, auth, timeout=5.0)  # a refused login exits; an outage does not
-    key = settings.signing_key.get_secret_value() if settings.signing_key else None
-    try:
-        signer = signer_from(settings.signing_key_id, key)
-    except ValueError as e:
-        raise UsageError(f"summary signing: {e}") from e
+    signer = node_signer(settings)
     home = state_dir_of(settings, config)
     dead = LocalDeadLetters(home / "dead-letters.jsonl")
 
@@ -126,7 +122,9 @@ def _globals(settings: Settings, config: EdgeConfig, codec: Codec, on_bad) -> ob
         client = RegistryClient(
             secret.get_secret_value(), codec=codec, keys=RegistryKeys(settings.redis_prefix)
         )
-        return RegistryGlobals(client, model_name=config.spec_name, on_bad=on_bad)
+        return RegistryGlobals(
+            client, model_name=config.spec_name, on_bad=on_bad, verifier=global_verifier(settings)
+        )
     return TopicGlobals(
         settings.kafka_bootstrap or "",
         settings.topic("global-model"),
@@ -135,6 +133,7 @@ def _globals(settings: Settings, config: EdgeConfig, codec: Codec, on_bad) -> ob
         codec=codec,
         on_bad=on_bad,
         security=KafkaAuth.from_settings(settings).librdkafka(),
+        verifier=global_verifier(settings),
     )
 
 

@@ -89,17 +89,27 @@ class Settings(BaseSettings):
         description="Address the services' Prometheus endpoints bind to (0.0.0.0 in containers).",
     )
     signing_key_id: str | None = Field(
-        None, description="Key id this node signs its WeightSummary updates with (HMAC-SHA256)."
+        None, description="Key id this node, shard or merger signs its records with."
+    )
+    signing_key_file: Path | None = Field(
+        None,
+        description="Ed25519 private key file (`prism keys generate`): public-key signing.",
     )
     signing_key: SecretStr | None = Field(
-        None, description="This node's signing secret (>= 16 bytes); set with the key id."
+        None, description="HMAC-SHA256 secret (>= 16 bytes) instead of a key file; small setups."
+    )
+    trust_file: Path | None = Field(
+        None,
+        description="Public keys (JSON) the merger checks summaries and edges/readers globals by.",
     )
     trusted_keys: SecretStr | None = Field(
         None,
         description='Merger: JSON {"key-id": {"secret": "...", "nodes": ["node-id or glob"]}}.',
     )
     require_signed: bool | None = Field(
-        None, description="Merger: refuse unsigned summaries (default: when trusted keys are set)."
+        None,
+        description="Refuse unsigned summaries (merger) and globals (edges, readers); "
+        "default: when keys are trusted.",
     )
 
     @property

@@ -12,18 +12,20 @@ reason code            meaning
 ``unknown-key``        the ``key_id`` is not a trusted key
 ``bad-signature``      the MAC does not match: forged, tampered, or a wrong key
 ``key-not-for-node``   a valid MAC, but that key may not sign for this ``node_id``
+``revoked-key``        public keys only: the key was revoked (schemas/identity.py)
+``expired-key``        public keys only: past the key's not-after date
 =====================  ==========================================================
 
 (``replayed``, an old sequence, is the merger's: it needs the node's history.)
 
 What is signed: every field of the record but ``signature`` -- node_id, tier,
 region, sequence, base_version, created_at, state, metrics, meta and key_id --
-encoded canonically: Avro binary of those fields (in that order) with every
-map's entries sorted by key, after a domain tag. The bytes therefore do not
-depend on the wire mode (Avro or JSON), on map order, or on Python number
-types, and a signature made for one node or purpose cannot be reused for
-another record. A contract change that adds a signed field must bump
-:data:`SIGNING_VERSION`.
+encoded canonically (schemas/canonical.py). A contract change that adds a
+signed field must bump :data:`SIGNING_VERSION`.
+
+HMAC suits a small deployment with one operator: the merger holds every
+node's secret, so it could forge any node's update. Public keys
+(schemas/identity.py) take that power away and add rotation and revocation.
 
 Sign the record *before* it is encoded and stored (the edge outbox), so a
 resend is byte-identical and the merger counts it as a duplicate.
@@ -53,16 +55,13 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-import fastavro
-
-from schemas.registry import compile_schema, current, load_schema
+from schemas.canonical import SIGNED_FIELDS as _FIELDS
+from schemas.canonical import SIGNING_VERSION, canonical_bytes
 
 __all__ = [
     "REASON_CODES",
@@ -77,22 +76,16 @@ __all__ = [
     "signer_from",
 ]
 
-SIGNING_VERSION = 3
-SIGNED_FIELDS = (
-    "node_id",
-    "tier",
-    "region",
-    "sequence",
-    "base_version",
-    "created_at",
-    "state",
-    "metrics",
-    "meta",
-    "key_id",
+REASON_CODES = (
+    "unsigned",
+    "unknown-key",
+    "bad-signature",
+    "key-not-for-node",
+    "revoked-key",
+    "expired-key",
 )
-REASON_CODES = ("unsigned", "unknown-key", "bad-signature", "key-not-for-node")
+SIGNED_FIELDS = _FIELDS["WeightSummary"]
 MIN_SECRET_BYTES = 16
-_TAG = b"prism.WeightSummary.hmac-sha256.v%d\x00" % SIGNING_VERSION
 
 
 class SignatureError(ValueError):
@@ -103,37 +96,6 @@ class SignatureError(ValueError):
             raise ValueError(f"unknown reason code {reason_code!r}")
         super().__init__(message)
         self.reason_code = reason_code
-
-
-@cache
-def _signed_schema() -> Any:
-    """The WeightSummary contract restricted to the signed fields, in their fixed order."""
-    schema = load_schema("WeightSummary")
-    by_name = {f["name"]: f for f in schema["fields"]}
-    fields = [by_name[name] for name in SIGNED_FIELDS]
-    return compile_schema("WeightSummary", dict(schema, fields=fields)).parsed
-
-
-def _sorted_maps(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _sorted_maps(value[k]) for k in sorted(value)}
-    if isinstance(value, list | tuple):
-        return [_sorted_maps(v) for v in value]
-    return value
-
-
-def canonical_bytes(record: Mapping[str, Any]) -> bytes:
-    """The exact bytes a MAC covers: domain tag + Avro of the signed fields, maps sorted.
-
-    ``record`` is checked against the contract first (defaults filled in), so a
-    record about to be encoded and the same record decoded give equal bytes.
-    """
-    checked = current("WeightSummary").check(dict(record, signature=None), "")
-    body = {name: _sorted_maps(checked[name]) for name in SIGNED_FIELDS}
-    out = io.BytesIO()
-    out.write(_TAG)
-    fastavro.schemaless_writer(out, _signed_schema(), body)
-    return out.getvalue()
 
 
 def _mac(secret: bytes, record: Mapping[str, Any]) -> bytes:

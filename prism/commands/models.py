@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from runtime.errors import StackError
+from runtime.identity import global_verifier
 from runtime.model_registry import RegistryClient, RegistryKeys
 from runtime.settings import Settings
 from schemas.codec import to_json_compatible
@@ -30,10 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _client(settings: Settings) -> RegistryClient:
+    """With PRISM_TRUST_FILE set, models are checked against the merger's public key."""
     url = settings.redis_query_url or settings.redis_url
     if url is None:
         raise StackError("no Redis configured: run `prism stack up` or set PRISM_REDIS_QUERY_URL")
-    return RegistryClient(url.get_secret_value(), keys=RegistryKeys(settings.redis_prefix))
+    return RegistryClient(
+        url.get_secret_value(),
+        keys=RegistryKeys(settings.redis_prefix),
+        verifier=global_verifier(settings),
+    )
 
 
 def _when(ms: int) -> str:
@@ -68,7 +74,10 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
     # the registry name first: a regional model ("fraud-linear@region:eu") is a fraud-linear too
-    rows = [{"name": name} | _brief(client.get_model(name)) for name in client.models()]
+    rows = []
+    for name in client.models():  # an unverified model is listed as such, never hidden
+        record = client.get_model(name, verify=False)
+        rows.append({"name": name} | _brief(record) | {"signature": client.verdict(record)})
     if args.json:
         _emit_json(rows)
     elif not rows:
@@ -79,13 +88,15 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    record = _client(settings).get_model(args.name)
+    client = _client(settings)
+    record = client.get_model(args.name)  # UnverifiedModelError: refused, exit code 4
     if args.json:
         _emit_json(record)
         return 0
     brief = _brief(record)
     for key, value in brief.items():
         print(f"{key:<14} {_when(value) if key == 'created_at' else value}")
+    print(f"{'signature':<14} {client.verdict(record)}")
     print(f"{'features':<14} {', '.join(record['state']['features'])}")
     for c in record["contributors"]:
         print(f"  + {c['node_id']} seq={c['sequence']} n={c['n_samples']} "
@@ -96,20 +107,21 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
-    records = _client(settings).history(args.name)
+    client = _client(settings)
     rows = [
         dict(
             _brief(r),
+            signature=client.verdict(r),
             lineage=",".join(f"{c['node_id']}#{c['sequence']}" for c in r["contributors"]),
         )
-        for r in records
+        for r in client.history(args.name)
     ]
     if args.json:
         _emit_json(rows)
     else:
         _table([dict(r, created_at=_when(r["created_at"])) for r in rows],
                ["version", "created_at", "strategy", "n_samples", "contributors", "excluded",
-                "lineage"])  # fmt: skip
+                "signature", "lineage"])  # fmt: skip
     return 0
 
 

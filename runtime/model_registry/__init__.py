@@ -23,8 +23,14 @@ MULTI/EXEC transaction, so a reader never sees a model without its history
 or nodes that point to a version not yet stored.
 """
 
-from runtime.model_registry.client import RegistryClient
+from runtime.model_registry.client import RegistryClient, UnverifiedModelError
 from runtime.model_registry.keys import RegistryKeys
 from runtime.model_registry.writer import NodeRecord, RegistryWriter
 
-__all__ = ["NodeRecord", "RegistryClient", "RegistryKeys", "RegistryWriter"]
+__all__ = [
+    "NodeRecord",
+    "RegistryClient",
+    "RegistryKeys",
+    "RegistryWriter",
+    "UnverifiedModelError",
+]

@@ -16,16 +16,40 @@ import redis
 from runtime.errors import NotFoundError, PrismError
 from runtime.model_registry.keys import RegistryKeys
 from schemas import Codec
+from schemas.identity import KeyVerifier
+from schemas.signing import SignatureError
 
 
 class RegistryUnavailableError(PrismError):
     exit_code = 2
 
 
+class UnverifiedModelError(PrismError):
+    """A registry model whose signature does not hold against the trust file."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, reason_code: str) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
 class RegistryClient:
-    def __init__(self, url: str, *, codec: Codec | None = None, keys: RegistryKeys | None = None):
+    """Reads of the registry; with a ``verifier`` (the trust file's public keys) a model
+    is handed out only when the merger's signature holds: anyone who can write to
+    Redis could otherwise put a model in front of every reader."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        codec: Codec | None = None,
+        keys: RegistryKeys | None = None,
+        verifier: KeyVerifier | None = None,
+    ) -> None:
         self.codec = codec or Codec(max_bytes=64 * 1024 * 1024)
         self.keys = keys or RegistryKeys()
+        self.verifier = verifier
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
     def close(self) -> None:
@@ -41,13 +65,41 @@ class RegistryClient:
         """Names of every model with a current version, sorted."""
         return sorted(m.decode() for m in self._call(self._redis.smembers, self.keys.models))
 
-    def get_model(self, name: str) -> dict[str, Any]:
-        """The current GlobalModel record of ``name``; :class:`NotFoundError` if none."""
+    def get_model(self, name: str, *, verify: bool = True) -> dict[str, Any]:
+        """The current GlobalModel record of ``name``; :class:`NotFoundError` if none,
+        :class:`UnverifiedModelError` if ``verify`` and its signature does not hold."""
         data = self._call(self._redis.get, self.keys.current(name))
         if data is None:
             known = ", ".join(self.models()) or "none yet"
             raise NotFoundError(f"no model named {name!r} in the registry (known: {known})")
-        return self.codec.decode(data, expected="GlobalModel")
+        record = self.codec.decode(data, expected="GlobalModel")
+        if verify:
+            self.verify(record)
+        return record
+
+    def verify(self, record: dict[str, Any]) -> None:
+        """Raise :class:`UnverifiedModelError` unless the record verifies (no verifier: pass)."""
+        if self.verifier is None:
+            return
+        try:
+            self.verifier.check(record)
+        except SignatureError as e:
+            raise UnverifiedModelError(
+                f"UNVERIFIED model {record.get('model_name')!r} version {record.get('version')}: "
+                f"{e} [{e.reason_code}]; it was not written by a trusted merger key",
+                e.reason_code,
+            ) from e
+
+    def verdict(self, record: dict[str, Any]) -> str:
+        """One word for a listing: ``verified:<key id>``, ``UNVERIFIED:<reason>`` or
+        ``unchecked`` (no trust file configured)."""
+        if self.verifier is None:
+            return "unchecked"
+        try:
+            self.verify(record)
+        except UnverifiedModelError as e:
+            return f"UNVERIFIED:{e.reason_code}"
+        return f"verified:{record['key_id']}"
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Versions of ``name``, newest first (bounded by the writer's history size)."""

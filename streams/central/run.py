@@ -6,15 +6,15 @@ import logging
 
 from confluent_kafka import Producer
 
-from runtime.errors import StackError, UsageError
+from runtime.errors import StackError
 from runtime.gc_tuning import tune_for_streaming
+from runtime.identity import node_signer
 from runtime.kafka_config import producer_config
 from runtime.kafka_security import KafkaAuth, check_login, kafka_security
 from runtime.model_registry import RegistryKeys
 from runtime.redis_outage import service_client
 from runtime.settings import Settings
 from schemas import Codec
-from schemas.signing import signer_from
 from streams.central.checkpoint import CheckpointStore
 from streams.central.config import CentralConfig
 from streams.central.worker import CentralWorker, Topics
@@ -53,11 +53,7 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
         keys=keys,
     )
     producer = Producer(producer_config(settings.kafka_bootstrap, kafka_security(settings)))
-    key = settings.signing_key.get_secret_value() if settings.signing_key else None
-    try:
-        signer = signer_from(settings.signing_key_id, key)
-    except ValueError as e:
-        raise UsageError(f"summary signing: {e}") from e
+    signer = node_signer(settings)
     return CentralWorker(
         config,
         topics_for(settings, config),

@@ -41,6 +41,7 @@ from models.packing import LayoutBook, layout_of
 from models.serialization import summary_from_weight_record
 from runtime.redis_outage import REDIS_AWAY, RedisBackoff, RedisUnavailable, wait_for
 from schemas import Codec, SchemaError
+from schemas.identity import KeySigner, KeyVerifier
 from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
 from streams.idle import IdleClock
@@ -69,7 +70,8 @@ class MergerLoop:
         commit_every_s: float = 2.0,
         idle_exit_s: float | None = None,
         redis_wait_s: float = 120.0,
-        verifier: Verifier | None = None,
+        verifier: Verifier | KeyVerifier | None = None,
+        signer: KeySigner | None = None,
         event_time: bool = False,
         speedup: float = 1.0,
     ) -> None:
@@ -80,6 +82,7 @@ class MergerLoop:
         self._anchor: tuple[float, float] | None = None  # (event ms, wall ms) of the newest time
         self._due_before: list[Closed] = []  # rounds timed out before an update's event time
         self.verifier = verifier  # signed summaries: refused before they touch a ledger
+        self.signer = signer  # the merger's key: every GlobalModel it writes carries a signature
         self.consumer, self.producer, self.codec = consumer, producer, codec
         self.topics, self.telemetry = topics, telemetry
         self.dead = DeadLetters(
@@ -253,12 +256,12 @@ class MergerLoop:
         """
         config = self.merger.config
         for c in closed:
-            self._unpublished.append((c.name, registry_record(c, config.quantize)))
+            self._unpublished.append((c.name, self._signed(registry_record(c, config.quantize))))
             layout = self.book.learn(layout_of(c.result.summary))
             for key, record in topic_records(
                 c, layout, self._announced, quantize=config.quantize, deltas=bool(config.deltas)
             ):
-                self._produce_global(key, record)
+                self._produce_global(key, self._signed(record))
             self.touched.update(c.nodes)
             self.touched.update(x.node_id for x in c.result.contributors)
             self.telemetry.merge_rounds.labels(SERVICE, c.name).inc()
@@ -279,6 +282,10 @@ class MergerLoop:
                 self.redis.failed(e)
             else:
                 self.redis.succeeded()
+
+    def _signed(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Every record written (whole, delta, registry) is signed: a reader checks what it has."""
+        return record if self.signer is None else self.signer.sign(record, "GlobalModel")
 
     def _produce_global(self, key: str, record: dict[str, Any]) -> None:
         """Every record of one model on one partition: a node reads its chain in order.

@@ -7,13 +7,14 @@ import logging
 from confluent_kafka import Consumer, Producer
 
 from runtime.errors import StackError, UsageError
+from runtime.identity import global_verifier, node_signer, summary_verifier
 from runtime.kafka_config import consumer_config, producer_config
 from runtime.kafka_security import KafkaAuth, check_login
 from runtime.model_registry import RegistryKeys, RegistryWriter
 from runtime.redis_outage import service_client
 from runtime.settings import Settings
 from schemas import Codec
-from schemas.signing import Verifier, parse_trusted_keys
+from schemas.identity import KeySigner
 from streams.merger.loop import MergerLoop
 from streams.merger.rounds import Merger, MergerConfig
 from streams.merger.store import MergerStore
@@ -63,24 +64,24 @@ def build_loop(
         telemetry=telemetry,
         idle_exit_s=idle_exit_s,
         redis_wait_s=redis_wait_s,
-        verifier=verifier_from(settings),
+        verifier=summary_verifier(settings),
+        signer=global_signer(settings),
         event_time=event_time,
         speedup=speedup,
     )
 
 
-def verifier_from(settings: Settings) -> Verifier | None:
-    """The trusted keys (secrets never logged); None when summaries are not checked."""
-    try:
-        secret = settings.trusted_keys.get_secret_value() if settings.trusted_keys else None
-        verifier = Verifier(parse_trusted_keys(secret), required=settings.require_signed)
-    except ValueError as e:
-        raise UsageError(f"signed summaries: {e}") from e
-    if not verifier.active:
-        return None
-    log.info("signed summaries: required=%s trusted key ids=%s", verifier.required,
-             ",".join(sorted(verifier.keys)) or "-")  # fmt: skip
-    return verifier
+def global_signer(settings: Settings) -> KeySigner | None:
+    """The merger's own key: every GlobalModel it publishes is signed with it."""
+    signer = node_signer(settings)
+    if signer is not None and not isinstance(signer, KeySigner):
+        raise UsageError(
+            "the merger signs globals with a public key only (PRISM_SIGNING_KEY_FILE): with an "
+            "HMAC secret every edge would hold what forges a global for all the others"
+        )
+    if signer is None and global_verifier(settings) is not None:
+        log.warning("globals are published UNSIGNED: edges that trust keys will not adopt them")
+    return signer
 
 
 def run(settings: Settings, config: MergerConfig, *, group: str, **kwargs: object) -> int:

@@ -16,7 +16,13 @@ import redis
 from models.merge import merge
 from models.serialization import global_model_from_record, global_model_record
 from models.specs import get_spec
-from runtime.model_registry import NodeRecord, RegistryClient, RegistryKeys, RegistryWriter
+from runtime.model_registry import (
+    NodeRecord,
+    RegistryClient,
+    RegistryKeys,
+    RegistryWriter,
+    UnverifiedModelError,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -97,9 +103,12 @@ def test_query_user_reads_but_cannot_write(
     reader_as_writer.close()
 
 
-def _prism(tmp_path: Path, redis_query_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _prism(
+    tmp_path: Path, redis_query_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
-    env |= {"PRISM_STATE_DIR": str(tmp_path), "PRISM_REDIS_QUERY_URL": redis_query_url}
+    env |= {"PRISM_STATE_DIR": str(tmp_path), "PRISM_REDIS_QUERY_URL": redis_query_url, **extra}
     return subprocess.run([sys.executable, "-m", "prism.cli", "models", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
 
@@ -133,3 +142,63 @@ def test_missing_model_is_a_message_and_exit_code(tmp_path: Path, redis_query_ur
     result = _prism(tmp_path, redis_query_url, "show", "no-such-model")
     assert result.returncode == 3
     assert "no model named 'no-such-model'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_models_are_shown_only_when_the_merger_signature_holds(
+    tmp_path: Path, redis_url: str, redis_query_url: str
+) -> None:
+    """Anyone who can write to Redis could put a model in front of every reader: with a
+    trust file, `prism models show` refuses what does not verify, `list` and `history`
+    mark it UNVERIFIED, and the client raises with the reason."""
+    from schemas.identity import KeySigner, generate_private_key, trust_entry
+
+    merger, thief = generate_private_key(), generate_private_key()
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps({"k-merger": trust_entry(merger, ["global:*"], "2999-01-01")}))
+    run = {"PRISM_TRUST_FILE": str(trust)}
+    names = {}
+    for case in ("good", "unsigned", "forged", "tampered"):
+        record = _merged_record(3)
+        name = f"fraud-linear-{case}-{uuid.uuid4().hex[:6]}"
+        record["model_name"] = record["state"]["model_name"] = name
+        if case != "unsigned":
+            record = KeySigner("k-merger", thief if case == "forged" else merger).sign(
+                record, "GlobalModel"
+            )
+        if case == "tampered":
+            record["strategy"] = "fedmedian"
+        writer = RegistryWriter(redis_url).setup()
+        writer.publish_model(record, [])
+        writer.close()
+        names[case] = name
+    shown = _prism(tmp_path, redis_query_url, "show", names["good"], env=run)
+    assert shown.returncode == 0, shown.stderr
+    assert "signature      verified:k-merger" in shown.stdout
+    for case, code in (("unsigned", "unsigned"), ("forged", "bad-signature"),
+                       ("tampered", "bad-signature")):  # fmt: skip
+        refused = _prism(tmp_path, redis_query_url, "show", names[case], "--json", env=run)
+        assert refused.returncode == 4 and refused.stdout == ""
+        assert f"UNVERIFIED model '{names[case]}'" in refused.stderr and code in refused.stderr
+        assert "Traceback" not in refused.stderr
+        history = _prism(tmp_path, redis_query_url, "history", names[case], "--json", env=run)
+        assert json.loads(history.stdout)[0]["signature"] == f"UNVERIFIED:{code}"
+    listed = json.loads(_prism(tmp_path, redis_query_url, "list", "--json", env=run).stdout)
+    verdicts = {row["name"]: row["signature"] for row in listed}
+    assert verdicts[names["good"]] == "verified:k-merger"
+    assert verdicts[names["forged"]] == "UNVERIFIED:bad-signature"
+    assert verdicts[names["unsigned"]] == "UNVERIFIED:unsigned"
+    # without a trust file nothing is claimed either way
+    plain = json.loads(_prism(tmp_path, redis_query_url, "list", "--json").stdout)
+    assert {row["signature"] for row in plain if row["name"] in names.values()} == {"unchecked"}
+    client = RegistryClient(redis_query_url, verifier=global_verifier_for(trust))
+    with pytest.raises(UnverifiedModelError) as info:
+        client.get_model(names["forged"])
+    assert info.value.reason_code == "bad-signature"
+    assert client.get_model(names["good"])["key_id"] == "k-merger"
+    client.close()
+
+
+def global_verifier_for(trust: Path):
+    from schemas.identity import KeyVerifier, load_trust_file
+
+    return KeyVerifier(load_trust_file(trust), contract="GlobalModel")

@@ -1,0 +1,73 @@
+"""Signers and verifiers from the settings, for every service that signs or checks.
+
+Two schemes, chosen by what is configured: an Ed25519 key file + trust file
+(the default of `prism up` and compose: verifiers hold public keys only) or,
+for a small deployment with one operator, HMAC secrets (schemas/signing.py).
+Globals are signed with public keys only: every edge would otherwise hold the
+merger's secret and could forge a global for all the others.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from runtime.errors import UsageError
+from runtime.settings import Settings
+from schemas.identity import KeySigner, KeyVerifier, load_private_key, load_trust_file
+from schemas.signing import Signer, Verifier, parse_trusted_keys, signer_from
+
+log = logging.getLogger(__name__)
+
+__all__ = ["global_verifier", "node_signer", "summary_verifier"]
+
+
+def node_signer(settings: Settings) -> Signer | KeySigner | None:
+    """This process's signer: a key file wins over an HMAC secret; None when unsigned."""
+    key_id, key_file = settings.signing_key_id, settings.signing_key_file
+    try:
+        if key_file is not None:
+            if settings.signing_key is not None:
+                raise ValueError("set PRISM_SIGNING_KEY_FILE or PRISM_SIGNING_KEY, not both")
+            if not key_id:
+                raise ValueError("PRISM_SIGNING_KEY_FILE needs PRISM_SIGNING_KEY_ID")
+            return KeySigner(key_id, load_private_key(key_file))
+        secret = settings.signing_key.get_secret_value() if settings.signing_key else None
+        return signer_from(key_id, secret)
+    except ValueError as e:
+        raise UsageError(f"signing: {e}") from e
+
+
+def _key_verifier(settings: Settings, contract: str) -> KeyVerifier | None:
+    if settings.trust_file is None:
+        return None
+    try:
+        keys = load_trust_file(settings.trust_file)
+        verifier = KeyVerifier(keys, contract=contract, required=settings.require_signed)
+    except ValueError as e:
+        raise UsageError(f"trust file: {e}") from e
+    log.info("signed %s: required=%s trusted key ids=%s trust_file=%s", contract,
+             verifier.required, ",".join(sorted(keys)) or "-", settings.trust_file)  # fmt: skip
+    return verifier
+
+
+def summary_verifier(settings: Settings) -> Verifier | KeyVerifier | None:
+    """The merger's check of WeightSummary records; None when nothing is checked."""
+    if settings.trust_file is not None and settings.trusted_keys is not None:
+        raise UsageError("set PRISM_TRUST_FILE (public keys) or PRISM_TRUSTED_KEYS (HMAC), not two")
+    if settings.trust_file is not None:
+        return _key_verifier(settings, "WeightSummary")
+    try:
+        secret = settings.trusted_keys.get_secret_value() if settings.trusted_keys else None
+        verifier = Verifier(parse_trusted_keys(secret), required=settings.require_signed)
+    except ValueError as e:
+        raise UsageError(f"signed summaries: {e}") from e
+    if not verifier.active:
+        return None
+    log.info("signed summaries: required=%s trusted key ids=%s (HMAC)", verifier.required,
+             ",".join(sorted(verifier.keys)) or "-")  # fmt: skip
+    return verifier
+
+
+def global_verifier(settings: Settings) -> KeyVerifier | None:
+    """What a reader of GlobalModel records (edge, registry, CLI) checks; None: no trust file."""
+    return _key_verifier(settings, "GlobalModel")
