@@ -147,7 +147,11 @@ def _poison(stream: Stream, config: SimConfig) -> dict[str, Any] | None:
     if config.poison is None:
         return None
     sites = sorted(poisoned_sites(stream, config))
-    return vars(config.poison) | {"sites": [stream.site_names[i] for i in sites]}
+    n = len(stream.site_names)
+    return vars(config.poison) | {
+        "scale": config.poison.strength(n),  # the factor applied (the kind's default if unset)
+        "sites": [stream.site_names[i] for i in sites],
+    }
 
 
 def render_table(report: dict[str, Any]) -> str:
