@@ -34,8 +34,16 @@ costs FedAvg little; ``--scale 100`` shows the damage. ``--seed`` picks other
 attackers (the robust run loses the attackers' data too, so its own figure
 moves with the choice).
 
+The colluding attackers (``--kinds alie,ipm``, :mod:`models.collusion`) shape
+their update from the honest updates of their round; ``--fractions 0.2,0.4``,
+``--strategies "fedavg;fedmedian;trimmed:0.2;krum"`` and ``--iot-events N``
+(learning_quality's iot generator, learned by the weighted spec: IoT's own
+specs have nothing to vote on) give docs/reliability.md's table, with each
+strategy's worst change per fraction.
+
 Run: ``.venv/bin/python bench/poisoning.py [--fraud-events 50000] [--scale 10]
-[--seed 0] [--default-rounds] [--json]`` (or ``make poisoning``)
+[--seed 0] [--default-rounds] [--kinds K,..] [--fractions F,..]
+[--strategies S;..] [--iot-events N] [--archs A,..] [--json]`` (or ``make poisoning``)
 """
 
 from __future__ import annotations

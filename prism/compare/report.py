@@ -154,6 +154,12 @@ def _poison(stream: Stream, config: SimConfig) -> dict[str, Any] | None:
     }
 
 
+def _factor(kind: str, scale: float) -> str:
+    """How the attack's strength reads: alie's z, ipm's epsilon, a factor otherwise."""
+    name = {"alie": "z=", "ipm": "epsilon="}.get(kind, "x")
+    return f"{name}{scale:.3g}"
+
+
 def render_table(report: dict[str, Any]) -> str:
     def f(v: Any, spec: str = ".4f") -> str:
         return "-" if v is None else format(v, spec)
@@ -183,7 +189,7 @@ def render_table(report: dict[str, Any]) -> str:
         lines.insert(
             1,
             f"poisoned: {len(p['sites'])} sites ({sites}) send {p['kind']} updates "
-            f"x{p['scale']:g} under strategy {report['strategy']}",
+            f"{_factor(p['kind'], p['scale'])} under strategy {report['strategy']}",
         )
     if report["outage"] is not None:
         for name, a in report["architectures"].items():
