@@ -34,8 +34,16 @@ costs FedAvg little; ``--scale 100`` shows the damage. ``--seed`` picks other
 attackers (the robust run loses the attackers' data too, so its own figure
 moves with the choice).
 
+The colluding attackers (``--kinds alie,ipm``, :mod:`models.collusion`) shape
+their update from the honest updates of their round; ``--fractions 0.2,0.4``,
+``--strategies "fedavg;fedmedian;trimmed:0.2;krum"`` and ``--iot-events N``
+(learning_quality's iot generator, learned by the weighted spec: IoT's own
+specs have nothing to vote on) give docs/reliability.md's table, with each
+strategy's worst change per fraction.
+
 Run: ``.venv/bin/python bench/poisoning.py [--fraud-events 50000] [--scale 10]
-[--seed 0] [--default-rounds] [--json]`` (or ``make poisoning``)
+[--seed 0] [--default-rounds] [--kinds K,..] [--fractions F,..]
+[--strategies S;..] [--iot-events N] [--archs A,..] [--json]`` (or ``make poisoning``)
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.poisoning import KINDS, Attack
+from models.poisoning import BLIND, KINDS, Attack
 from prism.cli import main as prism
 from prism.compare.engine import SimConfig, simulate
 from prism.compare.report import build_report
@@ -58,7 +66,7 @@ from prism.compare.stream import Stream, load_stream
 ROBUST = "fedmedian"
 STRATEGIES = ("fedavg", ROBUST)
 ARCHS = ("federated", "hybrid")
-FRACTION = 0.2
+FRACTIONS = (0.2,)
 TOLERANCE = 0.02  # the robust poisoned run may lose at most 2 % of the clean metric
 NO_TIMEOUT_MS = 10**15
 
@@ -70,11 +78,16 @@ class Dataset:
     summary_every: int
 
 
-def make_datasets(tmp: Path, fraud_events: int, phishing: bool) -> list[Dataset]:
+def make_datasets(tmp: Path, fraud_events: int, phishing: bool, iot_events: int) -> list[Dataset]:
     fraud = tmp / "fraud.avro"
     flags = ["--events", str(fraud_events), "--sites", "10", "--seed", "1", "--out", str(fraud)]
     assert prism(["datagen", "fraud", *flags]) == 0
     out = [Dataset(f"fraud {fraud_events // 1000}k", fraud, 200)]
+    if iot_events:  # learning_quality's iot log, smaller; the weighted spec learns its labels
+        iot = tmp / "iot.avro"
+        flags = ["--events", str(iot_events), "--sites", "10", "--skew", "0.1", "--seed", "7"]
+        assert prism(["datagen", "iot", *flags, "--out", str(iot)]) == 0
+        out.append(Dataset(f"iot {iot_events // 1000}k", iot, 200))
     if phishing:
         path = tmp / "phishing.avro"
         flags = ["--sites", "5", "--seed", "1", "--labels", "inline", "--out", str(path)]
@@ -85,9 +98,13 @@ def make_datasets(tmp: Path, fraud_events: int, phishing: bool) -> list[Dataset]
 
 @dataclass(frozen=True)
 class Setup:
-    scale: float
+    scale: float | None
     seed: int
     timeout: int | None
+    strategies: tuple[str, ...] = STRATEGIES
+    kinds: tuple[str, ...] = BLIND
+    fractions: tuple[float, ...] = FRACTIONS
+    archs: tuple[str, ...] = ARCHS
 
 
 def metrics(
@@ -95,7 +112,7 @@ def metrics(
 ) -> dict[str, Any]:
     config = SimConfig(
         spec_name="fraud-linear",
-        architectures=ARCHS,
+        architectures=setup.archs,
         strategy=strategy,
         summary_every=data.summary_every,
         round_timeout_ms=setup.timeout,
@@ -114,22 +131,26 @@ def change(value: float, reference: float) -> float:
     return round(100.0 * (value - reference) / reference, 2)
 
 
+def attacks(setup: Setup) -> list[Attack | None]:
+    return [None] + [Attack(f, k, setup.scale) for f in setup.fractions for k in setup.kinds]
+
+
 def run(data: Dataset, setup: Setup) -> list[dict[str, Any]]:
     stream = load_stream(data.path)
-    clean = {s: metrics(stream, data, s, None, setup) for s in STRATEGIES}
+    clean = {s: metrics(stream, data, s, None, setup) for s in setup.strategies}
     rows = []
-    for strategy in STRATEGIES:
-        for kind in (None, *KINDS):
-            attack = None if kind is None else Attack(FRACTION, kind, setup.scale)
+    for strategy in setup.strategies:
+        for attack in attacks(setup):
             got = clean[strategy] if attack is None else metrics(
                 stream, data, strategy, attack, setup
             )  # fmt: skip
-            for arch in ARCHS:
+            for arch in setup.archs:
                 row = {
                     "dataset": data.name,
                     "architecture": arch,
                     "strategy": strategy,
-                    "attack": kind or "clean",
+                    "attack": "clean" if attack is None else attack.kind,
+                    "fraction": 0.0 if attack is None else attack.fraction,
                     "roc_auc": round(got[arch], 4),
                     "vs_own_clean_pct": change(got[arch], clean[strategy][arch]),
                     "vs_fedavg_clean_pct": change(got[arch], clean["fedavg"][arch]),
@@ -140,9 +161,9 @@ def run(data: Dataset, setup: Setup) -> list[dict[str, Any]]:
     return rows
 
 
-def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def verdicts(rows: list[dict[str, Any]], robust_name: str = ROBUST) -> dict[str, Any]:
     attacked = [r for r in rows if r["attack"] != "clean"]
-    robust = [r for r in attacked if r["strategy"] == ROBUST]
+    robust = [r for r in attacked if r["strategy"] == robust_name]
     fedavg = [r for r in attacked if r["strategy"] == "fedavg"]
     limit = -100 * TOLERANCE
     return {
@@ -153,23 +174,45 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "fedavg_worst_drop_pct": {
             kind: min(r["vs_own_clean_pct"] for r in fedavg if r["attack"] == kind)
             for kind in KINDS
+            if any(r["attack"] == kind for r in fedavg)
         },
         "robust_worst_drop_vs_own_clean_pct": min(r["vs_own_clean_pct"] for r in robust),
         "robust_worst_drop_vs_fedavg_clean_pct": min(r["vs_fedavg_clean_pct"] for r in robust),
     }
 
 
+def worst_by_strategy(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each strategy's worst change against its own clean run, per attacked fraction --
+    the figure the 2 % target is about."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["attack"] != "clean":
+            worst = out.setdefault(r["strategy"], {})
+            key = f"{r['fraction']:.0%}"
+            worst[key] = min(worst.get(key, 0.0), r["vs_own_clean_pct"])
+    return out
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'dataset':<11} {'arch':<9} {'strategy':<9} {'attack':<8} {'roc_auc':>7} "
+    head = (f"{'dataset':<11} {'arch':<9} {'strategy':<17} {'attack':<12} {'roc_auc':>7} "
             f"{'vs own clean':>12} {'vs fedavg clean':>15} {'upd/round':>9}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['dataset']:<11} {r['architecture']:<9} {r['strategy']:<9} {r['attack']:<8} "
+            f"{r['dataset']:<11} {r['architecture']:<9} {r['strategy']:<17} "
+            f"{_attack(r):<12} "
             f"{r['roc_auc']:>7.4f} {r['vs_own_clean_pct']:>+11.2f}% "
             f"{r['vs_fedavg_clean_pct']:>+14.2f}% {r['updates_per_round']:>9.2f}"
         )
     return "\n".join(lines)
+
+
+def _attack(row: dict[str, Any]) -> str:
+    return row["attack"] if row["attack"] == "clean" else f"{row['fraction']:.0%} {row['attack']}"
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def main() -> int:
@@ -178,28 +221,59 @@ def main() -> int:
     parser.add_argument("--no-phishing", action="store_true", help="fraud data only")
     parser.add_argument("--default-rounds", action="store_true",
                         help="prism compare's default round timeout (span / 100)")  # fmt: skip
-    parser.add_argument("--scale", type=float, default=10.0, help="attack factor (10)")
+    parser.add_argument("--iot-events", type=int, default=0, help="add an iot log (0: none)")
+    parser.add_argument("--scale", type=float, help="attack factor (default: each kind's own)")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(BLIND),
+        help=f"attacks, of {', '.join(KINDS)} (default: the blind ones)",
+    )
+    parser.add_argument("--fractions", default="0.2", help="shares of attacking sites")
+    parser.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="fedavg first; the others are judged as robust ones (';' separates "
+        "specs that contain commas)",
+    )
+    parser.add_argument("--archs", default=",".join(ARCHS), help="architectures")
     parser.add_argument("--seed", type=int, default=0, help="chooses the attackers (0)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    setup = Setup(args.scale, args.seed, None if args.default_rounds else NO_TIMEOUT_MS)
+    strategies = tuple(args.strategies.split(";") if ";" in args.strategies
+                       else _csv(args.strategies))  # fmt: skip
+    setup = Setup(
+        args.scale,
+        args.seed,
+        None if args.default_rounds else NO_TIMEOUT_MS,
+        strategies=strategies,
+        kinds=_csv(args.kinds),
+        fractions=tuple(float(f) for f in _csv(args.fractions)),
+        archs=_csv(args.archs),
+    )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
-        for data in make_datasets(Path(tmp), args.fraud_events, not args.no_phishing):
+        datasets = make_datasets(Path(tmp), args.fraud_events, not args.no_phishing,
+                                 args.iot_events)  # fmt: skip
+        for data in datasets:
             rows += run(data, setup)
             print(f"{data.name}: done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    robust = [s for s in strategies if s != "fedavg"]
     result = {
-        "fraction": FRACTION,
+        "fractions": setup.fractions,
+        "kinds": setup.kinds,
         "scale": args.scale,
         "seed": args.seed,
-        "robust_strategy": ROBUST,
+        "robust_strategy": robust[0] if robust else None,
         "rounds": "default timeout" if args.default_rounds else "close on size only",
         "rows": rows,
-        **verdicts(rows),
+        **(verdicts(rows, robust[0]) if robust and "fedavg" in strategies else {}),
+        "worst_change_pct": worst_by_strategy(rows),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    print(f"{FRACTION:.0%} of the sites attack, factor {args.scale:g}, seed {args.seed}; "
+    shares = ", ".join(f"{f:.0%}" for f in setup.fractions)
+    print(f"{shares} of the sites attack ({', '.join(setup.kinds)}), factor "
+          f"{'per kind' if args.scale is None else args.scale}, seed {args.seed}; "
           f"rounds {result['rounds']}")  # fmt: skip
     for name in dict.fromkeys(r["dataset"] for r in rows):
         sites = next(
@@ -207,8 +281,19 @@ def main() -> int:
         )
         print(f"{name}: poisoned sites {', '.join(sites)}")
     print(table(rows))
+    for strategy, worst in result["worst_change_pct"].items():
+        failed = [f for f, w in worst.items() if w < -100 * TOLERANCE]
+        print(
+            f"{strategy}: worst change vs own clean "
+            + ", ".join(f"at {f} {w:+.2f} %" for f, w in worst.items())
+            + (f" -- beyond 2 % at {', '.join(failed)}" if failed else " -- within 2 %")
+        )
+    if "robust_within_2pct_of_own_clean" not in result:
+        if args.json:
+            print(json.dumps(result))
+        return 0
     print(
-        f"robust ({ROBUST}) poisoned within 2 % of its own clean run: "
+        f"robust ({result['robust_strategy']}) poisoned within 2 % of its own clean run: "
         f"{result['robust_within_2pct_of_own_clean']} (worst "
         f"{result['robust_worst_drop_vs_own_clean_pct']:+.2f} %); of FedAvg's clean run: "
         f"{result['robust_within_2pct_of_fedavg_clean']} (worst "

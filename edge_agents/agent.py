@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from edge_agents.bugs import BugFence
 from edge_agents.config import EdgeConfig
 from edge_agents.learner import EdgeLearner
 from edge_agents.link import Link
@@ -72,6 +73,7 @@ class EdgeAgent:
         self._started = time.monotonic()
         self._stopping = False
         self._unsent = 0
+        self.bugs = BugFence(limit=config.max_bugs_in_row)
 
     # -- life cycle -----------------------------------------------------------
     def restore(self) -> Any:
@@ -111,7 +113,7 @@ class EdgeAgent:
         self.parts.sender.pump()
         for item in source:
             if item is not None:
-                self.handle(item)
+                self.guarded(item)
             now = time.monotonic()
             if now - self._last_tick >= self.tick_s:
                 self.tick(now)
@@ -151,6 +153,40 @@ class EdgeAgent:
         self.parts.outbox.close()
 
     # -- per event ------------------------------------------------------------
+    def guarded(self, item: Item) -> None:
+        """:meth:`handle` inside the bug boundary (see :mod:`edge_agents.bugs`)."""
+        try:
+            self.handle(item)
+        except Exception as e:  # noqa: BLE001 - the boundary: bad records never get here
+            trip = self.bugs.tripped(e)
+            log.error(
+                "internal error node=%s trace_id=%s where=%s", self.config.node_id,
+                trip.trace_id, item.position if item.where is None else item.where,
+                exc_info=e,
+            )  # fmt: skip
+            self.parts.dead.add(
+                reason_code="internal-error",
+                reason=f"{trip.error_type}: {trip.message}",
+                where=item.position if item.where is None else item.where,
+                raw=item.raw if item.raw is not None else self._encoded(item),
+                extra={"error_type": trip.error_type, "trace_id": trip.trace_id},
+            )
+            self.position = item.position  # the record is set aside: read past it
+            if self.bugs.over:
+                self._finish_after_bugs()
+                raise self.bugs.stop(trip) from e
+            self._save(None)  # a crash now does not bring the record back
+        else:
+            self.bugs.passed()
+
+    def _finish_after_bugs(self) -> None:
+        """A last cut and drain, so what was learned before the bug is not lost; a bug
+        there too must not hide the one the agent stops for."""
+        try:
+            self.finish()
+        except Exception:  # noqa: BLE001 - logged; the stop error says what matters
+            log.exception("finishing after internal errors failed node=%s", self.config.node_id)
+
     def handle(self, item: Item) -> None:
         self.position = item.position
         record = item.record
@@ -305,6 +341,7 @@ class EdgeAgent:
             "scores_by_source": dict(self.by_source),
             "offline_scores": self.parts.scores.offline,
             "dead_letters": dict(self.parts.dead.by_reason),
+            "internal_errors": self.bugs.total,
             "summaries_cut": self.summaries_cut,
             "summaries_delivered": self.parts.sender.delivered,
             "fallback_share": self.by_source["local"] / total if total else 0.0,

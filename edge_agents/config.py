@@ -59,6 +59,7 @@ class EdgeConfig:
     metrics_port: int | None = None
     idle_exit_s: float | None = None
     drain_timeout_s: float = 60.0
+    max_bugs_in_row: int = 10  # more records in a row hitting an internal error stop the agent
     policy: EdgePolicy = field(default_factory=EdgePolicy)
 
     def __post_init__(self) -> None:
@@ -76,6 +77,8 @@ class EdgeConfig:
             raise ValueError(f"--forward-sample must be in (0, 1], got {self.forward_sample}")
         if not self.source:
             raise ValueError("--source FILE or topic:NAME is required")
+        if self.max_bugs_in_row < 0:
+            raise ValueError(f"--max-bugs-in-row must be >= 0, got {self.max_bugs_in_row}")
         if self.summary_every_events is None and self.summary_every_s is None:
             raise ValueError("summaries need a cadence: N events and/or T seconds")
 

@@ -43,12 +43,18 @@ class EdgeMetrics(Collector):
         )
         for reason, n in s["dead_letters"].items():
             dead.add_metric([self.node_id, reason], n)
+        bugs = CounterMetricFamily(
+            "prism_edge_internal_errors",
+            "Records set aside by an internal error (a bug, not a bad record).",
+            labels=["node"],
+        )
+        bugs.add_metric(node, s["internal_errors"])
         summaries = CounterMetricFamily(
             "prism_edge_summaries", "Summaries cut and delivered.", labels=["node", "state"]
         )
         summaries.add_metric([self.node_id, "cut"], s["summaries_cut"])
         summaries.add_metric([self.node_id, "delivered"], s["summaries_delivered"])
-        yield from (events, scores, offline, dead, summaries)
+        yield from (events, scores, offline, dead, bugs, summaries)
         for name, doc, value in (
             ("prism_edge_fallback_share", "Share of local-model scores.", s["fallback_share"]),
             ("prism_edge_outbox_unsent", "Summaries waiting in the outbox.", s["outbox_unsent"]),

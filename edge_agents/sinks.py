@@ -202,7 +202,16 @@ class LocalDeadLetters(_JsonLines):
         super().__init__(path)
         self.by_reason: dict[str, int] = {}
 
-    def add(self, *, reason_code: str, reason: str, where: Any, raw: str | bytes) -> None:
+    def add(
+        self,
+        *,
+        reason_code: str,
+        reason: str,
+        where: Any,
+        raw: str | bytes,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        """``extra``: fields an internal error adds (its exception type and trace id)."""
         self.by_reason[reason_code] = self.by_reason.get(reason_code, 0) + 1
         self.write(
             {
@@ -211,6 +220,7 @@ class LocalDeadLetters(_JsonLines):
                 "where": where,
                 "raw": raw,
                 "at_ms": int(time.time() * 1000),
+                **(extra or {}),
             }
         )
         self.flush()

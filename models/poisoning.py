@@ -13,7 +13,16 @@ kind          sent update
 ``signflip``  ``-scale * delta`` (pulls against what the node learned)
 ``random``    Gaussian noise with norm ``scale * |delta|`` on the
               coordinates the node saw (no information, plausible length)
+``alie``      per coordinate ``mean - z * std`` of the round's honest
+              deltas, ``z`` from the node and attacker counts unless
+              ``scale`` sets it (:mod:`models.collusion`)
+``ipm``       ``-scale * mean`` of the round's honest deltas (``scale`` is
+              Xie et al.'s epsilon, default 0.5)
 ============  ===========================================================
+
+``alie`` and ``ipm`` are omniscient: the caller passes the honest updates of
+the attacker's round (:func:`poison_summary`'s ``honest``), as the papers
+assume; every attacker of a round then sends the same vector.
 
 Exact statistics (scaler counts, means, variances) and ``n_samples`` stay
 honest. They are merged exactly, not voted on, so no aggregation rule can
@@ -29,27 +38,36 @@ and passes a seeded generator, so a run is reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from models.collusion import alie_update, alie_z, ipm_update
 from models.errors import ModelError
 from models.specs.base import ModelSpec
 from models.summary import Summary
 
-__all__ = ["KINDS", "Attack", "poison_delta", "poison_summary"]
+__all__ = ["BLIND", "COLLUDING", "KINDS", "Attack", "poison_delta", "poison_summary"]
 
-KINDS = ("scaled", "signflip", "random")
+BLIND = ("scaled", "signflip", "random")  # from the node's own update only
+COLLUDING = ("alie", "ipm")  # shaped from the round's honest updates
+KINDS = BLIND + COLLUDING
 DEFAULT_SCALE = 10.0
+DEFAULT_EPSILON = 0.5  # ipm's epsilon
 
 
 @dataclass(frozen=True)
 class Attack:
-    """``fraction`` of the nodes send ``kind`` updates with factor ``scale``."""
+    """``fraction`` of the nodes send ``kind`` updates with factor ``scale``.
+
+    ``scale`` None: the kind's default (10; ipm's epsilon 0.5; alie's ``z``
+    from the node and attacker counts, :meth:`strength`).
+    """
 
     fraction: float
     kind: str
-    scale: float = DEFAULT_SCALE
+    scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -59,7 +77,7 @@ class Attack:
                 f"poison fraction must be in (0, 0.5): a majority of attackers is not a "
                 f"threat any aggregation rule can withstand, got {self.fraction}"
             )
-        if not (np.isfinite(self.scale) and self.scale > 0):
+        if self.scale is not None and not (np.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"poison scale must be a finite number > 0, got {self.scale}")
 
     @classmethod
@@ -68,13 +86,15 @@ class Attack:
 
         >>> Attack.parse("0.2:scaled:5")
         Attack(fraction=0.2, kind='scaled', scale=5.0)
+        >>> round(Attack.parse("0.4:alie").strength(10), 4)
+        0.8416
         """
         parts = text.split(":")
         try:
             if len(parts) not in (2, 3):
                 raise ValueError("wrong number of fields")
             fraction = float(parts[0])
-            scale = float(parts[2]) if len(parts) == 3 else DEFAULT_SCALE
+            scale = float(parts[2]) if len(parts) == 3 else None
         except ValueError as e:
             raise ValueError(
                 f"--poison takes FRACTION:KIND[:SCALE] with KIND one of {', '.join(KINDS)}, "
@@ -82,11 +102,23 @@ class Attack:
             ) from e
         return cls(fraction, parts[1].strip(), scale)
 
+    def count(self, n_nodes: int) -> int:
+        """How many of ``n_nodes`` attack: ``round(fraction * n)``, at least 1."""
+        return max(1, round(self.fraction * n_nodes))
+
+    def strength(self, n_nodes: int) -> float:
+        """The factor the kind applies: ``scale``, or its default for ``n_nodes``."""
+        if self.scale is not None:
+            return self.scale
+        if self.kind == "alie":
+            return alie_z(n_nodes, self.count(n_nodes))
+        return DEFAULT_EPSILON if self.kind == "ipm" else DEFAULT_SCALE
+
     def attackers(self, n_nodes: int, seed: int) -> frozenset[int]:
-        """Which of ``n_nodes`` attack: ``round(fraction * n)`` (at least 1), by ``seed``."""
+        """Which of ``n_nodes`` attack: :meth:`count` of them, by ``seed``."""
         if n_nodes < 2:
             raise ValueError("poisoning needs at least 2 nodes (an attacker and an honest one)")
-        k = max(1, round(self.fraction * n_nodes))
+        k = self.count(n_nodes)
         rng = np.random.default_rng([seed, 0x5EED])
         return frozenset(int(i) for i in rng.choice(n_nodes, size=k, replace=False))
 
@@ -108,6 +140,8 @@ def poison_delta(
         return scale * delta
     if kind == "signflip":
         return -scale * delta
+    if kind in COLLUDING:
+        raise ModelError(f"{kind!r} needs the round's honest updates: use poison_summary")
     if kind != "random":
         raise ModelError(f"poison kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if rng is None:
@@ -127,12 +161,17 @@ def poison_summary(
     reference: Summary | None,
     attack: Attack,
     rng: np.random.Generator,
+    *,
+    n_nodes: int = 2,
+    honest: Sequence[tuple[Summary, Summary | None]] = (),
 ) -> Summary:
     """``increment`` with its learned part replaced by ``reference + attack(delta)``.
 
     ``reference`` is the global model the node trained from (None: the fresh
     model, whose learned part is zero). Exact statistics, ``n_samples`` and
-    provenance are the honest ones.
+    provenance are the honest ones. ``alie`` and ``ipm`` shape the update from
+    ``honest``, (increment, reference) pairs of the round's honest nodes, each
+    taken as its delta on this node's features; ``n_nodes`` sets alie's ``z``.
     """
     algebra = spec.algebra
     if algebra.learned_vector(increment).size == 0:
@@ -146,7 +185,25 @@ def poison_summary(
         reference = algebra.align(reference, features)
     learned = algebra.learned_vector(increment)
     start = np.zeros_like(learned) if reference is None else algebra.learned_vector(reference)
-    sent = poison_delta(
-        learned - start, attack.kind, attack.scale, rng, algebra.learned_mask(increment)
-    )
+    strength = attack.strength(n_nodes)
+    if attack.kind in COLLUDING:
+        if not honest:
+            raise ModelError(f"{attack.kind!r} needs at least one honest update of the round")
+        deltas = np.stack([_delta(spec, inc, ref, increment.features) for inc, ref in honest])
+        sent = (alie_update if attack.kind == "alie" else ipm_update)(deltas, strength)
+    else:
+        sent = poison_delta(
+            learned - start, attack.kind, strength, rng, algebra.learned_mask(increment)
+        )
     return algebra.with_learned_vector(increment, start + sent)
+
+
+def _delta(
+    spec: ModelSpec, increment: Summary, reference: Summary | None, features: Sequence[str]
+) -> np.ndarray:
+    """An honest node's learned delta on ``features`` (0 where it saw nothing)."""
+    algebra = spec.algebra
+    learned = algebra.learned_vector(algebra.align(increment, features))
+    if reference is None:
+        return learned
+    return learned - algebra.learned_vector(algebra.align(reference, features))

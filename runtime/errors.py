@@ -25,3 +25,13 @@ class UsageError(PrismError):
     """A flag value that cannot work (the message says which and why)."""
 
     exit_code = 2
+
+
+class BugStreakError(PrismError):
+    """A service stopped itself after a run of internal errors (bugs, not bad input).
+
+    Its exit code (70, ``EX_SOFTWARE`` in sysexits.h) tells the supervisor that
+    a restart would hit the same bug: it is not restarted.
+    """
+
+    exit_code = 70

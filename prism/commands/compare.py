@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shift-global", action="store_true", help=f"hybrid: {SHIFT_HELP}")
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
     p.add_argument("--poison", help="FRACTION:KIND[:SCALE] of sites send scaled|signflip|random "
-                   "updates (default scale 10), e.g. 0.2:signflip")  # fmt: skip
+                   "updates (default scale 10), or collude with the round's honest updates: "
+                   "alie (SCALE = z, default from the site count) or ipm (SCALE = epsilon, "
+                   "default 0.5), e.g. 0.2:signflip, 0.2:alie")  # fmt: skip
     p.add_argument("--label-delay", type=int, help="labels arrive N events after their event")
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")
     p.add_argument("--windows", type=int, default=20, help="windows of the metric over time")

@@ -87,6 +87,15 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--drain-timeout", type=float, default=60.0,
                    help="seconds to wait at the end for unsent summaries")  # fmt: skip
+    p.add_argument(
+        "--max-bugs-in-row",
+        type=int,
+        default=10,
+        metavar="K",
+        help="a record that hits an internal error (a bug, not a bad record) is dead-lettered "
+        "with its exception type and a trace id; more than K in a row stop the agent with "
+        "exit code 70, which the supervisor does not restart",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -143,6 +152,7 @@ def config_from(args: argparse.Namespace, **overrides: object):
             metrics_port=args.metrics_port,
             idle_exit_s=args.idle_exit,
             drain_timeout_s=args.drain_timeout,
+            max_bugs_in_row=args.max_bugs_in_row,
             policy=policy,
         )
         fields.update(overrides)
@@ -165,7 +175,7 @@ _FLEET_PASS = (
     "globals_from",
     "blend_alpha", "global_max_age", "reconcile", "dp_clip", "dp_noise", "dp_seed", "min_move",
     "personal_pull", "shift_global", "quantize",
-    "idle_exit", "drain_timeout",
+    "idle_exit", "drain_timeout", "max_bugs_in_row",
 )  # fmt: skip
 
 

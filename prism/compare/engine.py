@@ -23,7 +23,13 @@ deterministic for a given log, flags and seed.
 
 With ``poison`` a deterministic share of the sites (by ``seed``) send
 poisoned increments (:mod:`models.poisoning`): their own models stay honest,
-what they offer the merger lies, relative to the global they adopted.
+what they offer the merger lies, relative to the global they adopted. The
+colluding kinds (``alie``, ``ipm``) are omniscient as in their papers: the
+fleet keeps the honest increments offered to the open round (with the
+global each was trained from) and hands them to the attacker together with
+its own honest increment; while the open round holds fewer than two honest
+ones, the last closed round's are added, so the attacker always has a spread
+to hide in.
 """
 
 from __future__ import annotations
@@ -158,6 +164,9 @@ class _Fleet:
         self.events_seen = 0
         self.attackers = poisoned_sites(stream, config)
         self.poison_rng = np.random.default_rng([config.seed, 0xBAD])
+        # the colluding attackers' view: honest (increment, its reference) pairs
+        self.honest_open: list[tuple[Summary, Summary | None]] = []
+        self.honest_closed: list[tuple[Summary, Summary | None]] = []
 
     # -- events -----------------------------------------------------------------
     def score(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
@@ -222,14 +231,24 @@ class _Fleet:
             return
         if site in self.attackers and self.config.poison is not None:
             increment = poison_summary(
-                learner.spec, increment, learner.global_, self.config.poison, self.poison_rng
-            )
+                learner.spec, increment, learner.global_, self.config.poison, self.poison_rng,
+                n_nodes=len(self.sites), honest=self._honest_view(increment, learner.global_),
+            )  # fmt: skip
             self.run.poisoned += 1
+        elif self.config.poison is not None:
+            self.honest_open.append((increment, learner.global_))
         self.waiting.setdefault(site, []).append(increment)
         if connected:
             for waiting in self.waiting.pop(site):
                 self._offer(waiting, "edge", now_ms)
         self._close(now_ms, in_outage)
+
+    def _honest_view(
+        self, own: Summary, reference: Summary | None
+    ) -> list[tuple[Summary, Summary | None]]:
+        """What an omniscient attacker knows of its round (see the module docstring)."""
+        view = [*self.honest_open, (own, reference)]
+        return view if len(self.honest_open) >= 2 else [*self.honest_closed, *view]
 
     def _maybe_cut_central(self, now_ms: int, in_outage: bool) -> None:
         if not self.central.cut_due(self.config.summary_every):
@@ -266,6 +285,8 @@ class _Fleet:
             layout = self.layouts[closed.version] = layout_of(summary).id
             self.published.append(self.published[-1] + self._record_bytes(closed, layout))
             self.run.merges += 1
+            if self.honest_open:
+                self.honest_closed, self.honest_open = self.honest_open, []
             self.run.merges_during_outage += int(in_outage)
             self.run.merged_at.append(self.events_seen)
 

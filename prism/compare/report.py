@@ -147,7 +147,17 @@ def _poison(stream: Stream, config: SimConfig) -> dict[str, Any] | None:
     if config.poison is None:
         return None
     sites = sorted(poisoned_sites(stream, config))
-    return vars(config.poison) | {"sites": [stream.site_names[i] for i in sites]}
+    n = len(stream.site_names)
+    return vars(config.poison) | {
+        "scale": config.poison.strength(n),  # the factor applied (the kind's default if unset)
+        "sites": [stream.site_names[i] for i in sites],
+    }
+
+
+def _factor(kind: str, scale: float) -> str:
+    """How the attack's strength reads: alie's z, ipm's epsilon, a factor otherwise."""
+    name = {"alie": "z=", "ipm": "epsilon="}.get(kind, "x")
+    return f"{name}{scale:.3g}"
 
 
 def render_table(report: dict[str, Any]) -> str:
@@ -179,7 +189,7 @@ def render_table(report: dict[str, Any]) -> str:
         lines.insert(
             1,
             f"poisoned: {len(p['sites'])} sites ({sites}) send {p['kind']} updates "
-            f"x{p['scale']:g} under strategy {report['strategy']}",
+            f"{_factor(p['kind'], p['scale'])} under strategy {report['strategy']}",
         )
     if report["outage"] is not None:
         for name, a in report["architectures"].items():

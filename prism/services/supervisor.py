@@ -3,7 +3,9 @@
 ``prism up`` writes a plan (service name, argv, metrics port) and starts
 ``prism supervise PLAN`` detached. The supervisor starts every service as a
 child, restarts one that *crashes* (non-zero exit, with backoff; an exit 0 --
-an edge agent at the end of its log -- is done, not restarted), appends each
+an edge agent at the end of its log -- is done, not restarted; an exit 70 -- a
+service that stopped itself after a run of internal errors -- is ``halted``,
+not restarted, because a restart would replay the same bug), appends each
 service's output to ``logs/NAME.log`` and keeps ``services.json`` current
 (pid, state, restarts, metrics port) for ``prism ps``. On SIGTERM it stops the
 children (SIGTERM, then SIGKILL after a grace period) and exits; nothing is
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import BugStreakError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Service", "Supervisor", "load_plan", "read_status", "save_plan"]
@@ -38,7 +42,7 @@ class Service:
     redis_role: str | None = None
     restart: bool = True
     pid: int | None = None
-    state: str = "pending"  # pending | running | done | crashed | backoff | stopped
+    state: str = "pending"  # pending | running | done | crashed | halted | backoff | stopped
     restarts: int = 0
     exit_code: int | None = None
     started_at: float = 0.0
@@ -99,7 +103,7 @@ class Supervisor:
                     s.restarts += 1
                     self._start(s)
             self._write()
-            if all(s.state in ("done", "crashed") for s in self.services):
+            if all(s.state in ("done", "crashed", "halted") for s in self.services):
                 break
             time.sleep(0.5)
         self._shutdown()
@@ -107,6 +111,12 @@ class Supervisor:
 
     def _exited(self, s: Service, next_try: dict[str, float]) -> None:
         s.exit_code = s._proc.returncode
+        if s.exit_code == BugStreakError.exit_code:
+            s.state = "halted"
+            log.error("service halted name=%s exit_code=%s: it stopped itself after internal "
+                      "errors in a row; not restarted (a restart replays the bug), see %s",
+                      s.name, s.exit_code, s.log)  # fmt: skip
+            return
         if s.exit_code == 0 or not s.restart or s.restarts >= self.max_restarts:
             s.state = "done" if s.exit_code == 0 else "crashed"
             log.info("service finished name=%s exit_code=%s restarts=%s", s.name, s.exit_code,

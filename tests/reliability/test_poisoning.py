@@ -25,6 +25,12 @@ What is asserted, on the final prequential ROC AUC of ``federated`` and
   median lets the attacker through and that hurts); it does not tell FedMedian
   from FedAvg, which the ``signflip`` and ``random`` cases do.
 
+The colluding attackers (ALIE, IPM: :mod:`models.collusion`) shape their
+update from the honest updates of their round, which the engine hands them
+(omniscient, as in the papers); at 20 % (1 of 5 sites) FedMedian keeps them
+within 2 % of its clean run. At 40 % it is not asserted: see the figures in
+docs/reliability.md for which strategies fail there.
+
 Rounds close on size only (half the sites), as in the bench: robust
 aggregation outvotes attackers within a round, which needs rounds of more
 than one update.
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.poisoning import KINDS, Attack
+from models.poisoning import BLIND, COLLUDING, Attack
 from prism.cli import main
 from prism.compare.engine import SimConfig, simulate
 from prism.compare.report import build_report
@@ -55,7 +61,12 @@ def stream(tmp_path_factory) -> Stream:
 
 
 def auc(
-    stream: Stream, strategy: str, kind: str | None, archs: tuple[str, ...] = ARCHS
+    stream: Stream,
+    strategy: str,
+    kind: str | None,
+    archs: tuple[str, ...] = ARCHS,
+    scale: float | None = 10.0,
+    fraction: float = 0.2,
 ) -> dict[str, float]:
     config = SimConfig(
         spec_name="fraud-linear",
@@ -63,12 +74,12 @@ def auc(
         strategy=strategy,
         summary_every=50,
         round_timeout_ms=10**15,
-        poison=None if kind is None else Attack(0.2, kind, 10.0),
+        poison=None if kind is None else Attack(fraction, kind, scale),
         seed=0,
     )
     report = build_report(stream, simulate(stream, config), config)
     if kind is not None:
-        assert len(report["poison"]["sites"]) == 1  # 20 % of 5 sites
+        assert len(report["poison"]["sites"]) == round(5 * fraction)
         arch = archs[0]  # federated or hybrid: both have sites that merge
         assert report["architectures"][arch]["poisoned_summaries"] > 0
     return {name: a["metric"] for name, a in report["architectures"].items()}
@@ -82,7 +93,7 @@ def clean(stream: Stream) -> dict[str, dict[str, float]]:
     return runs
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", BLIND)
 def test_robust_strategy_stays_within_2pct_of_the_clean_runs(stream, clean, kind):
     poisoned = auc(stream, ROBUST, kind)
     for arch in ARCHS:
@@ -100,3 +111,18 @@ def test_fedavg_degrades_federated_by_a_clear_margin(stream, clean, kind):
 def test_hybrid_under_fedavg_poisoning_keeps_its_personal_models(stream, kind):
     poisoned = auc(stream, "fedavg", kind, ("hybrid", "local"))
     assert poisoned["hybrid"] >= poisoned["local"] - 0.02, poisoned
+
+
+@pytest.mark.parametrize("kind", COLLUDING)
+def test_robust_strategy_contains_colluding_attackers_at_20pct(stream, clean, kind):
+    poisoned = auc(stream, ROBUST, kind, scale=None)  # each kind's default strength
+    for arch in ARCHS:
+        assert poisoned[arch] >= (1 - TOLERANCE) * clean[ROBUST][arch], (arch, poisoned, clean)
+
+
+def test_at_40pct_ipm_breaks_krum_the_attack_is_live(stream):
+    """What fails, kept honest: 2 of 5 sites sending -0.5 x the honest mean take Krum's
+    pick often enough to cost it more than 2 % (measured -4.1 %)."""
+    clean_krum = auc(stream, "krum", None, ("federated",))
+    poisoned = auc(stream, "krum", "ipm", ("federated",), scale=None, fraction=0.4)
+    assert poisoned["federated"] < (1 - TOLERANCE) * clean_krum["federated"], poisoned

@@ -79,7 +79,8 @@ def test_specs_without_learned_weights_cannot_be_poisoned():
 
 
 def test_parse_and_defaults():
-    assert Attack.parse("0.2:signflip") == Attack(0.2, "signflip", 10.0)
+    assert Attack.parse("0.2:signflip") == Attack(0.2, "signflip")
+    assert Attack.parse("0.2:signflip").strength(10) == 10.0  # the blind kinds' default
     assert Attack.parse("0.25:random:2.5") == Attack(0.25, "random", 2.5)
 
 
