@@ -32,6 +32,7 @@ from edge_agents.sources import Item, millis
 from models.errors import ModelError
 from models.packing import layout_id_of, layout_of
 from models.serialization import weight_summary_record
+from runtime.metrics import CHECKPOINT_BUCKETS, LATENCY_BUCKETS, BatchHistogram
 from schemas import Codec, SchemaError
 from schemas.signing import Signer
 
@@ -69,9 +70,21 @@ class EdgeAgent:
         self._events_since_cut = 0
         self._event_ts: int | None = None  # event time of the last event read (summaries carry it)
         self._last_cut = self._last_tick = time.monotonic()
-        self._started = time.monotonic()
         self._stopping = False
         self._unsent = 0
+        node = {"node": config.node_id}
+        self.score_latency = BatchHistogram(
+            "prism_edge_score_latency_seconds",
+            "An event's Kafka timestamp (a log line: when it was read) to its score sent.",
+            LATENCY_BUCKETS,
+            node,
+        )
+        self.save_seconds = BatchHistogram(
+            "prism_edge_checkpoint_duration_seconds",
+            "Saving state, position and summary: producer flush, then one SQLite transaction.",
+            CHECKPOINT_BUCKETS,
+            node,
+        )
 
     # -- life cycle -----------------------------------------------------------
     def restore(self) -> Any:
@@ -169,6 +182,7 @@ class EdgeAgent:
                 raw=item.raw if item.raw is not None else self._encoded(item),
             )
             return
+        arrived_s = time.time() if item.timestamp_ms is None else item.timestamp_ms / 1000
         self.events += 1
         self._events_since_cut += 1
         self._event_ts = millis(record["ts"])
@@ -199,6 +213,7 @@ class EdgeAgent:
                 or None,
             }
         )
+        self.score_latency.observe(max(time.time() - arrived_s, 0.0))
         if self.parts.forwarder is not None:
             value = self.parts.codec.encode(self.config.event_schema, record)
             key = (record.get("site_id") or record["event_id"]).encode()
@@ -289,12 +304,14 @@ class EdgeAgent:
             self.parts.sender.pump()
 
     def _save(self, payload: bytes | None) -> None:
+        started = time.perf_counter()
         if self.parts.link.up:
             self.parts.link.producer.flush(5.0)  # what precedes the saved position is delivered
         if self.parts.forwarder is not None:
             self.parts.forwarder.save()
         self.parts.scores.flush()
         self.parts.outbox.commit(self.learner.state(), self.position, payload)
+        self.save_seconds.observe(time.perf_counter() - started)
         self._unsent = self.parts.outbox.counts()["unsent"]
 
     # -- reporting ------------------------------------------------------------
@@ -307,9 +324,8 @@ class EdgeAgent:
             "dead_letters": dict(self.parts.dead.by_reason),
             "summaries_cut": self.summaries_cut,
             "summaries_delivered": self.parts.sender.delivered,
-            "fallback_share": self.by_source["local"] / total if total else 0.0,
+            "fallback_ratio": self.by_source["local"] / total if total else 0.0,
             "outbox_unsent": self._unsent,
             "connected": self.parts.link.up,
             "global_version": self.learner.global_version,
-            "events_per_s": self.events / max(time.monotonic() - self._started, 1e-9),
         }

@@ -7,6 +7,7 @@ Every field here is listed by ``prism --help`` (see :func:`describe_settings`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
         description="Opt in to the Tansu broker when Maven Central is unreachable (logged).",
     )
     log_level: str = Field("INFO", description="Log level of every Prism process.")
+    log_format: Literal["logfmt", "json"] = Field(
+        "logfmt", description="Log lines on stderr: logfmt, or json (one object per line)."
+    )
     metrics_addr: str = Field(
         "127.0.0.1",
         description="Address the services' Prometheus endpoints bind to (0.0.0.0 in containers).",

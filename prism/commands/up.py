@@ -135,7 +135,7 @@ def _health(port: int | None) -> tuple[bool, float | None]:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
     except (OSError, http.client.HTTPException):  # not listening yet, or cut off mid-answer
         return False, None
-    lags = re.findall(rb"^prism_consumer_lag\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    lags = re.findall(rb"^prism_consumer_lag_records\{[^}]*\} ([0-9.e+]+)$", text, re.M)
     return True, sum(float(v) for v in lags) if lags else None
 
 
