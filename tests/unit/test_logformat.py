@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from runtime.logformat import JsonFormatter, LogfmtFormatter, logfmt_value
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-PAIR = re.compile(r'([^\s="\\]+)=(?:"((?:[^"\\\x00-\x1f]|\\["\\nrt]|\\u[0-9a-f]{4})*)"|([^\s="\\\x00-\x1f\x7f]*))')
+PAIR = re.compile(
+    r'([^\s="\\]+)=(?:"((?:[^"\\\x00-\x1f]|\\["\\nrt]|\\u[0-9a-f]{4})*)"|([^\s="\\\x00-\x1f\x7f]*))'
+)
 ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
 
 
