@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,7 @@ from edge_agents.outbox import Outbox
 from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
 from edge_agents.sources import Item, millis
 from models.errors import ModelError
+from models.metrics import WindowedMetrics
 from models.packing import layout_id_of, layout_of
 from models.serialization import weight_summary_record
 from runtime.metrics import CHECKPOINT_BUCKETS, LATENCY_BUCKETS, BatchHistogram
@@ -59,6 +60,8 @@ class Parts:
 
 class EdgeAgent:
     tick_s = 0.2
+    quality_metrics = ("roc_auc", "f1", "precision", "recall")
+    max_ungraded = 100_000  # scores kept for a late label (the oldest go first)
 
     def __init__(self, config: EdgeConfig, parts: Parts) -> None:
         self.config, self.parts = config, parts
@@ -72,6 +75,10 @@ class EdgeAgent:
         self._last_cut = self._last_tick = time.monotonic()
         self._stopping = False
         self._unsent = 0
+        # prequential quality of the scores this node sent, by event time: the last 24 hours,
+        # as the central worker keeps it (the dashboard sets the architectures side by side)
+        self.quality = WindowedMetrics(period_ms=3_600_000, n_periods=24)
+        self._ungraded: OrderedDict[str, tuple[int, float]] = OrderedDict()
         node = {"node": config.node_id}
         self.score_latency = BatchHistogram(
             "prism_edge_score_latency_seconds",
@@ -168,6 +175,9 @@ class EdgeAgent:
         self.position = item.position
         record = item.record
         if item.record_type == "Label":
+            graded = self._ungraded.pop(record["event_id"], None)
+            if graded is not None:
+                self.quality.update(graded[0], bool(record["label"]), graded[1])
             self.learner.label(record["event_id"], bool(record["label"]))
             if self.parts.forwarder is not None:
                 value = self.parts.codec.encode("Label", record)
@@ -214,6 +224,7 @@ class EdgeAgent:
             }
         )
         self.score_latency.observe(max(time.time() - arrived_s, 0.0))
+        self._grade(record, scored.score)
         if self.parts.forwarder is not None:
             value = self.parts.codec.encode(self.config.event_schema, record)
             key = (record.get("site_id") or record["event_id"]).encode()
@@ -224,6 +235,16 @@ class EdgeAgent:
             self._events_since_cut >= every or self.learner.cut_due(every)  # sooner while young
         ):
             self.cut_and_save()
+
+    def _grade(self, record: dict[str, Any], score: float) -> None:
+        """Count the score in the quality window now (inline label) or when its label comes."""
+        label, ts = record.get("label"), millis(record["ts"])
+        if label is not None:
+            self.quality.update(ts, bool(label), score)
+        elif self.learner.spec.supervised:
+            self._ungraded[record["event_id"]] = (ts, score)
+            if len(self._ungraded) > self.max_ungraded:
+                self._ungraded.popitem(last=False)
 
     def _encoded(self, item: Item) -> bytes | str:
         """A log record's contract encoding (it has no bytes of its own), for a dead letter."""
@@ -317,6 +338,7 @@ class EdgeAgent:
     # -- reporting ------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         total = sum(self.by_source.values())
+        window = self.quality.total().to_dict()
         return {
             "events": self.events,
             "scores_by_source": dict(self.by_source),
@@ -328,4 +350,7 @@ class EdgeAgent:
             "outbox_unsent": self._unsent,
             "connected": self.parts.link.up,
             "global_version": self.learner.global_version,
+            "model": self.learner.spec.name,
+            "mode": self.config.mode,
+            "quality": {k: v for k, v in window.items() if k in self.quality_metrics},
         }

@@ -58,7 +58,14 @@ class EdgeMetrics(Collector):
         )
         summaries.add_metric([self.node_id, "cut"], s["summaries_cut"])
         summaries.add_metric([self.node_id, "delivered"], s["summaries_delivered"])
-        yield from (events, scores, offline, dead, summaries)
+        quality = GaugeMetricFamily(
+            "prism_edge_model_metric_ratio",
+            "Prequential metric (0..1) of the node's scores over the last 24 h of event time.",
+            labels=["node", "model", "mode", "metric"],
+        )
+        for metric, value in s["quality"].items():
+            quality.add_metric([self.node_id, s["model"], s["mode"], metric], value)
+        yield from (events, scores, offline, dead, summaries, quality)
         for name, doc, value in (
             ("prism_edge_fallback_ratio", "Share of local-model scores.", s["fallback_ratio"]),
             ("prism_edge_outbox_unsent_summaries", "Summaries waiting in the outbox.",

@@ -89,6 +89,9 @@ SNAPSHOT = {
     "outbox_unsent": 1,
     "connected": True,
     "global_version": 3,
+    "model": "fraud-linear",
+    "mode": "private",
+    "quality": {"roc_auc": 0.8, "f1": 0.5},
 }
 
 
