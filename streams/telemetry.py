@@ -81,7 +81,7 @@ class Telemetry:
 
         self.checkpoint_seconds = Histogram(
             "prism_checkpoint_duration_seconds",
-            "A checkpoint: producer flush, then the Redis transaction.",
+            "A checkpoint (central: producer flush + Redis transaction; merger: the transaction).",
             ["service"],
             buckets=CHECKPOINT_BUCKETS,
             registry=r,
