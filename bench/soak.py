@@ -118,7 +118,7 @@ def _lag(port: int) -> float | None:
     values = [
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("prism_consumer_lag{")
+        if line.startswith("prism_consumer_lag_records{")
     ]
     return sum(values) if values else None
 

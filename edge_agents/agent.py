@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +31,10 @@ from edge_agents.outbox import Outbox
 from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
 from edge_agents.sources import Item, millis
 from models.errors import ModelError
+from models.metrics import WindowedMetrics
 from models.packing import layout_id_of, layout_of
 from models.serialization import weight_summary_record
+from runtime.metrics import CHECKPOINT_BUCKETS, LATENCY_BUCKETS, BatchHistogram
 from schemas import Codec, SchemaError
 from schemas.signing import Signer
 
@@ -59,6 +61,8 @@ class Parts:
 
 class EdgeAgent:
     tick_s = 0.2
+    quality_metrics = ("roc_auc", "f1", "precision", "recall")
+    max_ungraded = 100_000  # scores kept for a late label (the oldest go first)
 
     def __init__(self, config: EdgeConfig, parts: Parts) -> None:
         self.config, self.parts = config, parts
@@ -70,10 +74,26 @@ class EdgeAgent:
         self._events_since_cut = 0
         self._event_ts: int | None = None  # event time of the last event read (summaries carry it)
         self._last_cut = self._last_tick = time.monotonic()
-        self._started = time.monotonic()
         self._stopping = False
         self._unsent = 0
         self.bugs = BugFence(limit=config.max_bugs_in_row)
+        # prequential quality of the scores this node sent, by event time: the last 24 hours,
+        # as the central worker keeps it (the dashboard sets the architectures side by side)
+        self.quality = WindowedMetrics(period_ms=3_600_000, n_periods=24)
+        self._ungraded: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        node = {"node": config.node_id}
+        self.score_latency = BatchHistogram(
+            "prism_edge_score_latency_seconds",
+            "An event's Kafka timestamp (a log line: when it was read) to its score sent.",
+            LATENCY_BUCKETS,
+            node,
+        )
+        self.save_seconds = BatchHistogram(
+            "prism_edge_checkpoint_duration_seconds",
+            "Saving state, position and summary: producer flush, then one SQLite transaction.",
+            CHECKPOINT_BUCKETS,
+            node,
+        )
 
     # -- life cycle -----------------------------------------------------------
     def restore(self) -> Any:
@@ -191,6 +211,9 @@ class EdgeAgent:
         self.position = item.position
         record = item.record
         if item.record_type == "Label":
+            graded = self._ungraded.pop(record["event_id"], None)
+            if graded is not None:
+                self.quality.update(graded[0], bool(record["label"]), graded[1])
             self.learner.label(record["event_id"], bool(record["label"]))
             if self.parts.forwarder is not None:
                 value = self.parts.codec.encode("Label", record)
@@ -205,6 +228,7 @@ class EdgeAgent:
                 raw=item.raw if item.raw is not None else self._encoded(item),
             )
             return
+        arrived_s = time.time() if item.timestamp_ms is None else item.timestamp_ms / 1000
         self.events += 1
         self._events_since_cut += 1
         self._event_ts = millis(record["ts"])
@@ -235,6 +259,8 @@ class EdgeAgent:
                 or None,
             }
         )
+        self.score_latency.observe(max(time.time() - arrived_s, 0.0))
+        self._grade(record, scored.score)
         if self.parts.forwarder is not None:
             value = self.parts.codec.encode(self.config.event_schema, record)
             key = (record.get("site_id") or record["event_id"]).encode()
@@ -245,6 +271,16 @@ class EdgeAgent:
             self._events_since_cut >= every or self.learner.cut_due(every)  # sooner while young
         ):
             self.cut_and_save()
+
+    def _grade(self, record: dict[str, Any], score: float) -> None:
+        """Count the score in the quality window now (inline label) or when its label comes."""
+        label, ts = record.get("label"), millis(record["ts"])
+        if label is not None:
+            self.quality.update(ts, bool(label), score)
+        elif self.learner.spec.supervised:
+            self._ungraded[record["event_id"]] = (ts, score)
+            if len(self._ungraded) > self.max_ungraded:
+                self._ungraded.popitem(last=False)
 
     def _encoded(self, item: Item) -> bytes | str:
         """A log record's contract encoding (it has no bytes of its own), for a dead letter."""
@@ -325,17 +361,20 @@ class EdgeAgent:
             self.parts.sender.pump()
 
     def _save(self, payload: bytes | None) -> None:
+        started = time.perf_counter()
         if self.parts.link.up:
             self.parts.link.producer.flush(5.0)  # what precedes the saved position is delivered
         if self.parts.forwarder is not None:
             self.parts.forwarder.save()
         self.parts.scores.flush()
         self.parts.outbox.commit(self.learner.state(), self.position, payload)
+        self.save_seconds.observe(time.perf_counter() - started)
         self._unsent = self.parts.outbox.counts()["unsent"]
 
     # -- reporting ------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         total = sum(self.by_source.values())
+        window = self.quality.total().to_dict()
         return {
             "events": self.events,
             "scores_by_source": dict(self.by_source),
@@ -344,9 +383,11 @@ class EdgeAgent:
             "internal_errors": self.bugs.total,
             "summaries_cut": self.summaries_cut,
             "summaries_delivered": self.parts.sender.delivered,
-            "fallback_share": self.by_source["local"] / total if total else 0.0,
+            "fallback_ratio": self.by_source["local"] / total if total else 0.0,
             "outbox_unsent": self._unsent,
             "connected": self.parts.link.up,
             "global_version": self.learner.global_version,
-            "events_per_s": self.events / max(time.monotonic() - self._started, 1e-9),
+            "model": self.learner.spec.name,
+            "mode": self.config.mode,
+            "quality": {k: v for k, v in window.items() if k in self.quality_metrics},
         }

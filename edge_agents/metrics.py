@@ -1,17 +1,20 @@
 """Prometheus metrics of one edge agent, in a registry of its own.
 
 Counters live in the agent's plain objects (cheap on the hot path); a
-collector reads them at scrape time, so the per-event cost is zero.
+collector reads them at scrape time, so the per-event cost is zero. The
+agent's histograms (score latency, save duration) are collectors of their own,
+registered beside it; rates are left to PromQL's ``rate()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from runtime.metrics import serve, service_registry
 
 __all__ = ["EdgeMetrics"]
 
@@ -19,10 +22,17 @@ __all__ = ["EdgeMetrics"]
 class EdgeMetrics(Collector):
     """Exposes ``snapshot()`` -- a dict the agent builds -- as Prometheus families."""
 
-    def __init__(self, node_id: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        snapshot: Callable[[], dict[str, Any]],
+        histograms: Iterable[Collector] = (),
+    ) -> None:
         self.node_id, self.snapshot = node_id, snapshot
-        self.registry = CollectorRegistry()
+        self.registry = service_registry()
         self.registry.register(self)
+        for histogram in histograms:
+            self.registry.register(histogram)
 
     def collect(self) -> Iterator[Any]:
         s = self.snapshot()
@@ -54,18 +64,24 @@ class EdgeMetrics(Collector):
         )
         summaries.add_metric([self.node_id, "cut"], s["summaries_cut"])
         summaries.add_metric([self.node_id, "delivered"], s["summaries_delivered"])
-        yield from (events, scores, offline, dead, bugs, summaries)
+        quality = GaugeMetricFamily(
+            "prism_edge_model_metric_ratio",
+            "Prequential metric (0..1) of the node's scores over the last 24 h of event time.",
+            labels=["node", "model", "mode", "metric"],
+        )
+        for metric, value in s["quality"].items():
+            quality.add_metric([self.node_id, s["model"], s["mode"], metric], value)
+        yield from (events, scores, offline, dead, bugs, summaries, quality)
         for name, doc, value in (
-            ("prism_edge_fallback_share", "Share of local-model scores.", s["fallback_share"]),
-            ("prism_edge_outbox_unsent", "Summaries waiting in the outbox.", s["outbox_unsent"]),
+            ("prism_edge_fallback_ratio", "Share of local-model scores.", s["fallback_ratio"]),
+            ("prism_edge_outbox_unsent_summaries", "Summaries waiting in the outbox.",
+             s["outbox_unsent"]),
             ("prism_edge_connected", "1 while the broker answers.", float(s["connected"])),
             ("prism_edge_global_version", "Adopted global model version.", s["global_version"]),
-            ("prism_edge_events_per_second", "Events/s since start.", s["events_per_s"]),
         ):  # fmt: skip
             gauge = GaugeMetricFamily(name, doc, labels=["node"])
             gauge.add_metric(node, value)
             yield gauge
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        server, _ = start_http_server(port, addr=addr, registry=self.registry)
-        return int(server.server_address[1])
+        return serve(self.registry, port, addr)

@@ -140,7 +140,8 @@ def _globals(settings: Settings, config: EdgeConfig, codec: Codec, on_bad) -> ob
 def run(settings: Settings, config: EdgeConfig) -> int:
     agent, source = build(settings, config)
     if config.metrics_port is not None:
-        port = EdgeMetrics(config.node_id, agent.snapshot).serve(
+        histograms = (agent.score_latency, agent.save_seconds)
+        port = EdgeMetrics(config.node_id, agent.snapshot, histograms).serve(
             config.metrics_port, settings.metrics_addr
         )
         log.info("metrics endpoint http://127.0.0.1:%s/metrics", port)

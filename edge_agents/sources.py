@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
 from schemas import Codec
 from schemas.eventlog import BadRecord, RecordChecker, read_events
@@ -38,6 +38,7 @@ class Item:
     record: dict[str, Any]
     raw: bytes | None = None
     where: Any = None  # None: the position says where it is (a log's record number)
+    timestamp_ms: int | None = None  # a topic record's Kafka timestamp (a log line has none)
 
 
 OnBad = Callable[[str, str, Any, str | bytes], None]  # reason_code, reason, where, raw
@@ -181,4 +182,6 @@ class TopicSource:
             self.on_bad("undecodable", str(e), where, raw)
             return None
         position = dict(self.next) | {m.partition(): m.offset() + 1}
-        return Item(position, rtype, record, raw, where)
+        kind, ts = m.timestamp()
+        ts = None if kind == TIMESTAMP_NOT_AVAILABLE else ts
+        return Item(position, rtype, record, raw, where, ts)

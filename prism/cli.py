@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 import textwrap
 from collections.abc import Sequence
 
 from prism.version import version
 from runtime.errors import PrismError
+from runtime.logformat import configure as configure_logging
 from runtime.settings import describe_settings, load_settings
 
 # Each module registers its own sub-commands; adding a command is one line here.
@@ -109,18 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings(use_stack_file=getattr(args, "use_stack_file", True))
-    configure_logging(args.log_level or settings.log_level)
+    configure_logging(args.log_level or settings.log_level, settings.log_format)
     try:
         return int(args.handler(args, settings) or 0)
     except PrismError as e:

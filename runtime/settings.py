@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker.")
     kafka_heap: str = Field("512m", description="Max heap of the local Kafka broker (-Xmx).")
     log_level: str = Field("INFO", description="Log level of every Prism process.")
+    log_format: Literal["logfmt", "json"] = Field(
+        "logfmt", description="Log lines on stderr: logfmt, or json (one object per line)."
+    )
     metrics_addr: str = Field(
         "127.0.0.1",
         description="Address the services' Prometheus endpoints bind to (0.0.0.0 in containers).",

@@ -3,11 +3,24 @@
 A registry per service object (not prometheus_client's global one) lets
 several services live in one process -- tests, ``prism up`` -- without
 "duplicated timeseries" errors; :meth:`Telemetry.serve` exposes it over HTTP.
+Rates (events/s, rounds/s) are left to PromQL's ``rate()`` over the counters.
+Histograms that a hot path feeds are :class:`~runtime.metrics.BatchHistogram`
+(one numpy pass per batch); the rest are prometheus_client's own.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from runtime.metrics import (
+    CHECKPOINT_BUCKETS,
+    LATENCY_BUCKETS,
+    MERGE_BUCKETS,
+    ROUND_BUCKETS,
+    BatchHistogram,
+    serve,
+    service_registry,
+)
 
 
 class Telemetry:
@@ -15,7 +28,7 @@ class Telemetry:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self.registry = CollectorRegistry()
+        self.registry = service_registry()
         r = self.registry
         self.events = Counter(
             "prism_events_total",
@@ -29,19 +42,16 @@ class Telemetry:
             ["service", "reason"],
             registry=r,
         )
-        self.events_per_s = Gauge(
-            "prism_events_per_second", "Events/s over the last interval.", ["service"], registry=r
-        )
         self.lag = Gauge(
-            "prism_consumer_lag",
+            "prism_consumer_lag_records",
             "High watermark minus position, by partition.",
             ["service", "topic", "partition"],
             registry=r,
         )
         self.metric = Gauge(
-            "prism_model_metric",
-            "Prequential metric over the sliding window.",
-            ["service", "metric"],
+            "prism_model_metric_ratio",
+            "Prequential metric (0..1) over the sliding window, by model and metric.",
+            ["service", "model", "metric"],
             registry=r,
         )
         self.checkpoints = Counter(
@@ -69,7 +79,35 @@ class Telemetry:
             "prism_pending_events", "Scored events waiting for a label.", ["service"], registry=r
         )
 
+        self.checkpoint_seconds = Histogram(
+            "prism_checkpoint_duration_seconds",
+            "A checkpoint (central: producer flush + Redis transaction; merger: the transaction).",
+            ["service"],
+            buckets=CHECKPOINT_BUCKETS,
+            registry=r,
+        )
+        self.merge_seconds = Histogram(
+            "prism_merge_duration_seconds",
+            "Computing one round's merged model (the strategy and its wire round trip).",
+            ["service", "model"],
+            buckets=MERGE_BUCKETS,
+            registry=r,
+        )
+        self.round_seconds = Histogram(
+            "prism_round_duration_seconds",
+            "A round from its first update to its close, on the merger's clock.",
+            ["service", "model"],
+            buckets=ROUND_BUCKETS,
+            registry=r,
+        )
+        self.score_latency = BatchHistogram(
+            "prism_score_latency_seconds",
+            "An event's Kafka timestamp to its score handed to the producer.",
+            LATENCY_BUCKETS,
+            {"service": service},
+        )
+        r.register(self.score_latency)
+
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Start the /metrics endpoint; ``port=0`` picks a free one, which is returned."""
-        server, _ = start_http_server(port, addr=addr, registry=self.registry)
-        return int(server.server_address[1])
+        return serve(self.registry, port, addr)

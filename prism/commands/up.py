@@ -92,6 +92,7 @@ def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from prism import stack
     from prism.cli import main as prism
+    from prism.services.scrape import write_scrape_config
     from prism.services.supervisor import save_plan
     from prism.stack import process
     from prism.stack.topics import create_topics
@@ -112,7 +113,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         assert prism(["datagen", kind, "--events", str(2000 * args.edges), "--sites",
                       str(args.edges), "--regions", "1", "--out", str(data)]) == 0  # fmt: skip
     sites = _sites(data, args.edges) if args.edges else []
-    save_plan(home / "plan.json", plan(args, data, sites))
+    services = plan(args, data, sites)
+    save_plan(home / "plan.json", services)
+    scrape, _ = write_scrape_config(home, services)
+    print(f"prism: Prometheus scrape config: {scrape}", file=sys.stderr)
     cmd = [sys.executable, "-m", "prism.cli", "supervise", str(home)]
     pid = process.start_detached(cmd, log_path=home / "supervisor.log", marker=MARKER, env=env)
     (home / "supervisor.pid").write_text(str(pid))
@@ -156,7 +160,7 @@ def _health(port: int | None) -> tuple[bool, float | None]:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
     except (OSError, http.client.HTTPException):  # not listening yet, or cut off mid-answer
         return False, None
-    lags = re.findall(rb"^prism_consumer_lag\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    lags = re.findall(rb"^prism_consumer_lag_records\{[^}]*\} ([0-9.e+]+)$", text, re.M)
     return True, sum(float(v) for v in lags) if lags else None
 
 

@@ -94,7 +94,12 @@ class CentralWorker:
             codec, events_topic=topics.events, event_schema=config.event_schema, dead=self.dead
         )
         self.scores = ScorePublisher(
-            producer, topics.scores, codec=codec, node_id=config.worker, model_name=self.spec.name
+            producer,
+            topics.scores,
+            codec=codec,
+            node_id=config.worker,
+            model_name=self.spec.name,
+            latency=telemetry.score_latency,
         )
         self.checkpointer = Checkpointer(
             store,
@@ -114,8 +119,6 @@ class CentralWorker:
         )
         self.learners: dict[int, PartitionLearner] = {}
         self.spec.warm_up()
-        self._last_rate = time.monotonic()
-        self._events_since_rate = 0
 
     # -- assignment ----------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
@@ -186,7 +189,6 @@ class CentralWorker:
             self.intake.dead_letter(p, learner.take_rejected())
         self.producer.poll(0)
         self.checkpointer.processed(len(records))
-        self._events_since_rate += scored
         self.telemetry.events.labels(self.service, "events").inc(scored)
         return scored
 
@@ -197,7 +199,11 @@ class CentralWorker:
     def checkpoint(self, learners: Sequence[PartitionLearner] | None = None) -> None:
         """Flush what was produced, then store state + offsets in one Redis transaction."""
         learners = list(self.learners.values()) if learners is None else list(learners)
-        self.checkpointer.save(learners)
+        started = time.perf_counter()
+        self.checkpointer.save(learners)  # raises while Redis is away: not a checkpoint
+        self.telemetry.checkpoint_seconds.labels(self.service).observe(
+            time.perf_counter() - started
+        )
         self.telemetry.checkpoints.labels(self.service).inc()
         self._update_gauges()
 
@@ -229,24 +235,14 @@ class CentralWorker:
             total = total + lr.metrics.total()
         return total
 
-    def _rate(self) -> float:
-        now = time.monotonic()
-        elapsed = max(now - self._last_rate, 1e-9)
-        rate = self._events_since_rate / elapsed
-        if elapsed >= 1.0:
-            self._last_rate, self._events_since_rate = now, 0
-            self.telemetry.events_per_s.labels(self.service).set(rate)
-        return rate
-
     def _update_gauges(self) -> None:
         window = self.window().to_dict()
         for key in ("roc_auc", "f1", "precision", "recall"):
             if key in window:
-                self.telemetry.metric.labels(self.service, key).set(window[key])
+                self.telemetry.metric.labels(self.service, self.spec.name, key).set(window[key])
         self.telemetry.pending.labels(self.service).set(
             sum(len(lr.pending) for lr in self.learners.values())
         )
-        self._rate()
 
     # -- lag -----------------------------------------------------------------
     def _lags(self, highwater: Any) -> list[tuple[str, int, int | None]]:

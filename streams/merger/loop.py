@@ -265,6 +265,9 @@ class MergerLoop:
             self.touched.update(c.nodes)
             self.touched.update(x.node_id for x in c.result.contributors)
             self.telemetry.merge_rounds.labels(SERVICE, c.name).inc()
+            self.telemetry.merge_seconds.labels(SERVICE, c.name).observe(c.merge_s)
+            round_s = max(c.created_at_ms - c.opened_ms, 0) / 1000
+            self.telemetry.round_seconds.labels(SERVICE, c.name).observe(round_s)
             self.telemetry.excluded.labels(SERVICE, c.name).inc(len(c.result.excluded))
             self.telemetry.model_version.labels(SERVICE, c.name).set(c.version)
             log.info("round closed %s", describe(c))
@@ -319,7 +322,9 @@ class MergerLoop:
     def _write_redis(self) -> None:
         """New models, touched ledgers, state and offsets in one transaction, then Kafka."""
         models, offsets = self._unpublished, self._offsets()
+        started = time.perf_counter()
         self.store.commit(self.merger, models=models, nodes=self.touched, offsets=offsets)
+        self.telemetry.checkpoint_seconds.labels(SERVICE).observe(time.perf_counter() - started)
         self._unpublished = []
         self.telemetry.summaries.labels(SERVICE).inc(len(models))
         self.telemetry.checkpoints.labels(SERVICE).inc()

@@ -54,7 +54,8 @@ closed regional round becomes one update of the global round (node id
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -198,6 +199,8 @@ class Closed:
     nodes: tuple[str, ...]
     #: (previous version, packed delta) when this version travels as a delta, else None
     delta: tuple[int, dict[str, Any]] | None = None
+    opened_ms: int = 0  # when the round's first update came (the merger's clock)
+    merge_s: float = 0.0  # the merge's own duration, by the merger's timer
 
 
 @dataclass
@@ -246,10 +249,16 @@ class _Tier:
 
 
 class Merger:
-    """Every model's rounds and every node's ledger, for one merge job."""
+    """Every model's rounds and every node's ledger, for one merge job.
 
-    def __init__(self, config: MergerConfig) -> None:
-        self.config = config
+    ``timer`` (seconds, any origin) only measures how long a merge took: the
+    rounds themselves follow the ``now_ms`` each call passes in.
+    """
+
+    def __init__(
+        self, config: MergerConfig, *, timer: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.config, self.timer = config, timer
         self.strategy = get_strategy(config.strategy)
         self.nodes: dict[str, NodeLedger] = {}
         self.tiers: dict[str, _Tier] = {}  # registry name -> tier
@@ -379,8 +388,9 @@ class Merger:
         return closed
 
     def _close(self, tier: _Tier, now_ms: int) -> Closed | None:
-        updates = list(tier.round.updates.values())
+        updates, opened_ms = list(tier.round.updates.values()), tier.round.opened_ms
         tier.next_round(now_ms)
+        started = self.timer()
         increments = [self._increment(u) for u in updates]
         regional = tier.tier == "regional"
         current = None if regional else tier.current
@@ -409,6 +419,7 @@ class Merger:
         else:
             rebuilt = apply_delta(tier.current, delta[1], result.summary.n_samples)  # type: ignore[arg-type]
             result = replace(result, summary=rebuilt)
+        merge_s = self.timer() - started
         tier.version += 1
         tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
         self._count("rounds")
@@ -430,6 +441,8 @@ class Merger:
             },
             nodes=tuple(u.node_id for u in updates),
             delta=delta,
+            opened_ms=opened_ms,
+            merge_s=merge_s,
         )
 
     def _delta(self, tier: _Tier, merged: Summary) -> tuple[int, dict[str, Any]] | None:

@@ -86,10 +86,10 @@ def test_up_with_three_edges_scores_every_event_merges_all_three_and_downs_clean
         central = b""
         for _ in range(60):  # lag is reported once the worker has fetched the end offsets
             central = urllib.request.urlopen("http://127.0.0.1:9301/metrics", timeout=5).read()
-            if b"prism_consumer_lag{" in central:
+            if b"prism_consumer_lag_records{" in central:
                 break
             time.sleep(0.5)
-        assert b"prism_consumer_lag{" in central and b"prism_events_total{" in central
+        assert b"prism_consumer_lag_records{" in central and b"prism_events_total{" in central
     finally:
         services = json.loads((state / "up" / "services.json").read_text())
         supervisor = int((state / "up" / "supervisor.pid").read_text())

@@ -219,7 +219,7 @@ def _controller_port(broker_settings: Settings) -> int:
 def _log_field(proc: subprocess.Popen, name: str) -> str:
     text = Path(proc.log_path).read_text()  # type: ignore[attr-defined]
     done = [line for line in text.splitlines() if "edge agent done" in line][-1]
-    return done.split(f" {name}=", 1)[1].split()[0]
+    return done.split(f" {name}=", 1)[1].split()[0].rstrip('"')  # the last one ends msg="..."
 
 
 # -- crash and restart ---------------------------------------------------------

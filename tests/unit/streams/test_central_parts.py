@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from models.specs import get_spec
+from runtime.metrics import BatchHistogram
 from schemas import Codec
 from streams.central.checkpointing import Checkpointer, Undelivered
 from streams.central.intake import Intake, RecordIn
 from streams.central.partition import EventIn, PartitionLearner
+from streams.central.scores import ScorePublisher
 from streams.central.summaries import SummaryPublisher
 
 CODEC = Codec()
@@ -95,3 +99,21 @@ def test_shard_summaries_carry_the_partition_metrics_and_worker_for_the_merger()
     first = record["sequence"]
     publisher.publish(learners)
     assert CODEC.decode(producer.produced[-1][1])["sequence"] > first
+
+
+def test_score_latency_is_binned_per_batch_from_each_events_kafka_timestamp() -> None:
+    spec = get_spec("fraud-linear")
+    learner = PartitionLearner(spec, 0, events_topic=EV, labels_topic=LB)
+    now_ms = time.time() * 1000
+    stamps = [now_ms - 30_000, now_ms - 30_000, now_ms - 30_000, 0]  # 0: no timestamp
+    scored = learner.take_events(
+        [EventIn(i, transaction(i), b"", int(ts)) for i, ts in enumerate(stamps)]
+    )
+    latency = BatchHistogram("x_seconds", "doc", (1.0, 25.0, 60.0), {})
+    publisher = ScorePublisher(
+        Producer(), "scores", codec=CODEC, node_id="w1", model_name="fraud-linear", latency=latency
+    )
+    assert publisher.publish(scored) == 4
+    # three events 30 s old, in (25, 60]; the one without a timestamp is not measured
+    assert latency.counts.tolist() == [0, 0, 3, 0]
+    assert 90 <= latency.sum < 100

@@ -193,3 +193,17 @@ def test_a_central_shard_adds_its_statistics_but_its_weights_do_not_vote() -> No
     edges = [local_summary("a", 1), local_summary("b", 2)]
     fedavg = sum(SPEC.algebra.learned_vector(s) for s in edges) / 2  # equal n: a plain mean
     np.testing.assert_allclose(SPEC.algebra.learned_vector(closed.result.summary), fedavg)
+
+
+def test_a_closed_round_says_when_it_opened_and_how_long_its_merge_took() -> None:
+    """What the merger's round and merge duration histograms observe."""
+    ticks = iter([10.0, 10.25, 20.0, 20.5])  # the timer: start and end of each merge
+    m = Merger(MergerConfig(round_size=2, round_timeout_s=5.0), timer=lambda: next(ticks))
+    m.offer(update("a"), now_ms=1_000)
+    m.offer(update("b"), now_ms=1_700)
+    (closed,) = m.close_due(now_ms=1_800)
+    assert (closed.opened_ms, closed.created_at_ms, closed.merge_s) == (1_000, 1_800, 0.25)
+    m.offer(update("a", 2), now_ms=5_000)
+    m.offer(update("b", 2), now_ms=9_000)
+    (second,) = m.close_due(now_ms=9_001)
+    assert (second.opened_ms, second.merge_s) == (5_000, 0.5)

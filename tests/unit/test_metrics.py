@@ -1,0 +1,149 @@
+"""Metric plumbing (runtime/metrics.py) and the names every service exposes.
+
+The batch histogram is checked against prometheus_client's own Histogram as
+the oracle: same values in, the same exposition out. The naming rules are the
+Prometheus conventions, checked over a live exposition of each service's registry.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge_agents.metrics import EdgeMetrics
+from runtime.metrics import LATENCY_BUCKETS, BatchHistogram, service_registry
+from streams.telemetry import Telemetry
+
+BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
+values = st.lists(
+    st.one_of(
+        st.sampled_from([*BUCKETS, 0.0]),  # on a bound: le means "in it"
+        st.floats(0, 100, allow_nan=False),
+    ),
+    max_size=60,
+)
+
+
+def samples(registry: CollectorRegistry, name: str) -> dict[tuple, float]:
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name.startswith(name) and not s.name.endswith("_created")
+    }
+
+
+@given(batches=st.lists(values, max_size=5))
+def test_batch_histogram_exposes_what_prometheus_client_would(batches: list[list[float]]) -> None:
+    ours, oracle = CollectorRegistry(), CollectorRegistry()
+    batch = BatchHistogram("lat_seconds", "doc", BUCKETS, {"service": "s"})
+    ours.register(batch)
+    reference = Histogram("lat_seconds", "doc", ["service"], buckets=BUCKETS, registry=oracle)
+    reference.labels("s")  # a labelled child is exposed from its first use
+    for i, b in enumerate(batches):
+        if i % 2:  # both entry points: a batch, and value by value
+            batch.observe_many(np.asarray(b))
+        else:
+            for v in b:
+                batch.observe(v)
+        for v in b:
+            reference.labels("s").observe(v)
+    got, want = samples(ours, "lat_seconds"), samples(oracle, "lat_seconds")
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert math.isclose(got[key], value, rel_tol=1e-9, abs_tol=1e-9), key
+
+
+def test_batch_histogram_refuses_unsorted_buckets() -> None:
+    with pytest.raises(ValueError, match="increasing"):
+        BatchHistogram("x_seconds", "doc", (1.0, 0.5), {})
+
+
+def test_every_service_registry_has_the_process_platform_and_gc_collectors() -> None:
+    for registry in (
+        service_registry(),
+        Telemetry("central-fraud").registry,
+        EdgeMetrics("n1", lambda: SNAPSHOT).registry,
+    ):
+        names = {f.name for f in text_string_to_metric_families(generate_latest(registry).decode())}
+        assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= names
+        assert "python_gc_collections" in names
+
+
+SNAPSHOT = {
+    "events": 5,
+    "scores_by_source": {"local": 2, "global": 3},
+    "offline_scores": 0,
+    "dead_letters": {"undecodable": 1},
+    "summaries_cut": 2,
+    "summaries_delivered": 1,
+    "fallback_ratio": 0.4,
+    "outbox_unsent": 1,
+    "connected": True,
+    "global_version": 3,
+    "model": "fraud-linear",
+    "mode": "private",
+    "quality": {"roc_auc": 0.8, "f1": 0.5},
+}
+
+
+def _touched_telemetry() -> Telemetry:
+    """Every family with a child, so each shows up in the exposition."""
+    t = Telemetry("merger")
+    t.events.labels("merger", "updates").inc()
+    t.dead_letters.labels("merger", "undecodable").inc()
+    t.lag.labels("merger", "t", "0").set(1)
+    t.metric.labels("merger", "fraud-linear", "roc_auc").set(0.9)
+    t.checkpoints.labels("merger").inc()
+    t.summaries.labels("merger").inc()
+    t.merge_rounds.labels("merger", "m").inc()
+    t.excluded.labels("merger", "m").inc()
+    t.model_version.labels("merger", "m").set(1)
+    t.pending.labels("merger").set(0)
+    t.checkpoint_seconds.labels("merger").observe(0.01)
+    t.merge_seconds.labels("merger", "m").observe(0.001)
+    t.round_seconds.labels("merger", "m").observe(3)
+    t.score_latency.observe_many([0.002, 0.5])
+    return t
+
+
+PRISM_FAMILIES = {
+    "telemetry": lambda: _touched_telemetry().registry,
+    "edge": lambda: EdgeMetrics("n1", lambda: SNAPSHOT).registry,
+}
+
+
+@pytest.mark.parametrize("which", PRISM_FAMILIES)
+def test_prism_metric_names_follow_the_prometheus_conventions(which: str) -> None:
+    text = generate_latest(PRISM_FAMILIES[which]()).decode()
+    families = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name.startswith("prism_") and not f.name.endswith("_created")  # a counter's start
+    ]
+    assert families
+    for f in families:
+        assert re.fullmatch(r"prism_[a-z_]+", f.name), f.name
+        assert "per_second" not in f.name, f"{f.name}: a rate is rate() over a counter"
+        assert not f.name.endswith("_share"), f"{f.name}: a ratio ends in _ratio"
+        sample_names = {s.name for s in f.samples}
+        if f.type == "counter":
+            assert sample_names <= {f"{f.name}_total", f"{f.name}_created"}, f.name
+        if f.type == "histogram":
+            assert f.name.endswith("_seconds"), f.name
+            bounds = [float(s.labels["le"]) for s in f.samples if s.name.endswith("_bucket")]
+            assert bounds == sorted(bounds) and bounds[-1] == math.inf
+        if f.name.endswith("_ratio"):
+            assert all(0 <= s.value <= 1 for s in f.samples), f.name
+
+
+def test_the_central_latency_buckets_span_a_caught_up_and_a_backlogged_worker() -> None:
+    assert LATENCY_BUCKETS[0] <= 0.001 and LATENCY_BUCKETS[-1] >= 60
