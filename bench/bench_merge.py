@@ -44,10 +44,15 @@ def best_of(fn: Callable[[], object], repeats: int = REPEATS) -> float:
 
 def a_round(rng: np.random.Generator) -> list[NodeVector]:
     return [
-        NodeVector(f"n{i:04d}", 1, rng.normal(0, 1, DIM), int(rng.integers(10, 1000)),
-               staleness=int(rng.integers(0, 4)))
+        NodeVector(
+            f"n{i:04d}",
+            1,
+            rng.normal(0, 1, DIM),
+            int(rng.integers(10, 1000)),
+            staleness=int(rng.integers(0, 4)),
+        )
         for i in range(N_UPDATES)
-    ]  # fmt: skip
+    ]
 
 
 def bench_strategies(updates: list[NodeVector], current: np.ndarray) -> None:
@@ -81,8 +86,10 @@ def bench_sizes(rng: np.random.Generator) -> None:
     print(f"  {'values':>7}  " + "  ".join(f"{d:>15}" for d in DTYPES))
     for n in (DIM, 31):
         values = rng.normal(0, 1, n)
-        cells = [f"{len(quantize(values, d).to_bytes()):>6} / {message_bytes(codec, values, d):>6}"
-                 for d in DTYPES]  # fmt: skip
+        cells = [
+            f"{len(quantize(values, d).to_bytes()):>6} / {message_bytes(codec, values, d):>6}"
+            for d in DTYPES
+        ]
         print(f"  {n:>7}  " + "  ".join(f"{c:>15}" for c in cells))
     values = rng.normal(0, 1, DIM)
     print("\nquantization error on N(0,1), 1,000 values")

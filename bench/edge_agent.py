@@ -47,8 +47,22 @@ SPEC = get_spec("fraud-linear")
 
 def make_log(tmp: Path, events: int) -> Path:
     path = tmp / "node.avro"
-    args = ["datagen", "fraud", "--events", str(events), "--sites", "1", "--regions", "1",
-            "--seed", "21", "--labels", "inline", "--out", str(path)]  # fmt: skip
+    args = [
+        "datagen",
+        "fraud",
+        "--events",
+        str(events),
+        "--sites",
+        "1",
+        "--regions",
+        "1",
+        "--seed",
+        "21",
+        "--labels",
+        "inline",
+        "--out",
+        str(path),
+    ]
     assert prism(args) == 0
     return path
 

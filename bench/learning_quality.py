@@ -304,8 +304,10 @@ def _verdict(c: dict[str, Any]) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = (f"{'log':<9} {'events':>7} {'sites':>5} {'centralized':>11} "
-            f"{'federated (ratio)':>18} {'hybrid (ratio)':>17} {'local':>7}  checks")  # fmt: skip
+    head = (
+        f"{'log':<9} {'events':>7} {'sites':>5} {'centralized':>11} "
+        f"{'federated (ratio)':>18} {'hybrid (ratio)':>17} {'local':>7}  checks"
+    )
     lines = [head, "-" * len(head)]
     for name, e in result["logs"].items():
         a = e["architectures"]
@@ -363,8 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--logs", default=",".join(names), help=f"subset of {','.join(names)}")
     parser.add_argument("--work", type=Path, help="where the logs are made / reused (temp dir)")
     parser.add_argument("--jobs", type=int, default=1, help="processes (default 1)")
-    parser.add_argument("--outage", default=DEFAULT_OUTAGE,
-                        help="FRACTION:START:END of the outage runs on fraud and iot")  # fmt: skip
+    parser.add_argument(
+        "--outage",
+        default=DEFAULT_OUTAGE,
+        help="FRACTION:START:END of the outage runs on fraud and iot",
+    )
     parser.add_argument("--no-outage", action="store_true", help="skip the outage runs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

@@ -51,14 +51,23 @@ def node_summaries(nodes: int, events: int, seed: int = 7) -> list:
         y = X[:, 0] + 0.5 * X[:, 1] + rng.normal(size=events) > 1.5
         model = SPEC.new_model()
         SPEC.learn_many(model, X, list(y), features=FEATURES)
-        out.append(SPEC.summarize(model).with_provenance(node_id=f"node-{i:04d}", sequence=0,
-                                                         base_version=0))  # fmt: skip
+        out.append(
+            SPEC.summarize(model).with_provenance(
+                node_id=f"node-{i:04d}", sequence=0, base_version=0
+            )
+        )
     return out
 
 
 def preload(settings, topic: str, summaries: list, rounds: int) -> int:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20,
-                         "compression.type": "lz4", "enable.idempotence": True})  # fmt: skip
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+        }
+    )
     sent = 0
     for r in range(1, rounds + 1):
         for s in summaries:
@@ -69,8 +78,9 @@ def preload(settings, topic: str, summaries: list, rounds: int) -> int:
             )
             while True:
                 try:
-                    producer.produce(topic, CODEC.encode("WeightSummary", record),
-                                     key=s.node_id.encode())  # fmt: skip
+                    producer.produce(
+                        topic, CODEC.encode("WeightSummary", record), key=s.node_id.encode()
+                    )
                     break
                 except BufferError:
                     producer.poll(0.1)
@@ -105,8 +115,21 @@ def main() -> int:
         PRISM_REDIS_PREFIX=prefix,
         PRISM_LOG_LEVEL="WARNING",
     )
-    cmd = [sys.executable, "-m", "prism", "merger", "run", "--round-size", str(args.nodes),
-           "--round-timeout", "600", "--idle-exit", "3", "--group", f"bench-{prefix}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "prism",
+        "merger",
+        "run",
+        "--round-size",
+        str(args.nodes),
+        "--round-timeout",
+        "600",
+        "--idle-exit",
+        "3",
+        "--group",
+        f"bench-{prefix}",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"merger failed:\n{proc.stderr[-3000:]}")
@@ -124,8 +147,11 @@ def main() -> int:
         client.get_model("fraud-linear")
         latencies.append((time.perf_counter() - t) * 1000)
     p50, p99 = np.percentile(latencies, [50, 99])
-    size = len(CODEC.encode("WeightSummary", weight_summary_record(
-        summaries[0], tier="edge", created_at_ms=0)))  # fmt: skip
+    size = len(
+        CODEC.encode(
+            "WeightSummary", weight_summary_record(summaries[0], tier="edge", created_at_ms=0)
+        )
+    )
     result = {
         "nodes": args.nodes,
         "rounds": args.rounds,
@@ -135,8 +161,10 @@ def main() -> int:
         "get_model_p50_ms": round(float(p50), 3),
         "get_model_p99_ms": round(float(p99), 3),
     }
-    print(f"merged {rate:,.0f} summaries/s end to end (goal >= 5,000); "
-          f"{args.nodes} nodes, 30 features, {size} B per summary")  # fmt: skip
+    print(
+        f"merged {rate:,.0f} summaries/s end to end (goal >= 5,000); "
+        f"{args.nodes} nodes, 30 features, {size} B per summary"
+    )
     print(f"get_model p50 {p50:.3f} ms  p99 {p99:.3f} ms (goal p99 < 5 ms)")
     if args.json:
         print(json.dumps(result))

@@ -141,9 +141,11 @@ def run(data: Dataset, setup: Setup) -> list[dict[str, Any]]:
     rows = []
     for strategy in setup.strategies:
         for attack in attacks(setup):
-            got = clean[strategy] if attack is None else metrics(
-                stream, data, strategy, attack, setup
-            )  # fmt: skip
+            got = (
+                clean[strategy]
+                if attack is None
+                else metrics(stream, data, strategy, attack, setup)
+            )
             for arch in setup.archs:
                 row = {
                     "dataset": data.name,
@@ -194,8 +196,10 @@ def worst_by_strategy(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'dataset':<11} {'arch':<9} {'strategy':<17} {'attack':<12} {'roc_auc':>7} "
-            f"{'vs own clean':>12} {'vs fedavg clean':>15} {'upd/round':>9}")  # fmt: skip
+    head = (
+        f"{'dataset':<11} {'arch':<9} {'strategy':<17} {'attack':<12} {'roc_auc':>7} "
+        f"{'vs own clean':>12} {'vs fedavg clean':>15} {'upd/round':>9}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
@@ -219,8 +223,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fraud-events", type=int, default=50_000)
     parser.add_argument("--no-phishing", action="store_true", help="fraud data only")
-    parser.add_argument("--default-rounds", action="store_true",
-                        help="prism compare's default round timeout (span / 100)")  # fmt: skip
+    parser.add_argument(
+        "--default-rounds",
+        action="store_true",
+        help="prism compare's default round timeout (span / 100)",
+    )
     parser.add_argument("--iot-events", type=int, default=0, help="add an iot log (0: none)")
     parser.add_argument("--scale", type=float, help="attack factor (default: each kind's own)")
     parser.add_argument(
@@ -239,8 +246,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="chooses the attackers (0)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    strategies = tuple(args.strategies.split(";") if ";" in args.strategies
-                       else _csv(args.strategies))  # fmt: skip
+    strategies = tuple(
+        args.strategies.split(";") if ";" in args.strategies else _csv(args.strategies)
+    )
     setup = Setup(
         args.scale,
         args.seed,
@@ -253,8 +261,9 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
-        datasets = make_datasets(Path(tmp), args.fraud_events, not args.no_phishing,
-                                 args.iot_events)  # fmt: skip
+        datasets = make_datasets(
+            Path(tmp), args.fraud_events, not args.no_phishing, args.iot_events
+        )
         for data in datasets:
             rows += run(data, setup)
             print(f"{data.name}: done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
@@ -272,9 +281,11 @@ def main() -> int:
         "seconds": round(time.perf_counter() - started, 1),
     }
     shares = ", ".join(f"{f:.0%}" for f in setup.fractions)
-    print(f"{shares} of the sites attack ({', '.join(setup.kinds)}), factor "
-          f"{'per kind' if args.scale is None else args.scale}, seed {args.seed}; "
-          f"rounds {result['rounds']}")  # fmt: skip
+    print(
+        f"{shares} of the sites attack ({', '.join(setup.kinds)}), factor "
+        f"{'per kind' if args.scale is None else args.scale}, seed {args.seed}; "
+        f"rounds {result['rounds']}"
+    )
     for name in dict.fromkeys(r["dataset"] for r in rows):
         sites = next(
             r["poisoned_sites"] for r in rows if r["dataset"] == name and r["attack"] != "clean"

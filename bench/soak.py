@@ -132,8 +132,9 @@ def trend(values: list[float]) -> float:
     return float(slope * len(steady))
 
 
-def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_rate: float,
-         workdir: Path) -> dict:  # fmt: skip
+def soak(
+    settings: Settings, *, rate: float, seconds: float, edges: int, edge_rate: float, workdir: Path
+) -> dict:
     """Run the services under load for ``seconds``; return lag/RSS series and verdicts."""
     s = settings.model_copy(
         update={
@@ -147,25 +148,74 @@ def soak(settings: Settings, *, rate: float, seconds: float, edges: int, edge_ra
     log = make_log(workdir / "central.avro", events, seed=3)
     central_port, merger_port = free_port(), free_port()
     services = [
-        Service("central", _spawn(s, workdir, "central", "central", "run", "--task", "fraud",
-                                  "--group", "soak", "--metrics-port", str(central_port))),
-        Service("merger", _spawn(s, workdir, "merger", "merger", "run", "--round-size",
-                                 str(max(edges, 1)), "--metrics-port", str(merger_port))),
-    ]  # fmt: skip
+        Service(
+            "central",
+            _spawn(
+                s,
+                workdir,
+                "central",
+                "central",
+                "run",
+                "--task",
+                "fraud",
+                "--group",
+                "soak",
+                "--metrics-port",
+                str(central_port),
+            ),
+        ),
+        Service(
+            "merger",
+            _spawn(
+                s,
+                workdir,
+                "merger",
+                "merger",
+                "run",
+                "--round-size",
+                str(max(edges, 1)),
+                "--metrics-port",
+                str(merger_port),
+            ),
+        ),
+    ]
     for i in range(edges):
         edge_log = make_log(workdir / f"edge-{i}.avro", int(edge_rate * seconds), seed=20 + i)
         services.append(
-            Service(f"edge-{i}", _spawn(s, workdir, f"edge-{i}", "edge", "run", "--node",
-                                        f"soak-{i}", "--source", str(edge_log), "--rate",
-                                        str(edge_rate), "--state-dir", str(workdir / f"e{i}")))
-        )  # fmt: skip
+            Service(
+                f"edge-{i}",
+                _spawn(
+                    s,
+                    workdir,
+                    f"edge-{i}",
+                    "edge",
+                    "run",
+                    "--node",
+                    f"soak-{i}",
+                    "--source",
+                    str(edge_log),
+                    "--rate",
+                    str(edge_rate),
+                    "--state-dir",
+                    str(workdir / f"e{i}"),
+                ),
+            )
+        )
     try:
         deadline = time.monotonic() + 60
         while _lag(central_port) is None and time.monotonic() < deadline:
             time.sleep(0.5)  # the worker has joined and reports lag
         # `prism replay --rate` counts records: each transaction is followed by its label
-        replay = _spawn(s, workdir, "replay", "replay", str(log), "--no-progress",
-                        "--rate", str(rate * RECORDS_PER_EVENT))  # fmt: skip
+        replay = _spawn(
+            s,
+            workdir,
+            "replay",
+            "replay",
+            str(log),
+            "--no-progress",
+            "--rate",
+            str(rate * RECORDS_PER_EVENT),
+        )
         lag: list[float] = []
         produced_at_start = _produced(s)
         start = time.monotonic()
@@ -264,8 +314,13 @@ def main() -> int:
     if not args.rate:
         isolated = measure_max(settings, args.max_events)
         with tempfile.TemporaryDirectory(prefix="prism-overload-") as tmp:
-            over = soak(settings, rate=round(isolated), seconds=args.overload_seconds,
-                        workdir=Path(tmp), **run)  # fmt: skip
+            over = soak(
+                settings,
+                rate=round(isolated),
+                seconds=args.overload_seconds,
+                workdir=Path(tmp),
+                **run,
+            )
         # kept up (flat lag): the worker was not the limit, so its maximum is at least that
         loaded = over["delivered_events_per_s" if over["lag_flat"] else "central_events_per_s"]
     maximum = loaded if args.max == "loaded" else isolated
@@ -276,19 +331,27 @@ def main() -> int:
     result["max_isolated_events_per_s"] = isolated and round(isolated)
     result["max_loaded_events_per_s"] = loaded
     if maximum is not None:
-        print(f"central maximum: {round(isolated)} events/s alone on a preloaded topic, "
-              f"{loaded} events/s kept up with beside the soak's replay, merger and edges "
-              f"when asked for {round(isolated)}; the load is {args.load:.0%} of the "
-              f"{args.max} one")  # fmt: skip
-    print(f"load {rate:.0f} events/s asked, {result['delivered_events_per_s']} events/s "
-          f"delivered by the replay, for {result['seconds']} s; the central worker kept up "
-          f"with {result['central_events_per_s']} events/s")  # fmt: skip
-    print(f"consumer lag (records): median {result['lag_median']:.0f}, max "
-          f"{result['lag_max']:.0f}, trend over the steady part {result['lag_growth']:+.0f} "
-          f"-> {'flat' if result['lag_flat'] else 'GROWING'}")  # fmt: skip
+        print(
+            f"central maximum: {round(isolated)} events/s alone on a preloaded topic, "
+            f"{loaded} events/s kept up with beside the soak's replay, merger and edges "
+            f"when asked for {round(isolated)}; the load is {args.load:.0%} of the "
+            f"{args.max} one"
+        )
+    print(
+        f"load {rate:.0f} events/s asked, {result['delivered_events_per_s']} events/s "
+        f"delivered by the replay, for {result['seconds']} s; the central worker kept up "
+        f"with {result['central_events_per_s']} events/s"
+    )
+    print(
+        f"consumer lag (records): median {result['lag_median']:.0f}, max "
+        f"{result['lag_max']:.0f}, trend over the steady part {result['lag_growth']:+.0f} "
+        f"-> {'flat' if result['lag_flat'] else 'GROWING'}"
+    )
     for name, r in result["rss"].items():
-        print(f"  {name:<10} peak RSS {r['peak_mb']:7.1f} MB  mean {r['mean_mb']:7.1f} MB  "
-              f"trend {r['growth_mb']:+.2f} MB")  # fmt: skip
+        print(
+            f"  {name:<10} peak RSS {r['peak_mb']:7.1f} MB  mean {r['mean_mb']:7.1f} MB  "
+            f"trend {r['growth_mb']:+.2f} MB"
+        )
     print(f"memory: {'flat' if result['rss_flat'] else 'GROWING'}")
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "lag_series"}))

@@ -180,10 +180,12 @@ class EdgeAgent:
         except Exception as e:  # noqa: BLE001 - the boundary: bad records never get here
             trip = self.bugs.tripped(e)
             log.error(
-                "internal error node=%s trace_id=%s where=%s", self.config.node_id,
-                trip.trace_id, item.position if item.where is None else item.where,
+                "internal error node=%s trace_id=%s where=%s",
+                self.config.node_id,
+                trip.trace_id,
+                item.position if item.where is None else item.where,
                 exc_info=e,
-            )  # fmt: skip
+            )
             self.parts.dead.add(
                 reason_code="internal-error",
                 reason=f"{trip.error_type}: {trip.message}",

@@ -53,9 +53,19 @@ def run_fleet(
     procs: list[subprocess.Popen] = []
     for node_id, sites in plan(site_ids(data), nodes, prefix):
         cmd = [
-            sys.executable, "-m", "prism.cli", "edge", "run", "--node", node_id,
-            "--source", str(data), "--sites", ",".join(sites), *agent_args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "prism.cli",
+            "edge",
+            "run",
+            "--node",
+            node_id,
+            "--source",
+            str(data),
+            "--sites",
+            ",".join(sites),
+            *agent_args,
+        ]
         out = (log_dir / f"{node_id}.log").open("ab")
         procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))  # noqa: S603
         log.info("edge agent started node=%s sites=%s pid=%s", node_id, len(sites), procs[-1].pid)

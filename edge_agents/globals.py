@@ -62,10 +62,17 @@ class TopicGlobals:
     linked = True  # reachability of Kafka is the Link's business
 
     def __init__(
-        self, bootstrap: str, topic: str, *, model_name: str, node_id: str, codec: Codec,
-        on_bad: OnBad, security: Mapping[str, str] | None = None,
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        model_name: str,
+        node_id: str,
+        codec: Codec,
+        on_bad: OnBad,
+        security: Mapping[str, str] | None = None,
         verifier: KeyVerifier | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.model_name, self.codec, self.on_bad = model_name, codec, on_bad
         self.verifier = verifier
         self.newest_seen = 0  # highest verified version read in this session
@@ -121,8 +128,13 @@ class TopicGlobals:
         if not _authentic(self.verifier, record, where, value, self.on_bad):
             return None
         if record["version"] < self.newest_seen:  # the merger writes versions in order
-            self.on_bad("replayed", f"global version {record['version']} arrived after "
-                        f"{self.newest_seen}: an old model sent again", where, value)  # fmt: skip
+            self.on_bad(
+                "replayed",
+                f"global version {record['version']} arrived after "
+                f"{self.newest_seen}: an old model sent again",
+                where,
+                value,
+            )
             return None
         self.newest_seen = record["version"]
         try:
@@ -146,9 +158,14 @@ class RegistryGlobals:
     """Poll the registry's current GlobalModel every ``every_s`` seconds."""
 
     def __init__(
-        self, client: RegistryClient, *, model_name: str, on_bad: OnBad, every_s: float = 2.0,
+        self,
+        client: RegistryClient,
+        *,
+        model_name: str,
+        on_bad: OnBad,
+        every_s: float = 2.0,
         verifier: KeyVerifier | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.verifier = verifier
         self.client, self.model_name, self.on_bad, self.every_s = (
             client,

@@ -43,9 +43,13 @@ class Link:
         self.bootstrap = bootstrap
         self.producer = Producer(edge_producer_config(bootstrap, self._on_error, security))
         self._admin = AdminClient(
-            {**(security or {}), "bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
-             "log_level": 0}
-        )  # fmt: skip
+            {
+                **(security or {}),
+                "bootstrap.servers": bootstrap,
+                "socket.timeout.ms": 2000,
+                "log_level": 0,
+            }
+        )
         self._up = threading.Event()
         self._stop = threading.Event()
         self.transitions = 0

@@ -74,11 +74,14 @@ class EdgeMetrics(Collector):
         yield from (events, scores, offline, dead, bugs, summaries, quality)
         for name, doc, value in (
             ("prism_edge_fallback_ratio", "Share of local-model scores.", s["fallback_ratio"]),
-            ("prism_edge_outbox_unsent_summaries", "Summaries waiting in the outbox.",
-             s["outbox_unsent"]),
+            (
+                "prism_edge_outbox_unsent_summaries",
+                "Summaries waiting in the outbox.",
+                s["outbox_unsent"],
+            ),
             ("prism_edge_connected", "1 while the broker answers.", float(s["connected"])),
             ("prism_edge_global_version", "Adopted global model version.", s["global_version"]),
-        ):  # fmt: skip
+        ):
             gauge = GaugeMetricFamily(name, doc, labels=["node"])
             gauge.add_metric(node, value)
             yield gauge

@@ -133,10 +133,13 @@ def _is_count(kind: object) -> bool:
 def layout_of(summary: Summary) -> Layout:
     """The layout of ``summary``: tensors in name order, integer tensors as counts."""
     slots = tuple(
-        Slot(name, tuple(int(d) for d in summary.tensors[name].shape),
-             summary.tensors[name].dtype.kind in "iu")
+        Slot(
+            name,
+            tuple(int(d) for d in summary.tensors[name].shape),
+            summary.tensors[name].dtype.kind in "iu",
+        )
         for name in sorted(summary.tensors)
-    )  # fmt: skip
+    )
     params = tuple(sorted((str(k), str(v)) for k, v in summary.params.items()))
     return Layout(tuple(summary.features), slots, params)
 
@@ -249,8 +252,9 @@ def inflate_counts(data: bytes, codec: str, n: int) -> bytes:
 
 # -- packing ------------------------------------------------------------------
 def _floats(summary: Summary, layout: Layout) -> list[np.ndarray]:
-    return [np.asarray(summary.tensors[s.name], np.float64).ravel() for s in layout.slots
-            if not s.count]  # fmt: skip
+    return [
+        np.asarray(summary.tensors[s.name], np.float64).ravel() for s in layout.slots if not s.count
+    ]
 
 
 def pack(summary: Summary, dtype: str = "float32", *, with_layout: bool = True) -> dict[str, Any]:
@@ -411,5 +415,14 @@ def apply_delta(base: Summary, packed: Mapping[str, Any], n_samples: int) -> Sum
     book.learn(layout)
     diff = unpack(packed, base.model_name, base.kind, n_samples, book=book)
     tensors = {name: np.asarray(base.tensors[name]) + diff.tensors[name] for name in base.tensors}
-    return Summary(base.model_name, base.kind, base.features, n_samples, tensors, base.params,
-                   base.node_id, base.sequence, base.base_version)  # fmt: skip
+    return Summary(
+        base.model_name,
+        base.kind,
+        base.features,
+        n_samples,
+        tensors,
+        base.params,
+        base.node_id,
+        base.sequence,
+        base.base_version,
+    )

@@ -91,11 +91,14 @@ def _norm_outliers(
     z = robust_z(norms, rtol=rtol)
     median = float(np.median(norms))
     return [
-        (i, float(z[i]), f"norm {norms[i]:.4g} is {z[i]:.1f} robust-z above the round median "
-         f"{median:.4g}")
+        (
+            i,
+            float(z[i]),
+            f"norm {norms[i]:.4g} is {z[i]:.1f} robust-z above the round median {median:.4g}",
+        )
         for i in range(len(norms))
         if z[i] > threshold and norms[i] >= min_ratio * median
-    ]  # fmt: skip
+    ]
 
 
 def _direction_outliers(
@@ -111,11 +114,15 @@ def _direction_outliers(
     z = robust_z(cosines, rtol=rtol)
     median = float(np.median(cosines))
     return [
-        (i, float(-z[i]), f"direction: cosine {cosines[i]:.3f} to the median update is "
-         f"{-z[i]:.1f} robust-z below the round median {median:.3f}")
+        (
+            i,
+            float(-z[i]),
+            f"direction: cosine {cosines[i]:.3f} to the median update is "
+            f"{-z[i]:.1f} robust-z below the round median {median:.3f}",
+        )
         for i in range(len(norms))
         if z[i] < -threshold and cosines[i] < 0
-    ]  # fmt: skip
+    ]
 
 
 def screen(

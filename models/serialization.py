@@ -85,13 +85,21 @@ def summary_to_state(
         raise InvalidSummaryError(f"expected a Summary, got {type(summary).__name__}")
     if quantize not in QUANTIZE:
         raise ModelError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
-    return {**_state_head(summary), "packed": pack(summary, quantize or "float64",
-                                                  with_layout=with_layout)}  # fmt: skip
+    return {
+        **_state_head(summary),
+        "packed": pack(summary, quantize or "float64", with_layout=with_layout),
+    }
 
 
 def _state_head(summary: Summary) -> dict[str, Any]:
-    return {"model_name": summary.model_name, "model_kind": summary.kind, "features": [],
-            "n_samples": int(summary.n_samples), "tensors": [], "params": {}}  # fmt: skip
+    return {
+        "model_name": summary.model_name,
+        "model_kind": summary.kind,
+        "features": [],
+        "n_samples": int(summary.n_samples),
+        "tensors": [],
+        "params": {},
+    }
 
 
 def unpacked_state(summary: Summary, quantize: str | None = None) -> dict[str, Any]:

@@ -35,17 +35,29 @@ COMMAND_MODULES = (
 #: (tests/unit/test_cli_help.py), and argparse exits 2 on a flag it cannot parse.
 EXIT_CODES = (
     (0, "success"),
-    (1, "the command ran and found a failure: `stack status`, `ps` or `status` saw a "
-        "component down, `replay` could not deliver every record, a service stopped on an error"),
-    (2, "usage or set-up: a bad flag or value, a missing extra, no Kafka / Redis configured "
-        "or reachable, a refused `central reset`"),
+    (
+        1,
+        "the command ran and found a failure: `stack status`, `ps` or `status` saw a "
+        "component down, `replay` could not deliver every record, a service stopped on an error",
+    ),
+    (
+        2,
+        "usage or set-up: a bad flag or value, a missing extra, no Kafka / Redis configured "
+        "or reachable, a refused `central reset`",
+    ),
     (3, "not found: a model, node or file that does not exist"),
-    (4, "bad data: an event log or data set that cannot be read or written, a registry "
-        "model that fails to decode or verify"),
-    (70, "an edge agent stopped on its own bug: more than --max-bugs-in-row records in a row "
-         "raised (not restarted by the supervisor)"),
+    (
+        4,
+        "bad data: an event log or data set that cannot be read or written, a registry "
+        "model that fails to decode or verify",
+    ),
+    (
+        70,
+        "an edge agent stopped on its own bug: more than --max-bugs-in-row records in a row "
+        "raised (not restarted by the supervisor)",
+    ),
     (130, "interrupted (Ctrl-C)"),
-)  # fmt: skip
+)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -226,8 +226,15 @@ class Client:
         spec, _, qualifier = name.partition("@")
         kind = "global" if not qualifier else "regional" if "region:" in qualifier else "worker"
         s = info.summary
-        entry = ModelEntry(name, kind, s.model_name, info.version, _utc(info.created_at_ms),
-                           s.n_samples, len(s.features))  # fmt: skip
+        entry = ModelEntry(
+            name,
+            kind,
+            s.model_name,
+            info.version,
+            _utc(info.created_at_ms),
+            s.n_samples,
+            len(s.features),
+        )
         return entry, s
 
     def _node_entry(self, node: str, data: bytes) -> tuple[ModelEntry, Summary]:
@@ -236,8 +243,15 @@ class Client:
             s = summary_from_weight_record(record)
         except (SchemaError, ModelError) as e:
             raise CorruptModelError(f"snapshot of node {node!r} cannot be loaded: {e}") from e
-        entry = ModelEntry(node, "node", s.model_name, s.sequence,
-                           _utc(record["created_at"]), s.n_samples, len(s.features))  # fmt: skip
+        entry = ModelEntry(
+            node,
+            "node",
+            s.model_name,
+            s.sequence,
+            _utc(record["created_at"]),
+            s.n_samples,
+            len(s.features),
+        )
         return entry, s
 
     def _build(self, entry: ModelEntry, summary: Summary) -> ModelVersion:

@@ -40,10 +40,15 @@ class Tail:
     """One topic's records, decoded, in arrival order per partition."""
 
     def __init__(
-        self, bootstrap: str, topic: str, *, prefix: str = "",
-        security: dict[str, str] | None = None, from_beginning: bool = False,
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        prefix: str = "",
+        security: dict[str, str] | None = None,
+        from_beginning: bool = False,
         codec: Codec | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.requested, self.prefix = topic, prefix
         self.from_beginning = from_beginning
         self.codec = codec or Codec(max_bytes=64 * 1024 * 1024)

@@ -45,8 +45,13 @@ def _key_verifier(settings: Settings, contract: str) -> KeyVerifier | None:
         verifier = KeyVerifier(keys, contract=contract, required=settings.require_signed)
     except ValueError as e:
         raise UsageError(f"trust file: {e}") from e
-    log.info("signed %s: required=%s trusted key ids=%s trust_file=%s", contract,
-             verifier.required, ",".join(sorted(keys)) or "-", settings.trust_file)  # fmt: skip
+    log.info(
+        "signed %s: required=%s trusted key ids=%s trust_file=%s",
+        contract,
+        verifier.required,
+        ",".join(sorted(keys)) or "-",
+        settings.trust_file,
+    )
     return verifier
 
 
@@ -63,8 +68,11 @@ def summary_verifier(settings: Settings) -> Verifier | KeyVerifier | None:
         raise UsageError(f"signed summaries: {e}") from e
     if not verifier.active:
         return None
-    log.info("signed summaries: required=%s trusted key ids=%s (HMAC)", verifier.required,
-             ",".join(sorted(verifier.keys)) or "-")  # fmt: skip
+    log.info(
+        "signed summaries: required=%s trusted key ids=%s (HMAC)",
+        verifier.required,
+        ",".join(sorted(verifier.keys)) or "-",
+    )
     return verifier
 
 

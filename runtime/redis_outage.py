@@ -112,7 +112,9 @@ class RedisBackoff:
         if self.since is not None:
             log.info(
                 "redis back: %s written after %.1f s (%d tries failed)",
-                self.what, self._clock() - self.since, self.failures,
-            )  # fmt: skip
+                self.what,
+                self._clock() - self.since,
+                self.failures,
+            )
         self.since, self.failures, self._delay = None, 0, self.first_s
         self._retry_at = float("-inf")

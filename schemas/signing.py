@@ -153,12 +153,15 @@ class Verifier:
     """
 
     def __init__(self, keys: Mapping[str, TrustedKey], *, required: bool | None = None) -> None:
-        self.keys = {kid: (_secret_bytes(k.secret, f"trusted key {kid!r}"), k)
-                     for kid, k in keys.items()}  # fmt: skip
+        self.keys = {
+            kid: (_secret_bytes(k.secret, f"trusted key {kid!r}"), k) for kid, k in keys.items()
+        }
         self.required = bool(keys) if required is None else required
         if self.required and not self.keys:
-            raise ValueError("signed summaries are required but no key is trusted: set "
-                             "PRISM_TRUSTED_KEYS or PRISM_REQUIRE_SIGNED=false")  # fmt: skip
+            raise ValueError(
+                "signed summaries are required but no key is trusted: set "
+                "PRISM_TRUSTED_KEYS or PRISM_REQUIRE_SIGNED=false"
+            )
 
     @property
     def active(self) -> bool:

@@ -50,10 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--shift-global", action="store_true", help=f"hybrid: {SHIFT_HELP}")
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
-    p.add_argument("--poison", help="FRACTION:KIND[:SCALE] of sites send scaled|signflip|random "
-                   "updates (default scale 10), or collude with the round's honest updates: "
-                   "alie (SCALE = z, default from the site count) or ipm (SCALE = epsilon, "
-                   "default 0.5), e.g. 0.2:signflip, 0.2:alie")  # fmt: skip
+    p.add_argument(
+        "--poison",
+        help="FRACTION:KIND[:SCALE] of sites send scaled|signflip|random "
+        "updates (default scale 10), or collude with the round's honest updates: "
+        "alie (SCALE = z, default from the site count) or ipm (SCALE = epsilon, "
+        "default 0.5), e.g. 0.2:signflip, 0.2:alie",
+    )
     p.add_argument("--label-delay", type=int, help="labels arrive N events after their event")
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")
     p.add_argument("--windows", type=int, default=20, help="windows of the metric over time")
@@ -83,8 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=30.0,
         help="--stack: the agents replay the log on its clock in about this long",
     )
-    p.add_argument("--stack-timeout", type=float, default=1800.0,
-                   help="seconds each architecture may take on the stack")  # fmt: skip
+    p.add_argument(
+        "--stack-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds each architecture may take on the stack",
+    )
     p.set_defaults(handler=cmd_compare)
 
 
@@ -182,9 +189,11 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
         if args.plot:
             print(f"plot: {args.plot}")
         for name, a in report.get("agreement", {}).items():
-            print(f"stack vs in-process {name:<12} {a['metric_stack']:.4f} vs "
-                  f"{a['metric_in_process']:.4f} (diff {a['diff']:.4f}, tolerance "
-                  f"{a['tolerance']}) {'agrees' if a['agrees'] else 'DISAGREES'}")  # fmt: skip
+            print(
+                f"stack vs in-process {name:<12} {a['metric_stack']:.4f} vs "
+                f"{a['metric_in_process']:.4f} (diff {a['diff']:.4f}, tolerance "
+                f"{a['tolerance']}) {'agrees' if a['agrees'] else 'DISAGREES'}"
+            )
     return 0
 
 
@@ -203,13 +212,19 @@ def _sweep(args: argparse.Namespace, stream: Stream, config: SimConfig) -> int:
         for _, values in axes:
             points *= len(values)
         show = not (args.no_progress or args.json) and sys.stderr.isatty()
-        with tqdm(total=len(stream) * (points + 1), unit="ev", disable=not show,
-                  mininterval=0.5) as bar:  # fmt: skip
+        with tqdm(
+            total=len(stream) * (points + 1), unit="ev", disable=not show, mininterval=0.5
+        ) as bar:
             sweep = run_sweep(stream, config, axes, threshold=args.threshold, progress=bar.update)
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e
-    report = {"events": len(stream), "sites": len(stream.site_names), "model": config.spec_name,
-              "metric_name": "roc_auc", "sweep": sweep}  # fmt: skip
+    report = {
+        "events": len(stream),
+        "sites": len(stream.site_names),
+        "model": config.spec_name,
+        "metric_name": "roc_auc",
+        "sweep": sweep,
+    }
     if args.plot:
         title = f"{config.spec_name} on {len(stream):,} events, {len(stream.site_names)} sites"
         report["plot"] = str(write_frontier(sweep, args.plot, title=title))

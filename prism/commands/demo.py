@@ -40,9 +40,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def datagen_argv(events: int, sites: int, out: Path) -> list[str]:
     """The demo log's `prism datagen` command line (``bench/learning_quality.py`` reuses it)."""
-    return ["datagen", "fraud", "--events", str(events), "--sites", str(sites), "--regions",
-            "2", "--seed", "7", "--labels", "inline", "--fraud-rate", "0.03",
-            "--out", str(out)]  # fmt: skip
+    return [
+        "datagen",
+        "fraud",
+        "--events",
+        str(events),
+        "--sites",
+        str(sites),
+        "--regions",
+        "2",
+        "--seed",
+        "7",
+        "--labels",
+        "inline",
+        "--fraud-rate",
+        "0.03",
+        "--out",
+        str(out),
+    ]
 
 
 def say(message: str) -> None:
@@ -54,8 +69,10 @@ def running_stack(settings: Settings, *, keep: bool) -> Iterator[Settings]:
     """The stack for the demo; stops what it started unless ``keep``."""
     began = time.monotonic()
     info = stack.up(settings)
-    say(f"stack ready in {time.monotonic() - began:.1f}s: kafka={info.kafka_bootstrap} "
-        f"(started: {', '.join(info.started) or 'nothing'})")  # fmt: skip
+    say(
+        f"stack ready in {time.monotonic() - began:.1f}s: kafka={info.kafka_bootstrap} "
+        f"(started: {', '.join(info.started) or 'nothing'})"
+    )
     try:
         yield load_settings()
     finally:
@@ -75,8 +92,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         run_prism(*datagen_argv(args.events, args.sites, log_path))
         say(f"starting the services (prism up): central learner, merger, {args.sites} edge agents")
         try:
-            run_prism("up", "--edges", str(args.sites), "--data", str(log_path),
-                      "--edge-rate", "1000")  # fmt: skip
+            run_prism(
+                "up", "--edges", str(args.sites), "--data", str(log_path), "--edge-rate", "1000"
+            )
             say("replaying the log into Kafka for the central learner")
             run_prism("replay", str(log_path), "--no-progress")
             counted = count_decoded(live, live.topic("transactions"), expected=args.events)
@@ -135,9 +153,15 @@ def run_prism(*argv: str) -> None:
 def count_decoded(settings: Settings, topic: str, *, expected: int, timeout: float = 60.0) -> int:
     """Consume ``topic`` from the start until ``expected`` events decoded or time runs out."""
     codec = Codec(max_bytes=settings.max_message_bytes)
-    consumer = Consumer({**kafka_security(settings), "bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"prism-demo-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer(
+        {
+            **kafka_security(settings),
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"prism-demo-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     count, deadline = 0, time.monotonic() + timeout
     try:

@@ -32,11 +32,16 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
         help="N events and/or Ts seconds between summaries, e.g. 500, 30s, 500,30s",
     )
     p.add_argument("--rate", type=float, help="events/s to read the file at (default: flat out)")
-    p.add_argument("--speedup", type=float,
-                   help="replay the file on its own clock, this many times faster")  # fmt: skip
-    p.add_argument("--start-at", type=float, metavar="EPOCH_S",
-                   help="--speedup: wall-clock time (epoch s) of the log's first record, so "
-                   "agents started apart share one clock (default: each at its start)")  # fmt: skip
+    p.add_argument(
+        "--speedup", type=float, help="replay the file on its own clock, this many times faster"
+    )
+    p.add_argument(
+        "--start-at",
+        type=float,
+        metavar="EPOCH_S",
+        help="--speedup: wall-clock time (epoch s) of the log's first record, so "
+        "agents started apart share one clock (default: each at its start)",
+    )
     p.add_argument(
         "--globals-from",
         choices=("topic", "registry"),
@@ -85,8 +90,12 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="topic sources: stop after this long without events",
     )
-    p.add_argument("--drain-timeout", type=float, default=60.0,
-                   help="seconds to wait at the end for unsent summaries")  # fmt: skip
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait at the end for unsent summaries",
+    )
     p.add_argument(
         "--max-bugs-in-row",
         type=int,
@@ -170,13 +179,30 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 _FLEET_PASS = (
-    "task", "model", "region", "mode", "forward_sample", "summary_every", "rate", "speedup",
+    "task",
+    "model",
+    "region",
+    "mode",
+    "forward_sample",
+    "summary_every",
+    "rate",
+    "speedup",
     "start_at",
     "globals_from",
-    "blend_alpha", "global_max_age", "reconcile", "dp_clip", "dp_noise", "dp_seed", "min_move",
-    "personal_pull", "shift_global", "quantize",
-    "idle_exit", "drain_timeout", "max_bugs_in_row",
-)  # fmt: skip
+    "blend_alpha",
+    "global_max_age",
+    "reconcile",
+    "dp_clip",
+    "dp_noise",
+    "dp_seed",
+    "min_move",
+    "personal_pull",
+    "shift_global",
+    "quantize",
+    "idle_exit",
+    "drain_timeout",
+    "max_bugs_in_row",
+)
 
 
 def fleet_flags(args: argparse.Namespace) -> list[str]:

@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tiers", default="global", help="'global' or 'regional,global' (merge per region first)"
     )
     run.add_argument("--dedup-window", type=int, default=64, help="sequences remembered per node")
-    add_wire_precision(run, "whole globals (the merger goes on from what the sites get)",
-                       deltas=True)  # fmt: skip
+    add_wire_precision(
+        run, "whole globals (the merger goes on from what the sites get)", deltas=True
+    )
     run.add_argument(
         "--whole-every", type=int, default=16, help="every n-th global version goes whole"
     )
@@ -50,9 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prism compare --stack), not on their arrival and the wall clock",
     )
     run.add_argument(
-        "--speedup", type=float, default=1.0,
+        "--speedup",
+        type=float,
+        default=1.0,
         help="--event-time: the event clock runs this many times faster than the wall clock",
-    )  # fmt: skip
+    )
     add_redis_wait(run)
     run.set_defaults(handler=cmd_run)
 

@@ -99,8 +99,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'signature':<14} {client.verdict(record)}")
     print(f"{'features':<14} {', '.join(record['state']['features'])}")
     for c in record["contributors"]:
-        print(f"  + {c['node_id']} seq={c['sequence']} n={c['n_samples']} "
-              f"staleness={c['staleness']} weight={c['weight']:.3f}")  # fmt: skip
+        print(
+            f"  + {c['node_id']} seq={c['sequence']} n={c['n_samples']} "
+            f"staleness={c['staleness']} weight={c['weight']:.3f}"
+        )
     for e in record["excluded"]:
         print(f"  - {e['node_id']} seq={e['sequence']}: {e['reason']}")
     return 0
@@ -119,9 +121,19 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _emit_json(rows)
     else:
-        _table([dict(r, created_at=_when(r["created_at"])) for r in rows],
-               ["version", "created_at", "strategy", "n_samples", "contributors", "excluded",
-                "signature", "lineage"])  # fmt: skip
+        _table(
+            [dict(r, created_at=_when(r["created_at"])) for r in rows],
+            [
+                "version",
+                "created_at",
+                "strategy",
+                "n_samples",
+                "contributors",
+                "excluded",
+                "signature",
+                "lineage",
+            ],
+        )
     return 0
 
 
@@ -132,8 +144,21 @@ def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
     elif not rows:
         print("no nodes have reported yet")
     else:
-        _table([dict(r, last_seen=_when(r["last_seen_ms"]), worker=r["meta"].get("worker", ""))
-                for r in rows],
-               ["node_id", "tier", "region", "worker", "model_name", "last_sequence",
-                "last_seen", "excluded", "reason"])  # fmt: skip
+        _table(
+            [
+                dict(r, last_seen=_when(r["last_seen_ms"]), worker=r["meta"].get("worker", ""))
+                for r in rows
+            ],
+            [
+                "node_id",
+                "tier",
+                "region",
+                "worker",
+                "model_name",
+                "last_sequence",
+                "last_seen",
+                "excluded",
+                "reason",
+            ],
+        )
     return 0

@@ -71,13 +71,19 @@ def _register_tail(actions: argparse._SubParsersAction) -> None:
         help="start at each partition's first record (default: only records produced from now)",
     )
     tail.add_argument(
-        "--max", type=int, default=None, metavar="N",
+        "--max",
+        type=int,
+        default=None,
+        metavar="N",
         help="stop after N records (default: none, follow until Ctrl-C)",
-    )  # fmt: skip
+    )
     tail.add_argument(
-        "--idle", type=float, default=None, metavar="SECONDS",
+        "--idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
         help="stop when no record arrived for this long (default: none, keep waiting)",
-    )  # fmt: skip
+    )
     tail.add_argument(
         "--json",
         action="store_true",
@@ -114,9 +120,12 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     if args.max is not None and args.max < 1:
         raise UsageError(f"--max must be >= 1, got {args.max}")
     tail = Tail(
-        require_bootstrap(settings), args.topic, prefix=settings.topic_prefix,
-        security=kafka_security(settings), from_beginning=args.from_beginning,
-    ).setup()  # fmt: skip
+        require_bootstrap(settings),
+        args.topic,
+        prefix=settings.topic_prefix,
+        security=kafka_security(settings),
+        from_beginning=args.from_beginning,
+    ).setup()
     try:
         for record in tail.records(limit=args.max, idle_s=args.idle):
             print(dumps(record) if args.json else _readable(record), flush=True)

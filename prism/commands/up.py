@@ -72,20 +72,63 @@ def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
     tasks = ("fraud", "iot") if args.task == "both" else (args.task,)
     for task in tasks:
         name = f"central-{task}"
-        argv = ["central", "run", "--task", task, "--worker-id", name,
-                "--metrics-port", str(PORTS[name])]  # fmt: skip
+        argv = [
+            "central",
+            "run",
+            "--task",
+            task,
+            "--worker-id",
+            name,
+            "--metrics-port",
+            str(PORTS[name]),
+        ]
         services.append(Service(name, argv, PORTS[name], redis_role="central"))
     size = str(args.round_size or args.edges)
-    services.append(Service("merger", ["merger", "run", "--round-size", size, "--round-timeout",
-                                       "10", "--metrics-port", str(PORTS["merger"])],
-                            PORTS["merger"], redis_role="merger"))  # fmt: skip
+    services.append(
+        Service(
+            "merger",
+            [
+                "merger",
+                "run",
+                "--round-size",
+                size,
+                "--round-timeout",
+                "10",
+                "--metrics-port",
+                str(PORTS["merger"]),
+            ],
+            PORTS["merger"],
+            redis_role="merger",
+        )
+    )
     edge_task = tasks[0]
     for i in range(args.edges):
         port = EDGE_PORT + i
-        services.append(Service(f"edge-{i}", [
-            "edge", "run", "--node", f"edge-{i}", "--task", edge_task, "--source", str(data),
-            "--sites", sites[i], "--rate", str(args.edge_rate), "--summary-every", "200,10s",
-            "--metrics-port", str(port)], port, redis_role="edge"))  # fmt: skip
+        services.append(
+            Service(
+                f"edge-{i}",
+                [
+                    "edge",
+                    "run",
+                    "--node",
+                    f"edge-{i}",
+                    "--task",
+                    edge_task,
+                    "--source",
+                    str(data),
+                    "--sites",
+                    sites[i],
+                    "--rate",
+                    str(args.edge_rate),
+                    "--summary-every",
+                    "200,10s",
+                    "--metrics-port",
+                    str(port),
+                ],
+                port,
+                redis_role="edge",
+            )
+        )
     return services
 
 
@@ -103,15 +146,33 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if _supervisor_pid(home):
         raise StackError("already up: `prism ps` shows it, `prism down` stops it")
     info = stack.up(settings)
-    env = dict(os.environ, **info.env_lines(), **info.role_env(),
-               PRISM_STATE_DIR=str(settings.state_dir))  # fmt: skip
-    create_topics(settings.model_copy(update={"kafka_bootstrap": info.kafka_bootstrap}),
-                  bootstrap=info.kafka_bootstrap)  # fmt: skip
+    env = dict(
+        os.environ, **info.env_lines(), **info.role_env(), PRISM_STATE_DIR=str(settings.state_dir)
+    )
+    create_topics(
+        settings.model_copy(update={"kafka_bootstrap": info.kafka_bootstrap}),
+        bootstrap=info.kafka_bootstrap,
+    )
     data = args.data or home / "data" / "edges.avro"
     if args.data is None and args.edges:
         kind = "iot" if args.task == "iot" else "fraud"
-        assert prism(["datagen", kind, "--events", str(2000 * args.edges), "--sites",
-                      str(args.edges), "--regions", "1", "--out", str(data)]) == 0  # fmt: skip
+        assert (
+            prism(
+                [
+                    "datagen",
+                    kind,
+                    "--events",
+                    str(2000 * args.edges),
+                    "--sites",
+                    str(args.edges),
+                    "--regions",
+                    "1",
+                    "--out",
+                    str(data),
+                ]
+            )
+            == 0
+        )
     sites = _sites(data, args.edges) if args.edges else []
     services = plan(args, data, sites)
     save_plan(home / "plan.json", services)
@@ -228,8 +289,11 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
         process.stop(pid, MARKER, timeout=60)
     stopped = [] if args.keep_stack else stack.down(settings)
     (home / "supervisor.pid").unlink(missing_ok=True)
-    print(f"prism: services {'stopped' if pid else 'were not running'}; "
-          f"stack: stopped {', '.join(stopped) or 'nothing'}", file=sys.stderr)  # fmt: skip
+    print(
+        f"prism: services {'stopped' if pid else 'were not running'}; "
+        f"stack: stopped {', '.join(stopped) or 'nothing'}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -259,8 +323,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         service_rows = None if services is None else [service_json(r) for r in services]
         print(json.dumps({"stack": stack_rows, "services": service_rows, "models": models}))
         return 0 if models is not None else 1
-    print("stack:  " + "   ".join(
-        f"{r.name} {'ok' if r.healthy else 'DOWN'} ({r.address})" for r in rows))  # fmt: skip
+    print(
+        "stack:  "
+        + "   ".join(f"{r.name} {'ok' if r.healthy else 'DOWN'} ({r.address})" for r in rows)
+    )
     if services is None:
         print("services: not up (`prism up` starts them)")
     else:

@@ -231,9 +231,14 @@ class _Fleet:
             return
         if site in self.attackers and self.config.poison is not None:
             increment = poison_summary(
-                learner.spec, increment, learner.global_, self.config.poison, self.poison_rng,
-                n_nodes=len(self.sites), honest=self._honest_view(increment, learner.global_),
-            )  # fmt: skip
+                learner.spec,
+                increment,
+                learner.global_,
+                self.config.poison,
+                self.poison_rng,
+                n_nodes=len(self.sites),
+                honest=self._honest_view(increment, learner.global_),
+            )
             self.run.poisoned += 1
         elif self.config.poison is not None:
             self.honest_open.append((increment, learner.global_))
@@ -323,10 +328,16 @@ def simulate(
     start, end = _outage_bounds(n, config.outage)
     for fleet in fleets:
         if fleet.name in ("centralized", "hybrid"):
-            sent = stream.raw_bytes if fleet.name == "centralized" else np.array(
-                [b if sampled(e, config.forward_sample) else 0
-                 for e, b in zip(stream.event_ids, stream.raw_bytes, strict=True)]
-            )  # fmt: skip
+            sent = (
+                stream.raw_bytes
+                if fleet.name == "centralized"
+                else np.array(
+                    [
+                        b if sampled(e, config.forward_sample) else 0
+                        for e, b in zip(stream.event_ids, stream.raw_bytes, strict=True)
+                    ]
+                )
+            )
             fleet.run.bytes_raw = int(np.sum(sent))
     done = 0
     seen_events = 0

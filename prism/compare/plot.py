@@ -23,8 +23,13 @@ def write_plot(report: dict[str, Any], path: Path) -> Path:
     outage = report.get("outage")
     if outage:
         n = report["events"]
-        ax.axvspan(outage["start"] * n, outage["end"] * n, color="grey", alpha=0.2,
-                   label=f"outage ({outage['fraction']:.0%} of sites)")  # fmt: skip
+        ax.axvspan(
+            outage["start"] * n,
+            outage["end"] * n,
+            color="grey",
+            alpha=0.2,
+            label=f"outage ({outage['fraction']:.0%} of sites)",
+        )
     ax.set_xlabel("events")
     ax.set_ylabel("prequential ROC AUC (window)")
     ax.set_title(f"{report['model']} on {report['events']:,} events, {report['sites']} sites")
@@ -49,25 +54,42 @@ def write_frontier(sweep: dict[str, Any], path: Path, *, title: str = "") -> Pat
     archs = list(sweep["points"][0]["architectures"]) if sweep["points"] else []
     for name in archs:
         pts = [
-            (p["architectures"][name]["bytes_moved"], p["architectures"][name]["metric"],
-             ",".join(f"{v}" for v in p["setting"].values()))
+            (
+                p["architectures"][name]["bytes_moved"],
+                p["architectures"][name]["metric"],
+                ",".join(f"{v}" for v in p["setting"].values()),
+            )
             for p in sweep["points"]
             if p["architectures"][name]["metric"] is not None
-        ]  # fmt: skip
+        ]
         pts.sort()
         (line,) = ax.plot([b for b, _, _ in pts], [m for _, m, _ in pts], marker="o", label=name)
         for b, m, label in pts:
-            ax.annotate(label, (b, m), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                        color=line.get_color())  # fmt: skip
+            ax.annotate(
+                label,
+                (b, m),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=line.get_color(),
+            )
     for name, f in sweep["reference"].items():
         if f["metric"] is None:
             continue
         if f["bytes_moved"] > 0:
-            ax.scatter([f["bytes_moved"]], [f["metric"]], marker="s", s=40, color="black",
-                       label=name, zorder=3)  # fmt: skip
+            ax.scatter(
+                [f["bytes_moved"]],
+                [f["metric"]],
+                marker="s",
+                s=40,
+                color="black",
+                label=name,
+                zorder=3,
+            )
         else:  # nothing moves: a level to beat, not a point on a log axis
-            ax.axhline(f["metric"], linestyle="--", linewidth=1, color="grey",
-                       label=f"{name} (0 bytes)")  # fmt: skip
+            ax.axhline(
+                f["metric"], linestyle="--", linewidth=1, color="grey", label=f"{name} (0 bytes)"
+            )
     ax.set_xscale("log")
     ax.set_xlabel("bytes moved (log)")
     ax.set_ylabel("prequential ROC AUC")

@@ -91,7 +91,7 @@ def build_report(
                 "raw": run.bytes_raw,
                 "summaries": run.bytes_summaries,
                 "globals": run.bytes_globals,
-            },  # fmt: skip
+            },
             "bytes_reduction_vs_centralized": (
                 round(raw_total / run.bytes_moved, 1) if run.bytes_moved else None
             ),
@@ -138,8 +138,9 @@ def _outage(stream: Stream, run: Run, config: SimConfig, threshold: float) -> di
     }
     for part, (lo, hi) in {"during": (start, end), "after": (end, n)}.items():
         mask = stream.labelled[lo:hi]
-        out[f"metric_{part}"] = _grade(stream.labels[lo:hi][mask], run.scores[lo:hi][mask],
-                                       threshold)["roc_auc"]  # fmt: skip
+        out[f"metric_{part}"] = _grade(
+            stream.labels[lo:hi][mask], run.scores[lo:hi][mask], threshold
+        )["roc_auc"]
     return out
 
 
@@ -164,11 +165,20 @@ def render_table(report: dict[str, Any]) -> str:
     def f(v: Any, spec: str = ".4f") -> str:
         return "-" if v is None else format(v, spec)
 
-    head = " ".join([
-        f"{'architecture':<12}", f"{'roc_auc':>8}", f"{'ratio':>7}", f"{'f1':>7}",
-        f"{'precision':>9}", f"{'recall':>7}", f"{'bytes_moved':>13}", f"{'x_less':>8}",
-        f"{'merges':>7}", f"{'stale':>6}",
-    ])  # fmt: skip
+    head = " ".join(
+        [
+            f"{'architecture':<12}",
+            f"{'roc_auc':>8}",
+            f"{'ratio':>7}",
+            f"{'f1':>7}",
+            f"{'precision':>9}",
+            f"{'recall':>7}",
+            f"{'bytes_moved':>13}",
+            f"{'x_less':>8}",
+            f"{'merges':>7}",
+            f"{'stale':>6}",
+        ]
+    )
     lines = [
         f"{report['events']:,} events ({report['labelled']:,} labelled, "
         f"{report['positives']:,} positive), {report['sites']} sites, model {report['model']}, "

@@ -176,11 +176,27 @@ class _ArchitectureOnStack:
             if self.arch in ("federated", "hybrid"):
                 size = c.round_size or max(1, (len(self.stream.site_names) + 1) // 2)
                 merger = self._start(
-                    "merger", "merger", "run", "--strategy", c.strategy, "--round-size", str(size),
-                    "--round-timeout", str(self._round_timeout_s()), "--idle-exit", str(idle),
-                    "--group", "compare", "--event-time", "--speedup", str(self._speedup()),
-                    "--quantize", c.quantize or "float64", "--deltas", c.deltas or "off",
-                )  # fmt: skip
+                    "merger",
+                    "merger",
+                    "run",
+                    "--strategy",
+                    c.strategy,
+                    "--round-size",
+                    str(size),
+                    "--round-timeout",
+                    str(self._round_timeout_s()),
+                    "--idle-exit",
+                    str(idle),
+                    "--group",
+                    "compare",
+                    "--event-time",
+                    "--speedup",
+                    str(self._speedup()),
+                    "--quantize",
+                    c.quantize or "float64",
+                    "--deltas",
+                    c.deltas or "off",
+                )
             if self.arch == "hybrid":
                 central = self._central(idle=idle)
             for name, proc in (("merger", merger), ("central", central)):
@@ -190,18 +206,42 @@ class _ArchitectureOnStack:
             # local-only nodes never merge: one summary at the end, not one per cadence
             every = str(c.summary_every) if self.arch != "local" else "1000000000"
             fleet = self._start(
-                "fleet", "edge", "fleet", "--nodes", str(len(self.stream.site_names)),
-                "--data", str(self.log_path), "--task", self.task, "--model", c.spec_name,
-                "--summary-every", every, "--blend-alpha", alpha,
-                "--quantize", c.quantize or "float64", "--min-move", str(c.min_move),
-                "--personal-pull", str(c.personal_pull),
+                "fleet",
+                "edge",
+                "fleet",
+                "--nodes",
+                str(len(self.stream.site_names)),
+                "--data",
+                str(self.log_path),
+                "--task",
+                self.task,
+                "--model",
+                c.spec_name,
+                "--summary-every",
+                every,
+                "--blend-alpha",
+                alpha,
+                "--quantize",
+                c.quantize or "float64",
+                "--min-move",
+                str(c.min_move),
+                "--personal-pull",
+                str(c.personal_pull),
                 *(["--shift-global"] if c.shift_global else []),
-                "--global-max-age", "1e9", "--drain-timeout", "30",
-                "--speedup", str(self._speedup()),
-                "--start-at", str(time.time() + START_MARGIN_S),
-                *(["--mode", "hybrid", "--forward-sample", str(c.forward_sample)]
-                  if self.arch == "hybrid" else []),
-            )  # fmt: skip
+                "--global-max-age",
+                "1e9",
+                "--drain-timeout",
+                "30",
+                "--speedup",
+                str(self._speedup()),
+                "--start-at",
+                str(time.time() + START_MARGIN_S),
+                *(
+                    ["--mode", "hybrid", "--forward-sample", str(c.forward_sample)]
+                    if self.arch == "hybrid"
+                    else []
+                ),
+            )
             self._wait("fleet", fleet, deadline)
             for name, proc in (("central", central), ("merger", merger)):
                 if proc is not None:
@@ -224,10 +264,22 @@ class _ArchitectureOnStack:
 
     def _central(self, idle: float) -> subprocess.Popen:
         return self._start(
-            "central", "central", "run", "--task", self.task, "--model", self.config.spec_name,
-            "--batch-size", "1", "--idle-exit", str(idle), "--group", "compare",
-            "--worker-id", "central",
-        )  # fmt: skip
+            "central",
+            "central",
+            "run",
+            "--task",
+            self.task,
+            "--model",
+            self.config.spec_name,
+            "--batch-size",
+            "1",
+            "--idle-exit",
+            str(idle),
+            "--group",
+            "compare",
+            "--worker-id",
+            "central",
+        )
 
 
 def _collect(arch: str, settings: Settings, stream: Stream, config: SimConfig) -> Run:
@@ -289,9 +341,15 @@ def _decode(value: bytes) -> dict[str, Any]:
 
 def _read_all(settings: Settings, names: tuple[str, ...]) -> list[tuple[bytes, int, str]]:
     """Every message of the given one-partition topics: (value, size, logical name)."""
-    consumer = Consumer({**kafka_security(settings),
-                         "bootstrap.servers": settings.kafka_bootstrap, "group.id": "compare-read",
-                         "enable.auto.commit": False, "log_level": 3})  # fmt: skip
+    consumer = Consumer(
+        {
+            **kafka_security(settings),
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "compare-read",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
     out: list[tuple[bytes, int, str]] = []
     try:
         for name in names:

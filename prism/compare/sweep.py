@@ -137,8 +137,11 @@ def run_sweep(
         runs = simulate(stream, point, progress)
         report = build_report(stream, runs, point, threshold=threshold, windows=1)
         points.append({"setting": setting, "architectures": _figures(report, frontier_archs)})
-    return {"axes": [{"name": n, "values": v} for n, v in axes], "reference": reference,
-            "points": points}  # fmt: skip
+    return {
+        "axes": [{"name": n, "values": v} for n, v in axes],
+        "reference": reference,
+        "points": points,
+    }
 
 
 def render_sweep(sweep: dict[str, Any]) -> str:

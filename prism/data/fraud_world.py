@@ -47,14 +47,16 @@ FEATURES = (
 )
 _ONLINE = np.array([c in ("online", "travel") for c in CATEGORIES])
 # Customer segments: student, family, commuter, business, senior, traveller.
-_SEG_CAT = np.array([
-    [.25, .05, .25, .10, .25, .02, .03, .05],
-    [.40, .15, .10, .05, .10, .03, .10, .07],
-    [.20, .35, .15, .03, .12, .02, .05, .08],
-    [.10, .10, .25, .08, .12, .25, .02, .08],
-    [.35, .10, .10, .02, .05, .05, .30, .03],
-    [.10, .05, .20, .05, .15, .35, .03, .07],
-])  # fmt: skip
+_SEG_CAT = np.array(
+    [
+        [0.25, 0.05, 0.25, 0.10, 0.25, 0.02, 0.03, 0.05],
+        [0.40, 0.15, 0.10, 0.05, 0.10, 0.03, 0.10, 0.07],
+        [0.20, 0.35, 0.15, 0.03, 0.12, 0.02, 0.05, 0.08],
+        [0.10, 0.10, 0.25, 0.08, 0.12, 0.25, 0.02, 0.08],
+        [0.35, 0.10, 0.10, 0.02, 0.05, 0.05, 0.30, 0.03],
+        [0.10, 0.05, 0.20, 0.05, 0.15, 0.35, 0.03, 0.07],
+    ]
+)
 _SEG_AMOUNT = np.log([18.0, 45.0, 30.0, 95.0, 35.0, 70.0])
 _SEG_SUSCEPTIBLE = np.array([1.3, 0.8, 0.9, 1.1, 1.4, 1.5])
 _CAT_AMOUNT = np.array([1.0, 1.2, 0.9, 4.0, 1.5, 5.0, 0.6, 1.8])
@@ -224,19 +226,21 @@ class FraudWorld:
         angle = 2 * np.pi * ((ts % 86_400_000) / 86_400_000.0)
         hour = cols["hour"]
         since_capped = np.minimum(since, 30 * 86_400.0)
-        return np.column_stack([
-            np.log1p(amount),
-            amount / np.exp(self.account_mu[account]),
-            np.sin(angle),
-            np.cos(angle),
-            (hour < 6).astype(np.float64),
-            _RISK_BEFORE[cols["cat"]],
-            cols["card_present"],
-            cols["foreign"],
-            (self.account_home[account] != cols["site"]).astype(np.float64),
-            np.log1p(since_capped),
-            count,
-        ])  # fmt: skip
+        return np.column_stack(
+            [
+                np.log1p(amount),
+                amount / np.exp(self.account_mu[account]),
+                np.sin(angle),
+                np.cos(angle),
+                (hour < 6).astype(np.float64),
+                _RISK_BEFORE[cols["cat"]],
+                cols["card_present"],
+                cols["foreign"],
+                (self.account_home[account] != cols["site"]).astype(np.float64),
+                np.log1p(since_capped),
+                count,
+            ]
+        )
 
     def pick_merchants(self, cols: dict[str, np.ndarray], rng: np.random.Generator) -> None:
         """A store's own merchants for in-person categories, shared web merchants online."""

@@ -113,20 +113,26 @@ class Supervisor:
         s.exit_code = s._proc.returncode
         if s.exit_code == BugStreakError.exit_code:
             s.state = "halted"
-            log.error("service halted name=%s exit_code=%s: it stopped itself after internal "
-                      "errors in a row; not restarted (a restart replays the bug), see %s",
-                      s.name, s.exit_code, s.log)  # fmt: skip
+            log.error(
+                "service halted name=%s exit_code=%s: it stopped itself after internal "
+                "errors in a row; not restarted (a restart replays the bug), see %s",
+                s.name,
+                s.exit_code,
+                s.log,
+            )
             return
         if s.exit_code == 0 or not s.restart or s.restarts >= self.max_restarts:
             s.state = "done" if s.exit_code == 0 else "crashed"
-            log.info("service finished name=%s exit_code=%s restarts=%s", s.name, s.exit_code,
-                     s.restarts)  # fmt: skip
+            log.info(
+                "service finished name=%s exit_code=%s restarts=%s", s.name, s.exit_code, s.restarts
+            )
             return
         delay = min(self.max_backoff_s, 2.0 ** min(s.restarts, 5))  # 1, 2, 4 ... s
         s.state = "backoff"
         next_try[s.name] = time.monotonic() + delay
-        log.warning("service crashed name=%s exit_code=%s restart_in=%.0fs", s.name,
-                    s.exit_code, delay)  # fmt: skip
+        log.warning(
+            "service crashed name=%s exit_code=%s restart_in=%.0fs", s.name, s.exit_code, delay
+        )
 
     def _start(self, s: Service) -> None:
         s.log = str(self.logs / f"{s.name}.log")

@@ -114,15 +114,19 @@ def _up(settings: Settings, started: list[str]) -> StackInfo:
         started.append("kafka")
     assert redis_url is not None and query_url is not None
     log.info("stack up started=%s reused=%s given=%s", started, reused, given)
-    return StackInfo(bootstrap, redis_url, query_url, tuple(started), tuple(reused), tuple(given),
-                     roles)  # fmt: skip
+    return StackInfo(
+        bootstrap, redis_url, query_url, tuple(started), tuple(reused), tuple(given), roles
+    )
 
 
 def down(settings: Settings) -> list[str]:
     """Stop whatever the local stack started; idempotent. Returns what was stopped."""
     with locked(settings.state_dir / "stack.lock"):
-        stopped = [name for name, stop in (("kafka", kafka.stop), ("redis", redis_server.stop))
-                   if stop(settings)]  # fmt: skip
+        stopped = [
+            name
+            for name, stop in (("kafka", kafka.stop), ("redis", redis_server.stop))
+            if stop(settings)
+        ]
         settings.env_file.unlink(missing_ok=True)
         return stopped
 

@@ -33,10 +33,16 @@ def libs_dir(settings: Settings) -> Path:
 def maven_command(settings: Settings, libs: Path) -> list[str]:
     pom = resources.files("prism.stack") / "resources" / "pom.xml"
     return [
-        "mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+        "mvn",
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
         f"-Dkafka.version={settings.kafka_version}",
-    ]  # fmt: skip
+    ]
 
 
 def unreachable(settings: Settings, detail: str) -> StackError:
@@ -66,8 +72,9 @@ def _download(settings: Settings, libs: Path) -> None:
         raise unreachable(settings, "mvn is not on PATH.")
     shutil.rmtree(libs, ignore_errors=True)
     libs.mkdir(parents=True)
-    log.info("fetching Apache Kafka %s jars from Maven Central into %s",
-             settings.kafka_version, libs)  # fmt: skip
+    log.info(
+        "fetching Apache Kafka %s jars from Maven Central into %s", settings.kafka_version, libs
+    )
     try:
         result = subprocess.run(  # noqa: S603 - fixed argv built by us
             maven_command(settings, libs),

@@ -208,11 +208,19 @@ def java_command(settings: Settings, libs: Path, paths: KafkaPaths, *args: str) 
     """JVM flags of the notes: small heap, serial GC and C1 for a 2-core test machine."""
     log4j = resources.files("prism.stack") / "resources" / "log4j2.properties"
     return [
-        "java", "-Xms128m", f"-Xmx{settings.kafka_heap}", "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={paths.logs}",
-        "-cp", f"{libs}/*", *args,
-    ]  # fmt: skip
+        "java",
+        "-Xms128m",
+        f"-Xmx{settings.kafka_heap}",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        f"-Dkafka.logs.dir={paths.logs}",
+        "-cp",
+        f"{libs}/*",
+        *args,
+    ]
 
 
 def _format(
@@ -225,10 +233,18 @@ def _format(
         cluster_id = new_cluster_id()
         write_text(cid_file, cluster_id)
     cmd = java_command(
-        settings, libs, paths, "kafka.tools.StorageTool", "format",
-        "--cluster-id", cluster_id, "--config", str(paths.config), "--ignore-formatted",
+        settings,
+        libs,
+        paths,
+        "kafka.tools.StorageTool",
+        "format",
+        "--cluster-id",
+        cluster_id,
+        "--config",
+        str(paths.config),
+        "--ignore-formatted",
         *(sasl.format_args() if sasl else ()),
-    )  # fmt: skip
+    )
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
         output = f"{result.stdout}{result.stderr}"
@@ -326,9 +342,13 @@ def wait_ready(
 def probe_client(bootstrap: str, security: dict[str, str] | None = None) -> AdminClient:
     """An admin client for readiness polls; connection-refused noise is expected, so muted."""
     return AdminClient(
-        {**(security or {}), "bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
-         "log_level": 0}
-    )  # fmt: skip
+        {
+            **(security or {}),
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": 2000,
+            "log_level": 0,
+        }
+    )
 
 
 def metadata_ok(admin: AdminClient, timeout: float = 2.0) -> bool:

@@ -117,6 +117,9 @@ def read_since(path: Path, offset: int) -> str:
 
 def excerpt(text: str, lines: int = 25) -> str:
     """The last lines of a log without Java stack frames, which bury the cause."""
-    kept = [line for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith(("at ", "... "))]  # fmt: skip
+    kept = [
+        line
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith(("at ", "... "))
+    ]
     return "\n".join(kept[-lines:]) or "(the log is empty)"

@@ -117,8 +117,16 @@ def _launch(
     port, password, passwords = kept["port"], kept["password"], kept["passwords"]
     write_private(root / "server.json", json.dumps(kept))
     config = root / "redis.conf"
-    write_private(config, render_config(port=port, password=password, passwords=passwords,
-                                        prefix=settings.redis_prefix, data_dir=data))  # fmt: skip
+    write_private(
+        config,
+        render_config(
+            port=port,
+            password=password,
+            passwords=passwords,
+            prefix=settings.redis_prefix,
+            data_dir=data,
+        ),
+    )
     log_path = root / "redis.log"
     marks = process.log_sizes(log_path)
     pid = process.start_detached([binary, str(config)], log_path=log_path, marker=MARKER)

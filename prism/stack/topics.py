@@ -67,5 +67,6 @@ def list_topics(
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as e:
         raise StackError(f"Kafka at {bootstrap} did not answer: {e}") from e
-    return {name: len(t.partitions) for name, t in metadata.topics.items()
-            if not name.startswith("__")}  # fmt: skip
+    return {
+        name: len(t.partitions) for name, t in metadata.topics.items() if not name.startswith("__")
+    }

@@ -48,9 +48,14 @@ class RegistryWriter:
     """Publishes models and node records; connects in :meth:`setup`, not at import."""
 
     def __init__(
-        self, url: str, *, codec: Codec | None = None, history_size: int = 50,
-        keys: RegistryKeys | None = None, client: redis.Redis | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        url: str,
+        *,
+        codec: Codec | None = None,
+        history_size: int = 50,
+        keys: RegistryKeys | None = None,
+        client: redis.Redis | None = None,
+    ) -> None:
         if history_size < 1:
             raise ValueError("history_size must be >= 1")
         self.url = url

@@ -367,8 +367,11 @@ class MergerLoop:
         if not self.idle.due(lambda: self._assigned and self._caught_up()):
             return
         # open rounds stay open: the stored offsets hold them, a restart reads them again
-        log.info("idle for %.1f s: stopping (%d updates in open rounds)", self.idle_exit_s,
-                 self.merger.pending_count())  # fmt: skip
+        log.info(
+            "idle for %.1f s: stopping (%d updates in open rounds)",
+            self.idle_exit_s,
+            self.merger.pending_count(),
+        )
         self._stopping = True
 
     def _caught_up(self) -> bool:

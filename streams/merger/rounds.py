@@ -502,8 +502,13 @@ class Merger:
 
     def forwarded(self) -> list[Update]:
         """Regional results waiting in global rounds: the checkpoint keeps them."""
-        return [u for t in self.tiers.values() if t.tier == "global" for u in t.pending()
-                if u.tier == "regional"]  # fmt: skip
+        return [
+            u
+            for t in self.tiers.values()
+            if t.tier == "global"
+            for u in t.pending()
+            if u.tier == "regional"
+        ]
 
     def _note(self, update: Update, *, excluded: bool, reason: str) -> NodeLedger:
         ledger = self.ledger(update.node_id)
