@@ -120,7 +120,8 @@ def krum_scores(arrays: Arrays, num_malicious: int) -> np.ndarray:
     Distances come from one Gram matrix (``|a-b|² = |a|² + |b|² - 2a·b``,
     O(n²) memory instead of O(n² dim)) after centring on the coordinate-wise
     median, which keeps the subtraction accurate when all weights share a
-    large offset.
+    large offset; pairs close together far from the median are recomputed
+    directly (:func:`_refine_close_pairs`).
     """
     return _krum_scores(stack(arrays), num_malicious)
 
@@ -138,9 +139,33 @@ def _krum_scores(matrix: np.ndarray, num_malicious: int) -> np.ndarray:
     centred = matrix - np.median(matrix, axis=0)
     norms = np.einsum("ij,ij->i", centred, centred)
     squared = np.maximum(norms[:, None] + norms[None, :] - 2.0 * (centred @ centred.T), 0.0)
+    _refine_close_pairs(squared, centred, norms)
     np.fill_diagonal(squared, np.inf)
     nearest = np.partition(squared, neighbours - 1, axis=1)[:, :neighbours]
     return nearest.sum(axis=1)
+
+
+#: a Gram distance below this share of ``|a|² + |b|²`` is recomputed as ``|a - b|²``
+_CANCELLATION = 1e-6
+_PAIRS_PER_CHUNK = 4096
+
+
+def _refine_close_pairs(squared: np.ndarray, centred: np.ndarray, norms: np.ndarray) -> None:
+    """Recompute, in place, the distances the Gram identity gets by cancellation.
+
+    ``|a|² + |b|² - 2a·b`` loses ``eps * (|a|² + |b|²)`` absolute: nothing for
+    updates near the median, but two updates that sit close together far from
+    it (colluding attackers sending one vector) would get their distance with
+    a relative error up to ``eps / _CANCELLATION``. Those pairs, usually few,
+    are recomputed directly, in chunks so memory stays O(chunk * dim).
+    """
+    close = squared < _CANCELLATION * (norms[:, None] + norms[None, :])
+    rows, cols = np.nonzero(np.triu(close, k=1))
+    for start in range(0, len(rows), _PAIRS_PER_CHUNK):
+        i, j = rows[start : start + _PAIRS_PER_CHUNK], cols[start : start + _PAIRS_PER_CHUNK]
+        diff = centred[i] - centred[j]
+        exact = np.einsum("ij,ij->i", diff, diff)
+        squared[i, j] = squared[j, i] = exact
 
 
 def krum(arrays: Arrays, num_malicious: int, num_to_keep: int = 1) -> tuple[np.ndarray, list[int]]:

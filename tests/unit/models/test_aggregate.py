@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -86,7 +86,14 @@ def brute_krum_scores(arrays: list[np.ndarray], f: int) -> np.ndarray:
     return np.array([np.sort(np.delete(row, i))[:k].sum() for i, row in enumerate(distances)])
 
 
+_FAR_PAIR = [np.zeros(6)] * 3 + [  # two close updates far from the median: Gram cancellation
+    np.array([865685.81683169, 803377.65625] + [865685.81683169] * 4),
+    np.array([865686.0, 803290.0] + [865686.0] * 4),
+]
+
+
 @given(rounds(min_n=5), st.integers(0, 2))
+@example((_FAR_PAIR, [0, 0, 0, 0, 1]), 2)
 def test_krum_scores_equal_the_pairwise_oracle(data, f: int) -> None:
     arrays, _ = data
     expected = brute_krum_scores(arrays, f)
