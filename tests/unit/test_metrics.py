@@ -83,6 +83,7 @@ SNAPSHOT = {
     "scores_by_source": {"local": 2, "global": 3},
     "offline_scores": 0,
     "dead_letters": {"undecodable": 1},
+    "internal_errors": 0,
     "summaries_cut": 2,
     "summaries_delivered": 1,
     "fallback_ratio": 0.4,
