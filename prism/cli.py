@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "prism.commands.data",
     "prism.commands.demo",
     "prism.commands.models",
+    "prism.commands.keys",
     "prism.commands.central",
     "prism.commands.merger",
     "prism.commands.edge",
