@@ -37,57 +37,27 @@ __all__ = [
     "service_registry",
 ]
 
+
+def _decades(low: float, high: float) -> tuple[float, ...]:
+    """Bucket bounds 1, 2.5, 5 per decade from ``low`` to ``high`` (both included).
+
+    >>> _decades(0.01, 1.0)
+    (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+    """
+    out: list[float] = []
+    decade = low
+    while decade <= high * (1 + 1e-9):
+        out += [round(decade * m, 12) for m in (1.0, 2.5, 5.0)]
+        decade *= 10
+    return tuple(b for b in out if b <= high * (1 + 1e-9))
+
+
 # score latency: Kafka timestamp -> score produced; ms when caught up, seconds behind a backlog
-LATENCY_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
+LATENCY_BUCKETS = (*_decades(0.001, 10.0), 30.0, 60.0)
 # a checkpoint: a producer flush plus one Redis transaction (or one SQLite commit on an edge)
-CHECKPOINT_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+CHECKPOINT_BUCKETS = (*_decades(0.001, 10.0), 30.0)
 # one round's merge: a strategy over a few summaries of up to ~10^5 weights, in memory
-MERGE_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-)
+MERGE_BUCKETS = _decades(0.0001, 1.0)
 # a round, first update in -> closed: bounded by --round-timeout (10 s to minutes)
 ROUND_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
