@@ -36,6 +36,7 @@ SCHEMA_NAMES = (
     "Score",
     "WeightSummary",
     "GlobalModel",
+    "LifecycleEvent",
     "DeadLetter",
     "CentralCheckpoint",
 )

@@ -69,6 +69,12 @@ class Telemetry:
             ["service", "model"],
             registry=r,
         )
+        self.held_back = Counter(
+            "prism_held_back_versions_total",
+            "Global versions the quality gate kept from the sites, by model.",
+            ["service", "model"],
+            registry=r,
+        )
         self.model_version = Gauge(
             "prism_model_version",
             "Latest published version, by model.",

@@ -56,14 +56,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="--event-time: the event clock runs this many times faster than the wall clock",
     )
+    run.add_argument(
+        "--holdout-topic",
+        metavar="TOPIC",
+        help="score every new global on a sample of the labelled events of this topic (logical "
+        "name, e.g. holdout) before publishing it; the score is stored with the version",
+    )
+    run.add_argument(
+        "--holdout-size", type=int, default=2000, help="labelled events kept (uniform sample)"
+    )
+    run.add_argument(
+        "--quality-gate",
+        type=float,
+        metavar="MARGIN",
+        help="hold back a global whose holdout metric is worse than the published one's by "
+        "more than MARGIN (needs --holdout-topic); recorded in the history and on lifecycle",
+    )
+    run.add_argument(
+        "--gate-min-events",
+        type=int,
+        default=50,
+        help="--quality-gate judges only on at least this many holdout events",
+    )
     add_redis_wait(run)
     run.set_defaults(handler=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from models.errors import ModelError
+    from streams.merger.gate import QualityGate
     from streams.merger.rounds import MergerConfig
-    from streams.merger.run import run
+    from streams.merger.run import HoldoutOptions, run
 
     try:
         config = MergerConfig(
@@ -79,6 +102,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         )
         if not args.speedup > 0:
             raise ValueError(f"--speedup must be > 0, got {args.speedup}")
+        holdout = None
+        if args.quality_gate is not None and args.holdout_topic is None:
+            raise ValueError("--quality-gate judges on the holdout: give --holdout-topic too")
+        if args.holdout_topic is not None:
+            gate = None
+            if args.quality_gate is not None:
+                gate = QualityGate(args.quality_gate, min_events=args.gate_min_events)
+            holdout = HoldoutOptions(args.holdout_topic, size=args.holdout_size, gate=gate)
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e
     return run(
@@ -90,4 +121,5 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         redis_wait_s=args.redis_wait,
         event_time=args.event_time,
         speedup=args.speedup,
+        holdout=holdout,
     )

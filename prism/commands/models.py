@@ -108,32 +108,48 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _holdout(record: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The version's holdout metric (name, value), or (None, None) when it was not scored."""
+    for name in ("roc_auc", "log_loss"):
+        value = record["metrics"].get(f"holdout_{name}")
+        if value is not None:
+            return name, value
+    return None, None
+
+
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
-    rows = [
-        dict(
-            _brief(r),
-            signature=client.verdict(r),
-            lineage=",".join(f"{c['node_id']}#{c['sequence']}" for c in r["contributors"]),
+    rows = []
+    for r in client.history(args.name):
+        held = r.get("held_back")
+        metric, value = _holdout(r)
+        rows.append(
+            dict(
+                _brief(r),
+                status="published" if held is None else "held-back",
+                holdout_metric=metric,
+                holdout=value,
+                held_back=held,
+                # a held-back version is never signed: no reader that checks keys adopts it
+                signature=client.verdict(r) if held is None else "none (held back)",
+                lineage=",".join(f"{c['node_id']}#{c['sequence']}" for c in r["contributors"]),
+            )
         )
-        for r in client.history(args.name)
-    ]
     if args.json:
         _emit_json(rows)
-    else:
-        _table(
-            [dict(r, created_at=_when(r["created_at"])) for r in rows],
-            [
-                "version",
-                "created_at",
-                "strategy",
-                "n_samples",
-                "contributors",
-                "excluded",
-                "signature",
-                "lineage",
-            ],
+        return 0
+    shown = [
+        dict(
+            r,
+            created_at=_when(r["created_at"]),
+            holdout="" if r["holdout"] is None else f"{r['holdout_metric']}={r['holdout']:.4f}",
+            held_back=r["held_back"] or "",
         )
+        for r in rows
+    ]
+    columns = ["version", "status", "holdout", "created_at", "strategy", "n_samples"]
+    columns += ["contributors", "excluded", "signature", "lineage", "held_back"]
+    _table(shown, columns)
     return 0
 
 

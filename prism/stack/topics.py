@@ -20,6 +20,8 @@ TOPICS: dict[str, dict[str, str]] = {
     "model-updates": {},
     "global-model": {"cleanup.policy": "compact"},
     "dead-letter": {},
+    "holdout": {},  # labelled events held back for the merger's quality gate
+    "lifecycle": {},  # versions held back (and other lifecycle decisions), with reasons
 }
 
 

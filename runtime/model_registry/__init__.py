@@ -9,7 +9,8 @@ key                                type    value
 ``{p}:models``                     set     names of every model with a current version
 ``{p}:model:{name}:current``       string  the current ``GlobalModel`` (encoded)
 ``{p}:model:{name}:history``       list    newest first, bounded: encoded ``GlobalModel`` records,
-                                           each with its lineage (contributors, excluded + reasons)
+                                           each with its lineage (contributors, excluded + reasons);
+                                           versions the quality gate held back carry ``held_back``
 ``{p}:nodes``                      set     ids of every node that sent an update
 ``{p}:node:{id}``                  hash    last_seen_ms, last_sequence, tier, region, model_name,
                                            excluded (0/1), reason, metrics (JSON), meta (JSON:

@@ -110,6 +110,14 @@ class RegistryWriter:
         tx.sadd(self.keys.models, name)
         return data
 
+    def queue_held(self, tx: Any, record: Mapping[str, Any], *, name: str | None = None) -> None:
+        """Queue a held-back version: in the history (why it was held is in the record), never
+        current, so no reader of the current model can be handed it."""
+        name = name or record["model_name"]
+        data = self.codec.encode("GlobalModel", dict(record))
+        tx.lpush(self.keys.history(name), data)
+        tx.ltrim(self.keys.history(name), 0, self.history_size - 1)
+
     def current_version(self, name: str) -> int:
         """Version of ``name``'s current record (0 if none): a restart goes on from it."""
         data = self.client.get(self.keys.current(name))

@@ -24,6 +24,13 @@ on. A replay then merges where the events say, not where the processes'
 scheduling and the broker's latency put the summaries (``prism compare
 --stack``); live, with ``speedup`` 1, it is the wall clock started at the
 updates' own time. Default: arrival time and the wall clock.
+
+Holdout and quality gate (``--holdout-topic``, ``--quality-gate``): the
+holdout is read to its end before the first batch (:mod:`streams.merger.holdout`)
+and between batches after that; the merger's judge scores each global on it.
+A held-back version goes to the registry history only (unsigned: no reader
+that checks keys can be handed it) and as a ``LifecycleEvent`` to
+``lifecycle``, produced and flushed with the round's globals.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from schemas.identity import KeySigner, KeyVerifier
 from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
 from streams.idle import IdleClock
+from streams.merger.holdout import HoldoutFeed
 from streams.merger.rounds import Closed, Merger, Update, describe
 from streams.merger.store import MergerStore
 from streams.merger.wire import WHOLE, registry_record, topic_records
@@ -74,6 +82,7 @@ class MergerLoop:
         signer: KeySigner | None = None,
         event_time: bool = False,
         speedup: float = 1.0,
+        holdout: HoldoutFeed | None = None,
     ) -> None:
         if not speedup > 0:
             raise ValueError(f"the event clock's speedup must be > 0, got {speedup}")
@@ -81,6 +90,9 @@ class MergerLoop:
         self.event_time, self.speedup = event_time, speedup
         self._anchor: tuple[float, float] | None = None  # (event ms, wall ms) of the newest time
         self._due_before: list[Closed] = []  # rounds timed out before an update's event time
+        self.holdout = holdout
+        if holdout is not None:  # its bad records are this loop's dead letters
+            holdout.on_bad = self._dead
         self.verifier = verifier  # signed summaries: refused before they touch a ledger
         self.signer = signer  # the merger's key: every GlobalModel it writes carries a signature
         self.consumer, self.producer, self.codec = consumer, producer, codec
@@ -123,6 +135,8 @@ class MergerLoop:
         for tier in self.merger.tiers.values():  # nodes adopted these: they send by id
             if tier.current is not None:
                 self.book.learn(layout_of(tier.current))
+        if self.holdout is not None:  # the whole sample before any round is judged
+            self.holdout.start()
         self.consumer.subscribe(
             [self.topics["model-updates"]], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -139,6 +153,8 @@ class MergerLoop:
                     self._commit([], wait=True)
             finally:
                 self.consumer.close()
+                if self.holdout is not None:
+                    self.holdout.close()
         return 0
 
     def now_ms(self) -> int:
@@ -166,6 +182,8 @@ class MergerLoop:
         return min(max(ahead_ms / 1000, 0.001), 0.2)
 
     def step(self) -> int:
+        if self.holdout is not None:
+            self.holdout.poll()
         messages = self.consumer.consume(self.batch_size, timeout=self._wait_s())
         now = self.now_ms()
         n, closed = 0, []
@@ -256,6 +274,9 @@ class MergerLoop:
         """
         config = self.merger.config
         for c in closed:
+            if c.held is not None:
+                self._hold(c)
+                continue
             self._unpublished.append((c.name, self._signed(registry_record(c, config.quantize))))
             layout = self.book.learn(layout_of(c.result.summary))
             for key, record in topic_records(
@@ -270,6 +291,9 @@ class MergerLoop:
             self.telemetry.round_seconds.labels(SERVICE, c.name).observe(round_s)
             self.telemetry.excluded.labels(SERVICE, c.name).inc(len(c.result.excluded))
             self.telemetry.model_version.labels(SERVICE, c.name).set(c.version)
+            if "holdout_roc_auc" in c.metrics:
+                metric = self.telemetry.metric.labels(SERVICE, c.name, "holdout_roc_auc")
+                metric.set(c.metrics["holdout_roc_auc"])
             log.info("round closed %s", describe(c))
         remaining = self.producer.flush(30)
         if remaining:  # the broker is away: Redis must not run ahead of the topic
@@ -285,6 +309,29 @@ class MergerLoop:
                 self.redis.failed(e)
             else:
                 self.redis.succeeded()
+
+    def _hold(self, c: Closed) -> None:
+        """A held-back version: its record (unsigned) for the history, an event on lifecycle."""
+        self._unpublished.append((c.name, registry_record(c, self.merger.config.quantize)))
+        self.touched.update(c.nodes)
+        event = {
+            "model_name": c.name,
+            "version": c.version,
+            "published_version": c.parent_version,
+            "action": "held-back",
+            "reason_code": "quality-gate",
+            "reason": c.held,
+            "metrics": dict(c.metrics),
+            "service": SERVICE,
+            "at": c.created_at_ms,
+        }
+        self.producer.produce(
+            self.topics["lifecycle"],
+            self.codec.encode("LifecycleEvent", event),
+            key=c.name.encode(),
+        )
+        self.telemetry.held_back.labels(SERVICE, c.name).inc()
+        log.warning("version held back %s", describe(c))
 
     def _signed(self, record: dict[str, Any]) -> dict[str, Any]:
         """Every record written (whole, delta, registry) is signed: a reader checks what it has."""

@@ -49,6 +49,18 @@ updates by staleness and refuses too-stale ones through the same call.
 Optional regional tier: updates with a region merge per region first; each
 closed regional round becomes one update of the global round (node id
 ``region:R``), and a regional model of its own in the registry.
+
+Optional judge (:class:`streams.merger.gate.Judge`): every global candidate is
+scored on the holdout before it becomes current, the score goes into its
+metrics, and the quality gate may hold it back. A held-back version uses up
+its version number but changes nothing the sites see: the tier keeps its
+published model (``current``, ``published``), so the next round merges into
+that base and deltas and staleness count from it. Its updates are settled as
+excluded with the gate's reason: their (node, sequence) is in the dedup
+windows, so a redelivery is a ``duplicate`` and never reaches a later round,
+and a cumulative sender's snapshot is not advanced, so its next snapshot
+brings the held stretch again (increments of a held round are dropped: that
+is what holding back means).
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ from models.serialization import QUANTIZE, wire_roundtrip
 from models.specs import get_spec
 from models.strategies import get_strategy
 from models.summary import Summary
+from streams.merger.gate import Judge, Judgement
 
 __all__ = ["Closed", "MergerConfig", "Merger", "NodeLedger", "Refused", "Update"]
 
@@ -201,6 +214,13 @@ class Closed:
     delta: tuple[int, dict[str, Any]] | None = None
     opened_ms: int = 0  # when the round's first update came (the merger's clock)
     merge_s: float = 0.0  # the merge's own duration, by the merger's timer
+    #: why the quality gate held this version back (never published: registry history
+    #: and the lifecycle topic only); None: a published version
+    held: str | None = None
+
+    @property
+    def published(self) -> bool:
+        return self.held is None
 
 
 @dataclass
@@ -217,7 +237,8 @@ class _Tier:
 
     def __init__(self, name: str, tier: str, current: Summary | None, version: int) -> None:
         self.name, self.tier = name, tier
-        self.current, self.version = current, version
+        self.current, self.version = current, version  # version: the last number issued
+        self.published = version  # the version ``current`` is (held-back ones are skipped)
         self.whole_due = True  # a fresh or restarted tier publishes its next version whole
         self.round = _Round()
         self.waiting: list[Update] = []  # a node's later updates, for later rounds
@@ -256,9 +277,13 @@ class Merger:
     """
 
     def __init__(
-        self, config: MergerConfig, *, timer: Callable[[], float] = time.perf_counter
+        self,
+        config: MergerConfig,
+        *,
+        timer: Callable[[], float] = time.perf_counter,
+        judge: Judge | None = None,
     ) -> None:
-        self.config, self.timer = config, timer
+        self.config, self.timer, self.judge = config, timer, judge
         self.strategy = get_strategy(config.strategy)
         self.nodes: dict[str, NodeLedger] = {}
         self.tiers: dict[str, _Tier] = {}  # registry name -> tier
@@ -266,10 +291,14 @@ class Merger:
         self._queued: dict[tuple[str, int], bytes | None] = {}  # in an open round -> signature
 
     # -- state from the registry / checkpoint ------------------------------------
-    def restore_model(self, name: str, current: Summary | None, version: int) -> None:
-        """The current model of ``name`` (global, or ``spec@region:R``) and its version."""
+    def restore_model(
+        self, name: str, current: Summary | None, version: int, *, issued: int = 0
+    ) -> None:
+        """The current model of ``name`` (global, or ``spec@region:R``) and its version;
+        ``issued``: the newest version number used, held-back ones included."""
         tier = "regional" if "@region:" in name else "global"
         self.tiers[name] = _Tier(name, tier, current, version)
+        self.tiers[name].version = max(version, issued)
 
     def ledger(self, node_id: str) -> NodeLedger:
         ledger = self.nodes.get(node_id)
@@ -324,7 +353,7 @@ class Merger:
                 )
         elif self._in_flight(update):
             return Refused(update, "duplicate", f"({s.node_id}, {s.sequence}) already queued")
-        version = self._global(s.model_name).version
+        version = self._global(s.model_name).published
         if s.base_version > version:
             return Refused(
                 update,
@@ -407,29 +436,39 @@ class Merger:
                 self._settle(u, excluded=True, reason=f"round refused: {e}")
             self._count("rounds-refused")
             return None
-        kept = {c.node_id for c in result.contributors}
-        why = {e.node_id: e.reason for e in result.excluded}
-        for u in updates:
-            self._settle(u, excluded=u.node_id not in kept, reason=why.get(u.node_id, ""))
         # what the sites decode, not the float64 merge: the next round starts from their model
         delta = self._delta(tier, result.summary)
         if delta is None:
             result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
-            tier.whole_due = False
         else:
             rebuilt = apply_delta(tier.current, delta[1], result.summary.n_samples)  # type: ignore[arg-type]
             result = replace(result, summary=rebuilt)
         merge_s = self.timer() - started
+        judgement = self._judge(tier, result.summary)
         tier.version += 1
-        tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
-        self._count("rounds")
-        if regional:
-            self._forward_regional(tier, result, updates, now_ms)
+        kept = {c.node_id for c in result.contributors}
+        why = {e.node_id: e.reason for e in result.excluded}
+        for u in updates:
+            if judgement.held is None:
+                self._settle(u, excluded=u.node_id not in kept, reason=why.get(u.node_id, ""))
+            else:  # settled, so never merged again; its snapshot not taken as merged
+                held = f"version {tier.version} held back by the quality gate: {judgement.held}"
+                self._settle(u, excluded=True, reason=why.get(u.node_id, held))
+        parent = tier.published
+        if judgement.held is None:
+            tier.whole_due = False
+            tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
+            tier.published = tier.version
+            self._count("rounds")
+            if regional:
+                self._forward_regional(tier, result, updates, now_ms)
+        else:
+            self._count("held-back")
         return Closed(
             name=tier.name,
             tier=tier.tier,
             version=tier.version,
-            parent_version=tier.version - 1,
+            parent_version=parent,
             result=result,
             strategy=self.strategy.name,
             created_at_ms=now_ms,
@@ -438,12 +477,20 @@ class Merger:
                 "contributors": float(len(result.contributors)),
                 "excluded": float(len(result.excluded)),
                 "round_ms": float(now_ms - min(u.created_at_ms or now_ms for u in updates)),
+                **judgement.metrics,
             },
             nodes=tuple(u.node_id for u in updates),
-            delta=delta,
+            delta=delta if judgement.held is None else None,
             opened_ms=opened_ms,
             merge_s=merge_s,
+            held=judgement.held,
         )
+
+    def _judge(self, tier: _Tier, candidate: Summary) -> Judgement:
+        """The holdout's word on a global candidate (regional models are not judged)."""
+        if self.judge is None or tier.tier != "global":
+            return Judgement()
+        return self.judge.judge(tier.name, candidate, tier.current, tier.published)
 
     def _delta(self, tier: _Tier, merged: Summary) -> tuple[int, dict[str, Any]] | None:
         """The next version as a delta from the current one, or None: it goes whole."""
@@ -453,7 +500,7 @@ class Merger:
         if (tier.version + 1) % c.whole_every == 0:
             return None
         try:
-            return tier.version, pack_delta(merged, tier.current, c.deltas)
+            return tier.published, pack_delta(merged, tier.current, c.deltas)
         except ModelError:  # another layout (new features): whole
             return None
 
@@ -546,4 +593,5 @@ def describe(closed: Closed) -> dict[str, Any]:
         "contributors": len(closed.result.contributors),
         "excluded": [(e.node_id, e.reason) for e in closed.result.excluded],
         "n_samples": closed.result.summary.n_samples,
+        "held": closed.held,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer
 
@@ -15,6 +16,8 @@ from runtime.redis_outage import service_client
 from runtime.settings import Settings
 from schemas import Codec
 from schemas.identity import KeySigner
+from streams.merger.gate import Judge, QualityGate
+from streams.merger.holdout import HoldoutFeed
 from streams.merger.loop import MergerLoop
 from streams.merger.rounds import Merger, MergerConfig
 from streams.merger.store import MergerStore
@@ -22,7 +25,7 @@ from streams.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("model-updates", "global-model", "dead-letter")
+TOPICS = ("model-updates", "global-model", "dead-letter", "lifecycle")
 
 
 def build_loop(
@@ -35,6 +38,7 @@ def build_loop(
     redis_wait_s: float = 120.0,
     event_time: bool = False,
     speedup: float = 1.0,
+    holdout: HoldoutOptions | None = None,
 ) -> MergerLoop:
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
@@ -54,8 +58,18 @@ def build_loop(
     # the central learner's settings: manual commits, earliest, fast group heartbeats
     security = auth.librdkafka()
     consumer = Consumer(consumer_config(settings.kafka_bootstrap, group, group, security=security))
+    feed, judge = None, None
+    if holdout is not None:
+        # assigned, never subscribed or committed: the group id only satisfies librdkafka
+        conf = consumer_config(
+            settings.kafka_bootstrap, f"{group}.holdout", group, security=security
+        )
+        feed = HoldoutFeed(
+            Consumer(conf), settings.topic(holdout.topic), codec=codec, capacity=holdout.size
+        )
+        judge = Judge(feed.reservoirs, holdout.gate)
     return MergerLoop(
-        Merger(config),
+        Merger(config, judge=judge),
         MergerStore(client, writer, group=group, codec=codec, keys=keys),
         consumer=consumer,
         producer=Producer(producer_config(settings.kafka_bootstrap, security)),
@@ -68,7 +82,22 @@ def build_loop(
         signer=global_signer(settings),
         event_time=event_time,
         speedup=speedup,
+        holdout=feed,
     )
+
+
+@dataclass(frozen=True)
+class HoldoutOptions:
+    """``--holdout-topic`` (a logical name: the topic prefix is added), its sample size, and
+    the quality gate (None: every version is scored and published)."""
+
+    topic: str
+    size: int = 2000
+    gate: QualityGate | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"the holdout size must be >= 1, got {self.size}")
 
 
 def global_signer(settings: Settings) -> KeySigner | None:

@@ -68,7 +68,7 @@ class MergerStore:
             data = self.client.get(self.keys.current(name))
             if data is not None:
                 info = global_model_from_record(self.codec.decode(data, expected="GlobalModel"))
-                merger.restore_model(name, info.summary, info.version)
+                merger.restore_model(name, info.summary, info.version, issued=self._issued(name))
         for node, packed in self.client.hgetall(self.seen_key).items():
             ledger = merger.ledger(node.decode())
             ledger.seen = list(struct.unpack(f"<{len(packed) // 8}q", packed))
@@ -82,6 +82,14 @@ class MergerStore:
         for data in self.client.hvals(self.forwarded_key):
             merger.restore_forwarded(self._update(data), now_ms)
         return {int(p): int(o) for p, o in self.client.hgetall(self.offsets_key).items()}
+
+    def _issued(self, name: str) -> int:
+        """The newest version number used (the history's head): held-back versions are only
+        there, and a restart must not give their numbers to other versions."""
+        head = self.client.lindex(self.keys.history(name), 0)
+        return (
+            0 if head is None else int(self.codec.decode(head, expected="GlobalModel")["version"])
+        )
 
     def _update(self, data: bytes) -> Update:
         record = self.codec.decode(data, expected="WeightSummary")
@@ -102,10 +110,14 @@ class MergerStore:
         nodes: Iterable[str],
         offsets: dict[int, int],
     ) -> None:
-        """New models, touched nodes' records and ledgers, offsets: one transaction."""
+        """New models (held-back ones to the history only), touched nodes' records and
+        ledgers, offsets: one transaction."""
         with self.client.pipeline(transaction=True) as tx:
             for name, record in models:
-                self.writer.queue_model(tx, record, name=name)
+                if record.get("held_back") is None:
+                    self.writer.queue_model(tx, record, name=name)
+                else:
+                    self.writer.queue_held(tx, record, name=name)
             ledgers = [merger.nodes[n] for n in sorted(set(nodes)) if n in merger.nodes]
             self.writer.queue_nodes(tx, [_node_record(lg) for lg in ledgers])
             for lg in ledgers:

@@ -4,7 +4,8 @@ One rule, used by the merge job (:mod:`streams.merger.loop`) and by ``prism
 compare``'s byte count, so the two cannot drift apart:
 
 - the registry keeps every version whole, with its lineage (contributors,
-  exclusions) and round metrics;
+  exclusions) and round metrics (holdout scores among them); a version the
+  quality gate held back is in its history only, with the reason;
 - a version that travels as a delta goes under the model's key, layout by id,
   with its lineage but without the round metrics: sites do not use them, they
   are a quarter of a linear model's delta record, and the registry and the
@@ -28,15 +29,21 @@ WHOLE = "@whole"
 
 
 def registry_record(c: Closed, quantize: str | None) -> dict[str, Any]:
-    """The whole version, with its layout, lineage and metrics: what Redis keeps."""
-    return _record(c, quantize, with_layout=True, metrics=True)
+    """The whole version, with its layout, lineage and metrics: what Redis keeps; a held-back
+    version says why (``held_back``) and goes nowhere else."""
+    record = _record(c, quantize, with_layout=True, metrics=True)
+    if c.held is not None:
+        record["held_back"] = c.held
+    return record
 
 
 def topic_records(
     c: Closed, layout: int, announced: dict[str, int], *, quantize: str | None, deltas: bool
 ) -> list[tuple[str, dict[str, Any]]]:
     """(key, record) pairs to produce for ``c``, in order; ``announced`` (model -> the
-    layout id last published whole) is updated."""
+    layout id last published whole) is updated. None for a held-back version."""
+    if c.held is not None:
+        return []
     if c.delta is not None:  # the chain: from the previous version, layout by id
         return [(c.name, _record(c, quantize, with_layout=False, metrics=False))]
     out = []

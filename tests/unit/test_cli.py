@@ -73,3 +73,20 @@ def test_a_fleet_passes_its_agents_flags_and_switches_as_edge_run_spells_them() 
     assert "--shift-global" not in fleet_flags(parser.parse_args(fleet))
     run = parser.parse_args(["edge", "run", "--node", "n", "--source", "kafka", *passed])
     assert run.shift_global and run.personal_pull == 0.03
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--quality-gate", "0.02"], "give --holdout-topic too"),
+        (["--holdout-topic", "holdout", "--quality-gate", "-1"], "margin must be >= 0"),
+        (["--holdout-topic", "holdout", "--holdout-size", "0"], "holdout size must be >= 1"),
+    ],
+)
+def test_a_quality_gate_without_a_holdout_or_with_bad_numbers_is_a_usage_error(
+    flags: list[str], says: str, monkeypatch: pytest.MonkeyPatch, tmp_path, capsys
+) -> None:
+    monkeypatch.setenv("PRISM_STATE_DIR", str(tmp_path))
+    assert main(["merger", "run", *flags]) == 2  # refused before any connection is tried
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err

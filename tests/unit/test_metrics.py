@@ -108,6 +108,7 @@ def _touched_telemetry() -> Telemetry:
     t.merge_rounds.labels("merger", "m").inc()
     t.excluded.labels("merger", "m").inc()
     t.model_version.labels("merger", "m").set(1)
+    t.held_back.labels("merger", "m").inc()
     t.pending.labels("merger").set(0)
     t.checkpoint_seconds.labels("merger").observe(0.01)
     t.merge_seconds.labels("merger", "m").observe(0.001)

@@ -183,3 +183,21 @@ def test_a_packed_global_written_before_deflated_counts_decodes_as_varints() -> 
     info = global_model_from_record(decoded)
     assert info.summary.tensors["count"].tolist() == [3, 0]
     assert info.summary.tensors["weights"].tolist() == [0.5, -1.25]
+
+
+def test_a_global_written_before_the_quality_gate_decodes_as_published() -> None:
+    import numpy as np
+
+    from models.serialization import global_model_record
+    from models.summary import Summary
+
+    old = json.loads((HISTORY_DIR / "GlobalModel.v4.avsc").read_text())
+    s = Summary("m", "linear", ("a",), 3, {"count": np.array([3]), "weights": np.array([0.5])})
+    record = global_model_record(s, version=2, strategy="fedavg", created_at_ms=1)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(old, named_schemas={}), record)
+    data = MARKER + register_writer_schema("GlobalModel", old) + body.getvalue()
+    decoded = Codec().decode(data, expected="GlobalModel")
+    assert decoded["held_back"] is None and decoded["version"] == 2
+    held = dict(record, held_back="holdout roc_auc 0.1 is 0.8 worse")
+    assert Codec().decode(Codec().encode("GlobalModel", held))["held_back"] == held["held_back"]
