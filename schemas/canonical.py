@@ -52,6 +52,7 @@ SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
         "contributors",
         "excluded",
         "metrics",
+        "held_back",
         "key_id",
     ),
 }
