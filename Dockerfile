@@ -16,9 +16,9 @@ RUN /opt/prism/bin/pip install .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/prism/bin:$PATH
-# /state (PRISM_STATE_DIR) belongs to the service user, so the volumes mounted
-# there start out writable by it.
-RUN useradd --create-home --uid 10001 prism && mkdir /state && chown prism:prism /state
+# /state (PRISM_STATE_DIR) and /keys (docker-compose.yml's signing keys) belong
+# to the service user, so the volumes mounted there start out writable by it.
+RUN useradd --create-home --uid 10001 prism && mkdir /state /keys && chown prism:prism /state /keys
 COPY --from=build /opt/prism /opt/prism
 USER prism
 WORKDIR /home/prism

@@ -52,6 +52,7 @@ import binascii
 import fnmatch
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ __all__ = [
     "signed_identity",
     "trust_entry",
     "write_private_key",
+    "write_trust_file",
 ]
 
 
@@ -247,6 +249,23 @@ def trust_entry(
     entry = {"public_key": public_key_b64(key), "nodes": list(nodes), "not_after": not_after}
     _entry("new", entry)  # the same rules as when it is read back
     return entry
+
+
+def write_trust_file(path: Path, trust: Mapping[str, Any]) -> None:
+    """Replace the trust file whole (a temporary file, then a rename), 0644: public keys only.
+
+    Checked first by the rules it is read back by (ValueError), and never written in
+    place, so a verifier that reloads it never reads half an edit.
+    """
+    parse_trust_file(json.dumps(trust))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(trust, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 # -- verification ------------------------------------------------------------------------------

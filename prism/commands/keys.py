@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from schemas.identity import (
     parse_trust_file,
     trust_entry,
     write_private_key,
+    write_trust_file,
 )
 
 
@@ -119,13 +118,6 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _write(path: Path, trust: dict[str, Any]) -> None:
     try:
-        parse_trust_file(json.dumps(trust))  # what the services will read back
+        write_trust_file(path, trust)  # checked by what the services will read back
     except ValueError as e:
         raise UsageError(str(e)) from e
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(trust, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # public keys only
-    os.replace(tmp, path)

@@ -1,4 +1,9 @@
-"""`prism up / ps / down`: the docker-compose topology as supervised local processes."""
+"""`prism up / ps / down`: the docker-compose topology as supervised local processes.
+
+Every service signs with its own Ed25519 key and verifies with the trust file
+(prism/services/identities.py): the merger takes signed summaries only, and
+edges and `prism models` take only globals the merger's key signed.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import re
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from runtime.errors import StackError, UsageError
@@ -66,7 +72,9 @@ def home_of(settings: Settings) -> Path:
 
 
 def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
+    """The services, each with the node ids its key signs for (``signs_for``)."""
     from prism.services.supervisor import Service
+    from streams.central.config import CentralConfig
 
     services = []
     tasks = ("fraud", "iot") if args.task == "both" else (args.task,)
@@ -82,7 +90,8 @@ def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
             "--metrics-port",
             str(PORTS[name]),
         ]
-        services.append(Service(name, argv, PORTS[name], redis_role="central"))
+        shards = f"{CentralConfig(task=task).group_id}/p*"  # streams/central/summaries.py
+        services.append(Service(name, argv, PORTS[name], redis_role="central", signs_for=[shards]))
     size = str(args.round_size or args.edges)
     services.append(
         Service(
@@ -99,6 +108,7 @@ def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
             ],
             PORTS["merger"],
             redis_role="merger",
+            signs_for=["global:*"],  # every GlobalModel, and nothing else
         )
     )
     edge_task = tasks[0]
@@ -127,6 +137,7 @@ def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
                 ],
                 port,
                 redis_role="edge",
+                signs_for=[f"edge-{i}"],
             )
         )
     return services
@@ -138,6 +149,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from prism.services.scrape import write_scrape_config
     from prism.services.supervisor import save_plan
     from prism.stack import process
+    from prism.stack.state import read_env_file, write_env_file
     from prism.stack.topics import create_topics
 
     if args.edges < 0:
@@ -146,9 +158,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if _supervisor_pid(home):
         raise StackError("already up: `prism ps` shows it, `prism down` stops it")
     info = stack.up(settings)
-    env = dict(
-        os.environ, **info.env_lines(), **info.role_env(), PRISM_STATE_DIR=str(settings.state_dir)
-    )
+    env = supervisor_env(os.environ, info.env_lines() | info.role_env(), settings.state_dir)
     create_topics(
         settings.model_copy(update={"kafka_bootstrap": info.kafka_bootstrap}),
         bootstrap=info.kafka_bootstrap,
@@ -175,6 +185,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         )
     sites = _sites(data, args.edges) if args.edges else []
     services = plan(args, data, sites)
+    trust = sign(services, home / "keys")
+    # later commands (`prism models`) verify the registry by the same trust file
+    write_env_file(settings.env_file, read_env_file(settings.env_file) | trust)
     save_plan(home / "plan.json", services)
     scrape, _ = write_scrape_config(home, services)
     print(f"prism: Prometheus scrape config: {scrape}", file=sys.stderr)
@@ -193,6 +206,29 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         process.stop(pid, MARKER, timeout=30)
         raise
     return 0
+
+
+def supervisor_env(environ: Mapping[str, str], stack: Mapping[str, str], state: Path) -> dict:
+    """The supervisor's environment: the user's, the stack's addresses, and no HMAC setting
+    (every service gets a key file, and the two schemes refuse to be set together)."""
+    from prism.services.identities import HMAC_SETTINGS
+
+    env = {k: v for k, v in environ.items() if k not in HMAC_SETTINGS}
+    return env | dict(stack) | {"PRISM_STATE_DIR": str(state)}
+
+
+def sign(services: list, directory: Path) -> dict[str, str]:
+    """Give each service its key (made or reused in ``directory``) and the trust file.
+
+    Returns the readers' setting: ``PRISM_TRUST_FILE``.
+    """
+    from prism.services.identities import Identity, ensure, signing_env
+
+    signers = [Identity(s.name, tuple(s.signs_for)) for s in services if s.signs_for]
+    trust = ensure(directory, signers)
+    for s in services:
+        s.env |= signing_env(directory, s.name if s.signs_for else None)
+    return {"PRISM_TRUST_FILE": str(trust)}
 
 
 def _sites(data: Path, edges: int) -> list[str]:

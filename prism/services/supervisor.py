@@ -40,6 +40,10 @@ class Service:
     #: central | merger | edge: runs as that role's Redis user when the supervisor's
     #: environment has its URL (PRISM_REDIS_URL_<ROLE>; secrets never in the plan file)
     redis_role: str | None = None
+    #: node ids (or globs) the service's own key signs for; empty: it signs nothing
+    signs_for: list[str] = field(default_factory=list)
+    #: settings of this service alone (its key id and key file: paths, never secrets)
+    env: dict[str, str] = field(default_factory=dict)
     restart: bool = True
     pid: int | None = None
     state: str = "pending"  # pending | running | done | crashed | halted | backoff | stopped
@@ -51,8 +55,8 @@ class Service:
 
 
 def service_env(s: Service) -> dict[str, str]:
-    """The supervisor's environment, with the service's own Redis user when it has one."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """The supervisor's environment, with the service's own settings and Redis user."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **s.env}
     role_url = env.get(f"PRISM_REDIS_URL_{(s.redis_role or '').upper()}")
     if s.redis_role and role_url:
         env["PRISM_REDIS_URL"] = role_url

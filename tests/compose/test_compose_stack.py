@@ -1,6 +1,6 @@
 """docker-compose.yml started for real: ``up --scale edge=3 --wait``, a replayed log,
-restarts, ``down`` + ``up``, the SASL overlay and the monitoring profile, asserted
-through the ports the stack publishes on 127.0.0.1.
+signed globals, restarts, ``down`` + ``up``, the SASL overlay and the monitoring profile,
+asserted through the ports the stack publishes on 127.0.0.1.
 
 The tests share one stack and run in file order (each picks up where the last left).
 """
@@ -25,6 +25,7 @@ from prism.stack.topics import TOPICS
 from runtime.model_registry import RegistryClient, RegistryKeys
 from schemas import Codec
 from schemas.eventlog import read_events
+from schemas.identity import KeyVerifier, parse_trust_file
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
 
@@ -35,6 +36,7 @@ SERVICES = {
     "kafka",
     "redis",
     "topics",
+    "keys",
     "central-fraud",
     "central-iot",
     "merger",
@@ -126,6 +128,11 @@ def topics(bootstrap: str = KAFKA, **config: str) -> set[str]:
     return set(admin.list_topics(timeout=10).topics)
 
 
+def trust_file(compose: Compose) -> str:
+    """The trust file the `keys` service wrote, as the merger reads it."""
+    return compose("exec", "-T", "merger", "cat", "/keys/trust.json", timeout=60)
+
+
 def edge_nodes(compose: Compose) -> set[str]:
     """Each replica's node id: edge-<its hostname>, the container's short id."""
     return {f"edge-{cid[:12]}" for cid in compose("ps", "-q", "edge").split()}
@@ -143,7 +150,7 @@ def test_every_service_comes_up_healthy(compose: Compose, first: set[str]) -> No
     ps = compose.wait_healthy(SERVICES, timeout=60)
     assert sum(c["Service"] == "edge" for c in ps) == 3
     for c in ps:  # the Prism image's HEALTHCHECK is on, not only the compose file's
-        if c["Service"] not in {"topics", "prometheus"}:
+        if c["Service"] not in {"topics", "keys", "prometheus"}:
             assert c["Health"] == "healthy", c
 
 
@@ -173,6 +180,10 @@ def test_global_model_merges_all_three_edges_and_the_central_shard(
         time.sleep(2)
     assert edges <= contributors, (edges, contributors)
     assert any(n.startswith("prism-central-fraud/p") for n in contributors), contributors
+    # signed by default: every version is the merger's, by the keys service's trust file
+    readers = KeyVerifier(parse_trust_file(trust_file(compose)), contract="GlobalModel")
+    for version in client.history("fraud-linear"):
+        assert version["key_id"] == "merger" and readers.check(version), version["version"]
 
 
 def test_read_only_user_may_read_but_not_write(first: set[str]) -> None:
@@ -221,11 +232,13 @@ def test_restarting_kafka_and_redis_loses_nothing(
 def test_down_then_up_resumes_from_the_checkpoints_scoring_nothing_twice(
     compose: Compose, first: set[str], tmp_path: Path
 ) -> None:
-    before = checkpoints()
+    before, keys = checkpoints(), trust_file(compose)
     compose.remember_volumes()
     compose("--profile", "monitoring", "down", "-t", "20", timeout=180)
     assert leftovers()["containers"] == []
     compose(*UP, timeout=360)
+    assert trust_file(compose) == keys  # the same identities: made once, kept on the volume
+    assert "keys: kept" in compose("logs", "keys", timeout=60)
     # the topics and the checkpoints are back from their volumes
     assert {f"prism.{t}" for t in TOPICS} <= topics()
     assert before.keys() <= checkpoints().keys()

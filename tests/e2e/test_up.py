@@ -1,5 +1,7 @@
 """`prism up --edges 3` on a stack of its own: scores for every event, a global model
-with all three edges as contributors, and a `prism down` that leaves nothing behind."""
+with all three edges as contributors, every summary and global signed with the services'
+own Ed25519 keys (a stranger's summary refused), and a `prism down` that leaves nothing
+behind."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers.services import decoded
 
 from prism.commands.up import SERVICE_KEYS
 from runtime.model_registry import RegistryClient, RegistryKeys
 from schemas.eventlog import read_events
+from schemas.identity import KeyVerifier, load_trust_file
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +70,7 @@ def test_up_with_three_edges_scores_every_event_merges_all_three_and_downs_clean
                 pass
             time.sleep(1)
         assert contributors == {"edge-0", "edge-1", "edge-2"}
+        _signed_by_default(env, stack, state)
         merger = urllib.request.urlopen("http://127.0.0.1:9302/metrics", timeout=5).read().decode()
         rounds = re.search(r'^prism_merge_rounds_total\{model="fraud-linear",service="merger"\} '
                            r"([0-9.]+)$", merger, re.M)  # fmt: skip
@@ -103,6 +108,60 @@ def test_up_with_three_edges_scores_every_event_merges_all_three_and_downs_clean
     assert not (state / "stack.env").exists()
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(stack["PRISM_REDIS_URL"], socket_connect_timeout=1).ping()
+
+
+def _signed_by_default(env: dict, stack: dict[str, str], state: Path) -> None:
+    """The registry's global is the merger's, by the trust file `prism up` wrote (and the
+    CLI finds it in stack.env); a summary signed by a key it does not list is refused."""
+    keys = state / "up" / "keys"
+    assert Path(stack["PRISM_TRUST_FILE"]) == keys / "trust.json"
+    pems = sorted(keys.glob("*.pem"))
+    assert [p.stem for p in pems] == ["central-fraud", "edge-0", "edge-1", "edge-2", "merger"]
+    assert {oct(p.stat().st_mode & 0o777) for p in pems} == {"0o600"}
+    trust = load_trust_file(keys / "trust.json")
+    client = RegistryClient(stack["PRISM_REDIS_URL"], keys=RegistryKeys())
+    current = client.get_model("fraud-linear", verify=False)
+    assert current["key_id"] == "merger"
+    assert KeyVerifier(trust, contract="GlobalModel", required=True).check(current)
+    show = prism(env, "models", "show", "fraud-linear")
+    assert show.returncode == 0 and "verified:merger" in show.stdout, show.stdout + show.stderr
+    where = _produce_stranger(stack["PRISM_KAFKA_BOOTSTRAP"])
+    deadline, dead = time.monotonic() + 60, []
+    while time.monotonic() < deadline and not dead:
+        dead = [r for _p, _o, r in decoded(stack["PRISM_KAFKA_BOOTSTRAP"], "prism.dead-letter")
+                if (r["topic"], r["partition"], r["offset"]) == where]  # fmt: skip
+        time.sleep(1)
+    assert [(d["reason_code"], d["service"]) for d in dead] == [("unknown-key", "merger")]
+
+
+def _produce_stranger(bootstrap: str) -> tuple[str, int, int]:
+    """A well-formed summary for edge-0 signed by a key no trust file lists; where it landed."""
+    from confluent_kafka import Producer
+
+    from models.serialization import weight_summary_record
+    from models.specs import get_spec
+    from schemas import Codec
+    from schemas.identity import KeySigner, generate_private_key
+
+    spec = get_spec("fraud-linear")
+    model = spec.new_model()
+    spec.learn_one(model, {"amount": 3.0, "hour": 12.0}, True)
+    summary = spec.summarize(model).with_provenance(
+        node_id="edge-0", sequence=2**53, base_version=0
+    )
+    record = weight_summary_record(summary, tier="edge", created_at_ms=int(time.time() * 1000))
+    stranger = KeySigner("stranger", generate_private_key())
+    value = Codec().encode("WeightSummary", stranger.sign(record))
+    landed: list[tuple[str, int, int]] = []
+
+    def delivered(err: object, m: object) -> None:
+        assert err is None, err
+        landed.append((m.topic(), m.partition(), m.offset()))  # type: ignore[attr-defined]
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer.produce("prism.model-updates", value, key=b"edge-0", on_delivery=delivered)
+    assert producer.flush(30) == 0 and len(landed) == 1
+    return landed[0]
 
 
 def _scores(bootstrap: str, n: int) -> dict[str, set[str]]:

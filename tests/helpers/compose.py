@@ -93,7 +93,7 @@ class Compose:
             )
 
 
-ONE_SHOTS = {"topics", "kafka-format"}
+ONE_SHOTS = {"topics", "keys", "kafka-format"}
 
 
 def _all_healthy(ps: list[dict], services: set[str]) -> bool:

@@ -120,7 +120,7 @@ def test_image_builds_in_two_stages_with_a_state_dir_for_its_user() -> None:
     runtime = stages[1]
     assert runtime.startswith("python:3.11-slim\n")
     assert "pip install" not in runtime and "COPY --from=build" in runtime
-    assert "mkdir /state && chown prism:prism /state" in runtime
+    assert "mkdir /state /keys && chown prism:prism /state /keys" in runtime
     assert runtime.index("/state") < runtime.index("USER prism")
     env = _compose()["x-prism-env"]
     assert env["PRISM_STATE_DIR"] == "/state"
@@ -151,35 +151,95 @@ def test_replay_and_prometheus_are_opt_in_profiles_scraping_every_service() -> N
         assert service in targets, service
 
 
-def test_every_summary_producer_signs_with_a_key_the_merger_trusts_for_its_nodes() -> None:
-    import re
+#: the services that sign (and verify), and a node id each signs for
+SIGNERS = {"central-fraud": "prism-central-fraud/p0", "central-iot": "prism-central-iot/p2",
+           "edge": "edge-3f2a9c0d1e2b", "merger": "global:fraud-linear"}  # fmt: skip
 
-    import pytest
 
-    from schemas.signing import SignatureError, Signer, Verifier, parse_trusted_keys
+def _keys_script() -> str:
+    return " ".join(_compose()["services"]["keys"]["command"])
 
-    def defaults(text: str) -> str:  # compose's ${VAR:-default} with nothing set
-        return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
 
+def test_every_signing_service_waits_for_the_keys_and_reads_them_read_only() -> None:
+    compose = _compose()
+    services = compose["services"]
+    keys = services["keys"]
+    assert keys["image"] == "prism:latest" and keys["restart"] == "no"
+    assert keys["volumes"] == ["keys:/keys"] and "keys" in compose["volumes"]
+    for name in SIGNERS:
+        service = services[name]
+        assert service["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+        assert "keys:/keys:ro" in service["volumes"], name
+        env = service["environment"]
+        assert env["PRISM_TRUST_FILE"] == "/keys/trust.json", name
+        assert env["PRISM_REQUIRE_SIGNED"] == "true", name
+        assert env["PRISM_SIGNING_KEY_FILE"] == f"/keys/{env['PRISM_SIGNING_KEY_ID']}.pem", name
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "PRISM_SIGNING_KEY:" not in text and "PRISM_TRUSTED_KEYS" not in text  # no HMAC
+
+
+def test_the_keys_service_makes_keys_once_with_the_trust_file_moved_in_last() -> None:
+    """A restart keeps every identity; a run cut short leaves no trust file, so the next
+    run makes them all again instead of trusting half of them."""
+    script = _keys_script()
+    assert script.startswith("if test -f /keys/trust.json; then") and "exit 0; fi;" in script
+    assert "set -e;" in script and "cd /keys/new;" in script
+    assert script.index("mv ./*.pem /keys/") < script.index("mv trust.json /keys/trust.json")
+    assert script.count("--trust-file trust.json") == script.count("prism keys generate") == 4
+
+
+def test_the_keys_service_key_of_each_service_signs_for_its_own_nodes_only(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The keys service's own `prism keys generate` lines, run here."""
+    from models.serialization import global_model_record
+    from models.specs import get_spec
+    from prism.cli import main
+    from schemas.identity import KeySigner, KeyVerifier, load_private_key, load_trust_file
+    from schemas.signing import SignatureError
+
+    runs = [shlex.split(part) for part in _keys_script().split(";")]
+    runs = [argv for argv in runs if argv[:3] == ["prism", "keys", "generate"]]
+    monkeypatch.chdir(tmp_path)
+    for argv in runs:
+        assert main([a.replace("$$expiry", "2999-01-01") for a in argv[1:]]) == 0
+    trust = load_trust_file(tmp_path / "trust.json")
     services = _compose()["services"]
-    merger = services["merger"]["environment"]
-    assert merger["PRISM_REQUIRE_SIGNED"] == "true"
-    verifier = Verifier(parse_trusted_keys(defaults(merger["PRISM_TRUSTED_KEYS"])))
-    nodes = {"central-fraud": "prism-central-fraud/p0", "central-iot": "prism-central-iot/p2",
-             "edge": "edge-3f2a9c"}  # fmt: skip
+
+    def signer(name: str) -> KeySigner:
+        env = services[name]["environment"]
+        key = load_private_key(tmp_path / Path(env["PRISM_SIGNING_KEY_FILE"]).name)
+        return KeySigner(env["PRISM_SIGNING_KEY_ID"], key)
+
+    spec = get_spec("fraud-linear")
+    whole = global_model_record(spec.summarize(spec.new_model()), version=1, strategy="fedavg",
+                                created_at_ms=0)  # fmt: skip
     record = {"tier": "edge", "sequence": 1, "base_version": 0, "created_at": 0,
               "state": {"model_name": "m", "model_kind": "k", "features": [], "n_samples": 0,
                         "tensors": []}}  # fmt: skip
-    for name, node in nodes.items():
-        env = services[name]["environment"]
-        assert "${" in env["PRISM_SIGNING_KEY"], f"{name}: the secret must be a variable"
-        signer = Signer(env["PRISM_SIGNING_KEY_ID"], defaults(env["PRISM_SIGNING_KEY"]))
-        assert verifier.check(signer.sign(dict(record, node_id=node))), name
-    edge_key = Signer("edge", defaults(services["edge"]["environment"]["PRISM_SIGNING_KEY"]))
-    other = edge_key.sign(dict(record, node_id="prism-central-fraud/p0"))
-    with pytest.raises(SignatureError) as info:  # the edge fleet's key: not a central shard
-        verifier.check(other)
-    assert info.value.reason_code == "key-not-for-node"
+
+    def signed(name: str, node: str) -> dict:
+        if node.startswith("global:"):
+            return signer(name).sign(dict(whole, model_name=node[7:]), "GlobalModel")
+        return signer(name).sign(dict(record, node_id=node))
+
+    def verdict(rec: dict) -> str:
+        contract = "GlobalModel" if "model_name" in rec else "WeightSummary"
+        try:
+            KeyVerifier(trust, contract=contract, required=True).check(rec)
+        except SignatureError as e:
+            return e.reason_code
+        return "ok"
+
+    assert set(trust) == {services[n]["environment"]["PRISM_SIGNING_KEY_ID"] for n in SIGNERS}
+    for name, node in SIGNERS.items():
+        assert verdict(signed(name, node)) == "ok", name
+        for other, foreign in SIGNERS.items():
+            if other != name:
+                assert verdict(signed(name, foreign)) == "key-not-for-node", (name, other)
+    before = (tmp_path / "trust.json").read_text()
+    again = main([a.replace("$$expiry", "2999-01-01") for a in runs[0][1:]])
+    assert again != 0 and (tmp_path / "trust.json").read_text() == before  # never overwritten
 
 
 # -- the SASL/SCRAM variant: docker compose -f docker-compose.yml -f deploy/compose.sasl.yml --
