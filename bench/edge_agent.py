@@ -6,7 +6,10 @@ Not a test: prints figures measured in this run, on the real broker.
   (``prism datagen fraud``, one site, inline labels), score, produce the score
   to Kafka, learn, cut summaries into the SQLite outbox and deliver them --
   from the first event to the last; ``learner_events_per_s`` is score + learn
-  alone (no I/O), the ceiling the agent's I/O is measured against.
+  alone (no I/O), the ceiling the agent's I/O is measured against. The two
+  alternate ``--pairs`` times (default 3); the share is the median of the
+  pairs' ratios, printed with its spread (this machine is shared and noisy).
+  Goal >= 70 %.
 - **score latency**: ``EdgeLearner.score`` of one event, timed per call, on the
   local (fallback) model and on the blended model after a global arrives;
   p50/p99 over ``--latency-events`` calls each. Goal p99 < 1 ms (fraud-linear).
@@ -128,6 +131,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--summary-every", type=int, default=500)
     parser.add_argument("--latency-events", type=int, default=10_000)
+    parser.add_argument("--pairs", type=int, default=3, help="agent/learner runs alternated")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = load_settings()
@@ -139,14 +143,22 @@ def main() -> None:
         records = [e for e in read_events(log)]
         events = [e.record for e in records if e.record_type == "Transaction"]
         raw_bytes = sum(len(CODEC.encode(e.record_type, e.record)) for e in records)
-        rate, snapshot, sizes = run_agent(settings, log, tmp, args.summary_every)
-    ceiling = learner_rate(events)
+        pairs = []  # (agent, learner) back to back: this machine's speed moves between runs
+        for i in range(args.pairs):
+            rate, snapshot, sizes = run_agent(settings, log, tmp / f"run{i}", args.summary_every)
+            pairs.append((rate, learner_rate(events)))
+    shares = sorted(a / c for a, c in pairs)
+    share = float(np.median(shares))
+    rate = float(np.median([a for a, _ in pairs]))
+    ceiling = float(np.median([c for _, c in pairs]))
     lat = latencies(events, args.latency_events)
     result = {
         "events": len(events),
         "events_per_s": round(rate, 1),
         "learner_events_per_s": round(ceiling, 1),
-        "agent_share_of_learner": round(rate / ceiling, 3),
+        "agent_share_of_learner": round(share, 3),
+        "agent_share_spread": [round(shares[0], 3), round(shares[-1], 3)],
+        "pairs": args.pairs,
         "score_p50_ms": round(lat["blend"][0], 4),
         "score_p99_ms": round(lat["blend"][1], 4),
         "score_local_p50_ms": round(lat["local"][0], 4),
@@ -159,9 +171,11 @@ def main() -> None:
         "scores_by_source": snapshot["scores_by_source"],
     }
     print(
-        f"edge agent ({len(events):,} fraud events, one node, real broker):\n"
+        f"edge agent ({len(events):,} fraud events, one node, real broker;"
+        f" medians of {args.pairs} alternated pairs):\n"
         f"  agent end to end   {rate:>10,.0f} events/s  (score + produce + learn + outbox)\n"
-        f"  score + learn only {ceiling:>10,.0f} events/s  (agent = {rate / ceiling:.0%})\n"
+        f"  score + learn only {ceiling:>10,.0f} events/s  (agent = {share:.0%} per pair,"
+        f" spread {shares[0]:.0%}-{shares[-1]:.0%}; goal >= 70 %)\n"
         f"  score latency      blend p50 {lat['blend'][0]:.3f} ms  p99 {lat['blend'][1]:.3f} ms;"
         f"  local p50 {lat['local'][0]:.3f} ms  p99 {lat['local'][1]:.3f} ms  (goal p99 < 1 ms)\n"
         f"  bytes              raw {raw_bytes:,} B vs {len(sizes)} summaries {sum(sizes):,} B"

@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError, Message
 from edge_agents.link import Link
 from edge_agents.outbox import Outbox
 from schemas import Codec
+from schemas.hotpath import ScoreEncoder
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,12 @@ class ScoreSink(_JsonLines):
     def __init__(self, link: Link, topic: str, codec: Codec, offline: Path) -> None:
         super().__init__(offline)
         self.link, self.topic, self.codec = link, topic, codec
+        self.encoder = ScoreEncoder(codec)
         self.sent = self.offline = self.failed = 0
 
     def send(self, record: dict[str, Any]) -> None:
         if self.link.up:
-            value = self.codec.encode("Score", record)
+            value = self.encoder.encode_one(record)
             try:
                 self.link.producer.produce(
                     self.topic, value, key=record["event_id"].encode(), on_delivery=self._delivered

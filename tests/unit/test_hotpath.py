@@ -261,3 +261,73 @@ def test_an_oversized_score_is_refused_as_the_codec_refuses_it() -> None:
     shared = {"scored_at": 1, "node_id": "w", "model_name": "m", "model_version": 0}
     found = outcome(ScoreEncoder(small).encode, rows, **shared, source="central")
     assert found[0] == "error" and found[1][0] == "oversized"
+
+
+# -- One whole Score (an edge agent's, with its experts) --------------------------------
+
+EXPERT = st.fixed_dictionaries(
+    {
+        "name": st.text(max_size=8) | st.just("\ud800"),
+        "weight": DOUBLES | st.integers(0, 1),
+        "version": LONGS | st.just(2**63),
+    }
+)
+WHOLE = st.fixed_dictionaries(
+    {
+        "event_id": st.text(max_size=12) | st.just("a\ud800b"),
+        "ts": LONGS | st.just(True),
+        "scored_at": LONGS,
+        "node_id": st.text(max_size=10),
+        "model_name": st.text(max_size=10),
+        "model_version": LONGS,
+        "source": st.sampled_from([*SOURCES, "nowhere"]),
+        "score": DOUBLES | st.integers(-5, 5),
+    },
+    optional={
+        "latency_ms": DOUBLES,
+        "label": st.sampled_from([None, True, False, 1]),
+        "experts": st.none() | st.lists(EXPERT, max_size=3) | st.just([{"name": "x"}]),
+        "extra": st.just(1),
+    },
+)
+
+
+@BOUNDED
+@given(st.one_of(from_schema(load_schema("Score")), WHOLE))
+def test_one_whole_score_encodes_to_the_codecs_bytes_or_its_error(record: dict) -> None:
+    codec = Codec()
+    expected = outcome(codec.encode, "Score", record)
+    assert outcome(ScoreEncoder(codec).encode_one, record) == expected
+
+
+@BOUNDED
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"name": st.sampled_from(["personal", "global"]), "weight": st.floats(0, 1)}
+        ),
+        max_size=3,
+    ),
+    st.sampled_from([None, True, False]),
+)
+def test_an_edge_score_takes_the_fast_path(experts: list, label: bool | None) -> None:
+    """What an edge agent sends -- mixed or not -- is written by hand (the codec is never asked)."""
+
+    class NoCodec(Codec):
+        def encode(self, name: str, record: dict[str, Any]) -> bytes:
+            raise AssertionError("the fast path fell back to the codec")
+
+    record = {
+        "event_id": "e-1",
+        "ts": 1_700_000_000_000,
+        "scored_at": 1_700_000_000_004,
+        "node_id": "store-7",
+        "model_name": "fraud-linear",
+        "model_version": 3,
+        "source": "blend" if experts else "local",
+        "score": 0.25,
+        "latency_ms": 0.01,
+        "label": label,
+        "experts": [{**e, "version": 3} for e in experts] or None,
+    }
+    assert ScoreEncoder(NoCodec()).encode_one(record) == Codec().encode("Score", record)

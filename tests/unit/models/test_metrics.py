@@ -122,3 +122,29 @@ def test_windowed_series_is_metric_over_time():
         w.update(t, t % 2 == 0, 0.9 if t < 25 else 0.1)
     recalls = [m.recall for _, m in w.series()]
     assert recalls[0] == 1.0 and recalls[-1] == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.floats(-3, 3, allow_nan=False)), max_size=40),
+    st.sampled_from([0.0, 0.3, 0.5, 1.0]),
+    st.sampled_from([1, 3, 7, 1000]),
+)
+def test_one_at_a_time_counts_what_a_batch_counts(pairs, threshold, bins):
+    """The scalar path an edge grades with is the batch path row by row (end bins too)."""
+    one, batch = BinaryMetrics(threshold, bins), BinaryMetrics(threshold, bins)
+    for y, s in pairs:
+        one.update(y, s)
+    if pairs:
+        batch.update_many(*zip(*pairs, strict=True))
+    assert one == batch
+
+
+@settings(max_examples=100, deadline=None)
+@given(timed)
+def test_windowed_row_by_row_equals_the_batch_update(events):
+    """New periods push old ones out the same way whether rows come one by one or at once."""
+    batch = WindowedMetrics(period_ms=1000, n_periods=3, bins=20)
+    if events:
+        batch.update_many(*zip(*events, strict=True))
+    assert as_dict(windowed(events)) == as_dict(batch)
