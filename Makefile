@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Every extra: the suite covers the Faust engine and the plots.
 EXTRAS := test,faust,plot
 
-.PHONY: setup system-deps compose-deps constraints demo test test-unit test-integration test-compose test-reliability soak poisoning lint bench clean
+.PHONY: setup system-deps compose-deps constraints demo test test-unit test-integration test-compose test-reliability soak spike poisoning lint bench clean
 
 # The versions in constraints.txt, so `make demo` / `make test` install what the suite ran on.
 $(STAMP): pyproject.toml constraints.txt
@@ -71,6 +71,10 @@ test-reliability: setup
 # Nightly: 5 minutes at 80 % of the central learner's measured maximum (needs `prism stack up`).
 soak: setup
 	$(PY) bench/soak.py --seconds 300 --load 0.8
+
+# MISSION.md's scenario C: the centre at its maximum, then doubled for a minute (needs `prism stack up`).
+spike: setup
+	$(PY) bench/spike.py --png spike.png
 
 # Poisoning figures (in-process, no stack): FedAvg vs FedMedian, clean vs 20 % attackers.
 poisoning: setup
