@@ -216,12 +216,17 @@ def node_address(settings: Settings, node_id: int) -> str | None:
     return read_text(root(settings) / f"node-{node_id}" / "bootstrap")
 
 
+def bootstrap(settings: Settings) -> str | None:
+    """The bootstrap list of the cluster's last start (None: never started)."""
+    return read_text(root(settings) / "bootstrap")
+
+
 def running_bootstrap(settings: Settings, brokers: int) -> str | None:
     """The bootstrap list when all ``brokers`` nodes of this state dir run."""
     pids = running_pids(settings)
     if formatted_size(settings) != brokers or None in pids.values():
         return None
-    return read_text(root(settings) / "bootstrap")
+    return bootstrap(settings)
 
 
 def any_running(settings: Settings) -> bool:
