@@ -81,27 +81,31 @@ def assert_replicated(admin: AdminClient, topics: list[str]) -> None:
         assert future.result()["min.insync.replicas"].value == "2"
 
 
-def high_marks(consumer: Consumer, parts: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    return {tp: consumer.get_watermark_offsets(TopicPartition(*tp), 5)[1] for tp in parts}
+def high_marks(bootstrap: str, parts: list[tuple[str, int]]) -> dict[tuple[str, int], int] | None:
+    """Each partition's high watermark, asked by a new client: no stale leader cached."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-probe"})
+    try:
+        return {tp: consumer.get_watermark_offsets(TopicPartition(*tp), 2)[1] for tp in parts}
+    except KafkaException:  # no leader elected yet, or this client asked the dead one
+        return None
+    finally:
+        consumer.close()
 
 
 def seconds_until_written(bootstrap: str, parts: list[tuple[str, int]], since: float) -> float:
-    """Until each of ``parts`` (led by the dead broker) took a new acks=all write."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-probe"})
-    try:
-        before, deadline = None, since + 120
-        while time.monotonic() < deadline:
-            try:
-                marks = high_marks(consumer, parts)
-            except KafkaException:  # no leader elected yet, or metadata still stale
-                time.sleep(0.1)
-                continue
-            before = before or marks  # the first answer comes from the new leaders
+    """Until each of ``parts`` (led by the dead broker) took a new acks=all write.
+
+    The first answer after the kill already comes from a new leader; the time
+    runs until a later answer shows a write on top of it, so it is an upper bound.
+    """
+    before, deadline = None, since + 120
+    while time.monotonic() < deadline:
+        marks = high_marks(bootstrap, parts)
+        if marks is not None:
+            before = before or marks
             if all(marks[tp] > before[tp] for tp in parts):
                 return time.monotonic() - since
-            time.sleep(0.1)
-    finally:
-        consumer.close()
+        time.sleep(0.1)
     raise AssertionError(f"partitions {parts} took no write within 120 s of the kill")
 
 
