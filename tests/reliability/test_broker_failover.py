@@ -73,11 +73,25 @@ def leaders(admin: AdminClient, topics: list[str]) -> dict[tuple[str, int], int]
 
 
 def assert_replicated(admin: AdminClient, topics: list[str]) -> None:
-    """Every partition has 3 in-sync replicas, and a write needs 2 of them."""
-    metadata = admin.list_topics(timeout=10)
-    for name in topics:
-        for p in metadata.topics[name].partitions.values():
-            assert len(p.replicas) == 3 and len(p.isrs) == 3, (name, p.id, p.replicas, p.isrs)
+    """Every partition has 3 in-sync replicas, and a write needs 2 of them.
+
+    Polled: a broker other than the controller learns of a topic just created
+    a moment later, and its followers join the ISR after their first fetch.
+    """
+    deadline, seen = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=10)
+        seen = {
+            (name, p.id): (len(p.replicas), len(p.isrs))
+            for name in topics
+            if name in metadata.topics
+            for p in metadata.topics[name].partitions.values()
+        }
+        if {t for t, _p in seen} == set(topics) and set(seen.values()) == {(3, 3)}:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"not every partition has 3 in-sync replicas: {seen}")
     for future in admin.describe_configs([ConfigResource("topic", t) for t in topics]).values():
         assert future.result()["min.insync.replicas"].value == "2"
 
