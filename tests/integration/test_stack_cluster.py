@@ -9,6 +9,7 @@ and `down` leaving no process.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ from prism.stack.state import read_env_file
 from runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+
+def _metadata_listing(admin: AdminClient, topic: str, timeout: float = 30.0):
+    """Metadata from a broker that knows ``topic`` (one not the controller may lag)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=10)
+        if topic in metadata.topics and not metadata.topics[topic].error:
+            return metadata
+        time.sleep(0.2)
+    raise AssertionError(f"no broker lists {topic} after {timeout} s")
 
 
 def test_cli_up_three_brokers_status_per_node_topics_with_three_copies_down(
@@ -49,7 +61,7 @@ def test_cli_up_three_brokers_status_per_node_topics_with_three_copies_down(
         topics = _prism(env, "topics", "create")  # RF from the stack file
         assert topics.returncode == 0, topics.stderr
         admin = AdminClient({"bootstrap.servers": lines["PRISM_KAFKA_BOOTSTRAP"]})
-        metadata = admin.list_topics(timeout=10)
+        metadata = _metadata_listing(admin, "prism.scores")  # every broker learns it soon
         assert len(metadata.brokers) == 3
         scores = metadata.topics["prism.scores"]
         assert all(len(p.replicas) == 3 for p in scores.partitions.values())
