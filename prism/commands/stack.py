@@ -16,9 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # `up` must see only the real environment: a stale stack file is not a user's cluster.
     parser.set_defaults(use_stack_file=False)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("up", help="Start Kafka and Redis; print PRISM_* lines.").set_defaults(
-        handler=cmd_up
+    up = actions.add_parser("up", help="Start Kafka and Redis; print PRISM_* lines.")
+    up.add_argument(
+        "--brokers",
+        type=brokers_arg,
+        default=1,
+        help="Kafka nodes (KRaft broker + controller each); 3 or more gives topics "
+        "replication factor 3 and min.insync.replicas 2 (default: %(default)s)",
     )
+    up.set_defaults(handler=cmd_up)
     actions.add_parser("down", help="Stop what `up` started.").set_defaults(handler=cmd_down)
     status = actions.add_parser("status", help="Health of each component.")
     status.add_argument("--json", action="store_true", help=f"print {JSON_HELP}")
@@ -29,6 +35,13 @@ JSON_HELP = (
     "a JSON list, one object per component: name, healthy, pid, alive (null: not ours), "
     "reachable, address, detail"
 )
+
+
+def brokers_arg(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 9:
+        raise argparse.ArgumentTypeError("--brokers takes 1 to 9 nodes")
+    return value
 
 
 def component_json(row: stack.ComponentStatus) -> dict:
@@ -47,10 +60,12 @@ def component_json(row: stack.ComponentStatus) -> dict:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Print only ``KEY=value`` lines on stdout, so ``eval "$(prism stack up)"`` works."""
     began = time.monotonic()
-    info = stack.up(settings)
+    info = stack.up(settings, brokers=args.brokers)
     for key, value in info.env_lines().items():
         print(f"{key}={value}")
     parts = [f"started {', '.join(info.started) or 'nothing'}"]
+    if info.kafka_brokers > 1:
+        parts.append(f"kafka is {info.kafka_brokers} brokers: {info.kafka_bootstrap}")
     if info.reused:
         parts.append(f"already running: {', '.join(info.reused)}")
     if info.given:

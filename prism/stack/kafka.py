@@ -163,10 +163,35 @@ def new_cluster_id() -> str:
             return cid
 
 
+def replication(brokers: int) -> tuple[int, int]:
+    """(replication factor, min in-sync replicas) for a cluster of ``brokers`` nodes.
+
+    Three copies once there are three nodes, and a write acknowledged by two of
+    them: one broker may die without losing an ``acks=all`` record or refusing one.
+
+    >>> replication(1), replication(2), replication(3), replication(5)
+    ((1, 1), (2, 1), (3, 2), (3, 2))
+    """
+    factor = min(3, brokers)
+    return factor, 2 if factor >= 3 else 1
+
+
 def render_server_properties(
-    *, broker_port: int, controller_port: int, data_dir: Path, sasl: BrokerSasl | None = None
+    *,
+    broker_port: int,
+    controller_port: int,
+    data_dir: Path,
+    sasl: BrokerSasl | None = None,
+    node_id: int = 1,
+    voters: str | None = None,
+    brokers: int = 1,
 ) -> str:
-    """The single-node KRaft config of notes/kafka-local.md, sized for 2 cores."""
+    """The KRaft config of notes/kafka-local.md, sized for 2 cores.
+
+    One node by default; a node of a ``brokers``-node cluster gets its
+    ``node_id``, the shared static ``voters`` and the replication of
+    :func:`replication` for internal and new topics.
+    """
     listeners = (
         sasl.properties(broker_port, controller_port)
         if sasl
@@ -177,19 +202,25 @@ def render_server_properties(
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         ]
     )
+    factor, min_isr = replication(brokers)
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"node.id={node_id}",
+            f"controller.quorum.voters={voters or f'1@127.0.0.1:{controller_port}'}",
             *listeners,
             "controller.listener.names=CONTROLLER",
             f"log.dirs={data_dir}",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"offsets.topic.replication.factor={factor}",
+            f"transaction.state.log.replication.factor={factor}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={factor}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            *(
+                [f"default.replication.factor={factor}", f"min.insync.replicas={min_isr}"]
+                if brokers > 1
+                else []
+            ),
             "group.initial.rebalance.delay.ms=0",
             "offsets.topic.num.partitions=1",
             "transaction.state.log.num.partitions=1",
@@ -223,7 +254,7 @@ def java_command(settings: Settings, libs: Path, paths: KafkaPaths, *args: str) 
     ]
 
 
-def _format(
+def format_storage(
     settings: Settings, libs: Path, paths: KafkaPaths, sasl: BrokerSasl | None = None
 ) -> None:
     """Format the log dir once; ``--ignore-formatted`` keeps data across restarts."""
@@ -304,7 +335,7 @@ def _launch(
         broker_port=broker_port, controller_port=controller_port, data_dir=paths.data, sasl=sasl
     )
     (write_private if sasl else write_text)(paths.config, text)  # a JAAS password inside
-    _format(settings, libs, paths, sasl)
+    format_storage(settings, libs, paths, sasl)
     marks = process.log_sizes(paths.console_log, paths.server_log)
     pid = process.start_detached(
         java_command(settings, libs, paths, "kafka.Kafka", str(paths.config)),

@@ -243,16 +243,21 @@ def test_the_keys_service_key_of_each_service_signs_for_its_own_nodes_only(
 
 
 # -- the SASL/SCRAM variant: docker compose -f docker-compose.yml -f deploy/compose.sasl.yml --
-def _merged_with_sasl() -> dict:
-    """The two files merged as compose merges them: mappings by key, lists replaced."""
+def _merged_with(overlay: str) -> dict:
+    """The base and ``deploy/<overlay>`` merged as compose does: mappings by key, lists
+    replaced."""
 
     def merge(base: object, over: object) -> object:
         if isinstance(base, dict) and isinstance(over, dict):
             return {**base, **{k: merge(base.get(k), v) for k, v in over.items()}}
         return over
 
-    override = yaml.safe_load((ROOT / "deploy" / "compose.sasl.yml").read_text())
+    override = yaml.safe_load((ROOT / "deploy" / overlay).read_text())
     return merge(_compose(), override)  # type: ignore[return-value]
+
+
+def _merged_with_sasl() -> dict:
+    return _merged_with("compose.sasl.yml")
 
 
 def _defaults(text: str) -> str:  # compose's ${VAR:-default} with nothing set
@@ -326,3 +331,82 @@ def test_sasl_variant_creates_the_scram_user_when_formatting_before_the_first_st
     for name in ("central-fraud", "merger", "edge"):  # the user the services log in as
         for var in ("PRISM_KAFKA_SASL_USERNAME", "PRISM_KAFKA_SASL_PASSWORD"):
             assert fmt["environment"][var] == services[name]["environment"][var], (name, var)
+
+
+# -- three brokers: docker compose -f docker-compose.yml -f deploy/compose.brokers3.yml --
+BROKERS3 = "compose.brokers3.yml"
+NODES = ("kafka", "kafka-2", "kafka-3")
+
+
+def _nodes() -> dict[str, dict]:
+    services = _merged_with(BROKERS3)["services"]
+    return {name: services[name] for name in NODES}
+
+
+def test_brokers3_is_one_kraft_cluster_of_three_voters_on_the_same_image() -> None:
+    base = _compose()["services"]["kafka"]
+    nodes = _nodes()
+    envs = {name: {k: str(v) for k, v in n["environment"].items()} for name, n in nodes.items()}
+    ids = {name: env["KAFKA_NODE_ID"] for name, env in envs.items()}
+    assert sorted(ids.values()) == ["1", "2", "3"]
+    voters = {f"{ids[name]}@{nodes[name]['hostname']}:9093" for name in NODES}
+    for name, env in envs.items():
+        assert nodes[name]["image"] == base["image"], name  # the same jars everywhere
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", name
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, name
+        assert env["CLUSTER_ID"] == envs["kafka"]["CLUSTER_ID"], name  # formatted as one
+        listeners = dict(x.split("://") for x in env["KAFKA_LISTENERS"].split(","))
+        assert listeners["CONTROLLER"] == ":9093", name
+        advertised = dict(x.split("://") for x in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        assert (
+            advertised[env["KAFKA_INTER_BROKER_LISTENER_NAME"]] == f"{nodes[name]['hostname']}:9092"
+        )
+        assert nodes[name]["hostname"] == name
+        health = " ".join(nodes[name]["healthcheck"]["test"])
+        assert f"--bootstrap-server {name}:9092" in health, name  # each node probes itself
+
+
+def test_brokers3_keeps_three_copies_and_needs_two_in_sync_everywhere() -> None:
+    for name, node in _nodes().items():
+        env = {k: str(v) for k, v in node["environment"].items()}
+        for key in ("OFFSETS_TOPIC", "TRANSACTION_STATE_LOG", "SHARE_COORDINATOR_STATE_TOPIC"):
+            assert env[f"KAFKA_{key}_REPLICATION_FACTOR"] == "3", (name, key)
+        for key in ("TRANSACTION_STATE_LOG", "SHARE_COORDINATOR_STATE_TOPIC"):
+            assert env[f"KAFKA_{key}_MIN_ISR"] == "2", (name, key)
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3", name
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2", name
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", name
+
+
+def test_brokers3_nodes_keep_their_own_data_and_host_port() -> None:
+    nodes, volumes = _nodes(), _merged_with(BROKERS3)["volumes"]
+    data = {name: node["volumes"][0].split(":") for name, node in nodes.items()}
+    assert len({volume for volume, _dir in data.values()}) == 3
+    for name, (volume, directory) in data.items():
+        assert volume in volumes and directory == str(nodes[name]["environment"]["KAFKA_LOG_DIRS"])
+    for name, node in nodes.items():  # what a host client is told is what is published
+        env = node["environment"]
+        listeners = dict(x.split("://") for x in env["KAFKA_LISTENERS"].split(","))
+        advertised = dict(x.split("://") for x in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        (port,) = node["ports"]
+        _ip, host_port, container_port = port.split(":")
+        assert advertised["EXTERNAL"] == f"127.0.0.1:{host_port}", name
+        assert listeners["EXTERNAL"] == f":{container_port}", name
+    host_ports = sorted(p.split(":")[1] for n in nodes.values() for p in n["ports"])
+    assert host_ports == ["9092", "9093", "9094"]
+
+
+def test_brokers3_services_know_every_broker_and_create_topics_with_three_copies() -> None:
+    from runtime.settings import Settings
+
+    base, merged = _compose()["services"], _merged_with(BROKERS3)["services"]
+    clients = [name for name, s in base.items()
+               if "PRISM_KAFKA_BOOTSTRAP" in (s.get("environment") or {})]  # fmt: skip
+    assert {"topics", "central-fraud", "central-iot", "merger", "edge", "replay"} <= set(clients)
+    for name in clients:
+        env = merged[name]["environment"]
+        assert set(env["PRISM_KAFKA_BOOTSTRAP"].split(",")) == {f"{n}:9092" for n in NODES}, name
+        assert Settings(replication_factor=env["PRISM_REPLICATION_FACTOR"]).replication_factor == 3
+        assert "PRISM_REDIS_URL" in env, f"{name}: the base environment must be kept"
+    waits = merged["topics"]["depends_on"]
+    assert all(waits[n]["condition"] == "service_healthy" for n in NODES)
