@@ -52,7 +52,7 @@ from models.specs import get_spec
 from models.specs.base import ModelSpec
 from models.summary import Summary
 
-__all__ = ["EdgeLearner", "EdgePolicy", "EdgeState", "Scored"]
+__all__ = ["EdgeLearner", "EdgePolicy", "EdgeState", "Scored", "cut_schedule", "cuts_over"]
 
 SOURCES = ("global", "blend", "local")
 EXPERTS = ("personal", "global")
@@ -346,7 +346,7 @@ class EdgeLearner:
         """
         if self.dp_spent:
             return False  # nothing more will be sent: no point cutting
-        self._due = min(every, max(every // 8, 1) << min(self.sequence, 62))
+        self._due = cut_schedule(every, self.sequence)
         return self.learned_since_cut >= max(self._due, self._hold_until)
 
     def needs_cut_before_adopt(self) -> bool:
@@ -487,6 +487,25 @@ class EdgeLearner:
 
     def _has_learned_part(self) -> bool:
         return self.spec.algebra.learned_vector(self.spec.summarize(self.spec.new_model())).size > 0
+
+
+def cut_schedule(every: int, sequence: int) -> int:
+    """Learned events before increment ``sequence + 1`` is due: every/8, doubling, then every."""
+    return min(every, max(every // 8, 1) << min(sequence, 62))
+
+
+def cuts_over(learned: int, every: int) -> int:
+    """How many increments a node that learns ``learned`` events cuts on the event cadence
+    (:meth:`EdgeLearner.cut_due`, nothing held): what a DP budget is calibrated to.
+
+    >>> cuts_over(1000, 200)  # at 25, 75, 175, 375, 575, 775 and 975 learned events
+    7
+    """
+    n = 0
+    while learned >= (due := cut_schedule(every, n)):
+        learned -= due
+        n += 1
+    return n
 
 
 def _log_likelihood(p: float, label: bool) -> float:
