@@ -32,6 +32,7 @@ __all__ = [
     "DP_ARCHITECTURES",
     "Calibration",
     "calibrate",
+    "calibrate_rounds",
     "parse_epsilons",
     "render_privacy",
     "run_privacy",
@@ -81,11 +82,17 @@ def site_rounds(stream: Stream, summary_every: int) -> list[int]:
 
 def calibrate(stream: Stream, config: SimConfig, epsilon: float) -> Calibration:
     """The σ that keeps the busiest site within ``epsilon`` at ``config.dp_delta``."""
-    rounds = max([*site_rounds(stream, config.summary_every), 1])
-    sigma = noise_multiplier_for(epsilon, config.dp_delta, rounds)
-    while epsilon_for(sigma, config.dp_delta, rounds) > epsilon:  # float rounding: never over
+    return calibrate_rounds(
+        epsilon, config.dp_delta, max([*site_rounds(stream, config.summary_every), 1])
+    )
+
+
+def calibrate_rounds(epsilon: float, delta: float, rounds: int) -> Calibration:
+    """The smallest σ whose ``rounds`` releases spend at most ``epsilon`` at ``delta``."""
+    sigma = noise_multiplier_for(epsilon, delta, rounds)
+    while epsilon_for(sigma, delta, rounds) > epsilon:  # float rounding: never over
         sigma = float(np.nextafter(sigma, np.inf))
-    return Calibration(epsilon, config.dp_delta, rounds, sigma)
+    return Calibration(epsilon, delta, rounds, sigma)
 
 
 def run_privacy(
