@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 DP_ARCHITECTURES = ("federated", "hybrid")  # the architectures whose sites publish updates
-DEFAULT_CLIP = 0.25  # about the 90th percentile of an increment's movement (fraud-linear)
 ASSUMPTION = (
     "sites publish on the event cadence only (summary-every, sooner at first); "
     "rounds = the busiest site's summaries over the log; one sigma for every site"

@@ -43,7 +43,7 @@ def test_the_privacy_key_has_one_entry_per_epsilon_within_it(log: Path, capsys) 
     for name, a in report["architectures"].items():  # the existing keys stay
         assert {"metric", "metric_name", "ratio_to_centralized", "bytes_moved"} <= set(a), name
     privacy = report["privacy"]
-    assert (privacy["delta"], privacy["clip"]) == (1e-5, 0.25)
+    assert (privacy["delta"], privacy["clip"]) == (1e-5, 0.05)
     assert [level["epsilon"] for level in privacy["epsilons"]] == [1.0, 4.0, 8.0]
     stream = load_stream(log)
     busiest = max(site_rounds(stream, 100))
