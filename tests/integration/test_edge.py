@@ -475,7 +475,7 @@ def test_a_local_topic_source_resumes_after_its_saved_offsets(
     assert Counter(s["event_id"] for s in scores) == Counter(event_ids(log))
 
 
-# -- privacy budget (#25 item 4) -----------------------------------------------------
+# -- privacy budget, with quantized summaries (#25 item 4) ---------------------------
 def test_a_spent_dp_budget_stops_publishing_but_not_scoring_and_the_registry_shows_epsilon(
     test_settings: Settings, prism_topics, tmp_path: Path, monkeypatch
 ) -> None:
@@ -490,7 +490,7 @@ def test_a_spent_dp_budget_stops_publishing_but_not_scoring_and_the_registry_sho
     log = fraud_log(tmp_path, 2000)
     agent = edge(settings, tmp_path, "dp1", log, "--summary-every", "100",
                  "--dp-clip", "1.0", "--dp-noise", str(sigma), "--dp-delta", str(delta),
-                 "--dp-epsilon-budget", str(budget))  # fmt: skip
+                 "--dp-epsilon-budget", str(budget), "--quantize", "int8")  # fmt: skip
     assert wait_exit(agent) == 0
     text = Path(agent.log_path).read_text()  # type: ignore[attr-defined]
     assert text.count("DP budget spent node=dp1") == 1, text[-3000:]
@@ -501,7 +501,9 @@ def test_a_spent_dp_budget_stops_publishing_but_not_scoring_and_the_registry_sho
     sent = updates_of(settings.kafka_bootstrap, prism_topics["model-updates"], "dp1")
     assert sorted(seq for seq, _ in sent) == list(range(1, allowed + 1))
     for seq, payload in sent:
-        metrics = CODEC.decode(payload)["metrics"]
+        record = CODEC.decode(payload)
+        metrics = record["metrics"]
+        assert record["state"]["packed"]["dtype"] == "int8"  # noised, then quantized to send
         assert metrics["dp_epsilon"] == pytest.approx(epsilon_for(sigma, delta, seq))
         assert (metrics["dp_releases"], metrics["dp_delta"]) == (seq, delta)
     # ... and it went on scoring every event, and learning them
