@@ -76,6 +76,7 @@ class EdgeAgent:
         self._last_cut = self._last_tick = time.monotonic()
         self._stopping = False
         self._unsent = 0
+        self._dp_told = False  # the budget-spent message is logged once
         self.bugs = BugFence(limit=config.max_bugs_in_row)
         # prequential quality of the scores this node sent, by event time: the last 24 hours,
         # as the central worker keeps it (the dashboard sets the architectures side by side)
@@ -348,7 +349,8 @@ class EdgeAgent:
                 region=self.config.region,
                 created_at_ms=int(time.time() * 1000),
                 metrics={"events": float(self.events)}
-                | ({} if self._event_ts is None else {"event_ts": float(self._event_ts)}),
+                | ({} if self._event_ts is None else {"event_ts": float(self._event_ts)})
+                | self.learner.privacy_metrics(),  # the merger keeps them in the node's record
                 meta={"stats": "increment", "mode": self.config.mode},
                 quantize=self.config.quantize,
                 # the merger holds the layout of the global this node adopted
@@ -361,6 +363,18 @@ class EdgeAgent:
         self._save(payload)
         if payload is not None:
             self.parts.sender.pump()
+        if self.learner.dp_spent and not self._dp_told:
+            self._dp_told = True
+            log.warning(
+                "DP budget spent node=%s epsilon=%.4g delta=%g budget=%g releases=%s: "
+                "no more summaries will be published; the node keeps learning and scoring "
+                "locally",
+                self.config.node_id,
+                self.learner.dp_epsilon,
+                self.learner.policy.dp_delta,
+                self.learner.policy.dp_epsilon_budget,
+                self.learner.dp_releases,
+            )
 
     def _save(self, payload: bytes | None) -> None:
         started = time.perf_counter()
@@ -391,5 +405,7 @@ class EdgeAgent:
             "global_version": self.learner.global_version,
             "model": self.learner.spec.name,
             "mode": self.config.mode,
+            "dp_epsilon": self.learner.dp_epsilon,  # None without DP noise
+            "dp_budget_spent": self.learner.dp_spent,
             "quality": {k: v for k, v in window.items() if k in self.quality_metrics},
         }

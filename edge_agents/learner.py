@@ -47,12 +47,12 @@ from models.errors import ModelError
 from models.experts import ExpertMixer
 from models.offset import LogitOffset
 from models.personalize import RULES, reconcile, since
-from models.privacy import gaussian_mechanism
+from models.privacy import epsilon_for, gaussian_mechanism, releases_within
 from models.specs import get_spec
 from models.specs.base import ModelSpec
 from models.summary import Summary
 
-__all__ = ["EdgeLearner", "EdgePolicy", "EdgeState", "Scored"]
+__all__ = ["EdgeLearner", "EdgePolicy", "EdgeState", "Scored", "cut_schedule", "cuts_over"]
 
 SOURCES = ("global", "blend", "local")
 EXPERTS = ("personal", "global")
@@ -71,6 +71,11 @@ class EdgePolicy:
     dp_clip: float | None = None
     dp_noise: float = 0.0
     dp_seed: int = 0
+    #: the δ at which the node's ε is accounted (RDP, :func:`models.privacy.epsilon_for`)
+    dp_delta: float = 1e-5
+    #: once the next release would take ε above this, the node stops sending increments
+    #: (it keeps learning and scoring); None = no budget
+    dp_epsilon_budget: float | None = None
     #: adaptive cadence: a due increment whose learned weights moved less than this share
     #: of the baseline's norm (relative L2) waits for more events instead of being sent;
     #: 0 = always send. Counts-only models (HST) have no learned weights and always send.
@@ -103,6 +108,13 @@ class EdgePolicy:
             raise ModelError(f"the DP noise multiplier must be >= 0, got {self.dp_noise}")
         if self.dp_noise > 0 and self.dp_clip is None:
             raise ModelError("DP noise needs a clipping norm (--dp-clip)")
+        if not 0.0 < self.dp_delta < 1.0:
+            raise ModelError(f"the DP delta must be in (0, 1), got {self.dp_delta}")
+        if self.dp_epsilon_budget is not None:
+            if not (math.isfinite(self.dp_epsilon_budget) and self.dp_epsilon_budget > 0):
+                raise ModelError(f"the DP epsilon budget must be > 0, got {self.dp_epsilon_budget}")
+            if self.dp_noise <= 0:
+                raise ModelError("a DP epsilon budget needs noise (--dp-clip and --dp-noise > 0)")
         if not (math.isfinite(self.min_move) and self.min_move >= 0):
             raise ModelError(f"min_move must be >= 0, got {self.min_move}")
         if self.max_hold < 1:
@@ -173,6 +185,14 @@ class EdgeLearner:
         self._since_pull, self._earned = 0, 0.0
         self._personal_empty = True  # learned nothing and adopted nothing yet
         self._rng = np.random.default_rng([policy.dp_seed, _stable(node_id)])
+        # the accountant: noisy releases sent so far (saved with the state: a restart must
+        # not forget what was spent), and how many the budget allows
+        self.dp_releases = 0
+        self._dp_allowed = (
+            None
+            if policy.dp_epsilon_budget is None
+            else releases_within(policy.dp_epsilon_budget, policy.dp_noise, policy.dp_delta)
+        )
         if policy.dp_clip is not None and not self._has_learned_part():
             raise ModelError(
                 f"{spec_name!r} has no learned weights to clip: differential privacy here "
@@ -324,7 +344,9 @@ class EdgeLearner:
         that were not used to choose it (30k events, 10-15 sites): federated
         ROC AUC +0.04 to +0.13.
         """
-        self._due = min(every, max(every // 8, 1) << min(self.sequence, 62))
+        if self.dp_spent:
+            return False  # nothing more will be sent: no point cutting
+        self._due = cut_schedule(every, self.sequence)
         return self.learned_since_cut >= max(self._due, self._hold_until)
 
     def needs_cut_before_adopt(self) -> bool:
@@ -340,7 +362,7 @@ class EdgeLearner:
         baseline stays, so the next increment carries these events too and
         every event is still counted once.
         """
-        if self.learned_since_cut == 0:
+        if self.learned_since_cut == 0 or self.dp_spent:
             return None
         replica = self._replica_summary()
         base = self.baseline
@@ -360,12 +382,40 @@ class EdgeLearner:
         self.held, self._hold_until = 0, 0
         if self.policy.dp_clip is not None:
             increment = self._privatize(increment, base)
+            self.dp_releases += 1
         self.sequence += 1
         self.baseline = replica
         self.learned_since_cut = 0
         return increment.with_provenance(
             node_id=self.node_id, sequence=self.sequence, base_version=self.global_version
         )
+
+    # -- privacy accounting ---------------------------------------------------
+    @property
+    def dp_epsilon(self) -> float | None:
+        """ε spent at ``policy.dp_delta`` by the releases so far; None without DP noise."""
+        if self.policy.dp_noise <= 0:
+            return None
+        if self.dp_releases == 0:
+            return 0.0
+        return epsilon_for(self.policy.dp_noise, self.policy.dp_delta, self.dp_releases)
+
+    @property
+    def dp_spent(self) -> bool:
+        """True once one more release would take ε above ``policy.dp_epsilon_budget``."""
+        return self._dp_allowed is not None and self.dp_releases >= self._dp_allowed
+
+    def privacy_metrics(self) -> dict[str, float]:
+        """What a summary reports of the node's privacy (merged into its ``metrics``)."""
+        eps = self.dp_epsilon
+        if eps is None:
+            return {}
+        return {
+            "dp_epsilon": eps,
+            "dp_delta": self.policy.dp_delta,
+            "dp_noise": self.policy.dp_noise,
+            "dp_releases": float(self.dp_releases),
+        }
 
     def _barely_moved(self, replica: Summary, base: Summary | None) -> bool:
         """Whether a due increment may wait (adaptive cadence, :class:`EdgePolicy`)."""
@@ -399,7 +449,11 @@ class EdgeLearner:
             pending=dict(self.pending),
             personal=replace(self.spec.summarize(self.personal), node_id=self.node_id),
             mixer=self.mixer.state()
-            | {"offset": self.offset.state(), "pull": [self._since_pull, self._earned]},
+            | {
+                "offset": self.offset.state(),
+                "pull": [self._since_pull, self._earned],
+                "dp_releases": self.dp_releases,
+            },
         )
 
     def restore(self, state: EdgeState) -> None:
@@ -414,6 +468,9 @@ class EdgeLearner:
             if "pull" in state.mixer:  # Ditto's evidence for the global in service
                 since, earned = state.mixer["pull"]
                 self._since_pull, self._earned = int(since), float(earned)
+        # a state saved before the accountant: every increment sent counts (an upper bound)
+        saved_releases = (state.mixer or {}).get("dp_releases")
+        self.dp_releases = int(state.sequence if saved_releases is None else saved_releases)
         self.baseline, self.global_ = state.baseline, state.global_
         self.global_version, self.global_created_ms = state.global_version, state.global_created_ms
         self.sequence = state.sequence
@@ -430,6 +487,25 @@ class EdgeLearner:
 
     def _has_learned_part(self) -> bool:
         return self.spec.algebra.learned_vector(self.spec.summarize(self.spec.new_model())).size > 0
+
+
+def cut_schedule(every: int, sequence: int) -> int:
+    """Learned events before increment ``sequence + 1`` is due: every/8, doubling, then every."""
+    return min(every, max(every // 8, 1) << min(sequence, 62))
+
+
+def cuts_over(learned: int, every: int) -> int:
+    """How many increments a node that learns ``learned`` events cuts on the event cadence
+    (:meth:`EdgeLearner.cut_due`, nothing held): what a DP budget is calibrated to.
+
+    >>> cuts_over(1000, 200)  # at 25, 75, 175, 375, 575, 775 and 975 learned events
+    7
+    """
+    n = 0
+    while learned >= (due := cut_schedule(every, n)):
+        learned -= due
+        n += 1
+    return n
 
 
 def _log_likelihood(p: float, label: bool) -> float:

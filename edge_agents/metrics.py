@@ -81,10 +81,23 @@ class EdgeMetrics(Collector):
             ),
             ("prism_edge_connected", "1 while the broker answers.", float(s["connected"])),
             ("prism_edge_global_version", "Adopted global model version.", s["global_version"]),
+            (
+                "prism_edge_dp_budget_spent",
+                "1 once the DP epsilon budget is spent: summaries stop, scoring goes on.",
+                float(s["dp_budget_spent"]),
+            ),
         ):
             gauge = GaugeMetricFamily(name, doc, labels=["node"])
             gauge.add_metric(node, value)
             yield gauge
+        if s["dp_epsilon"] is not None:
+            eps = GaugeMetricFamily(
+                "prism_edge_dp_epsilon",
+                "Epsilon spent by the node's DP releases (RDP accountant, at its delta).",
+                labels=["node"],
+            )
+            eps.add_metric(node, s["dp_epsilon"])
+            yield eps
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         return serve(self.registry, port, addr)

@@ -30,6 +30,10 @@ classical bound σ >= sqrt(2 ln(1.25/δ)) / ε per release combined with
 advanced composition, and needs no grid over α. No amplification by
 subsampling is claimed: every node takes part in every round.
 
+A privacy budget ε_max caps the releases: :func:`releases_within` is the
+largest ``T`` whose ε stays within it (ρ_max = (sqrt(L + ε_max) - sqrt(L))²,
+T = floor(2σ² ρ_max)); a node that has spent it stops publishing.
+
 If the merger itself is the adversary (local DP, replace-one adjacency), the
 sensitivity is ``2C``: account with ``noise_multiplier / 2``.
 
@@ -45,7 +49,13 @@ import numpy as np
 
 from models.errors import InvalidSummaryError, ModelError
 
-__all__ = ["clip_by_l2_norm", "epsilon_for", "gaussian_mechanism", "noise_multiplier_for"]
+__all__ = [
+    "clip_by_l2_norm",
+    "epsilon_for",
+    "gaussian_mechanism",
+    "noise_multiplier_for",
+    "releases_within",
+]
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -142,3 +152,32 @@ def noise_multiplier_for(epsilon: float, delta: float, rounds: int = 1) -> float
     # eps = rho + 2 sqrt(rho L)  <=>  sqrt(rho) = sqrt(L + eps) - sqrt(L)
     sqrt_rho = math.sqrt(log_term + eps) - math.sqrt(log_term)
     return math.sqrt(rounds / (2.0 * sqrt_rho**2))
+
+
+def releases_within(budget: float, noise_multiplier: float, delta: float) -> int:
+    """How many Gaussian releases at ``noise_multiplier`` keep ε at ``delta`` <= ``budget``.
+
+    The inverse of :func:`epsilon_for` in ``rounds`` (ε grows with every
+    release), checked against it so a float rounding at the boundary never
+    allows one release too many. 0 when not even one fits; no noise fits none.
+
+    Examples
+    --------
+    >>> releases_within(4.0, 3.0, 1e-5)
+    5
+    >>> epsilon_for(3.0, 1e-5, 5) <= 4.0 < epsilon_for(3.0, 1e-5, 6)
+    True
+    """
+    eps = _positive("budget", budget)
+    sigma = _positive("noise_multiplier", noise_multiplier, allow_zero=True)
+    epsilon_for(1.0, delta)  # the checks on delta
+    if sigma == 0:
+        return 0
+    log_term = math.log(1.0 / delta)
+    rho_max = (math.sqrt(log_term + eps) - math.sqrt(log_term)) ** 2
+    n = max(int(math.floor(2.0 * sigma**2 * rho_max)), 0)
+    while n > 0 and epsilon_for(sigma, delta, n) > eps:
+        n -= 1
+    while epsilon_for(sigma, delta, n + 1) <= eps:
+        n += 1
+    return n

@@ -71,6 +71,19 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dp-noise", type=float, default=0.0, help="DP noise multiplier (sigma)")
     p.add_argument("--dp-seed", type=int, default=0, help="seed of the node's DP noise")
     p.add_argument(
+        "--dp-delta",
+        type=float,
+        default=1e-5,
+        help="the delta at which the node's epsilon is accounted (RDP accountant)",
+    )
+    p.add_argument(
+        "--dp-epsilon-budget",
+        type=float,
+        metavar="EPS",
+        help="stop publishing summaries once the next one would spend more epsilon than "
+        "this (the node keeps learning and scoring locally)",
+    )
+    p.add_argument(
         "--min-move",
         type=float,
         default=0.0,
@@ -139,6 +152,8 @@ def config_from(args: argparse.Namespace, **overrides: object):
             dp_clip=args.dp_clip,
             dp_noise=args.dp_noise,
             dp_seed=args.dp_seed,
+            dp_delta=args.dp_delta,
+            dp_epsilon_budget=args.dp_epsilon_budget,
             min_move=args.min_move,
             personal_pull=args.personal_pull,
             shift_global=args.shift_global,
@@ -195,6 +210,8 @@ _FLEET_PASS = (
     "dp_clip",
     "dp_noise",
     "dp_seed",
+    "dp_delta",
+    "dp_epsilon_budget",
     "min_move",
     "personal_pull",
     "shift_global",

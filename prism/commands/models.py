@@ -153,6 +153,14 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _epsilon(metrics: dict) -> str:
+    """A node's DP epsilon at its delta, as its last update reported it; "-" without DP."""
+    eps = metrics.get("dp_epsilon")
+    if eps is None:
+        return "-"
+    return f"{eps:.3g} (delta {metrics.get('dp_delta', 0):.0e})"
+
+
 def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
     rows = _client(settings).nodes()
     if args.json:
@@ -162,7 +170,12 @@ def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
     else:
         _table(
             [
-                dict(r, last_seen=_when(r["last_seen_ms"]), worker=r["meta"].get("worker", ""))
+                dict(
+                    r,
+                    last_seen=_when(r["last_seen_ms"]),
+                    worker=r["meta"].get("worker", ""),
+                    epsilon=_epsilon(r["metrics"]),
+                )
                 for r in rows
             ],
             [
@@ -173,6 +186,7 @@ def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
                 "model_name",
                 "last_sequence",
                 "last_seen",
+                "epsilon",
                 "excluded",
                 "reason",
             ],

@@ -99,6 +99,12 @@ class SimConfig:
     quantize: str | None = EDGE_QUANTIZE
     #: globals between whole ones as deltas, floats as this (None: all whole); the merger's
     deltas: str | None = MergerConfig.__dataclass_fields__["deltas"].default
+    #: differential privacy of the sites' increments, as `prism edge run --dp-*` (the hybrid's
+    #: central learner sees forwarded raw events: DP there would protect nothing)
+    dp_clip: float | None = None
+    dp_noise: float = 0.0
+    dp_delta: float = EdgePolicy.dp_delta
+    dp_epsilon_budget: float | None = None
 
 
 @dataclass
@@ -118,6 +124,8 @@ class Run:
     scored_disconnected: int = 0
     merged_at: list[int] = field(default_factory=list)  # events seen when each round closed
     poisoned: int = 0  # poisoned summaries offered
+    dp_epsilon: float | None = None  # the most any site spent (None without DP noise)
+    dp_releases: int = 0  # the most DP releases any site made
 
     @property
     def bytes_moved(self) -> int:
@@ -137,6 +145,11 @@ class _Fleet:
             min_move=config.min_move,
             personal_pull=config.personal_pull,
             shift_global=config.shift_global,
+            dp_clip=config.dp_clip,
+            dp_noise=config.dp_noise,
+            dp_seed=config.seed,
+            dp_delta=config.dp_delta,
+            dp_epsilon_budget=config.dp_epsilon_budget,
         )
         self.sites = [EdgeLearner(config.spec_name, s, policy) for s in stream.site_names]
         self.central = EdgeLearner(config.spec_name, "central", EdgePolicy())
@@ -364,6 +377,10 @@ def simulate(
                 fleet.label(i, connected, now_ms, in_outage)
     if progress is not None:
         progress(done % 1000)
+    for fleet in fleets:
+        spent = [s.dp_epsilon for s in fleet.sites if s.dp_epsilon is not None]
+        fleet.run.dp_epsilon = max(spent) if spent else None
+        fleet.run.dp_releases = max((s.dp_releases for s in fleet.sites), default=0)
     return {fleet.name: fleet.run for fleet in fleets}
 
 

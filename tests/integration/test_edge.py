@@ -473,3 +473,61 @@ def test_a_local_topic_source_resumes_after_its_saved_offsets(
     assert _log_field(again, "events") == "0"  # nothing read twice
     scores = records(test_settings.kafka_bootstrap, prism_topics["scores"])
     assert Counter(s["event_id"] for s in scores) == Counter(event_ids(log))
+
+
+# -- privacy budget, with quantized summaries (#25 item 4) ---------------------------
+def test_a_spent_dp_budget_stops_publishing_but_not_scoring_and_the_registry_shows_epsilon(
+    test_settings: Settings, prism_topics, tmp_path: Path, monkeypatch
+) -> None:
+    from models.privacy import epsilon_for, releases_within
+
+    prefix = f"t{os.urandom(4).hex()}"
+    monkeypatch.setenv("PRISM_REDIS_PREFIX", prefix)
+    settings = test_settings.model_copy(update={"redis_prefix": prefix})
+    sigma, budget, delta = 3.0, 4.0, 1e-5
+    allowed = releases_within(budget, sigma, delta)
+    assert allowed == 5  # eps(5 releases) = 3.85 <= 4 < eps(6) = 4.25
+    log = fraud_log(tmp_path, 2000)
+    agent = edge(settings, tmp_path, "dp1", log, "--summary-every", "100",
+                 "--dp-clip", "1.0", "--dp-noise", str(sigma), "--dp-delta", str(delta),
+                 "--dp-epsilon-budget", str(budget), "--quantize", "int8")  # fmt: skip
+    assert wait_exit(agent) == 0
+    text = Path(agent.log_path).read_text()  # type: ignore[attr-defined]
+    assert text.count("DP budget spent node=dp1") == 1, text[-3000:]
+
+    # exactly the releases the accountant allows left the node, each with its epsilon
+    rows = outbox_rows(tmp_path, "dp1")
+    assert [r[0] for r in rows] == list(range(1, allowed + 1)) and all(r[2] for r in rows)
+    sent = updates_of(settings.kafka_bootstrap, prism_topics["model-updates"], "dp1")
+    assert sorted(seq for seq, _ in sent) == list(range(1, allowed + 1))
+    for seq, payload in sent:
+        record = CODEC.decode(payload)
+        metrics = record["metrics"]
+        assert record["state"]["packed"]["dtype"] == "int8"  # noised, then quantized to send
+        assert metrics["dp_epsilon"] == pytest.approx(epsilon_for(sigma, delta, seq))
+        assert (metrics["dp_releases"], metrics["dp_delta"]) == (seq, delta)
+    # ... and it went on scoring every event, and learning them
+    scores = records(settings.kafka_bootstrap, prism_topics["scores"])
+    assert Counter(r["event_id"] for r in scores) == Counter(event_ids(log))
+    assert int(_log_field(agent, "learned")) == 2000
+
+    # the merger records the node's spend in the registry; `prism models nodes` shows it
+    merger = start(settings, tmp_path, "merger", "run", "--round-size", "1", "--round-timeout",
+                   "600", "--idle-exit", "4", "--group", f"dp-{prefix}", name="merger")  # fmt: skip
+    assert wait_exit(merger) == 0
+    query = settings.redis_query_url.get_secret_value()  # type: ignore[union-attr]
+    env = service_env(settings) | {"PRISM_REDIS_PREFIX": prefix, "PRISM_REDIS_QUERY_URL": query}
+
+    def nodes(*flags: str) -> str:
+        command = [sys.executable, "-m", "prism.cli", "models", "nodes", *flags]
+        out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    (record,) = [n for n in json.loads(nodes("--json")) if n["node_id"] == "dp1"]
+    assert record["last_sequence"] == allowed
+    assert record["metrics"]["dp_epsilon"] == pytest.approx(epsilon_for(sigma, delta, allowed))
+    assert record["metrics"]["dp_delta"] == delta
+    header, *lines = [line for line in nodes().splitlines() if line.strip()]
+    assert "EPSILON" in header.split()
+    assert any(line.startswith("dp1") and "3.85 (delta 1e-05)" in line for line in lines)

@@ -90,3 +90,10 @@ def test_a_quality_gate_without_a_holdout_or_with_bad_numbers_is_a_usage_error(
     assert main(["merger", "run", *flags]) == 2  # refused before any connection is tried
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+def test_models_nodes_shows_a_node_s_epsilon_and_a_dash_without_dp() -> None:
+    from prism.commands.models import _epsilon
+
+    assert _epsilon({"dp_epsilon": 3.8543, "dp_delta": 1e-5, "events": 9.0}) == "3.85 (delta 1e-05)"
+    assert _epsilon({"events": 9.0}) == "-"

@@ -93,7 +93,21 @@ SNAPSHOT = {
     "model": "fraud-linear",
     "mode": "private",
     "quality": {"roc_auc": 0.8, "f1": 0.5},
+    "dp_epsilon": 2.5,
+    "dp_budget_spent": True,
 }
+
+
+def test_the_edge_exposes_its_privacy_spend_and_no_epsilon_without_dp() -> None:
+    exposed = samples(EdgeMetrics("n1", lambda: SNAPSHOT).registry, "prism_edge_dp")
+    node = (("node", "n1"),)
+    assert exposed == {
+        ("prism_edge_dp_epsilon", node): 2.5,
+        ("prism_edge_dp_budget_spent", node): 1.0,
+    }
+    plain = SNAPSHOT | {"dp_epsilon": None, "dp_budget_spent": False}
+    exposed = samples(EdgeMetrics("n1", lambda: plain).registry, "prism_edge_dp")
+    assert exposed == {("prism_edge_dp_budget_spent", node): 0.0}
 
 
 def _touched_telemetry() -> Telemetry:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from edge_agents.learner import EXPERTS, SHIFTED, EdgeLearner, EdgePolicy
 from models.errors import ModelError
+from models.privacy import epsilon_for, releases_within
 from models.specs import get_spec
 from streams.merger.rounds import Merger, MergerConfig, Update
 
@@ -465,3 +466,70 @@ def test_a_label_skewed_site_trusts_the_global_shifted_to_its_own_base_rate() ->
     again.restore(learner.state())
     assert again.offset.state() == learner.offset.state()
     assert again.mixer.state() == learner.mixer.state()
+
+
+# -- privacy accounting and budget (issue #25 item 4) ---------------------------------
+def test_each_noisy_increment_is_one_release_and_reports_its_epsilon() -> None:
+    learner = trained(n=0, dp_clip=0.5, dp_noise=2.0, dp_delta=1e-6)
+    assert learner.dp_epsilon == 0.0 and learner.privacy_metrics()["dp_releases"] == 0
+    for round_ in range(1, 4):
+        for eid, x, y in events(round_, 60):
+            learner.observe(f"{round_}-{eid}", x, y)
+        assert learner.cut() is not None
+        metrics = learner.privacy_metrics()
+        assert metrics["dp_releases"] == round_
+        assert metrics["dp_epsilon"] == pytest.approx(epsilon_for(2.0, 1e-6, round_))
+        assert (metrics["dp_delta"], metrics["dp_noise"]) == (1e-6, 2.0)
+    assert trained(n=10).privacy_metrics() == {} and trained(n=10).dp_epsilon is None
+
+
+def test_the_budget_allows_exactly_the_releases_the_accountant_allows_then_none() -> None:
+    sigma, budget = 3.0, 4.0
+    allowed = releases_within(budget, sigma, 1e-5)
+    assert allowed == 5  # epsilon_for(3, 1e-5, 5) = 3.85 <= 4 < 4.25 = epsilon_for(.., 6)
+    learner = trained(n=0, dp_clip=1.0, dp_noise=sigma, dp_epsilon_budget=budget)
+    sent = 0
+    for round_ in range(12):
+        for eid, x, y in events(round_, 60):
+            learner.observe(f"{round_}-{eid}", x, y)
+        assert learner.cut_due(50) == (not learner.dp_spent)
+        sent += learner.cut() is not None
+    assert sent == allowed and learner.dp_releases == allowed and learner.dp_spent
+    assert learner.dp_epsilon == pytest.approx(epsilon_for(sigma, 1e-5, allowed))
+    assert learner.dp_epsilon <= budget < epsilon_for(sigma, 1e-5, allowed + 1)
+    before = learner.counts["learned"]
+    for eid, x, y in events(99, 30):  # it goes on learning and scoring
+        learner.observe(f"late-{eid}", x, y)
+    assert learner.counts["learned"] == before + 30
+    assert learner.score(X, NOW, linked=True).source == "local"
+    assert learner.cut(hold=False) is None
+
+
+def test_the_release_count_survives_a_restart() -> None:
+    policy = {"dp_clip": 1.0, "dp_noise": 3.0, "dp_epsilon_budget": 4.0}
+    learner = trained(n=100, **policy)
+    learner.cut()
+    for eid, x, y in events(5, 60):
+        learner.observe(f"b-{eid}", x, y)
+    learner.cut()
+    restored = EdgeLearner("fraud-linear", "n1", EdgePolicy(**policy))
+    restored.restore(learner.state())
+    assert restored.dp_releases == 2 and restored.dp_epsilon == learner.dp_epsilon
+    legacy = learner.state()
+    legacy.mixer = {k: v for k, v in legacy.mixer.items() if k != "dp_releases"}
+    restored.restore(legacy)  # saved before the accountant: every summary sent counts
+    assert restored.dp_releases == legacy.sequence == 2
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"dp_clip": 1.0, "dp_noise": 1.0, "dp_delta": 0.0}, "delta"),
+        ({"dp_clip": 1.0, "dp_noise": 1.0, "dp_delta": 1.0}, "delta"),
+        ({"dp_clip": 1.0, "dp_noise": 1.0, "dp_epsilon_budget": 0.0}, "budget"),
+        ({"dp_clip": 1.0, "dp_epsilon_budget": 1.0}, "needs noise"),
+    ],
+)
+def test_bad_privacy_settings_are_refused(policy: dict, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        EdgePolicy(**policy)
