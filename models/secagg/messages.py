@@ -18,9 +18,13 @@ import numpy as np
 from models.errors import ModelError
 from models.secagg.graph import Graph, threshold_for
 
-__all__ = ["Advertise", "MaskedInput", "RoundSpec", "ShareBundle", "UnmaskReply"]
+__all__ = ["Advertise", "MaskedInput", "RoundAbandoned", "RoundSpec", "ShareBundle", "UnmaskReply"]
 
 DEFAULT_MAX_DROPOUT = 0.3
+
+
+class RoundAbandoned(ModelError):
+    """Too few nodes or shares left to go on: nothing is published, everyone re-offers."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,11 @@ class RoundSpec:
         max_dropout: float = DEFAULT_MAX_DROPOUT,
         degree: int | None = None,
     ) -> RoundSpec:
-        if not node_ids:
-            raise ModelError("a secure-aggregation round needs at least one node")
+        if len(node_ids) < 2:
+            raise RoundAbandoned(
+                f"secure aggregation needs at least 2 nodes in a round, got {len(node_ids)}: "
+                "the sum of one node's update is that update"
+            )
         if length < 0:
             raise ModelError("a round's vectors have a non-negative length")
         graph = Graph.build(round_id, node_ids, degree=degree)

@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from models.errors import ModelError
 from models.secagg import shamir
 from models.secagg.keys import Entropy, KeyPair, agree
-from models.secagg.messages import Advertise, MaskedInput, RoundSpec, ShareBundle, UnmaskReply
+from models.secagg.messages import (
+    Advertise,
+    MaskedInput,
+    RoundAbandoned,
+    RoundSpec,
+    ShareBundle,
+    UnmaskReply,
+)
 from models.secagg.prg import mask
 
 __all__ = ["Node", "pairwise_mask"]
@@ -66,7 +73,7 @@ class Node:
             v: roster[v] for v in self.spec.graph.neighbours(self.node_id) if v in roster
         }
         if len(self._roster) < self.spec.threshold:
-            raise ModelError(
+            raise RoundAbandoned(
                 f"node {self.node_id!r}: {len(self._roster)} neighbours advertised keys, "
                 f"threshold is {self.spec.threshold}"
             )
@@ -121,7 +128,7 @@ class Node:
         """Seed shares of surviving senders, key shares of the ones that dropped -- never both."""
         alive = set(survivors)
         if len(alive) < self.spec.min_survivors:
-            raise ModelError(
+            raise RoundAbandoned(
                 f"node {self.node_id!r} refuses to unmask: {len(alive)} survivors, "
                 f"the round needs {self.spec.min_survivors}"
             )

@@ -16,9 +16,9 @@ import numpy as np
 
 from models.errors import ModelError
 from models.secagg.keys import Entropy
-from models.secagg.messages import RoundSpec
+from models.secagg.messages import RoundAbandoned, RoundSpec
 from models.secagg.node import Node
-from models.secagg.server import Abandoned, RoundAbandoned, Server, Unmasked
+from models.secagg.server import Abandoned, Server, Unmasked
 
 __all__ = ["STEPS", "Dropouts", "RoundCost", "run_round"]
 

@@ -20,11 +20,18 @@ import numpy as np
 from models.errors import ModelError
 from models.secagg import shamir
 from models.secagg.keys import KeyPair
-from models.secagg.messages import Advertise, MaskedInput, RoundSpec, ShareBundle, UnmaskReply
+from models.secagg.messages import (
+    Advertise,
+    MaskedInput,
+    RoundAbandoned,
+    RoundSpec,
+    ShareBundle,
+    UnmaskReply,
+)
 from models.secagg.node import pairwise_mask
 from models.secagg.prg import mask
 
-__all__ = ["Abandoned", "Server", "Unmasked"]
+__all__ = ["Abandoned", "RoundAbandoned", "Server", "Unmasked"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,6 @@ class Abandoned:
 
     reason: str
     reoffer: tuple[str, ...]
-
-
-class RoundAbandoned(ModelError):
-    """Raised by steps that cannot go on; :meth:`Server.finish` returns it as data."""
 
 
 class Server:
