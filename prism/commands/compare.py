@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")
     p.add_argument("--windows", type=int, default=20, help="windows of the metric over time")
     add_wire_precision(p, "summaries and whole globals", deltas=True)
+    p.add_argument(
+        "--secure-agg",
+        action="store_true",
+        help="also run federated through SecAgg+ secure aggregation (fedavg only) and "
+        "show its metric, bytes and CPU per round beside clear fedavg",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, noise and attackers")
     p.add_argument(
         "--sweep",
@@ -116,6 +122,13 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
         raise UsageError(f"--data {args.data}: no such file")
     if args.summary_every < 1 or args.windows < 1:
         raise UsageError("--summary-every and --windows must be >= 1")
+    if args.secure_agg:
+        from models.secagg.compat import check_secure
+
+        try:
+            check_secure(args.strategy)
+        except ModelError as e:
+            raise UsageError(f"--secure-agg: {e}") from e
     try:
         outage = Outage.parse(args.outage) if args.outage else None
         poison = Attack.parse(args.poison) if args.poison else None
@@ -137,6 +150,7 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             seed=args.seed,
             quantize=args.quantize,
             deltas=None if args.deltas == "off" else args.deltas,
+            secure_agg=args.secure_agg,
         )
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e

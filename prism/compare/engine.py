@@ -34,6 +34,7 @@ to hide in.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,9 +52,10 @@ from schemas import Codec
 from streams.merger.rounds import Closed, Merger, MergerConfig, Update
 from streams.merger.wire import topic_records
 
-__all__ = ["ARCHITECTURES", "Outage", "Run", "SimConfig", "poisoned_sites", "simulate"]
+__all__ = ["ARCHITECTURES", "SECURE", "Outage", "Run", "SimConfig", "poisoned_sites", "simulate"]
 
 ARCHITECTURES = ("centralized", "federated", "hybrid", "local")
+SECURE = "federated-secagg"  # federated through SecAgg+ (--secure-agg), beside clear federated
 CODEC = Codec()
 EDGE_QUANTIZE = EdgeConfig.__dataclass_fields__["quantize"].default  # `prism edge run`'s
 
@@ -99,6 +101,8 @@ class SimConfig:
     quantize: str | None = EDGE_QUANTIZE
     #: globals between whole ones as deltas, floats as this (None: all whole); the merger's
     deltas: str | None = MergerConfig.__dataclass_fields__["deltas"].default
+    #: also run federated through secure aggregation (architecture ``federated-secagg``)
+    secure_agg: bool = False
 
 
 @dataclass
@@ -118,6 +122,8 @@ class Run:
     scored_disconnected: int = 0
     merged_at: list[int] = field(default_factory=list)  # events seen when each round closed
     poisoned: int = 0  # poisoned summaries offered
+    merge_cpu_s: float = 0.0  # process CPU of every merge (secure: every node's crypto too)
+    secagg_bytes: int = 0  # secure-aggregation payloads: keys, shares, masked vectors
 
     @property
     def bytes_moved(self) -> int:
@@ -129,8 +135,9 @@ class _Fleet:
 
     def __init__(self, name: str, stream: Stream, config: SimConfig) -> None:
         self.name, self.stream, self.config = name, stream, config
+        self.kind = "federated" if name == SECURE else name  # how its sites behave
         n_sites = len(stream.site_names)
-        alpha = {"federated": 1.0, "hybrid": config.blend_alpha}.get(name, 0.0)
+        alpha = {"federated": 1.0, "hybrid": config.blend_alpha}.get(self.kind, 0.0)
         policy = EdgePolicy(
             blend_alpha=alpha,
             global_max_age_s=1e12,
@@ -142,18 +149,22 @@ class _Fleet:
         self.central = EdgeLearner(config.spec_name, "central", EdgePolicy())
         self.run = Run(name, np.zeros(len(stream)), [""] * len(stream))
         self.merger: Merger | None = None
-        if name in ("federated", "hybrid"):
+        if self.kind in ("federated", "hybrid"):
             span = int(stream.ts_ms.max() - stream.ts_ms.min()) if len(stream) else 0
+            # with --secure-agg, clear federated rounds wait for two updates too: the same rounds
+            pair = config.secure_agg and self.kind == "federated"
             self.merger = Merger(
                 MergerConfig(
                     strategy=config.strategy,
-                    round_size=config.round_size or max(1, (n_sites + 1) // 2),
+                    round_size=config.round_size or max(2 if pair else 1, (n_sites + 1) // 2),
                     round_timeout_s=(config.round_timeout_ms or max(1, span // 100)) / 1000,
-                    min_participants=1,
+                    min_participants=2 if pair else 1,
                     dedup_window=1_000_000,
                     quantize=config.quantize,
                     deltas=config.deltas,
-                )
+                    secure_agg=name == SECURE,
+                ),
+                timer=time.process_time,  # merge_s: the CPU a round costs, in process
             )
         self.global_: tuple[Summary, int] | None = None
         # bytes of every global record published up to version v (the topic as agents read it)
@@ -171,7 +182,7 @@ class _Fleet:
     # -- events -----------------------------------------------------------------
     def score(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
         x = self.stream.features[i]
-        if self.name == "centralized":
+        if self.kind == "centralized":
             s = self.central.score(x, now_ms, True, self.stream.event_ids[i])
         else:
             site = self.sites[self.stream.sites[i]]
@@ -179,7 +190,7 @@ class _Fleet:
                 self._pull(self.stream.sites[i])
             # federated sites keep the global they have; hybrid ones fall back when cut off
             s = site.score(
-                x, now_ms, connected or self.name == "federated", self.stream.event_ids[i]
+                x, now_ms, connected or self.kind == "federated", self.stream.event_ids[i]
             )
             if s.source != "local" and self.global_ is not None:
                 self.run.staleness.append(self.global_[1] - s.version)
@@ -193,15 +204,15 @@ class _Fleet:
         eid = self.stream.event_ids[i]
         x = self.stream.features[i]
         if not self.central.spec.supervised:  # learned at the event: the label only grades
-            central = self.name == "centralized"
+            central = self.kind == "centralized"
             (self.central if central else self.sites[self.stream.sites[i]]).label(eid, y)
             return
-        if self.name == "centralized":
+        if self.kind == "centralized":
             self.central.observe(eid, x, y)
             return
         site = self.stream.sites[i]
         self.sites[site].observe(eid, x, y)
-        if self.name == "hybrid" and sampled(eid, self.config.forward_sample):
+        if self.kind == "hybrid" and sampled(eid, self.config.forward_sample):
             self.central.observe(eid, x, y)
             self._maybe_cut_central(now_ms, in_outage)
         self._maybe_cut(site, connected, now_ms, in_outage)
@@ -211,12 +222,12 @@ class _Fleet:
         if self.central.spec.supervised:
             return
         eid, x = self.stream.event_ids[i], self.stream.features[i]
-        if self.name == "centralized":
+        if self.kind == "centralized":
             self.central.observe(eid, x, None)
             return
         site = self.stream.sites[i]
         self.sites[site].observe(eid, x, None)
-        if self.name == "hybrid" and sampled(eid, self.config.forward_sample):
+        if self.kind == "hybrid" and sampled(eid, self.config.forward_sample):
             self.central.observe(eid, x, None)
             self._maybe_cut_central(now_ms, in_outage)
         self._maybe_cut(site, connected, now_ms, in_outage)
@@ -271,7 +282,8 @@ class _Fleet:
         record = weight_summary_record(
             summary, tier=tier, created_at_ms=now_ms, quantize=quantize, with_layout=not by_id
         )
-        self.run.bytes_summaries += len(CODEC.encode("WeightSummary", record))
+        if self.name != SECURE:  # secure nodes send masked vectors: counted when a round closes
+            self.run.bytes_summaries += len(CODEC.encode("WeightSummary", record))
         self.run.summaries += 1
         summary = wire_roundtrip(summary, quantize)  # what the merger decodes
         self.merger.offer(Update(summary, tier=tier, created_at_ms=now_ms), now_ms)
@@ -290,6 +302,11 @@ class _Fleet:
             layout = self.layouts[closed.version] = layout_of(summary).id
             self.published.append(self.published[-1] + self._record_bytes(closed, layout))
             self.run.merges += 1
+            self.run.merge_cpu_s += closed.merge_s
+            m = closed.metrics
+            secure = int(m.get("secagg_bytes_up", 0) + m.get("secagg_bytes_down", 0))
+            self.run.secagg_bytes += secure
+            self.run.bytes_summaries += secure
             if self.honest_open:
                 self.honest_closed, self.honest_open = self.honest_open, []
             self.run.merges_during_outage += int(in_outage)
@@ -322,15 +339,18 @@ def simulate(
     stream: Stream, config: SimConfig, progress: Callable[[int], None] | None = None
 ) -> dict[str, Run]:
     """Every architecture over ``stream``'s steps, in the same order."""
-    fleets = [_Fleet(name, stream, config) for name in config.architectures]
+    names = list(config.architectures)
+    if config.secure_agg:  # the secure run beside the clear one it must match
+        names += [*(["federated"] if "federated" not in names else []), SECURE]
+    fleets = [_Fleet(name, stream, config) for name in names]
     n = len(stream)
     cut_off = _cut_off_sites(stream, config)
     start, end = _outage_bounds(n, config.outage)
     for fleet in fleets:
-        if fleet.name in ("centralized", "hybrid"):
+        if fleet.kind in ("centralized", "hybrid"):
             sent = (
                 stream.raw_bytes
-                if fleet.name == "centralized"
+                if fleet.kind == "centralized"
                 else np.array(
                     [
                         b if sampled(e, config.forward_sample) else 0
