@@ -36,15 +36,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edge_agents.config import EdgeConfig
 from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.sinks import sampled
+from models.merge import merge
 from models.packing import layout_of
 from models.poisoning import Attack, poison_summary
+from models.secagg.aggregate import CODEC as SECAGG_CODEC
 from models.serialization import weight_summary_record, wire_roundtrip
 from models.summary import Summary
 from prism.compare.stream import EVENT, Stream
@@ -57,6 +59,7 @@ __all__ = ["ARCHITECTURES", "SECURE", "Outage", "Run", "SimConfig", "poisoned_si
 ARCHITECTURES = ("centralized", "federated", "hybrid", "local")
 SECURE = "federated-secagg"  # federated through SecAgg+ (--secure-agg), beside clear federated
 CODEC = Codec()
+SECAGG_CODEC_ULP = 2.0 ** -(SECAGG_CODEC.frac_bits + 1)  # one encoded value's rounding
 EDGE_QUANTIZE = EdgeConfig.__dataclass_fields__["quantize"].default  # `prism edge run`'s
 
 
@@ -124,6 +127,9 @@ class Run:
     poisoned: int = 0  # poisoned summaries offered
     merge_cpu_s: float = 0.0  # process CPU of every merge (secure: every node's crypto too)
     secagg_bytes: int = 0  # secure-aggregation payloads: keys, shares, masked vectors
+    #: secure rounds: the largest gap to clear FedAvg of the same updates, and its bound
+    secagg_gap: float = 0.0
+    secagg_bound: float = 0.0
 
     @property
     def bytes_moved(self) -> int:
@@ -167,6 +173,8 @@ class _Fleet:
                 timer=time.process_time,  # merge_s: the CPU a round costs, in process
             )
         self.global_: tuple[Summary, int] | None = None
+        self.offered: dict[tuple[str, int], Summary] = {}  # secure run: the updates, for checks
+        self.current: Summary | None = None  # secure run: the merger's current global
         # bytes of every global record published up to version v (the topic as agents read it)
         self.published = [0]
         self.layouts: dict[int, int] = {}  # global version -> layout id (the merger holds them)
@@ -286,6 +294,8 @@ class _Fleet:
             self.run.bytes_summaries += len(CODEC.encode("WeightSummary", record))
         self.run.summaries += 1
         summary = wire_roundtrip(summary, quantize)  # what the merger decodes
+        if self.name == SECURE:
+            self.offered[(summary.node_id, summary.sequence)] = summary
         self.merger.offer(Update(summary, tier=tier, created_at_ms=now_ms), now_ms)
 
     def reconnect(self, site: int, now_ms: int, in_outage: bool) -> None:
@@ -303,6 +313,8 @@ class _Fleet:
             self.published.append(self.published[-1] + self._record_bytes(closed, layout))
             self.run.merges += 1
             self.run.merge_cpu_s += closed.merge_s
+            if self.name == SECURE:
+                self._check_secure(closed)
             m = closed.metrics
             secure = int(m.get("secagg_bytes_up", 0) + m.get("secagg_bytes_down", 0))
             self.run.secagg_bytes += secure
@@ -311,6 +323,19 @@ class _Fleet:
                 self.honest_closed, self.honest_open = self.honest_open, []
             self.run.merges_during_outage += int(in_outage)
             self.run.merged_at.append(self.events_seen)
+
+    def _check_secure(self, closed: Closed) -> None:
+        """Clear FedAvg of the round's very updates (only a simulation can know them)."""
+        ins = [self.offered[(c.node_id, c.sequence)] for c in closed.result.contributors]
+        clear = merge(ins, "fedavg", current=self.current, accumulate=self.current is not None)
+        algebra = self.sites[0].spec.algebra
+        assert closed.merged is not None
+        gap = algebra.learned_vector(closed.merged) - algebra.learned_vector(clear.summary)
+        self.run.secagg_gap = max(self.run.secagg_gap, float(np.max(np.abs(gap), initial=0.0)))
+        self.run.secagg_bound = max(self.run.secagg_bound, len(ins) * SECAGG_CODEC_ULP)
+        self.current = replace(
+            closed.result.summary, node_id=closed.name, base_version=closed.version
+        )
 
     def _record_bytes(self, closed: Closed, layout: int) -> int:
         """What the merge job puts on the topic for this version (:mod:`streams.merger.wire`)."""

@@ -31,6 +31,8 @@ def secure_section(runs: dict[str, Run], archs: dict[str, Any]) -> dict[str, Any
         "metric": m_s,
         "metric_clear_fedavg": m_c,
         "metric_diff": None if m_s is None or m_c is None else abs(m_s - m_c),
+        "max_gap_to_clear_fedavg": secure.secagg_gap,
+        "fixed_point_bound": secure.secagg_bound,
         "rounds": secure.merges,
         "rounds_clear": clear.merges,
         "bytes_per_round": _per_round(secure.bytes_summaries, secure.merges),
@@ -48,7 +50,9 @@ def render_secure(s: dict[str, Any]) -> list[str]:
     return [
         f"secure aggregation: roc_auc {f(s['metric'], '.6f')} vs clear fedavg "
         f"{f(s['metric_clear_fedavg'], '.6f')} (diff {f(s['metric_diff'], '.2g')}), "
-        f"{s['rounds']} rounds vs {s['rounds_clear']}",
+        f"{s['rounds']} rounds vs {s['rounds_clear']}, each global within "
+        f"{f(s['max_gap_to_clear_fedavg'], '.2g')} of clear fedavg of its updates "
+        f"(bound {f(s['fixed_point_bound'], '.2g')})",
         f"  per round: {f(s['bytes_per_round'], ',.0f')} B vs "
         f"{f(s['bytes_per_round_clear'], ',.0f')} B (summaries), "
         f"CPU {f(s['cpu_ms_per_round'], '.1f')} ms vs "

@@ -228,6 +228,8 @@ class Closed:
     #: why the quality gate held this version back (never published: registry history
     #: and the lifecycle topic only); None: a published version
     held: str | None = None
+    #: the merge's own float64 result, before wire rounding (what a clear check compares)
+    merged: Summary | None = None
 
     @property
     def published(self) -> bool:
@@ -457,6 +459,7 @@ class Merger:
             self._count("rounds-refused")
             return None
         # what the sites decode, not the float64 merge: the next round starts from their model
+        merged = result.summary
         delta = self._delta(tier, result.summary)
         if delta is None:
             result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
@@ -505,6 +508,7 @@ class Merger:
             opened_ms=opened_ms,
             merge_s=merge_s,
             held=judgement.held,
+            merged=merged,
         )
 
     def _secure(  # noqa: PLR0913 - the round's parts, as _close holds them
