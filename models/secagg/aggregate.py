@@ -40,8 +40,8 @@ from models.summary import Summary
 
 __all__ = ["CODEC", "SecureMerge", "secure_merge"]
 
-#: the round's agreed encoding: 2^-16 steps, values up to 2^40, at most 128 nodes a round
-CODEC = FixedPoint(frac_bits=16, bound=2.0**40)
+#: the round's agreed encoding: 2^-40 steps, values up to 2^47, at most 255 nodes a round
+CODEC = FixedPoint(frac_bits=40, bound=2.0**47)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ def secure_merge(  # noqa: PLR0913 - merge()'s parameters plus the round's
     vectors = [_node_vector(algebra, s, not voters or s.node_id in voters) for s in aligned]
     cost, outcome = RoundCost(), None
     try:
-        spec = RoundSpec.create(round_id, ids, len(vectors[0]), max_dropout=max_dropout)
+        width = CODEC.width(len(vectors[0]))
+        spec = RoundSpec.create(round_id, ids, width, max_dropout=max_dropout)
         if len(ids) > CODEC.max_participants():
             raise RoundAbandoned(
                 f"{len(ids)} nodes exceed the encoding's {CODEC.max_participants()}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -15,29 +17,44 @@ from models.secagg.keys import KeyPair, agree
 from models.secagg.prg import mask
 from models.secagg.round import seeded_entropy
 
-FP = FixedPoint(frac_bits=16, bound=2.0**40)
-values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+FP = FixedPoint()
+values = st.floats(min_value=-(2.0**47), max_value=2.0**47, allow_nan=False)
 
 
 @given(st.lists(st.lists(values, min_size=3, max_size=3), min_size=1, max_size=40))
 def test_a_decoded_sum_is_the_float_sum_within_fixed_point_precision(rows):
-    total = np.zeros(3, dtype=np.uint64)
+    total = np.zeros(6, dtype=np.uint64)
     for r in rows:
         total += FP.encode(r)
     got = FP.decode(total, participants=len(rows))
-    assert np.all(np.abs(got - np.sum(rows, axis=0)) <= len(rows) * 2.0 ** -(FP.frac_bits + 1))
+    exact = [sum(Fraction(r[j]) for r in rows) for j in range(3)]  # no float rounding
+    for g, e in zip(got, exact, strict=True):
+        assert abs(Fraction(g) - e) <= len(rows) * Fraction(1, 2 ** (FP.frac_bits + 1)) + abs(
+            e
+        ) * Fraction(1, 2**52)  # the sums' rounding, then one rounding to float64
 
 
 @given(st.lists(values, min_size=1, max_size=8), st.integers(0, 2**64 - 1))
 def test_adding_then_subtracting_any_mask_is_exact(row, m):
     x = FP.encode(row)
-    noise = np.full(len(row), m, dtype=np.uint64)
+    noise = np.full(2 * len(row), m, dtype=np.uint64)
     assert np.array_equal((x + noise) - noise, x)
+
+
+def test_small_variances_keep_their_digits():
+    """A sum of squares minus a square: 2^-16 steps would lose a 1e-6 variance entirely."""
+    x = np.full(50, 8.69) + np.linspace(-1e-3, 1e-3, 50)
+    total = np.zeros(4, dtype=np.uint64)
+    for v in x:
+        total += FP.encode([v, v * v])
+    s, sq = FP.decode(total, participants=50)
+    var = sq / 50 - (s / 50) ** 2
+    assert abs(var - np.var(x)) <= 1e-3 * np.var(x)
 
 
 def test_values_outside_the_range_or_not_finite_are_refused():
     with pytest.raises(ModelError, match="outside the secure-aggregation range"):
-        FP.encode([2.0**41])
+        FP.encode([2.0**48])
     with pytest.raises(ModelError, match="NaN or inf"):
         FP.encode([float("nan")])
     with pytest.raises(ModelError, match="could overflow"):
