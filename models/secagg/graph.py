@@ -10,8 +10,9 @@ ordered by SHA-256 of (round id, node id), so every node and the server build
 the same graph from the round's roster without another message.
 
 The threshold ``t`` of each neighbourhood is ``k`` minus the dropouts the
-round must survive (``max_dropout`` of ``k``, rounded down), and never less
-than a majority of the neighbourhood.
+round must survive (``max_dropout`` of ``k``, rounded up: in a small round
+one dropout is already 30% of a neighbourhood), and never less than a
+majority of the neighbourhood.
 
 >>> g = Graph.build("r1", ["a", "b", "c", "d", "e"], degree=2)
 >>> sorted(len(g.neighbours(n)) for n in g.nodes)
@@ -44,7 +45,7 @@ def threshold_for(degree: int, max_dropout: float) -> int:
         raise ModelError(f"max_dropout is a fraction in [0, 0.5), got {max_dropout!r}")
     if degree < 1:
         return 1
-    return max(degree // 2 + 1, degree - math.floor(max_dropout * degree))
+    return max(degree // 2 + 1, degree - math.ceil(max_dropout * degree))
 
 
 @dataclass(frozen=True)
