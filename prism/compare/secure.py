@@ -35,6 +35,7 @@ def secure_section(runs: dict[str, Run], archs: dict[str, Any]) -> dict[str, Any
         "fixed_point_bound": secure.secagg_bound,
         "rounds": secure.merges,
         "rounds_clear": clear.merges,
+        "updates_per_round": _per_round(secure.summaries, secure.merges),
         "bytes_per_round": _per_round(secure.bytes_summaries, secure.merges),
         "bytes_per_round_clear": _per_round(clear.bytes_summaries, clear.merges),
         "cpu_ms_per_round": _per_round(1000 * secure.merge_cpu_s, secure.merges),
@@ -50,7 +51,8 @@ def render_secure(s: dict[str, Any]) -> list[str]:
     return [
         f"secure aggregation: roc_auc {f(s['metric'], '.6f')} vs clear fedavg "
         f"{f(s['metric_clear_fedavg'], '.6f')} (diff {f(s['metric_diff'], '.2g')}), "
-        f"{s['rounds']} rounds vs {s['rounds_clear']}, each global within "
+        f"{s['rounds']} rounds vs {s['rounds_clear']} "
+        f"({f(s['updates_per_round'], '.1f')} updates each), every global within "
         f"{f(s['max_gap_to_clear_fedavg'], '.2g')} of clear fedavg of its updates "
         f"(bound {f(s['fixed_point_bound'], '.2g')})",
         f"  per round: {f(s['bytes_per_round'], ',.0f')} B vs "
