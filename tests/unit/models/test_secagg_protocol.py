@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -27,16 +27,17 @@ def _ring_sum(vectors):
 def rounds(draw):
     n = draw(st.integers(2, 14))
     ids = [f"site-{i:02d}" for i in range(n)]
-    length = draw(st.integers(0, 6))
+    length = draw(st.integers(1, 6))
     seed = draw(st.integers(0, 2**32))
     rng = np.random.default_rng(seed)
     inputs = {v: rng.integers(0, 2**64, size=length, dtype=np.uint64) for v in ids}
-    when = draw(st.lists(st.sampled_from((None, *STEPS)), min_size=n, max_size=n))
+    max_dropout = draw(st.sampled_from((0.0, 0.3, 0.3, 0.45)))
+    k = draw(st.integers(0, int(max_dropout * n) + 1))  # mostly within the tolerance
+    gone = draw(st.permutations(ids))[:k]
+    steps = draw(st.lists(st.sampled_from((*STEPS, "input")), min_size=k, max_size=k))
     before: dict[str, list[str]] = {}
-    for v, step in zip(ids, when, strict=True):
-        if step is not None:
-            before.setdefault(step, []).append(v)
-    max_dropout = draw(st.sampled_from((0.0, 0.2, 0.3, 0.45)))
+    for v, step in zip(gone, steps, strict=True):
+        before.setdefault(step, []).append(v)
     return RoundSpec.create(f"r{seed}", ids, length, max_dropout=max_dropout), inputs, before, seed
 
 
@@ -46,6 +47,10 @@ def test_masks_cancel_exactly_or_the_round_is_abandoned_with_nothing_lost(case):
     spec, inputs, before, seed = case
     outcome, cost = run_round(spec, inputs, Dropouts(before), seeded_entropy(seed))
     everyone = set(spec.graph.nodes)
+    late = Dropouts(before).gone("input") - Dropouts(before).gone("share")
+    event(
+        "abandoned" if isinstance(outcome, Abandoned) else f"unmasked, {len(late)} shared then left"
+    )
     if isinstance(outcome, Abandoned):
         assert set(outcome.reoffer) == everyone and outcome.reason
         return
