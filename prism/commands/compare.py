@@ -67,6 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also run federated through SecAgg+ secure aggregation (fedavg only) and "
         "show its metric, bytes and CPU per round beside clear fedavg",
     )
+    p.add_argument(
+        "--secure-agg-dropout",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="--secure-agg: each node of a secure round vanishes after sharing keys with "
+        "this probability (its increment goes to the next round)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, noise and attackers")
     p.add_argument(
         "--sweep",
@@ -122,6 +130,8 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
         raise UsageError(f"--data {args.data}: no such file")
     if args.summary_every < 1 or args.windows < 1:
         raise UsageError("--summary-every and --windows must be >= 1")
+    if not 0 <= args.secure_agg_dropout < 0.5 or (args.secure_agg_dropout and not args.secure_agg):
+        raise UsageError("--secure-agg-dropout takes a fraction in [0, 0.5) with --secure-agg")
     if args.secure_agg:
         from models.secagg.compat import check_secure
 
@@ -151,6 +161,7 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             quantize=args.quantize,
             deltas=None if args.deltas == "off" else args.deltas,
             secure_agg=args.secure_agg,
+            secagg_dropout=args.secure_agg_dropout,
         )
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e

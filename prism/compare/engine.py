@@ -35,6 +35,7 @@ to hide in.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -47,6 +48,7 @@ from models.merge import merge
 from models.packing import layout_of
 from models.poisoning import Attack, poison_summary
 from models.secagg.aggregate import CODEC as SECAGG_CODEC
+from models.secagg.round import Dropouts
 from models.serialization import weight_summary_record, wire_roundtrip
 from models.summary import Summary
 from prism.compare.stream import EVENT, Stream
@@ -106,6 +108,8 @@ class SimConfig:
     deltas: str | None = MergerConfig.__dataclass_fields__["deltas"].default
     #: also run federated through secure aggregation (architecture ``federated-secagg``)
     secure_agg: bool = False
+    #: secure rounds: this share of each round's nodes vanish after sharing keys
+    secagg_dropout: float = 0.0
 
 
 @dataclass
@@ -129,6 +133,9 @@ class Run:
     secagg_bytes: int = 0  # secure-aggregation payloads: keys, shares, masked vectors
     #: secure rounds: the largest gap to clear FedAvg of the same updates, and its bound
     secagg_gap: float = 0.0
+    secagg_dropped: int = 0  # nodes that vanished mid-round (their increments re-offered)
+    secagg_abandoned: int = 0  # secure rounds abandoned (below the threshold): all re-offered
+    secagg_merged: list[tuple[str, int]] = field(default_factory=list)  # every contribution
     secagg_bound: float = 0.0
 
     @property
@@ -171,6 +178,7 @@ class _Fleet:
                     secure_agg=name == SECURE,
                 ),
                 timer=time.process_time,  # merge_s: the CPU a round costs, in process
+                dropouts=self._dropouts if name == SECURE else None,
             )
         self.global_: tuple[Summary, int] | None = None
         self.offered: dict[tuple[str, int], Summary] = {}  # secure run: the updates, for checks
@@ -306,7 +314,9 @@ class _Fleet:
     def _close(self, now_ms: int, in_outage: bool) -> None:
         if self.merger is None:
             return
-        for closed in self.merger.close_due(now_ms):
+        closed_now = self.merger.close_due(now_ms)
+        self.run.secagg_abandoned = self.merger.counters.get("rounds-abandoned", 0)
+        for closed in closed_now:
             summary = closed.result.summary
             self.global_ = (summary, closed.version)
             layout = self.layouts[closed.version] = layout_of(summary).id
@@ -324,9 +334,18 @@ class _Fleet:
             self.run.merges_during_outage += int(in_outage)
             self.run.merged_at.append(self.events_seen)
 
+    def _dropouts(self, round_id: str, ids: list[str]) -> Dropouts:
+        """Each node leaves after sharing keys with probability ``secagg_dropout`` (by seed
+        and round): its increment waits for the next round, or the round is abandoned."""
+        rng = np.random.default_rng([self.config.seed, zlib.crc32(round_id.encode())])
+        gone = [v for v in ids if rng.random() < self.config.secagg_dropout]
+        self.run.secagg_dropped += len(gone)
+        return Dropouts({"input": gone})
+
     def _check_secure(self, closed: Closed) -> None:
         """Clear FedAvg of the round's very updates (only a simulation can know them)."""
         ins = [self.offered[(c.node_id, c.sequence)] for c in closed.result.contributors]
+        self.run.secagg_merged += [(c.node_id, c.sequence) for c in closed.result.contributors]
         clear = merge(ins, "fedavg", current=self.current, accumulate=self.current is not None)
         algebra = self.sites[0].spec.algebra
         assert closed.merged is not None

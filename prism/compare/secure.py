@@ -40,6 +40,8 @@ def secure_section(runs: dict[str, Run], archs: dict[str, Any]) -> dict[str, Any
         "bytes_per_round_clear": _per_round(clear.bytes_summaries, clear.merges),
         "cpu_ms_per_round": _per_round(1000 * secure.merge_cpu_s, secure.merges),
         "cpu_ms_per_round_clear": _per_round(1000 * clear.merge_cpu_s, clear.merges),
+        "dropped_mid_round": secure.secagg_dropped,
+        "abandoned_rounds": secure.secagg_abandoned,
         "robust_screening": "lost: the merger sees only sums (no median, Krum or screening)",
     }
 
@@ -59,4 +61,6 @@ def render_secure(s: dict[str, Any]) -> list[str]:
         f"{f(s['bytes_per_round_clear'], ',.0f')} B (summaries), "
         f"CPU {f(s['cpu_ms_per_round'], '.1f')} ms vs "
         f"{f(s['cpu_ms_per_round_clear'], '.2f')} ms; robust screening {s['robust_screening']}",
+        f"  nodes dropped mid-round {s['dropped_mid_round']} (their increments re-offered), "
+        f"rounds abandoned {s['abandoned_rounds']}",
     ]

@@ -77,6 +77,7 @@ from models.packing import PACK_DTYPES, apply_delta, pack_delta
 from models.personalize import since
 from models.secagg.aggregate import secure_merge
 from models.secagg.compat import check_secure
+from models.secagg.round import Dropouts
 from models.serialization import QUANTIZE, wire_roundtrip
 from models.specs import get_spec
 from models.strategies import get_strategy
@@ -295,8 +296,11 @@ class Merger:
         *,
         timer: Callable[[], float] = time.perf_counter,
         judge: Judge | None = None,
+        dropouts: Callable[[str, list[str]], Dropouts] | None = None,
     ) -> None:
         self.config, self.timer, self.judge = config, timer, judge
+        #: secure rounds in a simulation: who vanishes when, given (round id, participant ids)
+        self.dropouts = dropouts
         self.strategy = get_strategy(config.strategy)
         self.nodes: dict[str, NodeLedger] = {}
         self.tiers: dict[str, _Tier] = {}  # registry name -> tier
@@ -521,13 +525,16 @@ class Merger:
         now_ms: int,
     ) -> tuple[MergeResult, dict[str, float]] | None:
         """One SecAgg+ round; updates that did not make it into the sum join the next round."""
+        round_id = f"{tier.name}/{tier.version + 1}/{opened_ms}"
+        ids = [f"{s.node_id}#{s.sequence}" for s in increments]
         out = secure_merge(
             increments,
             self.strategy,
             current=current,
             accumulate=current is not None,
             statistics_only={u.node_id for u in updates if u.tier == "central"},
-            round_id=f"{tier.name}/{tier.version + 1}/{opened_ms}",
+            round_id=round_id,
+            dropouts=None if self.dropouts is None else self.dropouts(round_id, ids),
         )
         back = {(s.node_id, s.sequence) for s in out.reoffer}
         for u in updates:
