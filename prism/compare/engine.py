@@ -135,6 +135,7 @@ class Run:
     secagg_gap: float = 0.0
     secagg_dropped: int = 0  # nodes that vanished mid-round (their increments re-offered)
     secagg_abandoned: int = 0  # secure rounds abandoned (below the threshold): all re-offered
+    secagg_wasted_bytes: int = 0  # the abandoned rounds' messages (in secagg_bytes too)
     secagg_merged: list[tuple[str, int]] = field(default_factory=list)  # every contribution
     secagg_bound: float = 0.0
 
@@ -316,6 +317,10 @@ class _Fleet:
             return
         closed_now = self.merger.close_due(now_ms)
         self.run.secagg_abandoned = self.merger.counters.get("rounds-abandoned", 0)
+        wasted = self.merger.counters.get("secagg-abandoned-bytes", 0)
+        self.run.bytes_summaries += wasted - self.run.secagg_wasted_bytes
+        self.run.secagg_bytes += wasted - self.run.secagg_wasted_bytes
+        self.run.secagg_wasted_bytes = wasted
         for closed in closed_now:
             summary = closed.result.summary
             self.global_ = (summary, closed.version)

@@ -36,12 +36,14 @@ def secure_section(runs: dict[str, Run], archs: dict[str, Any]) -> dict[str, Any
         "rounds": secure.merges,
         "rounds_clear": clear.merges,
         "updates_per_round": _per_round(secure.summaries, secure.merges),
+        # per closed round, abandoned rounds' messages included
         "bytes_per_round": _per_round(secure.bytes_summaries, secure.merges),
         "bytes_per_round_clear": _per_round(clear.bytes_summaries, clear.merges),
         "cpu_ms_per_round": _per_round(1000 * secure.merge_cpu_s, secure.merges),
         "cpu_ms_per_round_clear": _per_round(1000 * clear.merge_cpu_s, clear.merges),
         "dropped_mid_round": secure.secagg_dropped,
         "abandoned_rounds": secure.secagg_abandoned,
+        "abandoned_bytes": secure.secagg_wasted_bytes,
         "robust_screening": "lost: the merger sees only sums (no median, Krum or screening)",
     }
 
@@ -62,5 +64,6 @@ def render_secure(s: dict[str, Any]) -> list[str]:
         f"CPU {f(s['cpu_ms_per_round'], '.1f')} ms vs "
         f"{f(s['cpu_ms_per_round_clear'], '.2f')} ms; robust screening {s['robust_screening']}",
         f"  nodes dropped mid-round {s['dropped_mid_round']} (their increments re-offered), "
-        f"rounds abandoned {s['abandoned_rounds']}",
+        f"rounds abandoned {s['abandoned_rounds']} "
+        f"({s['abandoned_bytes']:,} B, in the bytes above)",
     ]

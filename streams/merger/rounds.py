@@ -547,6 +547,10 @@ class Merger:
         }
         if out.result is None:
             self._count("rounds-abandoned")
+            # what the abandoned round's messages cost, though nothing came of them
+            self.counters["secagg-abandoned-bytes"] = (
+                self.counters.get("secagg-abandoned-bytes", 0) + out.cost.total
+            )
             return None
         if back:
             kept = {c.node_id for c in out.result.contributors}

@@ -65,3 +65,15 @@ def test_secure_agg_dropout_needs_secure_agg_and_a_fraction(log, capsys):
     assert main(["compare", "--data", str(log), "--secure-agg-dropout", "0.2"]) == 2
     assert main(["compare", "--data", str(log), "--secure-agg", "--secure-agg-dropout", "0.7"]) == 2
     assert "--secure-agg-dropout" in capsys.readouterr().err
+
+
+def test_abandoned_rounds_messages_are_counted_in_the_bytes(log):
+    from prism.compare.engine import SECURE, SimConfig, simulate
+    from prism.compare.stream import load_stream
+
+    stream = load_stream(log)
+    config = SimConfig(spec_name="fraud-linear", architectures=("federated",), summary_every=100,
+                       secure_agg=True, secagg_dropout=0.2, seed=3)  # fmt: skip
+    run = simulate(stream, config)[SECURE]
+    assert run.secagg_abandoned > 0 and run.secagg_wasted_bytes > 0
+    assert run.bytes_summaries == run.secagg_bytes  # secure nodes send no summary records

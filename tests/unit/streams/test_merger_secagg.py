@@ -7,9 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import streams.merger.rounds as rounds
 from models.errors import ModelError
-from models.secagg.aggregate import CODEC, secure_merge
+from models.secagg.aggregate import CODEC
 from models.secagg.round import Dropouts
 from models.specs import get_spec
 from streams.merger.rounds import Merger, MergerConfig, Update
@@ -60,14 +59,10 @@ def test_secure_rounds_refuse_what_needs_individual_updates(kw, why) -> None:
         merger(secure_agg=True, **kw)
 
 
-def test_dropped_nodes_join_the_next_round_and_abandoned_rounds_publish_nothing(monkeypatch):
+def test_dropped_nodes_join_the_next_round_and_abandoned_rounds_publish_nothing():
     drops: list[Dropouts] = []
-
-    def with_dropouts(*args, **kw):
-        return secure_merge(*args, dropouts=drops.pop(0) if drops else None, **kw)
-
-    monkeypatch.setattr(rounds, "secure_merge", with_dropouts)
-    m = merger(secure_agg=True)
+    config = MergerConfig(round_size=4, round_timeout_s=5.0, min_participants=2, secure_agg=True)
+    m = Merger(config, dropouts=lambda _round, _ids: drops.pop(0) if drops else Dropouts())
     offered = [update(node, 1, seed=i) for i, node in enumerate("abcd")]
     drops.append(Dropouts({"input": ["a#1"]}))  # one of four: within the threshold
     for u in offered:
@@ -81,6 +76,7 @@ def test_dropped_nodes_join_the_next_round_and_abandoned_rounds_publish_nothing(
     for u in later:
         m.offer(u, 2)
     assert m.close_due(3) == [] and m.counters["rounds-abandoned"] == 1
+    assert m.counters["secagg-abandoned-bytes"] > 0  # its messages still cost
     assert m.tiers["fraud-linear"].version == 1  # nothing published
     (second,) = m.close_due(4)  # the same four again, nobody drops this time
     assert {(c.node_id, c.sequence) for c in second.result.contributors} == {
