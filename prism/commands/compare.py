@@ -132,6 +132,11 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
         raise UsageError("--summary-every and --windows must be >= 1")
     if not 0 <= args.secure_agg_dropout < 0.5 or (args.secure_agg_dropout and not args.secure_agg):
         raise UsageError("--secure-agg-dropout takes a fraction in [0, 0.5) with --secure-agg")
+    if args.secure_agg and (args.stack or args.sweep):
+        raise UsageError(
+            "--secure-agg runs in process only: the services do not speak the protocol over "
+            "Kafka yet (issue #28 item 3); drop --stack / --sweep"
+        )
     if args.secure_agg:
         from models.secagg.compat import check_secure
 

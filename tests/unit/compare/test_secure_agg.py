@@ -77,3 +77,8 @@ def test_abandoned_rounds_messages_are_counted_in_the_bytes(log):
     run = simulate(stream, config)[SECURE]
     assert run.secagg_abandoned > 0 and run.secagg_wasted_bytes > 0
     assert run.bytes_summaries == run.secagg_bytes  # secure nodes send no summary records
+
+
+def test_secure_agg_is_in_process_only_for_now(log, capsys):
+    assert main(["compare", "--data", str(log), "--secure-agg", "--stack"]) == 2
+    assert "issue #28 item 3" in capsys.readouterr().err
