@@ -4,7 +4,7 @@ Not a test: prints figures measured in this run. Every node's and the
 server's work runs in this one process (real X25519, HKDF, Shamir,
 ChaCha20-Poly1305 and ChaCha20 masks), so CPU per node is the total divided
 by the node count. The vector is a fraud-linear update with 10 features
-(4 x 10 + 3 values, two 64-bit words each). ``complete`` is plain SecAgg
+(5 x 10 + 3 values, two 64-bit words each). ``complete`` is plain SecAgg
 (Bonawitz et al. 2017: every pair shares); ``secagg+`` is the O(log n)
 neighbour graph of Bell et al. 2020.
 
@@ -27,7 +27,7 @@ from models.secagg.messages import RoundSpec
 from models.secagg.round import Dropouts, run_round
 
 FP = FixedPoint()
-VALUES = 4 * 10 + 3
+VALUES = 5 * 10 + 3  # learned (d+1), seen (d+1), count, sum, sum of squares (d each), n
 
 
 def measure(n: int, degree: int | None, drop: float) -> tuple[int, float, int, str]:
