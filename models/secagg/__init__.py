@@ -13,6 +13,8 @@ Single-Server Aggregation with (Poly)Logarithmic Overhead", CCS 2020
 (SecAgg+). The modules split at the protocol's seams: ``fixedpoint``
 (floats <-> integers mod 2^64), ``keys`` (X25519 + HKDF), ``prg`` (ChaCha20
 masks), ``shamir`` (t-of-n sharing), ``graph`` (SecAgg+ neighbours),
-``protocol`` (the round's messages, node and server), ``aggregate``
-(summaries -> sums -> the FedAvg global).
+``messages`` / ``node`` / ``server`` (the round's messages and both sides),
+``round`` (a whole round in process, with dropouts), ``compat`` (what is
+refused), ``aggregate`` (summaries -> sums -> the FedAvg global). The
+messages do not travel over Kafka yet (issue #28 item 3).
 """
