@@ -67,6 +67,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")
     p.add_argument("--windows", type=int, default=20, help="windows of the metric over time")
     add_wire_precision(p, "summaries and whole globals", deltas=True)
+    p.add_argument(
+        "--secure-agg",
+        action="store_true",
+        help="also run federated through SecAgg+ secure aggregation (fedavg only) and "
+        "show its metric, bytes and CPU per round beside clear fedavg",
+    )
+    p.add_argument(
+        "--secure-agg-dropout",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="--secure-agg: each node of a secure round vanishes after sharing keys with "
+        "this probability (its increment goes to the next round)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, noise and attackers")
     p.add_argument(
         "--sweep",
@@ -140,6 +154,20 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
         raise UsageError("--summary-every and --windows must be >= 1")
     if not (args.dp_clip > 0 and 0 < args.dp_delta < 1):
         raise UsageError("--dp-clip must be > 0 and --dp-delta in (0, 1)")
+    if not 0 <= args.secure_agg_dropout < 0.5 or (args.secure_agg_dropout and not args.secure_agg):
+        raise UsageError("--secure-agg-dropout takes a fraction in [0, 0.5) with --secure-agg")
+    if args.secure_agg and (args.stack or args.sweep):
+        raise UsageError(
+            "--secure-agg runs in process only: the services do not speak the protocol over "
+            "Kafka yet (issue #28 item 3); drop --stack / --sweep"
+        )
+    if args.secure_agg:
+        from models.secagg.compat import check_secure
+
+        try:
+            check_secure(args.strategy)
+        except ModelError as e:
+            raise UsageError(f"--secure-agg: {e}") from e
     try:
         outage = Outage.parse(args.outage) if args.outage else None
         poison = Attack.parse(args.poison) if args.poison else None
@@ -162,6 +190,8 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             quantize=args.quantize,
             deltas=None if args.deltas == "off" else args.deltas,
             dp_delta=args.dp_delta,
+            secure_agg=args.secure_agg,
+            secagg_dropout=args.secure_agg_dropout,
         )
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e

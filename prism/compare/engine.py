@@ -34,16 +34,21 @@ to hide in.
 
 from __future__ import annotations
 
+import time
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edge_agents.config import EdgeConfig
 from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.sinks import sampled
+from models.merge import merge
 from models.packing import layout_of
 from models.poisoning import Attack, poison_summary
+from models.secagg.aggregate import CODEC as SECAGG_CODEC
+from models.secagg.round import Dropouts
 from models.serialization import weight_summary_record, wire_roundtrip
 from models.summary import Summary
 from prism.compare.stream import EVENT, Stream
@@ -51,10 +56,12 @@ from schemas import Codec
 from streams.merger.rounds import Closed, Merger, MergerConfig, Update
 from streams.merger.wire import topic_records
 
-__all__ = ["ARCHITECTURES", "Outage", "Run", "SimConfig", "poisoned_sites", "simulate"]
+__all__ = ["ARCHITECTURES", "SECURE", "Outage", "Run", "SimConfig", "poisoned_sites", "simulate"]
 
 ARCHITECTURES = ("centralized", "federated", "hybrid", "local")
+SECURE = "federated-secagg"  # federated through SecAgg+ (--secure-agg), beside clear federated
 CODEC = Codec()
+SECAGG_CODEC_ULP = 2.0 ** -(SECAGG_CODEC.frac_bits + 1)  # one encoded value's rounding
 EDGE_QUANTIZE = EdgeConfig.__dataclass_fields__["quantize"].default  # `prism edge run`'s
 
 
@@ -105,6 +112,10 @@ class SimConfig:
     dp_noise: float = 0.0
     dp_delta: float = EdgePolicy.dp_delta
     dp_epsilon_budget: float | None = None
+    #: also run federated through secure aggregation (architecture ``federated-secagg``)
+    secure_agg: bool = False
+    #: secure rounds: this share of each round's nodes vanish after sharing keys
+    secagg_dropout: float = 0.0
 
 
 @dataclass
@@ -126,6 +137,15 @@ class Run:
     poisoned: int = 0  # poisoned summaries offered
     dp_epsilon: float | None = None  # the most any site spent (None without DP noise)
     dp_releases: int = 0  # the most DP releases any site made
+    merge_cpu_s: float = 0.0  # process CPU of every merge (secure: every node's crypto too)
+    secagg_bytes: int = 0  # secure-aggregation payloads: keys, shares, masked vectors
+    #: secure rounds: the largest gap to clear FedAvg of the same updates, and its bound
+    secagg_gap: float = 0.0
+    secagg_dropped: int = 0  # nodes that vanished mid-round (their increments re-offered)
+    secagg_abandoned: int = 0  # secure rounds abandoned (below the threshold): all re-offered
+    secagg_wasted_bytes: int = 0  # the abandoned rounds' messages (in secagg_bytes too)
+    secagg_merged: list[tuple[str, int]] = field(default_factory=list)  # every contribution
+    secagg_bound: float = 0.0
 
     @property
     def bytes_moved(self) -> int:
@@ -137,8 +157,9 @@ class _Fleet:
 
     def __init__(self, name: str, stream: Stream, config: SimConfig) -> None:
         self.name, self.stream, self.config = name, stream, config
+        self.kind = "federated" if name == SECURE else name  # how its sites behave
         n_sites = len(stream.site_names)
-        alpha = {"federated": 1.0, "hybrid": config.blend_alpha}.get(name, 0.0)
+        alpha = {"federated": 1.0, "hybrid": config.blend_alpha}.get(self.kind, 0.0)
         policy = EdgePolicy(
             blend_alpha=alpha,
             global_max_age_s=1e12,
@@ -155,20 +176,27 @@ class _Fleet:
         self.central = EdgeLearner(config.spec_name, "central", EdgePolicy())
         self.run = Run(name, np.zeros(len(stream)), [""] * len(stream))
         self.merger: Merger | None = None
-        if name in ("federated", "hybrid"):
+        if self.kind in ("federated", "hybrid"):
             span = int(stream.ts_ms.max() - stream.ts_ms.min()) if len(stream) else 0
+            # with --secure-agg, clear federated rounds wait for two updates too: the same rounds
+            pair = config.secure_agg and self.kind == "federated"
             self.merger = Merger(
                 MergerConfig(
                     strategy=config.strategy,
-                    round_size=config.round_size or max(1, (n_sites + 1) // 2),
+                    round_size=config.round_size or max(2 if pair else 1, (n_sites + 1) // 2),
                     round_timeout_s=(config.round_timeout_ms or max(1, span // 100)) / 1000,
-                    min_participants=1,
+                    min_participants=2 if pair else 1,
                     dedup_window=1_000_000,
                     quantize=config.quantize,
                     deltas=config.deltas,
-                )
+                    secure_agg=name == SECURE,
+                ),
+                timer=time.process_time,  # merge_s: the CPU a round costs, in process
+                dropouts=self._dropouts if name == SECURE else None,
             )
         self.global_: tuple[Summary, int] | None = None
+        self.offered: dict[tuple[str, int], Summary] = {}  # secure run: the updates, for checks
+        self.current: Summary | None = None  # secure run: the merger's current global
         # bytes of every global record published up to version v (the topic as agents read it)
         self.published = [0]
         self.layouts: dict[int, int] = {}  # global version -> layout id (the merger holds them)
@@ -184,7 +212,7 @@ class _Fleet:
     # -- events -----------------------------------------------------------------
     def score(self, i: int, connected: bool, now_ms: int, in_outage: bool) -> None:
         x = self.stream.features[i]
-        if self.name == "centralized":
+        if self.kind == "centralized":
             s = self.central.score(x, now_ms, True, self.stream.event_ids[i])
         else:
             site = self.sites[self.stream.sites[i]]
@@ -192,7 +220,7 @@ class _Fleet:
                 self._pull(self.stream.sites[i])
             # federated sites keep the global they have; hybrid ones fall back when cut off
             s = site.score(
-                x, now_ms, connected or self.name == "federated", self.stream.event_ids[i]
+                x, now_ms, connected or self.kind == "federated", self.stream.event_ids[i]
             )
             if s.source != "local" and self.global_ is not None:
                 self.run.staleness.append(self.global_[1] - s.version)
@@ -206,15 +234,15 @@ class _Fleet:
         eid = self.stream.event_ids[i]
         x = self.stream.features[i]
         if not self.central.spec.supervised:  # learned at the event: the label only grades
-            central = self.name == "centralized"
+            central = self.kind == "centralized"
             (self.central if central else self.sites[self.stream.sites[i]]).label(eid, y)
             return
-        if self.name == "centralized":
+        if self.kind == "centralized":
             self.central.observe(eid, x, y)
             return
         site = self.stream.sites[i]
         self.sites[site].observe(eid, x, y)
-        if self.name == "hybrid" and sampled(eid, self.config.forward_sample):
+        if self.kind == "hybrid" and sampled(eid, self.config.forward_sample):
             self.central.observe(eid, x, y)
             self._maybe_cut_central(now_ms, in_outage)
         self._maybe_cut(site, connected, now_ms, in_outage)
@@ -224,12 +252,12 @@ class _Fleet:
         if self.central.spec.supervised:
             return
         eid, x = self.stream.event_ids[i], self.stream.features[i]
-        if self.name == "centralized":
+        if self.kind == "centralized":
             self.central.observe(eid, x, None)
             return
         site = self.stream.sites[i]
         self.sites[site].observe(eid, x, None)
-        if self.name == "hybrid" and sampled(eid, self.config.forward_sample):
+        if self.kind == "hybrid" and sampled(eid, self.config.forward_sample):
             self.central.observe(eid, x, None)
             self._maybe_cut_central(now_ms, in_outage)
         self._maybe_cut(site, connected, now_ms, in_outage)
@@ -284,9 +312,12 @@ class _Fleet:
         record = weight_summary_record(
             summary, tier=tier, created_at_ms=now_ms, quantize=quantize, with_layout=not by_id
         )
-        self.run.bytes_summaries += len(CODEC.encode("WeightSummary", record))
+        if self.name != SECURE:  # secure nodes send masked vectors: counted when a round closes
+            self.run.bytes_summaries += len(CODEC.encode("WeightSummary", record))
         self.run.summaries += 1
         summary = wire_roundtrip(summary, quantize)  # what the merger decodes
+        if self.name == SECURE:
+            self.offered[(summary.node_id, summary.sequence)] = summary
         self.merger.offer(Update(summary, tier=tier, created_at_ms=now_ms), now_ms)
 
     def reconnect(self, site: int, now_ms: int, in_outage: bool) -> None:
@@ -297,16 +328,51 @@ class _Fleet:
     def _close(self, now_ms: int, in_outage: bool) -> None:
         if self.merger is None:
             return
-        for closed in self.merger.close_due(now_ms):
+        closed_now = self.merger.close_due(now_ms)
+        self.run.secagg_abandoned = self.merger.counters.get("rounds-abandoned", 0)
+        wasted = self.merger.counters.get("secagg-abandoned-bytes", 0)
+        self.run.bytes_summaries += wasted - self.run.secagg_wasted_bytes
+        self.run.secagg_bytes += wasted - self.run.secagg_wasted_bytes
+        self.run.secagg_wasted_bytes = wasted
+        for closed in closed_now:
             summary = closed.result.summary
             self.global_ = (summary, closed.version)
             layout = self.layouts[closed.version] = layout_of(summary).id
             self.published.append(self.published[-1] + self._record_bytes(closed, layout))
             self.run.merges += 1
+            self.run.merge_cpu_s += closed.merge_s
+            if self.name == SECURE:
+                self._check_secure(closed)
+            m = closed.metrics
+            secure = int(m.get("secagg_bytes_up", 0) + m.get("secagg_bytes_down", 0))
+            self.run.secagg_bytes += secure
+            self.run.bytes_summaries += secure
             if self.honest_open:
                 self.honest_closed, self.honest_open = self.honest_open, []
             self.run.merges_during_outage += int(in_outage)
             self.run.merged_at.append(self.events_seen)
+
+    def _dropouts(self, round_id: str, ids: list[str]) -> Dropouts:
+        """Each node leaves after sharing keys with probability ``secagg_dropout`` (by seed
+        and round): its increment waits for the next round, or the round is abandoned."""
+        rng = np.random.default_rng([self.config.seed, zlib.crc32(round_id.encode())])
+        gone = [v for v in ids if rng.random() < self.config.secagg_dropout]
+        self.run.secagg_dropped += len(gone)
+        return Dropouts({"input": gone})
+
+    def _check_secure(self, closed: Closed) -> None:
+        """Clear FedAvg of the round's very updates (only a simulation can know them)."""
+        ins = [self.offered[(c.node_id, c.sequence)] for c in closed.result.contributors]
+        self.run.secagg_merged += [(c.node_id, c.sequence) for c in closed.result.contributors]
+        clear = merge(ins, "fedavg", current=self.current, accumulate=self.current is not None)
+        algebra = self.sites[0].spec.algebra
+        assert closed.merged is not None
+        gap = algebra.learned_vector(closed.merged) - algebra.learned_vector(clear.summary)
+        self.run.secagg_gap = max(self.run.secagg_gap, float(np.max(np.abs(gap), initial=0.0)))
+        self.run.secagg_bound = max(self.run.secagg_bound, len(ins) * SECAGG_CODEC_ULP)
+        self.current = replace(
+            closed.result.summary, node_id=closed.name, base_version=closed.version
+        )
 
     def _record_bytes(self, closed: Closed, layout: int) -> int:
         """What the merge job puts on the topic for this version (:mod:`streams.merger.wire`)."""
@@ -335,15 +401,18 @@ def simulate(
     stream: Stream, config: SimConfig, progress: Callable[[int], None] | None = None
 ) -> dict[str, Run]:
     """Every architecture over ``stream``'s steps, in the same order."""
-    fleets = [_Fleet(name, stream, config) for name in config.architectures]
+    names = list(config.architectures)
+    if config.secure_agg:  # the secure run beside the clear one it must match
+        names += [*(["federated"] if "federated" not in names else []), SECURE]
+    fleets = [_Fleet(name, stream, config) for name in names]
     n = len(stream)
     cut_off = _cut_off_sites(stream, config)
     start, end = _outage_bounds(n, config.outage)
     for fleet in fleets:
-        if fleet.name in ("centralized", "hybrid"):
+        if fleet.kind in ("centralized", "hybrid"):
             sent = (
                 stream.raw_bytes
-                if fleet.name == "centralized"
+                if fleet.kind == "centralized"
                 else np.array(
                     [
                         b if sampled(e, config.forward_sample) else 0

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from models.metrics import BinaryMetrics
-from prism.compare.engine import Run, SimConfig, poisoned_sites
+from prism.compare.engine import SECURE, Run, SimConfig, poisoned_sites
+from prism.compare.secure import render_secure, secure_section
 from prism.compare.stream import Stream
 
 __all__ = ["build_report", "exact_auc", "render_table"]
@@ -125,6 +126,7 @@ def build_report(
         "outage": None if config.outage is None else vars(config.outage),
         "poison": _poison(stream, config),
         "architectures": archs,
+        "secure_agg": secure_section(runs, archs) if SECURE in runs else None,
     }
 
 
@@ -167,7 +169,7 @@ def render_table(report: dict[str, Any]) -> str:
 
     head = " ".join(
         [
-            f"{'architecture':<12}",
+            f"{'architecture':<16}",
             f"{'roc_auc':>8}",
             f"{'ratio':>7}",
             f"{'f1':>7}",
@@ -188,7 +190,7 @@ def render_table(report: dict[str, Any]) -> str:
     ]
     for name, a in report["architectures"].items():
         lines.append(
-            f"{name:<12} {f(a['metric']):>8} {f(a['ratio_to_centralized'], '.3f'):>7} "
+            f"{name:<16} {f(a['metric']):>8} {f(a['ratio_to_centralized'], '.3f'):>7} "
             f"{f(a['f1']):>7} {f(a['precision']):>9} {f(a['recall']):>7} "
             f"{a['bytes_moved']:>13,} {f(a['bytes_reduction_vs_centralized'], ',.1f'):>8} "
             f"{a['merges']:>7} {a['staleness_mean']:>6.2f}"
@@ -201,6 +203,8 @@ def render_table(report: dict[str, Any]) -> str:
             f"poisoned: {len(p['sites'])} sites ({sites}) send {p['kind']} updates "
             f"{_factor(p['kind'], p['scale'])} under strategy {report['strategy']}",
         )
+    if report.get("secure_agg") is not None:
+        lines += render_secure(report["secure_agg"])
     if report["outage"] is not None:
         for name, a in report["architectures"].items():
             o = a["outage"]

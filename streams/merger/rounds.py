@@ -75,6 +75,9 @@ from models.errors import ModelError
 from models.merge import MergeResult, merge
 from models.packing import PACK_DTYPES, apply_delta, pack_delta
 from models.personalize import since
+from models.secagg.aggregate import secure_merge
+from models.secagg.compat import check_secure
+from models.secagg.round import Dropouts
 from models.serialization import QUANTIZE, wire_roundtrip
 from models.specs import get_spec
 from models.strategies import get_strategy
@@ -101,6 +104,8 @@ class MergerConfig:
     deltas: str | None = "float16"
     #: every n-th version (and the first, and the first after a restart) goes whole
     whole_every: int = 16
+    #: merge through SecAgg+ (models.secagg): the merger learns only each round's sum
+    secure_agg: bool = False
 
     def __post_init__(self) -> None:
         if self.round_size < 1 or self.min_participants < 1:
@@ -123,6 +128,13 @@ class MergerConfig:
             raise ValueError(f"deltas must be one of {PACK_DTYPES[:3]} or off, got {self.deltas!r}")
         if self.whole_every < 1:
             raise ValueError("whole_every must be >= 1")
+        if self.secure_agg:
+            check_secure(self.strategy)  # robust strategies need individual updates
+            if self.min_participants < 2:
+                raise ValueError(
+                    "secure aggregation needs min participants >= 2: a round of one "
+                    "would publish that node's update"
+                )
 
     @property
     def regional(self) -> bool:
@@ -217,6 +229,8 @@ class Closed:
     #: why the quality gate held this version back (never published: registry history
     #: and the lifecycle topic only); None: a published version
     held: str | None = None
+    #: the merge's own float64 result, before wire rounding (what a clear check compares)
+    merged: Summary | None = None
 
     @property
     def published(self) -> bool:
@@ -282,8 +296,11 @@ class Merger:
         *,
         timer: Callable[[], float] = time.perf_counter,
         judge: Judge | None = None,
+        dropouts: Callable[[str, list[str]], Dropouts] | None = None,
     ) -> None:
         self.config, self.timer, self.judge = config, timer, judge
+        #: secure rounds in a simulation: who vanishes when, given (round id, participant ids)
+        self.dropouts = dropouts
         self.strategy = get_strategy(config.strategy)
         self.nodes: dict[str, NodeLedger] = {}
         self.tiers: dict[str, _Tier] = {}  # registry name -> tier
@@ -414,6 +431,8 @@ class Merger:
                 done = self._close(tier, now_ms)
                 if done is not None:
                     closed.append(done)
+                elif self.config.secure_agg:
+                    break  # an abandoned round's updates wait for the next call, not a loop
         return closed
 
     def _close(self, tier: _Tier, now_ms: int) -> Closed | None:
@@ -423,20 +442,28 @@ class Merger:
         increments = [self._increment(u) for u in updates]
         regional = tier.tier == "regional"
         current = None if regional else tier.current
+        extra: dict[str, float] = {}
         try:
-            result = merge(
-                increments,
-                self.strategy,
-                current=current,
-                accumulate=current is not None,
-                statistics_only={u.node_id for u in updates if u.tier == "central"},
-            )
+            if self.config.secure_agg:
+                secure = self._secure(tier, updates, increments, current, opened_ms, now_ms)
+                if secure is None:
+                    return None
+                result, extra = secure
+            else:
+                result = merge(
+                    increments,
+                    self.strategy,
+                    current=current,
+                    accumulate=current is not None,
+                    statistics_only={u.node_id for u in updates if u.tier == "central"},
+                )
         except ModelError as e:  # e.g. the strategy excluded every update
             for u in updates:
                 self._settle(u, excluded=True, reason=f"round refused: {e}")
             self._count("rounds-refused")
             return None
         # what the sites decode, not the float64 merge: the next round starts from their model
+        merged = result.summary
         delta = self._delta(tier, result.summary)
         if delta is None:
             result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
@@ -478,13 +505,57 @@ class Merger:
                 "excluded": float(len(result.excluded)),
                 "round_ms": float(now_ms - min(u.created_at_ms or now_ms for u in updates)),
                 **judgement.metrics,
+                **extra,
             },
             nodes=tuple(u.node_id for u in updates),
             delta=delta if judgement.held is None else None,
             opened_ms=opened_ms,
             merge_s=merge_s,
             held=judgement.held,
+            merged=merged,
         )
+
+    def _secure(  # noqa: PLR0913 - the round's parts, as _close holds them
+        self,
+        tier: _Tier,
+        updates: list[Update],
+        increments: list[Summary],
+        current: Summary | None,
+        opened_ms: int,
+        now_ms: int,
+    ) -> tuple[MergeResult, dict[str, float]] | None:
+        """One SecAgg+ round; updates that did not make it into the sum join the next round."""
+        round_id = f"{tier.name}/{tier.version + 1}/{opened_ms}"
+        ids = [f"{s.node_id}#{s.sequence}" for s in increments]
+        out = secure_merge(
+            increments,
+            self.strategy,
+            current=current,
+            accumulate=current is not None,
+            statistics_only={u.node_id for u in updates if u.tier == "central"},
+            round_id=round_id,
+            dropouts=None if self.dropouts is None else self.dropouts(round_id, ids),
+        )
+        back = {(s.node_id, s.sequence) for s in out.reoffer}
+        for u in updates:
+            if (u.node_id, u.summary.sequence) in back:
+                tier.offer(u, now_ms)  # still queued: neither lost nor merged twice
+        metrics = {
+            "secagg_bytes_up": float(out.cost.up),
+            "secagg_bytes_down": float(out.cost.down),
+            "secagg_reoffered": float(len(back)),
+        }
+        if out.result is None:
+            self._count("rounds-abandoned")
+            # what the abandoned round's messages cost, though nothing came of them
+            self.counters["secagg-abandoned-bytes"] = (
+                self.counters.get("secagg-abandoned-bytes", 0) + out.cost.total
+            )
+            return None
+        if back:
+            kept = {c.node_id for c in out.result.contributors}
+            updates[:] = [u for u in updates if u.node_id in kept]
+        return out.result, metrics
 
     def _judge(self, tier: _Tier, candidate: Summary) -> Judgement:
         """The holdout's word on a global candidate (regional models are not judged)."""
