@@ -53,6 +53,8 @@ SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
         "excluded",
         "metrics",
         "held_back",
+        "restored_from",
+        "reason",
         "key_id",
     ),
 }
