@@ -31,6 +31,14 @@ and between batches after that; the merger's judge scores each global on it.
 A held-back version goes to the registry history only (unsigned: no reader
 that checks keys can be handed it) and as a ``LifecycleEvent`` to
 ``lifecycle``, produced and flushed with the round's globals.
+
+Operator controls (``prism models rollback | quarantine``): between batches,
+at most once a second and only when Redis holds everything published, the
+loop reads each global model's rollback request and quarantine set from the
+registry; :func:`streams.merger.lifecycle.decide` says what to republish.
+A rollback goes out like a round's version (whole, signed, next number,
+``restored_from`` and ``reason`` set) with a ``rolled-back`` event on
+``lifecycle``; the request is deleted in the same Redis transaction.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from models.errors import ModelError, UnknownLayoutError
 from models.packing import LayoutBook, layout_of
-from models.serialization import summary_from_weight_record
+from models.serialization import global_model_from_record, summary_from_weight_record
+from runtime.model_registry.client import RegistryUnavailableError
 from runtime.redis_outage import REDIS_AWAY, RedisBackoff, RedisUnavailable, wait_for
 from schemas import Codec, SchemaError
 from schemas.identity import KeySigner, KeyVerifier
@@ -53,6 +62,7 @@ from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
 from streams.idle import IdleClock
 from streams.merger.holdout import HoldoutFeed
+from streams.merger.lifecycle import Refusal, Rollback, Stored, decide
 from streams.merger.rounds import Closed, Merger, Update, describe
 from streams.merger.store import MergerStore
 from streams.merger.wire import WHOLE, registry_record, topic_records
@@ -83,6 +93,8 @@ class MergerLoop:
         event_time: bool = False,
         speedup: float = 1.0,
         holdout: HoldoutFeed | None = None,
+        source_verifier: KeyVerifier | None = None,
+        controls_every_s: float = 1.0,
     ) -> None:
         if not speedup > 0:
             raise ValueError(f"the event clock's speedup must be > 0, got {speedup}")
@@ -95,6 +107,12 @@ class MergerLoop:
             holdout.on_bad = self._dead
         self.verifier = verifier  # signed summaries: refused before they touch a ledger
         self.signer = signer  # the merger's key: every GlobalModel it writes carries a signature
+        # a rollback's source must verify as a merger's: a registry writer cannot get a model
+        # of its own making signed by asking for a rollback to it
+        self.source_verifier = source_verifier
+        self.controls_every_s, self._controls_due = controls_every_s, 0.0
+        self._handled: set[str] = set()  # models whose rollback request is done or refused
+        self._told: set[tuple[str, int, str]] = set()  # refusals announced (said once)
         self.consumer, self.producer, self.codec = consumer, producer, codec
         self.topics, self.telemetry = topics, telemetry
         self.dead = DeadLetters(
@@ -184,9 +202,9 @@ class MergerLoop:
     def step(self) -> int:
         if self.holdout is not None:
             self.holdout.poll()
+        n, closed = 0, self._operator_controls()
         messages = self.consumer.consume(self.batch_size, timeout=self._wait_s())
         now = self.now_ms()
-        n, closed = 0, []
         for m in messages:
             err = m.error()
             if err is not None:
@@ -206,7 +224,7 @@ class MergerLoop:
             self.idle.activity()
             self.telemetry.events.labels(SERVICE, "updates").inc(n)
         closed += self.merger.close_due(self.now_ms())
-        if closed or time.monotonic() - self._last_commit >= self.commit_every_s:
+        if closed or self._handled or time.monotonic() - self._last_commit >= self.commit_every_s:
             self._commit(closed)
         self.producer.poll(0)
         self._maybe_idle_exit()
@@ -264,6 +282,90 @@ class MergerLoop:
             reason=reason,
         )
 
+    # -- operator controls ----------------------------------------------------------------
+    def _operator_controls(self) -> list[Closed]:
+        """Rollbacks to publish now (see the module doc); [] while Redis lags behind."""
+        now = time.monotonic()
+        if self._unpublished or self._handled or now < self._controls_due:
+            return []
+        self._controls_due = now + self.controls_every_s
+        out = []
+        try:
+            for name, tier in list(self.merger.tiers.items()):
+                if tier.tier == "global" and tier.current is not None:
+                    closed = self._control(name, tier.published)
+                    if closed is not None:
+                        out.append(closed)
+        except (RegistryUnavailableError, *REDIS_AWAY) as e:
+            log.warning("operator controls not read (Redis away?): %s", e)
+        return out
+
+    def _control(self, name: str, current: int) -> Closed | None:
+        request = self.store.controls.rollback(name)
+        quarantined = self.store.controls.quarantined(name)
+        if request is None and not quarantined:
+            return None
+        records = self.store.history(name)
+        stored = [
+            Stored(int(r["version"]), r.get("held_back") is not None, r.get("restored_from"))
+            for r in records
+        ]
+        ask = None if request is None else Rollback(request.to, request.reason)
+        decision = decide(current, stored, quarantined, ask)
+        if request is not None:
+            self._handled.add(name)
+        if decision is None:
+            return None
+        if isinstance(decision, Refusal):
+            self._refuse(name, current, decision, once=request is None)
+            return None
+        (record,) = [r for r in records if int(r["version"]) == decision.source]
+        if self.source_verifier is not None:
+            try:
+                self.source_verifier.check(record)
+            except SignatureError as e:
+                self._refuse(name, current, Refusal(decision.source, "unverified-source", str(e)))
+                return None
+        info = global_model_from_record(record)
+        closed = self.merger.republish(
+            name,
+            info.summary,
+            restored_from=decision.restored_from,
+            reason=decision.reason,
+            now_ms=_now_ms(),
+        )
+        self._event(name, decision.restored_from, closed.version, "rolled-back",
+                    decision.reason_code, decision.reason)  # fmt: skip
+        log.warning("rolled back %s to %s as version %s: %s", name, decision.restored_from,
+                    closed.version, decision.reason)  # fmt: skip
+        return closed
+
+    def _refuse(self, name: str, current: int, refusal: Refusal, *, once: bool = False) -> None:
+        told = (name, refusal.version, refusal.reason_code)
+        if once and told in self._told:  # a standing quarantine is refused once, not every second
+            return
+        self._told.add(told)
+        self._event(name, refusal.version, current, "rollback-refused",
+                    refusal.reason_code, refusal.reason)  # fmt: skip
+        log.warning("rollback of %s refused: %s", name, refusal.reason)
+
+    def _event(
+        self, name: str, version: int, published: int, action: str, code: str, reason: str
+    ) -> None:
+        event = {
+            "model_name": name,
+            "version": version,
+            "published_version": published,
+            "action": action,
+            "reason_code": code,
+            "reason": reason,
+            "metrics": {},
+            "service": SERVICE,
+            "at": _now_ms(),
+        }
+        value = self.codec.encode("LifecycleEvent", event)
+        self.producer.produce(self.topics["lifecycle"], value, key=name.encode())
+
     # -- publishing ---------------------------------------------------------------------
     def _commit(self, closed: list[Closed], *, wait: bool = False) -> None:
         """Produce closed rounds, flush, then one Redis transaction.
@@ -285,12 +387,14 @@ class MergerLoop:
                 self._produce_global(key, self._signed(record))
             self.touched.update(c.nodes)
             self.touched.update(x.node_id for x in c.result.contributors)
+            self.telemetry.model_version.labels(SERVICE, c.name).set(c.version)
+            if c.restored_from is not None:  # a rollback: no round behind it
+                continue
             self.telemetry.merge_rounds.labels(SERVICE, c.name).inc()
             self.telemetry.merge_seconds.labels(SERVICE, c.name).observe(c.merge_s)
             round_s = max(c.created_at_ms - c.opened_ms, 0) / 1000
             self.telemetry.round_seconds.labels(SERVICE, c.name).observe(round_s)
             self.telemetry.excluded.labels(SERVICE, c.name).inc(len(c.result.excluded))
-            self.telemetry.model_version.labels(SERVICE, c.name).set(c.version)
             if "holdout_roc_auc" in c.metrics:
                 metric = self.telemetry.metric.labels(SERVICE, c.name, "holdout_roc_auc")
                 metric.set(c.metrics["holdout_roc_auc"])
@@ -370,7 +474,11 @@ class MergerLoop:
         """New models, touched ledgers, state and offsets in one transaction, then Kafka."""
         models, offsets = self._unpublished, self._offsets()
         started = time.perf_counter()
-        self.store.commit(self.merger, models=models, nodes=self.touched, offsets=offsets)
+        handled = self._handled
+        self.store.commit(
+            self.merger, models=models, nodes=self.touched, offsets=offsets, handled=handled
+        )
+        self._handled = set()
         self.telemetry.checkpoint_seconds.labels(SERVICE).observe(time.perf_counter() - started)
         self._unpublished = []
         self.telemetry.summaries.labels(SERVICE).inc(len(models))

@@ -217,6 +217,10 @@ class Closed:
     #: why the quality gate held this version back (never published: registry history
     #: and the lifecycle topic only); None: a published version
     held: str | None = None
+    #: a republished earlier version (a rollback, :mod:`streams.merger.lifecycle`): the
+    #: version whose model this is, and why; None for a merged version
+    restored_from: int | None = None
+    reason: str | None = None
 
     @property
     def published(self) -> bool:
@@ -299,6 +303,32 @@ class Merger:
         tier = "regional" if "@region:" in name else "global"
         self.tiers[name] = _Tier(name, tier, current, version)
         self.tiers[name].version = max(version, issued)
+
+    def republish(
+        self, name: str, summary: Summary, *, restored_from: int, reason: str, now_ms: int
+    ) -> Closed:
+        """An earlier version's model as the next version (a rollback): merging goes on from
+        it, and its number is new, so sites adopt it like any newer global. It goes whole."""
+        tier = self.tiers[name]
+        parent = tier.published
+        tier.version += 1
+        tier.current = replace(summary, node_id=tier.name, base_version=tier.version)
+        tier.published, tier.whole_due = tier.version, False
+        self._count("restored")
+        return Closed(
+            name=name,
+            tier=tier.tier,
+            version=tier.version,
+            parent_version=parent,
+            result=MergeResult(summary=tier.current, contributors=(), excluded=()),
+            strategy="restore",
+            created_at_ms=now_ms,
+            metrics={"restored_from": float(restored_from)},
+            nodes=(),
+            opened_ms=now_ms,
+            restored_from=restored_from,
+            reason=reason,
+        )
 
     def ledger(self, node_id: str) -> NodeLedger:
         ledger = self.nodes.get(node_id)

@@ -83,6 +83,7 @@ def build_loop(
         event_time=event_time,
         speedup=speedup,
         holdout=feed,
+        source_verifier=global_verifier(settings),
     )
 
 
