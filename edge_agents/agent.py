@@ -25,6 +25,7 @@ from typing import Any
 
 from edge_agents.bugs import BugFence
 from edge_agents.config import EdgeConfig
+from edge_agents.controls import FleetControls
 from edge_agents.learner import EdgeLearner
 from edge_agents.link import Link
 from edge_agents.outbox import Outbox
@@ -33,7 +34,7 @@ from edge_agents.sources import Item, millis
 from models.errors import ModelError
 from models.metrics import WindowedMetrics
 from models.packing import layout_id_of, layout_of
-from models.serialization import weight_summary_record
+from models.serialization import GlobalModelInfo, weight_summary_record
 from runtime.metrics import CHECKPOINT_BUCKETS, LATENCY_BUCKETS, BatchHistogram
 from schemas import Codec, SchemaError
 from schemas.signing import Signer
@@ -57,6 +58,7 @@ class Parts:
     dead: LocalDeadLetters
     codec: Codec
     signer: Signer | None = None  # signs each summary before the outbox stores it
+    controls: FleetControls | None = None  # operators' pin and quarantine (registry)
 
 
 class EdgeAgent:
@@ -81,6 +83,9 @@ class EdgeAgent:
         # as the central worker keeps it (the dashboard sets the architectures side by side)
         self.quality = WindowedMetrics(period_ms=3_600_000, n_periods=24)
         self._ungraded: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._aside: GlobalModelInfo | None = None  # the newest global skipped for a pin
+        self._refused: tuple[int, str] | None = None  # the last refusal logged
+        self.provenance: dict[str, str] = {}  # how the global in use came to be (Score)
         node = {"node": config.node_id}
         self.score_latency = BatchHistogram(
             "prism_edge_score_latency_seconds",
@@ -170,6 +175,8 @@ class EdgeAgent:
         self.parts.scores.close()
         self.parts.dead.close()
         self.parts.globals_.close()
+        if self.parts.controls is not None:
+            self.parts.controls.close()
         self.parts.outbox.close()
 
     # -- per event ------------------------------------------------------------
@@ -259,6 +266,7 @@ class EdgeAgent:
                     for n, w in scored.weights
                 ]
                 or None,
+                "provenance": self._provenance(),
             }
         )
         self.score_latency.observe(max(time.time() - arrived_s, 0.0))
@@ -309,8 +317,43 @@ class EdgeAgent:
         if every is not None and now - self._last_cut >= every:
             self.cut_and_save()
 
+    def _provenance(self) -> dict[str, str]:
+        controls = self.parts.controls
+        if controls is None or controls.pin is None:
+            return self.provenance
+        return {**self.provenance, "pinned": str(controls.pin)}
+
+    def _controlled(self, info: GlobalModelInfo | None) -> GlobalModelInfo | None:
+        """``info`` if the operator controls let it in (edge_agents/controls.py), else None;
+        a global skipped for a pin is kept aside and offered again when the pin goes."""
+        controls = self.parts.controls
+        if controls is None:
+            return info
+        controls.refresh()
+        if info is None or (self._aside is not None and self._aside.version > info.version):
+            info, self._aside = self._aside, None
+        if info is None or info.version <= self.learner.global_version:
+            return None
+        why = controls.refuses(info)
+        if why is None:
+            return info
+        if why.startswith("pinned"):
+            self._aside = info
+        if self._refused != (info.version, why):
+            self._refused = (info.version, why)
+            log.info("global not adopted node=%s version=%s: %s", self.config.node_id,
+                     info.version, why)  # fmt: skip
+            if why.startswith("quarantined"):
+                self.parts.dead.add(
+                    reason_code="quarantined-global",
+                    reason=why,
+                    where={"version": info.version},
+                    raw=b"",
+                )
+        return None
+
     def _adopt_newer_global(self) -> None:
-        info = self.parts.globals_.poll()
+        info = self._controlled(self.parts.globals_.poll())
         if info is None or info.version <= self.learner.global_version:
             return
         if self.learner.needs_cut_before_adopt():
@@ -326,6 +369,12 @@ class EdgeAgent:
             )
             return
         if adopted:
+            self.provenance = {}
+            if info.restored_from is not None:  # a rollback: the scores say whose model it is
+                self.provenance = {
+                    "restored_from": str(info.restored_from),
+                    "reason": info.reason or "",
+                }
             log.info("global model adopted node=%s version=%s", self.config.node_id, info.version)
             self.cut_and_save(cut=False)
 
