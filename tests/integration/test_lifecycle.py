@@ -105,14 +105,14 @@ def test_rollback_reaches_the_edges_and_a_pinned_edge_stays(
     _wait("version 3 current", lambda: (_current(client, s) or {}).get("version") == 3)
     assert _prism(s, "models", "pin", "e2", "3").returncode == 0
 
-    log = datagen_log(tmp_path, "events", 6000, seed=3)
+    log = datagen_log(tmp_path, "events", 20000, seed=3)  # at 50/s: longer than the test
     for node in ("e1", "e2"):
         spawn("edge", "run", "--node", node, "--source", str(log), "--state-dir",
-              str(tmp_path / node), "--rate", "80", "--summary-every", "1000000",
+              str(tmp_path / node), "--rate", "50", "--summary-every", "1000000",
               log_name=f"{node}.log")  # fmt: skip
 
-    def scores() -> list[dict]:
-        return [r for _, _, r in decoded(boot, prism_topics["scores"])]
+    watch = _Watch(boot, prism_topics["scores"])
+    scores = watch.all
 
     def on_version(node: str, version: int) -> list[dict]:
         return [r for r in scores() if r["node_id"] == node and r["model_version"] == version]
@@ -151,6 +151,7 @@ def test_rollback_reaches_the_edges_and_a_pinned_edge_stays(
     _wait("e2 adopts version 4 once unpinned", lambda: on_version("e2", 4), 60)
     merger.terminate()
     assert wait_exit(merger) == 0
+    watch.consumer.close()
 
 
 def test_quarantine_survives_a_merger_restart(
@@ -190,6 +191,28 @@ def test_quarantine_survives_a_merger_restart(
     globals_ = [CODEC.decode(v) for _, _, _, v in _read(boot, prism_topics["global-model"])]
     assert all(g["restored_from"] != 2 for g in globals_)
     assert sorted({g["version"] for g in globals_}) == [1, 2, 3]  # 2 only before its quarantine
+
+
+class _Watch:
+    """Every record of a topic that is still being written, read on as it grows."""
+
+    def __init__(self, boot: str, topic: str, partitions: int = 3) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": boot, "group.id": "watch",
+                                  "enable.auto.commit": False})  # fmt: skip
+        self.consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self.records: list[dict] = []
+
+    def all(self) -> list[dict]:
+        """What arrived so far (one short read while producers go on writing)."""
+        batch = self.consumer.consume(5000, timeout=0.5)
+        while batch:
+            self.records += [CODEC.decode(m.value()) for m in batch if m.error() is None]
+            batch = self.consumer.consume(5000, timeout=0.1) if len(batch) == 5000 else []
+        return self.records
 
 
 def _read(boot: str, topic: str) -> list:
