@@ -83,7 +83,6 @@ class EdgeAgent:
         # as the central worker keeps it (the dashboard sets the architectures side by side)
         self.quality = WindowedMetrics(period_ms=3_600_000, n_periods=24)
         self._ungraded: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self._aside: GlobalModelInfo | None = None  # the newest global skipped for a pin
         self._refused: tuple[int, str] | None = None  # the last refusal logged
         self.provenance: dict[str, str] = {}  # how the global in use came to be (Score)
         node = {"node": config.node_id}
@@ -324,22 +323,12 @@ class EdgeAgent:
         return {**self.provenance, "pinned": str(controls.pin)}
 
     def _controlled(self, info: GlobalModelInfo | None) -> GlobalModelInfo | None:
-        """``info`` if the operator controls let it in (edge_agents/controls.py), else None;
-        a global skipped for a pin is kept aside and offered again when the pin goes."""
+        """``info`` if the operator controls let it in (edge_agents/controls.py), else None."""
         controls = self.parts.controls
         if controls is None:
             return info
-        controls.refresh()
-        if info is None or (self._aside is not None and self._aside.version > info.version):
-            info, self._aside = self._aside, None
-        if info is None or info.version <= self.learner.global_version:
-            return None
-        why = controls.refuses(info)
-        if why is None:
-            return info
-        if why.startswith("pinned"):
-            self._aside = info
-        if self._refused != (info.version, why):
+        admitted, why = controls.admit(info, self.learner.global_version)
+        if why is not None and info is not None and self._refused != (info.version, why):
             self._refused = (info.version, why)
             log.info("global not adopted node=%s version=%s: %s", self.config.node_id,
                      info.version, why)  # fmt: skip
@@ -350,7 +339,7 @@ class EdgeAgent:
                     where={"version": info.version},
                     raw=b"",
                 )
-        return None
+        return admitted
 
     def _adopt_newer_global(self) -> None:
         info = self._controlled(self.parts.globals_.poll())

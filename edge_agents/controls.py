@@ -21,7 +21,7 @@ from runtime.model_registry.client import RegistryClient, RegistryUnavailableErr
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FleetControls", "refusal"]
+__all__ = ["Admission", "FleetControls", "refusal"]
 
 
 def refusal(info: GlobalModelInfo, pin: int | None, quarantined: set[int]) -> str | None:
@@ -44,6 +44,30 @@ def refusal(info: GlobalModelInfo, pin: int | None, quarantined: set[int]) -> st
     return None
 
 
+class Admission:
+    """Which global the node may adopt now (pure): a global skipped for a pin waits aside
+    and comes back when the pin goes; a quarantined one is dropped."""
+
+    def __init__(self) -> None:
+        self.aside: GlobalModelInfo | None = None
+
+    def admit(
+        self, info: GlobalModelInfo | None, held: int, pin: int | None, quarantined: set[int]
+    ) -> tuple[GlobalModelInfo | None, str | None]:
+        """(the global to adopt or None, why ``info`` was refused or None); ``held``: the
+        version the node holds."""
+        if info is None or (self.aside is not None and self.aside.version > info.version):
+            info, self.aside = self.aside, None
+        if info is None or info.version <= held:
+            return None, None
+        why = refusal(info, pin, quarantined)
+        if why is None:
+            return info, None
+        if why.startswith("pinned"):
+            self.aside = info
+        return None, why
+
+
 class FleetControls:
     """The node's pin and its model's quarantine, refreshed from the registry."""
 
@@ -54,6 +78,7 @@ class FleetControls:
         self.every_s = every_s
         self.pin: int | None = None
         self.quarantined: set[int] = set()
+        self.admission = Admission()
         self._due = 0.0
         self._away = False
 
@@ -76,8 +101,12 @@ class FleetControls:
             log.info("node=%s pin=%s", self.node_id, pin)
         self.pin, self.quarantined = pin, quarantined
 
-    def refuses(self, info: GlobalModelInfo) -> str | None:
-        return refusal(info, self.pin, self.quarantined)
+    def admit(
+        self, info: GlobalModelInfo | None, held: int
+    ) -> tuple[GlobalModelInfo | None, str | None]:
+        """:meth:`Admission.admit` with the controls read last."""
+        self.refresh()
+        return self.admission.admit(info, held, self.pin, self.quarantined)
 
     def close(self) -> None:
         self.client.close()
