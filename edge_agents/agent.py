@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agents.bugs import BugFence
+from edge_agents.canary import CanaryRun
 from edge_agents.config import EdgeConfig
-from edge_agents.controls import FleetControls
+from edge_agents.controls import Admission, FleetControls
 from edge_agents.learner import EdgeLearner
 from edge_agents.link import Link
 from edge_agents.outbox import Outbox
@@ -84,6 +85,8 @@ class EdgeAgent:
         self.quality = WindowedMetrics(period_ms=3_600_000, n_periods=24)
         self._ungraded: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._refused: tuple[int, str] | None = None  # the last refusal logged
+        self.admission = Admission(config.node_id)  # pins, quarantine, staged rollouts
+        self.canary_run: CanaryRun | None = None  # a canary's new-vs-previous measurement
         self.provenance: dict[str, str] = {}  # how the global in use came to be (Score)
         node = {"node": config.node_id}
         self.score_latency = BatchHistogram(
@@ -223,6 +226,8 @@ class EdgeAgent:
             if graded is not None:
                 self.quality.update(graded[0], bool(record["label"]), graded[1])
             self.learner.label(record["event_id"], bool(record["label"]))
+            if self.canary_run is not None:
+                self.canary_run.label(record["event_id"], bool(record["label"]))
             if self.parts.forwarder is not None:
                 value = self.parts.codec.encode("Label", record)
                 key = (record.get("site_id") or record["event_id"]).encode()
@@ -274,6 +279,8 @@ class EdgeAgent:
             value = self.parts.codec.encode(self.config.event_schema, record)
             key = (record.get("site_id") or record["event_id"]).encode()
             self.parts.forwarder.offer(record["event_id"], key, value)
+        if self.canary_run is not None:
+            self.canary_run.score(record["event_id"], x, record.get("label"))
         self.learner.observe(record["event_id"], x, record.get("label"))
         every = self.config.summary_every_events
         if every is not None and (
@@ -325,9 +332,12 @@ class EdgeAgent:
     def _controlled(self, info: GlobalModelInfo | None) -> GlobalModelInfo | None:
         """``info`` if the operator controls let it in (edge_agents/controls.py), else None."""
         controls = self.parts.controls
-        if controls is None:
-            return info
-        admitted, why = controls.admit(info, self.learner.global_version)
+        pin, quarantined = None, set()
+        if controls is not None:
+            controls.refresh()
+            pin, quarantined = controls.pin, controls.quarantined
+        held = self.learner.global_version
+        admitted, why = self.admission.admit(info, held, pin, quarantined)
         if why is not None and info is not None and self._refused != (info.version, why):
             self._refused = (info.version, why)
             log.info("global not adopted node=%s version=%s: %s", self.config.node_id,
@@ -347,6 +357,7 @@ class EdgeAgent:
             return
         if self.learner.needs_cut_before_adopt():
             self.cut_and_save(hold=False)
+        previous = self.learner.global_
         try:
             adopted = self.learner.adopt(info.summary, info.version, info.created_at_ms)
         except ModelError as e:
@@ -358,6 +369,9 @@ class EdgeAgent:
             )
             return
         if adopted:
+            self.canary_run = None
+            if info.canary is not None and previous is not None and self.learner.spec.supervised:
+                self.canary_run = CanaryRun(self.learner.spec, info.version, info.summary, previous)
             self.provenance = {}
             if info.restored_from is not None:  # a rollback: the scores say whose model it is
                 self.provenance = {
@@ -386,7 +400,8 @@ class EdgeAgent:
                 region=self.config.region,
                 created_at_ms=int(time.time() * 1000),
                 metrics={"events": float(self.events)}
-                | ({} if self._event_ts is None else {"event_ts": float(self._event_ts)}),
+                | ({} if self._event_ts is None else {"event_ts": float(self._event_ts)})
+                | ({} if self.canary_run is None else self.canary_run.loss.as_metrics()),
                 meta={"stats": "increment", "mode": self.config.mode},
                 quantize=self.config.quantize,
                 # the merger holds the layout of the global this node adopted

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
+from models.canary import in_canary
 from models.serialization import GlobalModelInfo
 from runtime.model_registry.client import RegistryClient, RegistryUnavailableError
 
@@ -45,10 +46,12 @@ def refusal(info: GlobalModelInfo, pin: int | None, quarantined: set[int]) -> st
 
 
 class Admission:
-    """Which global the node may adopt now (pure): a global skipped for a pin waits aside
-    and comes back when the pin goes; a quarantined one is dropped."""
+    """Which global the node may adopt now (pure): a global skipped for a pin, or for a
+    staged rollout this node is not a canary of, waits aside and comes back when the pin
+    goes (a promotion comes as a new record); a quarantined one is dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: str = "") -> None:
+        self.node_id = node_id
         self.aside: GlobalModelInfo | None = None
 
     def admit(
@@ -61,9 +64,12 @@ class Admission:
         if info is None or info.version <= held:
             return None, None
         why = refusal(info, pin, quarantined)
+        canary = getattr(info, "canary", None)
+        if why is None and canary is not None and not in_canary(self.node_id, canary):
+            why = f"canary-only: version {info.version} goes to a {canary:g} share first"
         if why is None:
             return info, None
-        if why.startswith("pinned"):
+        if not why.startswith("quarantined"):
             self.aside = info
         return None, why
 
@@ -78,7 +84,6 @@ class FleetControls:
         self.every_s = every_s
         self.pin: int | None = None
         self.quarantined: set[int] = set()
-        self.admission = Admission()
         self._due = 0.0
         self._away = False
 
@@ -100,13 +105,6 @@ class FleetControls:
         if pin != self.pin:
             log.info("node=%s pin=%s", self.node_id, pin)
         self.pin, self.quarantined = pin, quarantined
-
-    def admit(
-        self, info: GlobalModelInfo | None, held: int
-    ) -> tuple[GlobalModelInfo | None, str | None]:
-        """:meth:`Admission.admit` with the controls read last."""
-        self.refresh()
-        return self.admission.admit(info, held, self.pin, self.quarantined)
 
     def close(self) -> None:
         self.client.close()

@@ -279,6 +279,7 @@ class GlobalModelInfo:
     #: an earlier version this one republishes (a rollback), and why; None: a merged version
     restored_from: int | None = None
     reason: str | None = None
+    canary: float | None = None  # only that share of the edges may adopt it (models/canary.py)
 
 
 def global_model_record(
@@ -296,6 +297,7 @@ def global_model_record(
     delta: tuple[int, Mapping[str, Any]] | None = None,
     restored_from: int | None = None,
     reason: str | None = None,
+    canary: float | None = None,
 ) -> dict[str, Any]:
     """The ``GlobalModel`` record of a merged summary (e.g. a MergeResult's).
 
@@ -336,6 +338,7 @@ def global_model_record(
         "metrics": _metrics(metrics),
         "restored_from": None if restored_from is None else int(restored_from),
         "reason": reason,
+        "canary": None if canary is None else float(canary),
     }
 
 
@@ -376,6 +379,7 @@ def global_model_from_record(
             metrics={str(k): float(v) for k, v in record.get("metrics", {}).items()},
             restored_from=record.get("restored_from"),
             reason=record.get("reason"),
+            canary=record.get("canary"),
         )
     except InvalidSummaryError:
         raise

@@ -55,6 +55,7 @@ SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
         "held_back",
         "restored_from",
         "reason",
+        "canary",
         "key_id",
     ),
 }

@@ -61,8 +61,9 @@ from schemas.identity import KeySigner, KeyVerifier
 from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
 from streams.idle import IdleClock
+from streams.merger.canary import CanaryTracker
 from streams.merger.holdout import HoldoutFeed
-from streams.merger.lifecycle import Refusal, Rollback, Stored, decide
+from streams.merger.lifecycle import Refusal, Rollback, Stored, decide, origin
 from streams.merger.rounds import Closed, Merger, Update, describe
 from streams.merger.store import MergerStore
 from streams.merger.wire import WHOLE, registry_record, topic_records
@@ -95,6 +96,7 @@ class MergerLoop:
         holdout: HoldoutFeed | None = None,
         source_verifier: KeyVerifier | None = None,
         controls_every_s: float = 1.0,
+        canary: CanaryTracker | None = None,
     ) -> None:
         if not speedup > 0:
             raise ValueError(f"the event clock's speedup must be > 0, got {speedup}")
@@ -113,6 +115,7 @@ class MergerLoop:
         self.controls_every_s, self._controls_due = controls_every_s, 0.0
         self._handled: set[str] = set()  # models whose rollback request is done or refused
         self._told: set[tuple[str, int, str]] = set()  # refusals announced (said once)
+        self.canary = canary  # staged rollout: the canaries' reports and the verdicts
         self.consumer, self.producer, self.codec = consumer, producer, codec
         self.topics, self.telemetry = topics, telemetry
         self.dead = DeadLetters(
@@ -153,6 +156,7 @@ class MergerLoop:
         for tier in self.merger.tiers.values():  # nodes adopted these: they send by id
             if tier.current is not None:
                 self.book.learn(layout_of(tier.current))
+        self._resume_canaries()
         if self.holdout is not None:  # the whole sample before any round is judged
             self.holdout.start()
         self.consumer.subscribe(
@@ -191,7 +195,11 @@ class MergerLoop:
     def _wait_s(self) -> float:
         """How long a consume may wait: the next round deadline, at most 0.2 s."""
         timeout_ms = self.merger.config.round_timeout_s * 1000
-        opened = [t.round.opened_ms for t in self.merger.tiers.values() if len(t.round)]
+        opened = [
+            t.round.opened_ms
+            for t in self.merger.tiers.values()
+            if len(t.round) and t.name not in self.merger.paused
+        ]
         if not opened:
             return 0.2
         ahead_ms = min(opened) + timeout_ms - self.now_ms()
@@ -202,7 +210,7 @@ class MergerLoop:
     def step(self) -> int:
         if self.holdout is not None:
             self.holdout.poll()
-        n, closed = 0, self._operator_controls()
+        n, closed = 0, self._operator_controls() + self._canary_verdicts()
         messages = self.consumer.consume(self.batch_size, timeout=self._wait_s())
         now = self.now_ms()
         for m in messages:
@@ -265,6 +273,8 @@ class MergerLoop:
         except ModelError as e:
             self._dead(m, "invalid-summary", str(e))
             return None
+        if self.canary is not None:  # a canary's report rides its summary
+            self.canary.report(update.summary.model_name, update.node_id, update.metrics)
         refused = self.merger.offer(update, now_ms)
         self.touched.add(update.node_id)
         if refused is not None and refused.reason_code != "duplicate":
@@ -327,6 +337,9 @@ class MergerLoop:
                 self._refuse(name, current, Refusal(decision.source, "unverified-source", str(e)))
                 return None
         info = global_model_from_record(record)
+        if self.canary is not None:  # an operator's word goes before the canaries'
+            self.canary.pending.pop(name, None)
+            self.merger.paused.discard(name)
         closed = self.merger.republish(
             name,
             info.summary,
@@ -339,6 +352,61 @@ class MergerLoop:
         log.warning("rolled back %s to %s as version %s: %s", name, decision.restored_from,
                     closed.version, decision.reason)  # fmt: skip
         return closed
+
+    # -- staged rollout ---------------------------------------------------------------
+    def _resume_canaries(self) -> None:
+        """A restart finds a version still with the canaries in the registry: judged again
+        (the canaries' reports are cumulative, so their next summaries bring it all)."""
+        if self.canary is None:
+            return
+        for name, tier in self.merger.tiers.items():
+            data = self.store.client.get(self.store.keys.current(name))
+            if tier.tier != "global" or data is None:
+                continue
+            record = self.codec.decode(data, expected="GlobalModel")
+            if record.get("canary") is not None:
+                self.canary.start(name, int(record["version"]), int(record["parent_version"]))
+                self.merger.paused.add(name)
+
+    def _canary_verdicts(self) -> list[Closed]:
+        """Promote or roll back versions the canaries have judged; [] while Redis lags."""
+        if self.canary is None or self._unpublished or self._handled:
+            return []
+        out = []
+        for name in list(self.canary.pending):
+            decided = self.canary.verdict(name)
+            if decided is None:
+                continue
+            pending, verdict = decided
+            self.merger.paused.discard(name)
+            records = {int(r["version"]): r for r in self.store.history(name)}
+            if verdict.action == "promote":
+                self._promote(name, records[pending.version], verdict.reason)
+                continue
+            previous = records[pending.previous]
+            stored = Stored(pending.previous, False, previous.get("restored_from"))
+            closed = self.merger.republish(
+                name,
+                global_model_from_record(previous).summary,
+                restored_from=origin(stored),
+                reason=f"version {pending.version} rolled back: {verdict.reason}",
+                now_ms=_now_ms(),
+            )
+            self._event(name, pending.version, closed.version, "rolled-back", "canary",
+                        verdict.reason)  # fmt: skip
+            log.warning("canary version %s of %s rolled back as %s: %s", pending.version, name,
+                        closed.version, verdict.reason)  # fmt: skip
+            out.append(closed)
+        return out
+
+    def _promote(self, name: str, record: dict[str, Any], reason: str) -> None:
+        """The canaried version again, for every edge: the same number, ``canary`` null."""
+        whole = self._signed(dict(record, canary=None, key_id=None, signature=None))
+        self._produce_global(name + WHOLE, whole)
+        self._unpublished.append((name, whole))
+        self._event(name, int(record["version"]), int(record["version"]), "promoted", "canary",
+                    reason)  # fmt: skip
+        log.info("canary version %s of %s promoted: %s", record["version"], name, reason)
 
     def _refuse(self, name: str, current: int, refusal: Refusal, *, once: bool = False) -> None:
         told = (name, refusal.version, refusal.reason_code)
@@ -379,6 +447,11 @@ class MergerLoop:
             if c.held is not None:
                 self._hold(c)
                 continue
+            if c.canary is not None and self.canary is not None:
+                self.canary.start(c.name, c.version, c.parent_version)
+                self._event(c.name, c.version, c.parent_version, "canary", "canary",
+                            f"version {c.version} goes to a {c.canary:g} share of the edges "
+                            f"first; the others keep {c.parent_version}")  # fmt: skip
             self._unpublished.append((c.name, self._signed(registry_record(c, config.quantize))))
             layout = self.book.learn(layout_of(c.result.summary))
             for key, record in topic_records(

@@ -221,6 +221,8 @@ class Closed:
     #: version whose model this is, and why; None for a merged version
     restored_from: int | None = None
     reason: str | None = None
+    #: staged rollout: the share of edges this version goes to first (None: everyone)
+    canary: float | None = None
 
     @property
     def published(self) -> bool:
@@ -286,13 +288,17 @@ class Merger:
         *,
         timer: Callable[[], float] = time.perf_counter,
         judge: Judge | None = None,
+        canary: float | None = None,
     ) -> None:
         self.config, self.timer, self.judge = config, timer, judge
+        self.canary = canary  # staged rollout: a new global goes to this share of edges first
         self.strategy = get_strategy(config.strategy)
         self.nodes: dict[str, NodeLedger] = {}
         self.tiers: dict[str, _Tier] = {}  # registry name -> tier
         self.counters: dict[str, int] = {}
         self._queued: dict[tuple[str, int], bytes | None] = {}  # in an open round -> signature
+        #: models whose rounds wait (a staged rollout's version is with the canaries)
+        self.paused: set[str] = set()
 
     # -- state from the registry / checkpoint ------------------------------------
     def restore_model(
@@ -440,7 +446,9 @@ class Merger:
         """Close every round that is due (regional first: their results join global rounds)."""
         closed: list[Closed] = []
         for tier in sorted(self.tiers.values(), key=lambda t: t.tier != "regional"):
-            while tier.due(self.config, now_ms):
+            if tier.name in self.paused:  # a canaried version is being judged: rounds wait
+                continue
+            while tier.name not in self.paused and tier.due(self.config, now_ms):
                 done = self._close(tier, now_ms)
                 if done is not None:
                     closed.append(done)
@@ -485,6 +493,10 @@ class Merger:
                 held = f"version {tier.version} held back by the quality gate: {judgement.held}"
                 self._settle(u, excluded=True, reason=why.get(u.node_id, held))
         parent = tier.published
+        canary = None
+        if judgement.held is None and self.canary is not None and not regional and parent > 0:
+            canary = self.canary  # the canaries judge it; rounds wait for their verdict
+            self.paused.add(tier.name)
         if judgement.held is None:
             tier.whole_due = False
             tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
@@ -514,6 +526,7 @@ class Merger:
             opened_ms=opened_ms,
             merge_s=merge_s,
             held=judgement.held,
+            canary=canary,
         )
 
     def _judge(self, tier: _Tier, candidate: Summary) -> Judgement:

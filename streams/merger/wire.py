@@ -70,4 +70,5 @@ def _record(c: Closed, quantize: str | None, *, with_layout: bool, metrics: bool
         delta=None if with_layout else c.delta,
         restored_from=c.restored_from,
         reason=c.reason,
+        canary=c.canary,
     )
