@@ -52,8 +52,8 @@ def _poison(log: Path, nodes: str) -> list[bytes]:
             if r.get("label") is not None:
                 spec.learn_one(model, r["features"], not r["label"])
         s = spec.summarize(model).with_provenance(node_id=node, sequence=1, base_version=0)
-        out.append(CODEC.encode("WeightSummary", weight_summary_record(s, tier="edge",
-                                                                       created_at_ms=1)))  # fmt: skip
+        record = weight_summary_record(s, tier="edge", created_at_ms=1)
+        out.append(CODEC.encode("WeightSummary", record))
     return out
 
 
@@ -107,6 +107,10 @@ def test_a_version_that_hurts_the_canaries_never_reaches_the_others(
         ],  # fmt: skip
     )
     assert rolled[0]["reason_code"] == "canary" and "worse by" in rolled[0]["reason"]
+    (out,) = [e for e in lifecycle.all() if e["action"] == "canary" and e["version"] == bad]
+    print(
+        f"version {bad} to the canaries -> rolled back: {(rolled[0]['at'] - out['at']) / 1000:.1f} s"
+    )
     time.sleep(3)  # the others go on scoring meanwhile
     seen = scores.all()
     assert [r for r in seen if r["node_id"] in CANARIES and r["model_version"] == bad]
