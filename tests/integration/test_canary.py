@@ -108,9 +108,8 @@ def test_a_version_that_hurts_the_canaries_never_reaches_the_others(
     )
     assert rolled[0]["reason_code"] == "canary" and "worse by" in rolled[0]["reason"]
     (out,) = [e for e in lifecycle.all() if e["action"] == "canary" and e["version"] == bad]
-    print(
-        f"version {bad} to the canaries -> rolled back: {(rolled[0]['at'] - out['at']) / 1000:.1f} s"
-    )
+    took_s = (rolled[0]["at"] - out["at"]) / 1000
+    print(f"version {bad} to the canaries -> rolled back: {took_s:.1f} s")
     time.sleep(3)  # the others go on scoring meanwhile
     seen = scores.all()
     assert [r for r in seen if r["node_id"] in CANARIES and r["model_version"] == bad]
