@@ -7,9 +7,7 @@ each node's latest report, so a resent or replayed summary never counts
 twice, and pools them exactly. Reports about another version (an edge that
 has not adopted it yet, or a stale summary) and from nodes outside the
 canary share are ignored. :meth:`CanaryTracker.verdict` is the policy's word
-on the pool.
-
-Not wired into the merge loop yet: see docs/merger.md (Staged rollout).
+on the pool; the loop (streams/merger/loop.py) promotes or rolls back.
 """
 
 from __future__ import annotations

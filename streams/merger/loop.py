@@ -39,6 +39,12 @@ registry; :func:`streams.merger.lifecycle.decide` says what to republish.
 A rollback goes out like a round's version (whole, signed, next number,
 ``restored_from`` and ``reason`` set) with a ``rolled-back`` event on
 ``lifecycle``; the request is deleted in the same Redis transaction.
+
+Staged rollout (``--canary``): the core marks each new version for the
+canary share and pauses that model's rounds; summaries' canary reports feed
+:class:`streams.merger.canary.CanaryTracker`, whose verdict the loop carries
+out between batches: the same version republished for everyone, or the
+previous one restored (docs/merger.md).
 """
 
 from __future__ import annotations
