@@ -384,8 +384,13 @@ class MergerLoop:
             if decided is None:
                 continue
             pending, verdict = decided
+            try:
+                records = {int(r["version"]): r for r in self.store.history(name)}
+            except (*REDIS_AWAY,) as e:  # judged again once Redis is back
+                self.canary.pending[name] = pending
+                log.warning("canary verdict on %s postponed (Redis away?): %s", name, e)
+                continue
             self.merger.paused.discard(name)
-            records = {int(r["version"]): r for r in self.store.history(name)}
             if verdict.action == "promote":
                 self._promote(name, records[pending.version], verdict.reason)
                 continue
