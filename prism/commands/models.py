@@ -202,6 +202,8 @@ def _status(record: dict[str, Any], quarantined: set[int]) -> str:
         return "held-back"
     if record["version"] in quarantined:
         return "quarantined"
+    if record.get("canary") is not None:  # republished with null when promoted
+        return f"canary {record['canary']:g}"
     restored = record.get("restored_from")
     return "published" if restored is None else f"restores {restored}"
 
