@@ -35,7 +35,7 @@ __all__ = ["LabelDecoder", "ScoreEncoder", "ScoreRow", "avro_long"]
 
 #: the versions this module is written for (CRC-64-AVRO of the canonical form)
 LABEL_FINGERPRINT = bytes.fromhex("6e7d411dd30e7e4d")
-SCORE_FINGERPRINT = bytes.fromhex("a93402a32235919c")
+SCORE_FINGERPRINT = bytes.fromhex("6553dc9e5c701ef3")
 
 _LONG = range(-(2**63), 2**63)
 _DOUBLES = struct.Struct("<dd").pack
@@ -125,6 +125,7 @@ class ScoreEncoder:
                             _DOUBLES(score, latency),
                             _LABEL_BYTES[label],
                             b"\x00",  # experts: null (one model scored)
+                            b"\x00",  # provenance: {} (a central worker's own model)
                         )
                     )
             if data is None or len(data) > max_bytes:
