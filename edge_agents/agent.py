@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agents.bugs import BugFence
+from edge_agents.canary import CanaryRun
 from edge_agents.config import EdgeConfig
+from edge_agents.controls import Admission, FleetControls
 from edge_agents.learner import EdgeLearner
 from edge_agents.link import Link
 from edge_agents.outbox import Outbox
@@ -33,7 +35,7 @@ from edge_agents.sources import Item, millis
 from models.errors import ModelError
 from models.metrics import WindowedMetrics
 from models.packing import layout_id_of, layout_of
-from models.serialization import weight_summary_record
+from models.serialization import GlobalModelInfo, weight_summary_record
 from runtime.metrics import CHECKPOINT_BUCKETS, LATENCY_BUCKETS, BatchHistogram
 from schemas import Codec, SchemaError
 from schemas.signing import Signer
@@ -57,6 +59,7 @@ class Parts:
     dead: LocalDeadLetters
     codec: Codec
     signer: Signer | None = None  # signs each summary before the outbox stores it
+    controls: FleetControls | None = None  # operators' pin and quarantine (registry)
 
 
 class EdgeAgent:
@@ -82,6 +85,10 @@ class EdgeAgent:
         # as the central worker keeps it (the dashboard sets the architectures side by side)
         self.quality = WindowedMetrics(period_ms=3_600_000, n_periods=24)
         self._ungraded: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._refused: tuple[int, str] | None = None  # the last refusal logged
+        self.admission = Admission(config.node_id)  # pins, quarantine, staged rollouts
+        self.canary_run: CanaryRun | None = None  # a canary's new-vs-previous measurement
+        self.provenance: dict[str, str] = {}  # how the global in use came to be (Score)
         node = {"node": config.node_id}
         self.score_latency = BatchHistogram(
             "prism_edge_score_latency_seconds",
@@ -171,6 +178,8 @@ class EdgeAgent:
         self.parts.scores.close()
         self.parts.dead.close()
         self.parts.globals_.close()
+        if self.parts.controls is not None:
+            self.parts.controls.close()
         self.parts.outbox.close()
 
     # -- per event ------------------------------------------------------------
@@ -218,6 +227,8 @@ class EdgeAgent:
             if graded is not None:
                 self.quality.update(graded[0], bool(record["label"]), graded[1])
             self.learner.label(record["event_id"], bool(record["label"]))
+            if self.canary_run is not None:
+                self.canary_run.label(record["event_id"], bool(record["label"]))
             if self.parts.forwarder is not None:
                 value = self.parts.codec.encode("Label", record)
                 key = (record.get("site_id") or record["event_id"]).encode()
@@ -260,6 +271,7 @@ class EdgeAgent:
                     for n, w in scored.weights
                 ]
                 or None,
+                "provenance": self._provenance(),
             }
         )
         self.score_latency.observe(max(time.time() - arrived_s, 0.0))
@@ -268,6 +280,8 @@ class EdgeAgent:
             value = self.parts.codec.encode(self.config.event_schema, record)
             key = (record.get("site_id") or record["event_id"]).encode()
             self.parts.forwarder.offer(record["event_id"], key, value)
+        if self.canary_run is not None:
+            self.canary_run.score(record["event_id"], x, record.get("label"))
         self.learner.observe(record["event_id"], x, record.get("label"))
         every = self.config.summary_every_events
         if every is not None and (
@@ -310,12 +324,41 @@ class EdgeAgent:
         if every is not None and now - self._last_cut >= every:
             self.cut_and_save()
 
+    def _provenance(self) -> dict[str, str]:
+        controls = self.parts.controls
+        if controls is None or controls.pin is None:
+            return self.provenance
+        return {**self.provenance, "pinned": str(controls.pin)}
+
+    def _controlled(self, info: GlobalModelInfo | None) -> GlobalModelInfo | None:
+        """``info`` if the operator controls let it in (edge_agents/controls.py), else None."""
+        controls = self.parts.controls
+        pin, quarantined = None, set()
+        if controls is not None:
+            controls.refresh()
+            pin, quarantined = controls.pin, controls.quarantined
+        held = self.learner.global_version
+        admitted, why = self.admission.admit(info, held, pin, quarantined)
+        if why is not None and info is not None and self._refused != (info.version, why):
+            self._refused = (info.version, why)
+            log.info("global not adopted node=%s version=%s: %s", self.config.node_id,
+                     info.version, why)  # fmt: skip
+            if why.startswith("quarantined"):
+                self.parts.dead.add(
+                    reason_code="quarantined-global",
+                    reason=why,
+                    where={"version": info.version},
+                    raw=b"",
+                )
+        return admitted
+
     def _adopt_newer_global(self) -> None:
-        info = self.parts.globals_.poll()
+        info = self._controlled(self.parts.globals_.poll())
         if info is None or info.version <= self.learner.global_version:
             return
         if self.learner.needs_cut_before_adopt():
             self.cut_and_save(hold=False)
+        previous = self.learner.global_
         try:
             adopted = self.learner.adopt(info.summary, info.version, info.created_at_ms)
         except ModelError as e:
@@ -327,6 +370,15 @@ class EdgeAgent:
             )
             return
         if adopted:
+            self.canary_run = None
+            if info.canary is not None and previous is not None and self.learner.spec.supervised:
+                self.canary_run = CanaryRun(self.learner.spec, info.version, info.summary, previous)
+            self.provenance = {}
+            if info.restored_from is not None:  # a rollback: the scores say whose model it is
+                self.provenance = {
+                    "restored_from": str(info.restored_from),
+                    "reason": info.reason or "",
+                }
             log.info("global model adopted node=%s version=%s", self.config.node_id, info.version)
             self.cut_and_save(cut=False)
 
@@ -350,7 +402,8 @@ class EdgeAgent:
                 created_at_ms=int(time.time() * 1000),
                 metrics={"events": float(self.events)}
                 | ({} if self._event_ts is None else {"event_ts": float(self._event_ts)})
-                | self.learner.privacy_metrics(),  # the merger keeps them in the node's record
+                | self.learner.privacy_metrics()  # the merger keeps them in the node's record
+                | ({} if self.canary_run is None else self.canary_run.loss.as_metrics()),
                 meta={"stats": "increment", "mode": self.config.mode},
                 quantize=self.config.quantize,
                 # the merger holds the layout of the global this node adopted

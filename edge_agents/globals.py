@@ -115,7 +115,8 @@ class TopicGlobals:
             if key not in (self.model_name, f"{self.model_name}@whole"):
                 continue
             info = self._decode(m.value(), {"topic": m.topic(), "offset": m.offset()})
-            if info is not None and (newest is None or info.version > newest.version):
+            # >=: a version republished for everyone (a promoted canary) follows its first record
+            if info is not None and (newest is None or info.version >= newest.version):
                 newest = info
         return newest
 
@@ -175,7 +176,7 @@ class RegistryGlobals:
         )
         self.linked = True
         self._last = 0.0
-        self._seen = 0
+        self._seen: tuple[int, bool] = (0, False)
 
     def poll(self) -> GlobalModelInfo | None:
         if time.monotonic() - self._last < self.every_s:
@@ -203,9 +204,10 @@ class RegistryGlobals:
         except ModelError as e:
             self.on_bad("bad-global-model", str(e), {"registry": self.model_name}, b"")
             return None
-        if info.version <= self._seen:
+        seen = (info.version, info.canary is None)  # a promoted canary comes again, for all
+        if seen <= self._seen:
             return None
-        self._seen = info.version
+        self._seen = seen
         return info
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edge_agents.agent import EdgeAgent, Parts
 from edge_agents.config import EdgeConfig
+from edge_agents.controls import FleetControls
 from edge_agents.globals import RegistryGlobals, TopicGlobals
 from edge_agents.learner import EdgeLearner
 from edge_agents.link import Link
@@ -83,6 +84,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         dead=dead,
         codec=codec,
         signer=signer,
+        controls=_controls(settings, config, codec),
     )
     agent = EdgeAgent(config, parts)
     position = agent.restore()
@@ -112,6 +114,18 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
             start_at=config.start_at,
         )
     return agent, source
+
+
+def _controls(settings: Settings, config: EdgeConfig, codec: Codec) -> FleetControls | None:
+    """The operators' pin and quarantine, read from the registry (read-only is enough)."""
+    secret = settings.redis_query_url or settings.redis_url
+    if secret is None:
+        log.info("no Redis configured: operator pins and quarantine do not reach this node")
+        return None
+    client = RegistryClient(
+        secret.get_secret_value(), codec=codec, keys=RegistryKeys(settings.redis_prefix)
+    )
+    return FleetControls(client, node_id=config.node_id, model_name=config.spec_name)
 
 
 def _globals(settings: Settings, config: EdgeConfig, codec: Codec, on_bad) -> object:

@@ -276,6 +276,10 @@ class GlobalModelInfo:
     contributors: tuple[Contributor, ...]
     excluded: tuple[Exclusion, ...]
     metrics: Mapping[str, float]
+    #: an earlier version this one republishes (a rollback), and why; None: a merged version
+    restored_from: int | None = None
+    reason: str | None = None
+    canary: float | None = None  # only that share of the edges may adopt it (models/canary.py)
 
 
 def global_model_record(
@@ -291,8 +295,14 @@ def global_model_record(
     quantize: str | None = None,
     with_layout: bool = True,
     delta: tuple[int, Mapping[str, Any]] | None = None,
+    restored_from: int | None = None,
+    reason: str | None = None,
+    canary: float | None = None,
 ) -> dict[str, Any]:
     """The ``GlobalModel`` record of a merged summary (e.g. a MergeResult's).
+
+    ``restored_from``: the record republishes that earlier version's model (a
+    rollback), ``reason`` says why; both are signed with the rest.
 
     ``delta=(from_version, packed)`` publishes :func:`models.packing.pack_delta`'s
     record instead of the whole model (``summary`` is then what it adds up to).
@@ -326,6 +336,9 @@ def global_model_record(
             for e in excluded
         ],
         "metrics": _metrics(metrics),
+        "restored_from": None if restored_from is None else int(restored_from),
+        "reason": reason,
+        "canary": None if canary is None else float(canary),
     }
 
 
@@ -364,6 +377,9 @@ def global_model_from_record(
             contributors=tuple(Contributor(**dict(c)) for c in record["contributors"]),
             excluded=tuple(Exclusion(**dict(e)) for e in record.get("excluded", [])),
             metrics={str(k): float(v) for k, v in record.get("metrics", {}).items()},
+            restored_from=record.get("restored_from"),
+            reason=record.get("reason"),
+            canary=record.get("canary"),
         )
     except InvalidSummaryError:
         raise

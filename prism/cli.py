@@ -57,6 +57,11 @@ EXIT_CODES = (
         "an edge agent stopped on its own bug: more than --max-bugs-in-row records in a row "
         "raised (not restarted by the supervisor)",
     ),
+    (
+        77,
+        "permission refused: the Redis user may not write the registry (operator commands "
+        "need the merger's write user, not the read-only one)",
+    ),
     (130, "interrupted (Ctrl-C)"),
 )
 

@@ -27,6 +27,15 @@ class UsageError(PrismError):
     exit_code = 2
 
 
+class PermissionRefusedError(PrismError):
+    """The Redis (or Kafka) user may not do this, e.g. a registry write as the read-only user.
+
+    Exit code 77 is ``EX_NOPERM`` in sysexits.h.
+    """
+
+    exit_code = 77
+
+
 class BugStreakError(PrismError):
     """A service stopped itself after a run of internal errors (bugs, not bad input).
 

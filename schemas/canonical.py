@@ -53,6 +53,9 @@ SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
         "excluded",
         "metrics",
         "held_back",
+        "restored_from",
+        "reason",
+        "canary",
         "key_id",
     ),
 }

@@ -36,7 +36,7 @@ __all__ = ["LabelDecoder", "ScoreEncoder", "ScoreRow", "avro_long"]
 
 #: the versions this module is written for (CRC-64-AVRO of the canonical form)
 LABEL_FINGERPRINT = bytes.fromhex("6e7d411dd30e7e4d")
-SCORE_FINGERPRINT = bytes.fromhex("a93402a32235919c")
+SCORE_FINGERPRINT = bytes.fromhex("6553dc9e5c701ef3")
 
 _LONG = range(-(2**63), 2**63)
 _DOUBLES = struct.Struct("<dd").pack
@@ -80,6 +80,7 @@ _SCORE_FIELDS = frozenset(
         "latency_ms",
         "label",
         "experts",
+        "provenance",
     )
 )
 _EXPERT_FIELDS = frozenset(("name", "weight", "version"))
@@ -105,6 +106,24 @@ def _experts(experts: Any) -> bytes | None:
         except UnicodeEncodeError:
             return None
     parts.append(b"\x00")  # the array's end (its only block when empty)
+    return b"".join(parts)
+
+
+def _string_map(values: Any) -> bytes | None:
+    """An Avro ``map<string>``'s bytes (one block, then its end); None if not plain."""
+    if type(values) is not dict:
+        return None
+    if not values:
+        return b"\x00"
+    parts = [avro_long(len(values))]
+    for k, v in values.items():
+        if type(k) is not str or type(v) is not str:
+            return None
+        try:
+            parts += (_string(k), _string(v))
+        except UnicodeEncodeError:
+            return None
+    parts.append(b"\x00")
     return b"".join(parts)
 
 
@@ -168,6 +187,7 @@ class ScoreEncoder:
                             _DOUBLES(score, latency),
                             _LABEL_BYTES[label],
                             b"\x00",  # experts: null (one model scored)
+                            b"\x00",  # provenance: {} (a central worker's own model)
                         )
                     )
             if data is None or len(data) > max_bytes:
@@ -229,8 +249,9 @@ class ScoreEncoder:
         ):
             return None
         experts = _experts(r.get("experts"))
+        provenance = _string_map(r.get("provenance", {}))
         middle = self._shared(**shared, source=source)
-        if experts is None or middle is None:
+        if experts is None or provenance is None or middle is None:
             return None
         try:
             eid_bytes = _string(eid)
@@ -245,6 +266,7 @@ class ScoreEncoder:
                 _DOUBLES(score, latency),
                 _LABEL_BYTES[label],
                 experts,
+                provenance,
             )
         )
 

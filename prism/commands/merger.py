@@ -78,11 +78,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=50,
         help="--quality-gate judges only on at least this many holdout events",
     )
+    run.add_argument(
+        "--canary",
+        type=float,
+        metavar="SHARE",
+        help="staged rollout: each new global goes first to this share of the edges (chosen "
+        "by node id); promoted to all when they do not do worse, rolled back when they do",
+    )
+    run.add_argument(
+        "--canary-margin",
+        type=float,
+        default=0.0,
+        help="--canary: mean log loss the new version may lose to the previous one",
+    )
+    run.add_argument(
+        "--canary-min-events",
+        type=int,
+        default=200,
+        help="--canary: labelled events the canaries score before a verdict",
+    )
     add_redis_wait(run)
     run.set_defaults(handler=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from models.canary import CanaryPolicy
     from models.errors import ModelError
     from streams.merger.gate import QualityGate
     from streams.merger.rounds import MergerConfig
@@ -110,6 +130,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             if args.quality_gate is not None:
                 gate = QualityGate(args.quality_gate, min_events=args.gate_min_events)
             holdout = HoldoutOptions(args.holdout_topic, size=args.holdout_size, gate=gate)
+        canary = None
+        if args.canary is not None:
+            canary = CanaryPolicy(
+                args.canary, margin=args.canary_margin, min_events=args.canary_min_events
+            )
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e
     return run(
@@ -122,4 +147,5 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         event_time=args.event_time,
         speedup=args.speedup,
         holdout=holdout,
+        canary=canary,
     )

@@ -1,4 +1,5 @@
-"""`prism models list | show NAME | history NAME | nodes [--json]`: query the registry."""
+"""`prism models list | show | history | nodes`: query the registry; `rollback | quarantine |
+pin | unpin`: operator controls the merger and the edges act on (docs/merger.md)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import datetime as dt
 import json
 from typing import Any
 
-from runtime.errors import StackError
+from runtime.errors import NotFoundError, StackError, UsageError
 from runtime.identity import global_verifier
 from runtime.model_registry import RegistryClient, RegistryKeys
+from runtime.model_registry.lifecycle import LifecycleControls
 from runtime.settings import Settings
 from schemas.codec import to_json_compatible
 
@@ -28,6 +30,84 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             action.add_argument("name", help="model name, e.g. fraud-linear")
         action.add_argument("--json", action="store_true", help="machine-readable output")
         action.set_defaults(handler=handler)
+    _register_controls(actions)
+
+
+def _register_controls(actions: argparse._SubParsersAction) -> None:
+    """The writes: they need a Redis user that may write the registry (PRISM_REDIS_URL)."""
+    rollback = actions.add_parser(
+        "rollback", help="Make an earlier version current again (the merger republishes it)."
+    )
+    rollback.add_argument("name", help="model name, e.g. fraud-linear")
+    rollback.add_argument("--to", type=int, required=True, metavar="VERSION", help="version")
+    rollback.add_argument("--reason", default="", help="recorded with the republished version")
+    rollback.set_defaults(handler=cmd_rollback)
+    quarantine = actions.add_parser(
+        "quarantine", help="Never serve this version again (a current one is rolled back)."
+    )
+    quarantine.add_argument("name", help="model name, e.g. fraud-linear")
+    quarantine.add_argument("version", type=int, help="the version to quarantine")
+    quarantine.set_defaults(handler=cmd_quarantine)
+    pin = actions.add_parser("pin", help="Keep one edge node on a global version.")
+    pin.add_argument("node", help="edge node id, e.g. store-3")
+    pin.add_argument("version", type=int, help="the global version it stays on")
+    pin.set_defaults(handler=cmd_pin)
+    unpin = actions.add_parser("unpin", help="Let a pinned edge node follow the globals again.")
+    unpin.add_argument("node", help="edge node id")
+    unpin.set_defaults(handler=cmd_unpin)
+
+
+def _controls(settings: Settings) -> LifecycleControls:
+    """Writes go with PRISM_REDIS_URL's user: the merger's (or the admin); never the query one."""
+    if settings.redis_url is None:
+        raise StackError("no Redis configured: run `prism stack up` or set PRISM_REDIS_URL")
+    return LifecycleControls.connect(
+        settings.redis_url.get_secret_value(), RegistryKeys(settings.redis_prefix)
+    )
+
+
+def _published(settings: Settings, name: str, version: int) -> dict[str, Any]:
+    """The history record of ``version``; refused when it is not there or was held back."""
+    found = [r for r in _client(settings).history(name) if r["version"] == version]
+    if not found:
+        raise NotFoundError(f"{name} has no version {version} in the registry history")
+    if found[0].get("held_back") is not None:
+        raise UsageError(f"{name} version {version} was held back, never published")
+    return found[0]
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    _published(settings, args.name, args.to)
+    controls = _controls(settings)
+    if args.to in controls.quarantined(args.name):
+        raise UsageError(f"{args.name} version {args.to} is quarantined: it is never served again")
+    controls.request_rollback(args.name, args.to, args.reason)
+    print(
+        f"rollback of {args.name} to version {args.to} requested: the merger republishes it "
+        "as the next version (see `prism models history`)"
+    )
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    _client(settings).history(args.name)  # the model exists
+    _controls(settings).quarantine(args.name, args.version)
+    print(f"{args.name} version {args.version} quarantined: never served again")
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
+    if args.version < 1:
+        raise UsageError(f"global versions start at 1, got {args.version}")
+    _controls(settings).pin(args.node, args.version)
+    print(f"{args.node} pinned to global version {args.version}")
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace, settings: Settings) -> int:
+    was = _controls(settings).unpin(args.node)
+    print(f"{args.node} unpinned" if was else f"{args.node} was not pinned")
+    return 0
 
 
 def _client(settings: Settings) -> RegistryClient:
@@ -117,8 +197,20 @@ def _holdout(record: dict[str, Any]) -> tuple[str | None, float | None]:
     return None, None
 
 
+def _status(record: dict[str, Any], quarantined: set[int]) -> str:
+    if record.get("held_back") is not None:
+        return "held-back"
+    if record["version"] in quarantined:
+        return "quarantined"
+    if record.get("canary") is not None:  # republished with null when promoted
+        return f"canary {record['canary']:g}"
+    restored = record.get("restored_from")
+    return "published" if restored is None else f"restores {restored}"
+
+
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
+    quarantined = client.quarantined(args.name)
     rows = []
     for r in client.history(args.name):
         held = r.get("held_back")
@@ -126,10 +218,11 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
         rows.append(
             dict(
                 _brief(r),
-                status="published" if held is None else "held-back",
+                status=_status(r, quarantined),
                 holdout_metric=metric,
                 holdout=value,
                 held_back=held,
+                reason=r.get("reason"),
                 # a held-back version is never signed: no reader that checks keys adopts it
                 signature=client.verdict(r) if held is None else "none (held back)",
                 lineage=",".join(f"{c['node_id']}#{c['sequence']}" for c in r["contributors"]),
@@ -143,7 +236,7 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
             r,
             created_at=_when(r["created_at"]),
             holdout="" if r["holdout"] is None else f"{r['holdout_metric']}={r['holdout']:.4f}",
-            held_back=r["held_back"] or "",
+            held_back=r["held_back"] or r["reason"] or "",
         )
         for r in rows
     ]

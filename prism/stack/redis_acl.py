@@ -10,13 +10,16 @@ user           keys                                        commands
 =============  ==========================================  ===========================
 prism-central  its checkpoints                             read, write, MULTI/EXEC
 prism-merger   its state (``merger:*``) + the registry     read, write, MULTI/EXEC
-prism-edge     the registry's models                       read only
+               + operator controls (``pins``)
+prism-edge     the registry's models + ``pins``            read only
 prism-query    every key                                   read only
 default        every key (admin: ``prism stack``, resets)  all
 =============  ==========================================  ===========================
 
 Nobody but the admin may run dangerous commands (KEYS, FLUSHALL, CONFIG,
-DEBUG, CLIENT KILL, ...); no user subscribes to channels.
+DEBUG, CLIENT KILL, ...); no user subscribes to channels. The operator
+commands (``prism models rollback | quarantine | pin``) write the registry,
+so they need the merger's user (or the admin); the query user is refused.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ _WRITE = "-@all +@read +@write +@transaction +@connection -@dangerous"
 def acl_rules(prefix: str) -> dict[str, str]:
     """User -> its ACL rules (without ``on`` and the password) for keys under ``prefix``."""
     registry = f"~{prefix}:models ~{prefix}:model:* ~{prefix}:nodes ~{prefix}:node:*"
+    pins = f"~{prefix}:pins"  # node -> the version it stays on: the edges read theirs
     return {
         "prism-central": f"resetkeys ~{prefix}:checkpoint:* resetchannels {_WRITE}",
-        "prism-merger": f"resetkeys ~{prefix}:merger:* {registry} resetchannels {_WRITE}",
-        "prism-edge": f"resetkeys ~{prefix}:models ~{prefix}:model:* resetchannels {_READ}",
+        "prism-merger": f"resetkeys ~{prefix}:merger:* {registry} {pins} resetchannels {_WRITE}",
+        "prism-edge": f"resetkeys ~{prefix}:models ~{prefix}:model:* {pins} resetchannels {_READ}",
         QUERY_USER: f"resetkeys ~* resetchannels {_READ}",
     }
 

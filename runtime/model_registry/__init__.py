@@ -11,6 +11,9 @@ key                                type    value
 ``{p}:model:{name}:history``       list    newest first, bounded: encoded ``GlobalModel`` records,
                                            each with its lineage (contributors, excluded + reasons);
                                            versions the quality gate held back carry ``held_back``
+``{p}:model:{name}:quarantine``    set     versions never to be served again (operator)
+``{p}:model:{name}:rollback``      hash    a pending operator rollback: to, reason, at
+``{p}:pins``                       hash    node id -> the global version it stays on
 ``{p}:nodes``                      set     ids of every node that sent an update
 ``{p}:node:{id}``                  hash    last_seen_ms, last_sequence, tier, region, model_name,
                                            excluded (0/1), reason, metrics (JSON), meta (JSON:
@@ -26,9 +29,11 @@ or nodes that point to a version not yet stored.
 
 from runtime.model_registry.client import RegistryClient, UnverifiedModelError
 from runtime.model_registry.keys import RegistryKeys
+from runtime.model_registry.lifecycle import LifecycleControls
 from runtime.model_registry.writer import NodeRecord, RegistryWriter
 
 __all__ = [
+    "LifecycleControls",
     "NodeRecord",
     "RegistryClient",
     "RegistryKeys",

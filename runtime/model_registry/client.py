@@ -109,6 +109,16 @@ class RegistryClient:
             raise NotFoundError(f"no model named {name!r} in the registry")
         return [self.codec.decode(item, expected="GlobalModel") for item in items]
 
+    def quarantined(self, name: str) -> set[int]:
+        """Versions of ``name`` an operator quarantined: never to be served again."""
+        members = self._call(self._redis.smembers, self.keys.quarantine(name))
+        return {int(v) for v in members}
+
+    def pin_of(self, node_id: str) -> int | None:
+        """The global version an operator pinned ``node_id`` to, or None."""
+        raw = self._call(self._redis.hget, self.keys.pins, node_id)
+        return None if raw is None else int(raw)
+
     def nodes(self) -> list[dict[str, Any]]:
         """Every node's latest record, sorted by node id."""
         ids = sorted(n.decode() for n in self._call(self._redis.smembers, self.keys.nodes))

@@ -19,6 +19,20 @@ class RegistryKeys:
     def history(self, name: str) -> str:
         return f"{self.prefix}:model:{name}:history"
 
+    def quarantine(self, name: str) -> str:
+        """Set of ``name``'s versions never to be served again (``prism models quarantine``)."""
+        return f"{self.prefix}:model:{name}:quarantine"
+
+    def rollback(self, name: str) -> str:
+        """Hash: an operator's pending rollback of ``name`` (to, reason, at); the merger
+        deletes it when it has published or refused it."""
+        return f"{self.prefix}:model:{name}:rollback"
+
+    @property
+    def pins(self) -> str:
+        """Hash: node id -> the global version it stays on (``prism models pin``)."""
+        return f"{self.prefix}:pins"
+
     @property
     def nodes(self) -> str:
         return f"{self.prefix}:nodes"

@@ -31,6 +31,20 @@ and between batches after that; the merger's judge scores each global on it.
 A held-back version goes to the registry history only (unsigned: no reader
 that checks keys can be handed it) and as a ``LifecycleEvent`` to
 ``lifecycle``, produced and flushed with the round's globals.
+
+Operator controls (``prism models rollback | quarantine``): between batches,
+at most once a second and only when Redis holds everything published, the
+loop reads each global model's rollback request and quarantine set from the
+registry; :func:`streams.merger.lifecycle.decide` says what to republish.
+A rollback goes out like a round's version (whole, signed, next number,
+``restored_from`` and ``reason`` set) with a ``rolled-back`` event on
+``lifecycle``; the request is deleted in the same Redis transaction.
+
+Staged rollout (``--canary``): the core marks each new version for the
+canary share and pauses that model's rounds; summaries' canary reports feed
+:class:`streams.merger.canary.CanaryTracker`, whose verdict the loop carries
+out between batches: the same version republished for everyone, or the
+previous one restored (docs/merger.md).
 """
 
 from __future__ import annotations
@@ -52,8 +66,10 @@ from schemas.identity import KeySigner, KeyVerifier
 from schemas.signing import SignatureError, Verifier
 from streams.dead_letters import DeadLetters
 from streams.idle import IdleClock
+from streams.merger.canary import CanaryTracker
 from streams.merger.holdout import HoldoutFeed
 from streams.merger.rounds import Closed, Merger, Update, describe
+from streams.merger.steering import Steering
 from streams.merger.store import MergerStore
 from streams.merger.wire import WHOLE, registry_record, topic_records
 from streams.telemetry import Telemetry
@@ -63,7 +79,7 @@ log = logging.getLogger(__name__)
 SERVICE = "merger"
 
 
-class MergerLoop:
+class MergerLoop(Steering):
     def __init__(
         self,
         merger: Merger,
@@ -83,6 +99,9 @@ class MergerLoop:
         event_time: bool = False,
         speedup: float = 1.0,
         holdout: HoldoutFeed | None = None,
+        source_verifier: KeyVerifier | None = None,
+        controls_every_s: float = 1.0,
+        canary: CanaryTracker | None = None,
     ) -> None:
         if not speedup > 0:
             raise ValueError(f"the event clock's speedup must be > 0, got {speedup}")
@@ -95,6 +114,13 @@ class MergerLoop:
             holdout.on_bad = self._dead
         self.verifier = verifier  # signed summaries: refused before they touch a ledger
         self.signer = signer  # the merger's key: every GlobalModel it writes carries a signature
+        # a rollback's source must verify as a merger's: a registry writer cannot get a model
+        # of its own making signed by asking for a rollback to it
+        self.source_verifier = source_verifier
+        self.controls_every_s, self._controls_due = controls_every_s, 0.0
+        self._handled: set[str] = set()  # models whose rollback request is done or refused
+        self._told: set[tuple[str, int, str]] = set()  # refusals announced (said once)
+        self.canary = canary  # staged rollout: the canaries' reports and the verdicts
         self.consumer, self.producer, self.codec = consumer, producer, codec
         self.topics, self.telemetry = topics, telemetry
         self.dead = DeadLetters(
@@ -135,6 +161,7 @@ class MergerLoop:
         for tier in self.merger.tiers.values():  # nodes adopted these: they send by id
             if tier.current is not None:
                 self.book.learn(layout_of(tier.current))
+        self._resume_canaries()
         if self.holdout is not None:  # the whole sample before any round is judged
             self.holdout.start()
         self.consumer.subscribe(
@@ -173,7 +200,11 @@ class MergerLoop:
     def _wait_s(self) -> float:
         """How long a consume may wait: the next round deadline, at most 0.2 s."""
         timeout_ms = self.merger.config.round_timeout_s * 1000
-        opened = [t.round.opened_ms for t in self.merger.tiers.values() if len(t.round)]
+        opened = [
+            t.round.opened_ms
+            for t in self.merger.tiers.values()
+            if len(t.round) and t.name not in self.merger.paused
+        ]
         if not opened:
             return 0.2
         ahead_ms = min(opened) + timeout_ms - self.now_ms()
@@ -184,9 +215,9 @@ class MergerLoop:
     def step(self) -> int:
         if self.holdout is not None:
             self.holdout.poll()
+        n, closed = 0, self._operator_controls() + self._canary_verdicts()
         messages = self.consumer.consume(self.batch_size, timeout=self._wait_s())
         now = self.now_ms()
-        n, closed = 0, []
         for m in messages:
             err = m.error()
             if err is not None:
@@ -206,7 +237,7 @@ class MergerLoop:
             self.idle.activity()
             self.telemetry.events.labels(SERVICE, "updates").inc(n)
         closed += self.merger.close_due(self.now_ms())
-        if closed or time.monotonic() - self._last_commit >= self.commit_every_s:
+        if closed or self._handled or time.monotonic() - self._last_commit >= self.commit_every_s:
             self._commit(closed)
         self.producer.poll(0)
         self._maybe_idle_exit()
@@ -247,6 +278,8 @@ class MergerLoop:
         except ModelError as e:
             self._dead(m, "invalid-summary", str(e))
             return None
+        if self.canary is not None:  # a canary's report rides its summary
+            self.canary.report(update.summary.model_name, update.node_id, update.metrics)
         refused = self.merger.offer(update, now_ms)
         self.touched.add(update.node_id)
         if refused is not None and refused.reason_code != "duplicate":
@@ -277,6 +310,11 @@ class MergerLoop:
             if c.held is not None:
                 self._hold(c)
                 continue
+            if c.canary is not None and self.canary is not None:
+                self.canary.start(c.name, c.version, c.parent_version)
+                self._event(c.name, c.version, c.parent_version, "canary", "canary",
+                            f"version {c.version} goes to a {c.canary:g} share of the edges "
+                            f"first; the others keep {c.parent_version}")  # fmt: skip
             self._unpublished.append((c.name, self._signed(registry_record(c, config.quantize))))
             layout = self.book.learn(layout_of(c.result.summary))
             for key, record in topic_records(
@@ -285,12 +323,14 @@ class MergerLoop:
                 self._produce_global(key, self._signed(record))
             self.touched.update(c.nodes)
             self.touched.update(x.node_id for x in c.result.contributors)
+            self.telemetry.model_version.labels(SERVICE, c.name).set(c.version)
+            if c.restored_from is not None:  # a rollback: no round behind it
+                continue
             self.telemetry.merge_rounds.labels(SERVICE, c.name).inc()
             self.telemetry.merge_seconds.labels(SERVICE, c.name).observe(c.merge_s)
             round_s = max(c.created_at_ms - c.opened_ms, 0) / 1000
             self.telemetry.round_seconds.labels(SERVICE, c.name).observe(round_s)
             self.telemetry.excluded.labels(SERVICE, c.name).inc(len(c.result.excluded))
-            self.telemetry.model_version.labels(SERVICE, c.name).set(c.version)
             if "holdout_roc_auc" in c.metrics:
                 metric = self.telemetry.metric.labels(SERVICE, c.name, "holdout_roc_auc")
                 metric.set(c.metrics["holdout_roc_auc"])
@@ -370,7 +410,11 @@ class MergerLoop:
         """New models, touched ledgers, state and offsets in one transaction, then Kafka."""
         models, offsets = self._unpublished, self._offsets()
         started = time.perf_counter()
-        self.store.commit(self.merger, models=models, nodes=self.touched, offsets=offsets)
+        handled = self._handled
+        self.store.commit(
+            self.merger, models=models, nodes=self.touched, offsets=offsets, handled=handled
+        )
+        self._handled = set()
         self.telemetry.checkpoint_seconds.labels(SERVICE).observe(time.perf_counter() - started)
         self._unpublished = []
         self.telemetry.summaries.labels(SERVICE).inc(len(models))

@@ -231,6 +231,12 @@ class Closed:
     held: str | None = None
     #: the merge's own float64 result, before wire rounding (what a clear check compares)
     merged: Summary | None = None
+    #: a republished earlier version (a rollback, :mod:`streams.merger.lifecycle`): the
+    #: version whose model this is, and why; None for a merged version
+    restored_from: int | None = None
+    reason: str | None = None
+    #: staged rollout: the share of edges this version goes to first (None: everyone)
+    canary: float | None = None
 
     @property
     def published(self) -> bool:
@@ -297,15 +303,19 @@ class Merger:
         timer: Callable[[], float] = time.perf_counter,
         judge: Judge | None = None,
         dropouts: Callable[[str, list[str]], Dropouts] | None = None,
+        canary: float | None = None,
     ) -> None:
         self.config, self.timer, self.judge = config, timer, judge
         #: secure rounds in a simulation: who vanishes when, given (round id, participant ids)
         self.dropouts = dropouts
+        self.canary = canary  # staged rollout: a new global goes to this share of edges first
         self.strategy = get_strategy(config.strategy)
         self.nodes: dict[str, NodeLedger] = {}
         self.tiers: dict[str, _Tier] = {}  # registry name -> tier
         self.counters: dict[str, int] = {}
         self._queued: dict[tuple[str, int], bytes | None] = {}  # in an open round -> signature
+        #: models whose rounds wait (a staged rollout's version is with the canaries)
+        self.paused: set[str] = set()
 
     # -- state from the registry / checkpoint ------------------------------------
     def restore_model(
@@ -316,6 +326,32 @@ class Merger:
         tier = "regional" if "@region:" in name else "global"
         self.tiers[name] = _Tier(name, tier, current, version)
         self.tiers[name].version = max(version, issued)
+
+    def republish(
+        self, name: str, summary: Summary, *, restored_from: int, reason: str, now_ms: int
+    ) -> Closed:
+        """An earlier version's model as the next version (a rollback): merging goes on from
+        it, and its number is new, so sites adopt it like any newer global. It goes whole."""
+        tier = self.tiers[name]
+        parent = tier.published
+        tier.version += 1
+        tier.current = replace(summary, node_id=tier.name, base_version=tier.version)
+        tier.published, tier.whole_due = tier.version, False
+        self._count("restored")
+        return Closed(
+            name=name,
+            tier=tier.tier,
+            version=tier.version,
+            parent_version=parent,
+            result=MergeResult(summary=tier.current, contributors=(), excluded=()),
+            strategy="restore",
+            created_at_ms=now_ms,
+            metrics={"restored_from": float(restored_from)},
+            nodes=(),
+            opened_ms=now_ms,
+            restored_from=restored_from,
+            reason=reason,
+        )
 
     def ledger(self, node_id: str) -> NodeLedger:
         ledger = self.nodes.get(node_id)
@@ -427,7 +463,9 @@ class Merger:
         """Close every round that is due (regional first: their results join global rounds)."""
         closed: list[Closed] = []
         for tier in sorted(self.tiers.values(), key=lambda t: t.tier != "regional"):
-            while tier.due(self.config, now_ms):
+            if tier.name in self.paused:  # a canaried version is being judged: rounds wait
+                continue
+            while tier.name not in self.paused and tier.due(self.config, now_ms):
                 done = self._close(tier, now_ms)
                 if done is not None:
                     closed.append(done)
@@ -482,6 +520,10 @@ class Merger:
                 held = f"version {tier.version} held back by the quality gate: {judgement.held}"
                 self._settle(u, excluded=True, reason=why.get(u.node_id, held))
         parent = tier.published
+        canary = None
+        if judgement.held is None and self.canary is not None and not regional and parent > 0:
+            canary = self.canary  # the canaries judge it; rounds wait for their verdict
+            self.paused.add(tier.name)
         if judgement.held is None:
             tier.whole_due = False
             tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
@@ -513,6 +555,7 @@ class Merger:
             merge_s=merge_s,
             held=judgement.held,
             merged=merged,
+            canary=canary,
         )
 
     def _secure(  # noqa: PLR0913 - the round's parts, as _close holds them

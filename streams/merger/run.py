@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer
 
+from models.canary import CanaryPolicy
 from runtime.errors import StackError, UsageError
 from runtime.identity import global_verifier, node_signer, summary_verifier
 from runtime.kafka_config import consumer_config, producer_config
@@ -16,6 +17,7 @@ from runtime.redis_outage import service_client
 from runtime.settings import Settings
 from schemas import Codec
 from schemas.identity import KeySigner
+from streams.merger.canary import CanaryTracker
 from streams.merger.gate import Judge, QualityGate
 from streams.merger.holdout import HoldoutFeed
 from streams.merger.loop import MergerLoop
@@ -39,6 +41,7 @@ def build_loop(
     event_time: bool = False,
     speedup: float = 1.0,
     holdout: HoldoutOptions | None = None,
+    canary: CanaryPolicy | None = None,
 ) -> MergerLoop:
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
@@ -69,7 +72,7 @@ def build_loop(
         )
         judge = Judge(feed.reservoirs, holdout.gate)
     return MergerLoop(
-        Merger(config, judge=judge),
+        Merger(config, judge=judge, canary=None if canary is None else canary.share),
         MergerStore(client, writer, group=group, codec=codec, keys=keys),
         consumer=consumer,
         producer=Producer(producer_config(settings.kafka_bootstrap, security)),
@@ -83,6 +86,8 @@ def build_loop(
         event_time=event_time,
         speedup=speedup,
         holdout=feed,
+        source_verifier=global_verifier(settings),
+        canary=None if canary is None else CanaryTracker(canary),
     )
 
 

@@ -36,6 +36,7 @@ from models.serialization import (
 )
 from models.specs import SPEC_NAMES
 from runtime.model_registry import NodeRecord, RegistryKeys, RegistryWriter
+from runtime.model_registry.lifecycle import LifecycleControls
 from schemas import Codec
 from streams.merger.rounds import Merger, NodeLedger, Update
 
@@ -57,6 +58,12 @@ class MergerStore:
         self.macs_key = self.keys.merger(group, "macs")
         self.snapshots_key = self.keys.merger(group, "snapshots")  # read by prism.client too
         self.forwarded_key = self.keys.merger(group, "forwarded")
+        self.controls = LifecycleControls(client, self.keys)  # operators' rollbacks, quarantine
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """``name``'s registry history, newest first (whole records: a rollback's source)."""
+        items = self.client.lrange(self.keys.history(name), 0, -1)
+        return [self.codec.decode(item, expected="GlobalModel") for item in items]
 
     # -- restore ------------------------------------------------------------------
     def load(self, merger: Merger, now_ms: int) -> dict[int, int]:
@@ -109,10 +116,14 @@ class MergerStore:
         models: Iterable[tuple[str, dict[str, Any]]],
         nodes: Iterable[str],
         offsets: dict[int, int],
+        handled: Iterable[str] = (),
     ) -> None:
         """New models (held-back ones to the history only), touched nodes' records and
-        ledgers, offsets: one transaction."""
+        ledgers, offsets, and the end of the rollback requests of ``handled`` models (done
+        or refused): one transaction."""
         with self.client.pipeline(transaction=True) as tx:
+            for name in handled:
+                tx.delete(self.keys.rollback(name))
             for name, record in models:
                 if record.get("held_back") is None:
                     self.writer.queue_model(tx, record, name=name)

@@ -68,4 +68,7 @@ def _record(c: Closed, quantize: str | None, *, with_layout: bool, metrics: bool
         quantize=quantize,
         with_layout=with_layout,
         delta=None if with_layout else c.delta,
+        restored_from=c.restored_from,
+        reason=c.reason,
+        canary=c.canary,
     )

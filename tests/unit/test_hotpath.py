@@ -287,6 +287,9 @@ WHOLE = st.fixed_dictionaries(
         "latency_ms": DOUBLES,
         "label": st.sampled_from([None, True, False, 1]),
         "experts": st.none() | st.lists(EXPERT, max_size=3) | st.just([{"name": "x"}]),
+        "provenance": st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3)
+        | st.just({"k": 1})
+        | st.just({"\udc00": "v"}),
         "extra": st.just(1),
     },
 )
@@ -329,5 +332,6 @@ def test_an_edge_score_takes_the_fast_path(experts: list, label: bool | None) ->
         "latency_ms": 0.01,
         "label": label,
         "experts": [{**e, "version": 3} for e in experts] or None,
+        "provenance": {"restored_from": "1", "reason": "bad round"} if label else {},
     }
     assert ScoreEncoder(NoCodec()).encode_one(record) == Codec().encode("Score", record)
