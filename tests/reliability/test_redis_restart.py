@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers.central import assert_checkpoint_matches, reference_models
 from helpers.runs import datagen_log, event_ids, start_cli, wait_records
 from helpers.services import decoded, read_topic, wait_exit, wait_for_log
-from integration.test_central import assert_checkpoint_matches, reference_models
 from pydantic import SecretStr
 
 from prism.stack import redis_server
