@@ -22,8 +22,10 @@ from helpers.central import assert_checkpoint_matches, reference_models
 from helpers.runs import event_ids
 from helpers.services import decoded, global_versions
 
+from models.packing import LayoutBook
 from models.serialization import global_model_from_record, summary_from_weight_record
 from models.specs import get_spec
+from models.summary import Summary
 from runtime.settings import Settings
 from schemas import Codec
 
@@ -86,15 +88,16 @@ def edge_scores(run: Run, scores: list[dict]) -> tuple[list[str], int]:
     return out, repeats
 
 
-def summaries(run: Run, boot: str) -> tuple[list[str], dict[tuple[str, int], dict], list]:
+def summaries(run: Run, boot: str) -> tuple[list[str], dict, list]:
     """Each (node, sequence) on model-updates once in content; merged at most once."""
     out: list[str] = []
     sent: dict[tuple[str, int], set[bytes]] = defaultdict(set)
-    records: dict[tuple[str, int], dict] = {}
-    for _p, _o, r in decoded(boot, run.settings.topic("model-updates")):
+    records: dict[tuple[str, int], tuple[dict, Summary]] = {}
+    book = LayoutBook()  # a summary may name a layout an earlier one of its node sent in full
+    for _p, _o, r in decoded(boot, run.settings.topic("model-updates")):  # in offset order
         key = (str(r["node_id"]), int(r["sequence"]))
         sent[key].add(json.dumps(r["state"], sort_keys=True, default=repr).encode())
-        records[key] = r
+        records[key] = (r, summary_from_weight_record(r, book))
     for (node, seq), bodies in sorted(sent.items()):
         if node in run.edges and len(bodies) > 1:
             out.append(f"summary {node}#{seq} sent with {len(bodies)} different contents")
@@ -116,7 +119,9 @@ def summaries(run: Run, boot: str) -> tuple[list[str], dict[tuple[str, int], dic
     return out, {k: records[k] for k in merged if k in records}, versions
 
 
-def registry(run: Run, acked: Mapping[tuple[str, int], dict], versions: list) -> list[str]:
+def registry(
+    run: Run, acked: Mapping[tuple[str, int], tuple[dict, Summary]], versions: list
+) -> list[str]:
     """The registry's current model: the last published version, and exactly the acked data.
 
     Exact statistics telescope: an edge's increments add up, a central shard's
@@ -136,13 +141,12 @@ def registry(run: Run, acked: Mapping[tuple[str, int], dict], versions: list) ->
         out.append(f"registry current v{current.version} is not the last published version")
     last_cumulative: dict[str, int] = {}
     parts = []
-    for (node, seq), rec in acked.items():
-        if rec.get("meta", {}).get("stats") == "cumulative":
+    for (node, seq), (rec, summary) in acked.items():
+        if (rec.get("meta") or {}).get("stats") == "cumulative":
             last_cumulative[node] = max(seq, last_cumulative.get(node, 0))
         else:
-            parts.append(rec)
-    parts += [acked[(n, s)] for n, s in last_cumulative.items()]
-    summaries_ = [summary_from_weight_record(r) for r in parts]
+            parts.append(summary)
+    summaries_ = parts + [acked[(n, s)][1] for n, s in last_cumulative.items()]
     want_n = sum(s.n_samples for s in summaries_)
     if current.summary.n_samples != want_n:
         out.append(f"registry n_samples {current.summary.n_samples} != acknowledged {want_n}")

@@ -42,6 +42,7 @@ from runtime.settings import Settings  # noqa: E402
 PROCESS_KINDS = ("kill9", "sigterm", "pause")
 INFRA_KINDS = ("kill9", "sigterm")
 GROUP = "chaos-central"
+RECORDS_PER_EVENT = 2  # a Transaction and its Label: --rate paces records
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class Params:
     seconds: float = 300.0
     centrals: int = 1
     edges: int = 2
-    rate: int = 200  # central events/s
-    edge_rate: int = 40  # each edge's events/s
+    rate: int = 200  # records/s replayed to the centre (transactions + labels)
+    edge_rate: int = 40  # records/s each edge reads
     mean_gap: float = 6.0
     fault_s: tuple[float, float] = (1.0, 6.0)
     targets: tuple[str, ...] = ("central", "merger", "edge", "broker", "redis")
@@ -106,13 +107,26 @@ def wait_text(path: Path, text: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def apply(fault: Fault, target, t0: float, result: Result, lock: threading.Lock) -> None:
-    """One fault at its time: begin, hold for its duration, end; what happened is recorded."""
+def apply(
+    fault: Fault, target, t0: float, result: Result, lock: threading.Lock, busy: threading.Lock
+) -> None:
+    """One fault at its time: begin, hold for its duration, end; what happened is recorded.
+
+    ``busy`` is the target's own lock (broker and Redis share one): a restart
+    that takes longer than the schedule allowed (a broker start takes ~15 s
+    here) delays the target's next fault instead of overlapping it.
+    """
     time.sleep(max(0.0, t0 + fault.at - time.monotonic()))
-    row = {**asdict(fault), "applied": False, "began": round(time.monotonic() - t0, 2)}
+    with busy:
+        _apply(fault, target, t0, result, lock)
+
+
+def _apply(fault: Fault, target, t0: float, result: Result, lock: threading.Lock) -> None:
+    start = time.monotonic()
+    row = {**asdict(fault), "applied": False, "began": round(start - t0, 2)}
     try:
         row["applied"] = target.begin(fault.kind)
-        time.sleep(max(0.0, t0 + fault.end - time.monotonic()))
+        time.sleep(max(0.0, start + fault.duration - time.monotonic()))
         if row["applied"]:
             target.end(fault.kind)
         row["ended"] = round(time.monotonic() - t0, 2)
@@ -162,10 +176,10 @@ def run(seed: int, params: Params, work: Path) -> Result:
             topic_prefix=f"chaos{seed}.", redis_prefix=f"chaos{seed}", state_dir=work / "state",
         )  # fmt: skip
         create_topics(settings, bootstrap=boot, partitions=3)
-        events = int(params.rate * params.seconds)
+        events = int(params.rate * params.seconds / RECORDS_PER_EVENT)
         logs = {"central": datagen_log(work, "central", events, seed)}
         for i in range(params.edges):
-            n = int(params.edge_rate * params.seconds)
+            n = int(params.edge_rate * params.seconds / RECORDS_PER_EVENT)
             logs[f"edge-{i}"] = datagen_log(work, f"edge-{i}", n, seed + 1 + i)
         services = build_services(settings, work, logs, params)
         for name, svc in services.items():
@@ -183,8 +197,12 @@ def run(seed: int, params: Params, work: Path) -> Result:
         replay.start()
         targets = {**services, "broker": broker, "redis": red}
         lock, t0 = threading.Lock(), time.monotonic()
+        busy = {name: threading.Lock() for name in targets}
+        busy["redis"] = busy["broker"]  # one infrastructure fault at a time
         threads = [
-            threading.Thread(target=apply, args=(f, targets[f.target], t0, result, lock))
+            threading.Thread(
+                target=apply, args=(f, targets[f.target], t0, result, lock, busy[f.target])
+            )
             for f in result.schedule
         ]
         for th in threads:
@@ -233,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="default: a new one, printed")
     ap.add_argument("--centrals", type=int, default=1)
     ap.add_argument("--edges", type=int, default=2)
-    ap.add_argument("--rate", type=int, default=200, help="central events/s")
-    ap.add_argument("--edge-rate", type=int, default=40, help="each edge's events/s")
+    ap.add_argument(
+        "--rate", type=int, default=200, help="records/s replayed (a transaction and its label)"
+    )
+    ap.add_argument("--edge-rate", type=int, default=40, help="records/s each edge reads")
     ap.add_argument("--mean-gap", type=float, default=6.0, help="mean seconds between faults")
     ap.add_argument("--workdir", type=Path, default=None, help="kept (default: a temp dir)")
     ap.add_argument("--json", action="store_true")
