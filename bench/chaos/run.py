@@ -146,11 +146,11 @@ def build_services(settings: Settings, work: Path, logs: dict[str, Path], p: Par
     def add(name: str, *args: str, cut: Path | None = None) -> None:
         out[name] = Service(name, args, env, work / f"{name}.log", cut_file=cut)
 
-    add("merger", "merger", "run", "--round-size", "1", "--idle-exit", "40",
+    add("merger", "merger", "run", "--round-size", "1", "--idle-exit", "30",
         "--group", "chaos-merger")  # fmt: skip
     for i in range(p.centrals):
         add(f"central-{i}", "central", "run", "--task", "fraud", "--group", GROUP,
-            "--worker-id", f"c{i}", "--idle-exit", "25", "--checkpoint-interval", "1",
+            "--worker-id", f"c{i}", "--idle-exit", "20", "--checkpoint-interval", "1",
             "--summary-interval", "3")  # fmt: skip
     for i in range(p.edges):
         home = work / f"edge-{i}"

@@ -44,3 +44,10 @@ def test_a_repeat_after_a_kill_passes_only_with_the_same_score() -> None:
     other = [("a", 0.1), ("a", 0.7), ("b", 0.2), ("c", 0.3)]
     [v] = _once("centre", other, WANT, may_repeat=True)
     assert "different scores" in v
+
+
+def test_an_edge_repeat_after_a_kill_may_differ_but_not_without_one() -> None:
+    other = [("a", 0.1), ("a", 0.7), ("b", 0.2), ("c", 0.3)]
+    assert _once("edge e1", other, WANT, may_repeat=True, same_score=False) == []
+    [v] = _once("edge e1", other, WANT, may_repeat=False, same_score=False)
+    assert "without a kill -9" in v
