@@ -6,8 +6,8 @@ merger and two edge agents under a steady replay. Seed 2457's eight faults
 kill -9 the broker, the central worker, the merger and an edge, SIGTERM
 Redis and an edge, pause an edge and cut an edge's link -- every fault kind,
 every kind of target. The checker must find no violation (each event scored
-once by the centre and once by its edge, a repeat only after a kill -9 --
-the centre's with the same score; each summary merged at most once and none lost; checkpoints =
+once by the centre and once by its edge, a repeat only after a kill -9;
+each summary merged at most once and none lost; checkpoints =
 uninterrupted replay to 1e-9; registry = the acknowledged summaries' exact
 statistics; no dead letter) and every scheduled fault must have been applied.
 """
