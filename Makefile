@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Every extra: the suite covers the Faust engine and the plots.
 EXTRAS := test,faust,plot
 
-.PHONY: setup system-deps compose-deps constraints demo test test-unit test-integration test-compose test-reliability soak spike poisoning lint bench clean
+.PHONY: setup system-deps compose-deps constraints demo test test-unit test-integration test-compose test-reliability soak spike chaos poisoning lint bench clean
 
 # The versions in constraints.txt, so `make demo` / `make test` install what the suite ran on.
 $(STAMP): pyproject.toml constraints.txt
@@ -75,6 +75,12 @@ soak: setup
 # MISSION.md's scenario C: the centre at its maximum, then doubled for a minute (needs `prism stack up`).
 spike: setup
 	$(PY) bench/spike.py --png spike.png
+
+# Randomized faults under steady load, then the invariants checked (needs no stack: it starts
+# its own broker and Redis to kill). MINUTES=5; SEED=N replays a run (default: a new seed, printed).
+MINUTES ?= 5
+chaos: setup
+	$(PY) bench/chaos/run.py --minutes $(MINUTES) $(if $(SEED),--seed $(SEED))
 
 # Poisoning figures (in-process, no stack): FedAvg vs FedMedian, clean vs 20 % attackers.
 poisoning: setup

@@ -12,6 +12,12 @@ Messages use ``message.timeout.ms=0`` (never expire) with idempotence and
 acks=all: what was handed to the producer before the cut is delivered when
 the broker is back, once, in order. While down, nothing new is handed over:
 scores go to a local file, raw events and summaries wait in SQLite.
+
+A node can also be taken off the line by hand: while ``cut_file`` (the
+agent's ``STATE/link-cut``) exists the link is down as if the network were
+gone -- a maintenance switch, and how ``make chaos`` cuts one edge off
+without stopping the broker for everyone. Only the producer side is cut;
+the global-model feed keeps reading.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
@@ -39,8 +46,10 @@ class Link:
         *,
         probe_every_s: float = 1.0,
         security: Mapping[str, str] | None = None,
+        cut_file: Path | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.cut_file = cut_file
         self.producer = Producer(edge_producer_config(bootstrap, self._on_error, security))
         self._admin = AdminClient(
             {
@@ -85,7 +94,12 @@ class Link:
             log.error("fatal producer error: %s", err.str())
             self.mark_down(err.str())
 
+    def _cut(self) -> bool:
+        return self.cut_file is not None and self.cut_file.exists()
+
     def _probe(self, timeout: float) -> bool:
+        if self._cut():
+            return False
         try:
             return bool(self._admin.list_topics(timeout=timeout).brokers)
         except Exception:  # noqa: BLE001 - any client error means "still down"
@@ -93,7 +107,9 @@ class Link:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.probe_every_s):
-            if not self._up.is_set() and self._probe(timeout=2.0):
+            if self._up.is_set() and self._cut():
+                self.mark_down(f"link cut by {self.cut_file}")
+            elif not self._up.is_set() and self._probe(timeout=2.0):
                 self._up.set()
                 self.transitions += 1
                 log.info("link up again bootstrap=%s", self.bootstrap)

@@ -60,7 +60,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
     outbox = Outbox(
         home / "outbox.sqlite3", node_id=config.node_id, model_name=config.spec_name, codec=codec
     )
-    link = Link(bootstrap, security=security)
+    link = Link(bootstrap, security=security, cut_file=home / "link-cut")
     parts = Parts(
         learner=learner,
         outbox=outbox,

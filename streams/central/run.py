@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from confluent_kafka import Producer
 
 from runtime.errors import StackError
@@ -12,7 +13,7 @@ from runtime.identity import node_signer
 from runtime.kafka_config import producer_config
 from runtime.kafka_security import KafkaAuth, check_login, kafka_security
 from runtime.model_registry import RegistryKeys
-from runtime.redis_outage import service_client
+from runtime.redis_outage import service_client, wait_for
 from runtime.settings import Settings
 from schemas import Codec
 from streams.central.checkpoint import CheckpointStore
@@ -33,6 +34,20 @@ def topics_for(settings: Settings, config: CentralConfig) -> Topics:
     )
 
 
+def first_ping(client: redis.Redis, limit_s: float) -> None:
+    """Redis may be restarting when a worker (re)starts -- a supervisor's restart during an
+    outage: wait for it as a restore does (up to ``--redis-wait``), instead of dying at start
+    (found by ``make chaos``). A refused login is not an outage: it fails at once."""
+
+    def ping() -> None:
+        try:
+            client.ping()
+        except redis.AuthenticationError as e:
+            raise StackError(f"Redis refused the login: {e} (check PRISM_REDIS_URL)") from e
+
+    wait_for(ping, what="starting", limit_s=limit_s)
+
+
 def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
     """A worker wired to the configured Kafka and Redis (connections made here)."""
     if settings.kafka_bootstrap is None or settings.redis_url is None:
@@ -41,7 +56,7 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
     codec = Codec(settings.encoding, settings.max_message_bytes)
     redis_url = settings.redis_url.get_secret_value()
     client = service_client(redis_url)
-    client.ping()  # a wrong URL or password fails here, at start
+    first_ping(client, config.redis_wait_s)
     keys = RegistryKeys(settings.redis_prefix)  # the checkpoints' keys (the merger writes models)
     telemetry = Telemetry(f"central-{config.task}")
     store = CheckpointStore(

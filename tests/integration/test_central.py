@@ -12,17 +12,15 @@ import numpy as np
 import pytest
 import redis
 from confluent_kafka import Producer
+from helpers.central import assert_checkpoint_matches, reference_models
 from helpers.services import decoded, read_topic, wait_exit, wait_for_log
 
-from models.serialization import state_to_summary
-from models.specs import get_spec
 from prism.cli import main
 from runtime.model_registry import RegistryClient
 from runtime.settings import Settings
 from schemas import Codec
 from schemas.codec import MARKER
 from schemas.registry import current, fingerprint
-from streams.central.partition import EventIn, LabelIn, PartitionLearner
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
@@ -81,18 +79,6 @@ def checkpoints(settings: Settings, group: str) -> dict[int, dict]:
     return out
 
 
-def reference_models(settings: Settings) -> dict[int, PartitionLearner]:
-    """Each partition learned in-process from what is in Kafka: the order the worker must match."""
-    spec, boot = get_spec("fraud-linear"), settings.kafka_bootstrap or ""
-    tx, lb = settings.topic("transactions"), settings.topic("labels")
-    out = {p: PartitionLearner(spec, p, events_topic=tx, labels_topic=lb) for p in range(3)}
-    for p, o, r in decoded(boot, tx):
-        out[p].take_events([EventIn(o, r, b"")])
-    for p, o, r in decoded(boot, lb):
-        out[p].take_labels([LabelIn(o, r)])
-    return out
-
-
 def merge_shards(spawn, group: str) -> None:
     """Run the merger over the shards' summaries: the registry's one writer records them."""
     merger = spawn(
@@ -110,15 +96,6 @@ def shard_nodes(settings: Settings, group: str) -> dict[str, dict]:
         return {n["node_id"]: n for n in client.nodes() if n["node_id"].startswith(f"{group}/p")}
     finally:
         client.close()
-
-
-def assert_checkpoint_matches(cp: dict, ref: PartitionLearner) -> None:
-    got = state_to_summary(cp["state"])
-    want = ref.spec.summarize(ref.model)
-    assert got.n_samples == want.n_samples == ref.counters["learned"]
-    assert got.features == want.features
-    for name, array in want.tensors.items():
-        np.testing.assert_allclose(got.tensor(name), array, rtol=0, atol=1e-9, err_msg=name)
 
 
 @pytest.mark.parametrize("engine", ["kafka", "faust"])

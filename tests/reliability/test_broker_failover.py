@@ -22,20 +22,17 @@ to accept writes again (the figure in docs/reliability.md).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
-from helpers.runs import datagen_log, event_ids, start_cli, wait_records
-from helpers.services import decoded, global_versions, read_topic, wait_exit, wait_for_log
-from integration.test_central import assert_checkpoint_matches, reference_models
+from helpers.exact_run import assert_exact_run, assert_services_finished
+from helpers.runs import datagen_log, start_cli, wait_records
+from helpers.services import wait_exit, wait_for_log
 
 from prism.stack import kafka_cluster, process
 from prism.stack.kafka import MARKER
@@ -183,42 +180,12 @@ def test_leader_broker_killed_under_load_nothing_lost_nothing_twice(
           f"partitions; its scores partitions took writes again after {gap:.1f} s")  # fmt: skip
 
     assert wait_exit(replay, timeout=300) == 0
-    for name, proc in services.items():  # the same processes, each finishing on its own
-        assert wait_exit(proc, timeout=300) == 0, name
-        text = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
-        assert "Traceback" not in text, f"{name}:\n{text[-3000:]}"
-
-    scores = [r for _p, _o, r in decoded(boot, settings.topic("scores"))]
-    central_ids = [r["event_id"] for r in scores if r["source"] == "central"]
-    assert Counter(central_ids) == Counter(event_ids(central_log))  # exactly one each
-
-    offline = tmp_path / "e1" / "scores-offline.jsonl"
-    edge_ids = [r["event_id"] for r in scores if r["source"] != "central"]
-    if offline.exists():
-        edge_ids += [json.loads(x)["event_id"] for x in offline.read_text().splitlines()]
-    assert Counter(edge_ids) == Counter(event_ids(edge_log))
-
-    sent = [
-        int(CODEC.decode(v)["sequence"])
-        for _p, _o, k, v in read_topic(boot, settings.topic("model-updates"))
-        if k == b"e1"
-    ]
-    assert sent and sorted(sent) == list(range(1, len(sent) + 1))  # each once, none missing
-    versions = global_versions(boot, settings.topic("global-model"))
-    merged = Counter(
-        (c.node_id, c.sequence) for v in {x.version: x for x in versions}.values()
-        for c in v.contributors if c.node_id == "e1"
-    )  # fmt: skip
-    assert merged == Counter({("e1", s): 1 for s in sent})
-
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
-    learned = 0
-    for p, ref in reference_models(settings).items():
-        cp = CODEC.decode(
-            client.get(f"{settings.redis_prefix}:checkpoint:c-failover:{p}"),
-            expected="CentralCheckpoint",
-        )
-        assert_checkpoint_matches(cp, ref)  # 1e-9, n_samples == learned by the reference
-        learned += cp["counters"].get("learned", 0)
-    client.close()
-    assert learned == EVENTS
+    assert_services_finished(services, timeout=300)  # the same processes, on their own
+    assert_exact_run(
+        settings,
+        tmp_path,
+        central_log=central_log,
+        edge_log=edge_log,
+        group="c-failover",
+        events=EVENTS,
+    )

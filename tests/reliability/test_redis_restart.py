@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers.central import assert_checkpoint_matches, reference_models
 from helpers.runs import datagen_log, event_ids, start_cli, wait_records
 from helpers.services import decoded, read_topic, wait_exit, wait_for_log
-from integration.test_central import assert_checkpoint_matches, reference_models
 from pydantic import SecretStr
 
 from prism.stack import redis_server
@@ -194,3 +194,22 @@ def test_redis_sigterm_and_sigkill_mid_replay(own_redis, prism_topics, tmp_path:
     registry.close()
     edge_text = Path(edge.log_path).read_bytes()  # type: ignore[attr-defined]
     assert b"global model adopted" in edge_text[edge_log_mark:]
+
+
+def test_a_central_worker_started_while_redis_is_down_waits_for_it(
+    own_redis, prism_topics, tmp_path: Path
+) -> None:
+    """A supervisor's restart can land in a Redis outage (found by ``make chaos``, seed
+    1861302288): the worker must wait for Redis (``--redis-wait``), not die at start."""
+    server, settings = own_redis
+    assert redis_server.stop(server)
+    central = start_cli(settings, tmp_path, "central", "central", "run", "--task", "fraud",
+                        "--group", "c-late", "--worker-id", "c1", "--idle-exit", "4")  # fmt: skip
+    wait_for_log(central, "while='starting'", timeout=60)
+    time.sleep(2)  # still waiting, a few retries later
+    assert central.poll() is None, Path(central.log_path).read_text()[-3000:]  # type: ignore[attr-defined]
+    redis_server.restart(server)
+    wait_for_log(central, "assigned", timeout=90)
+    assert wait_exit(central, timeout=120) == 0
+    text = Path(central.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+    assert "Traceback" not in text, text[-3000:]
