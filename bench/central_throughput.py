@@ -303,7 +303,7 @@ def main() -> int:
         )
 
         s = fresh(settings, log)
-        proc = worker(s, "--batch-size", "1", "--batch-wait", "0.001")
+        proc = worker(s, "--batch-size", "1")
         time.sleep(args.per_event_seconds)
         proc.kill()  # a rate, not a clean stop: scores already delivered are what counts
         proc.wait(60)
