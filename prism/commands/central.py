@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=10.0,
         help="latency budget: a batch waits for more records only while its oldest is younger "
-        "than half of it; the producer lingers a tenth of it (at most 5 ms)",
+        "than 30 %% of it; the producer lingers a tenth of it (at most 5 ms)",
     )
     run.add_argument(
         "--checkpoint-every", type=int, default=50_000, help="records between checkpoints"

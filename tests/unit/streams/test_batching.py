@@ -12,19 +12,19 @@ from streams.central.config import CentralConfig
 POLICY = BatchPolicy(max_size=100, max_delay_s=0.010)
 
 
-def test_a_fresh_record_waits_half_the_budget_less_its_age() -> None:
-    assert POLICY.fill_s == 0.005
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_000.0) == 0.005
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_004.0) == 0.001
+def test_a_fresh_record_waits_its_share_of_the_budget_less_its_age() -> None:
+    assert POLICY.fill_s == pytest.approx(0.003)
+    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_000.0) == 0.003
+    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_002.0) == 0.001
 
 
 def test_a_record_past_its_fill_deadline_waits_for_nothing() -> None:
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_005.0) == 0.0
+    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_003.0) == 0.0
     assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=99_000.0) == 0.0  # a backlog
 
 
 def test_a_producer_clock_ahead_of_ours_never_stretches_the_wait() -> None:
-    assert POLICY.fill_wait_s(oldest_ts_ms=20_000, now_ms=10_000.0) == POLICY.fill_s
+    assert POLICY.fill_wait_s(oldest_ts_ms=20_000, now_ms=10_000.0) == 0.003
 
 
 def test_no_timestamp_no_wait() -> None:
@@ -71,6 +71,7 @@ def test_nonsense_is_refused(kwargs: dict) -> None:
 
 def test_the_cli_config_builds_its_policy_from_batch_size_and_budget() -> None:
     policy = CentralConfig(batch_size=250, max_delay_s=0.02).batching
-    assert (policy.max_size, policy.max_delay_s, policy.fill_s) == (250, 0.02, 0.01)
+    assert (policy.max_size, policy.max_delay_s) == (250, 0.02)
+    assert policy.fill_s == pytest.approx(0.006)
     with pytest.raises(ValueError, match="latency budget"):
         CentralConfig(max_delay_s=0)
