@@ -3,10 +3,12 @@
 A fixed wait (the old ``--batch-wait 0.05``) held every event of a light load
 for the whole wait, because ``Consumer.consume(n, timeout)`` returns only when
 ``n`` records are there or the time is up: ~50 ms of score latency for nothing.
-Here a batch takes what is *ready* (so under a backlog it fills to
-``max_size`` at once and throughput stays), and waits for more only while its
+Here a batch takes what is *ready*, and waits for more only while its
 oldest record is younger than ``fill_share`` of ``max_delay_s``; the rest of
 the budget is left for scoring, producing and the broker's acknowledgement.
+Behind (the oldest record already older than the budget) it waits up to the
+budget to fill to ``max_size``: batches grow with the backlog, so throughput
+stays.
 
 Pure: ages come in as numbers (Kafka timestamps and a clock reading), so the
 policy is tested without a broker (tests/unit/streams/test_batching.py).
@@ -26,8 +28,10 @@ class BatchPolicy:
     >>> policy = BatchPolicy(max_size=1000, max_delay_s=0.010)
     >>> policy.fill_wait_s(oldest_ts_ms=1_000, now_ms=1_002.0)  # 2 ms old: 1 ms more
     0.001
-    >>> policy.fill_wait_s(oldest_ts_ms=1_000, now_ms=1_020.0)  # behind: no waiting
+    >>> policy.fill_wait_s(oldest_ts_ms=1_000, now_ms=1_005.0)  # past its share: go
     0.0
+    >>> policy.fill_wait_s(oldest_ts_ms=1_000, now_ms=1_020.0)  # behind: fill the batch
+    0.01
     """
 
     max_size: int = 1000
@@ -53,13 +57,18 @@ class BatchPolicy:
     def fill_wait_s(self, *, oldest_ts_ms: float, now_ms: float) -> float:
         """How much longer the batch may wait for records, given its oldest one's timestamp.
 
-        Never more than :attr:`fill_s` (a producer clock ahead of ours must not
-        stretch the wait), never negative; 0 when the record has no timestamp
-        (``oldest_ts_ms <= 0``: nothing to measure the budget from).
+        Fresh: until the oldest is :attr:`fill_s` old, never longer (a producer
+        clock ahead of ours must not stretch the wait). Behind (the oldest is
+        already past the whole budget): up to ``max_delay_s`` to fill the batch,
+        since hurrying cannot win the budget back and full batches keep the
+        throughput that works the backlog off. In between, and without a
+        timestamp (``oldest_ts_ms <= 0``): 0.
         """
         if oldest_ts_ms <= 0:
             return 0.0
         age_s = (now_ms - oldest_ts_ms) / 1000
+        if age_s > self.max_delay_s:
+            return self.max_delay_s
         return round(min(max(self.fill_s - age_s, 0.0), self.fill_s), 6)
 
     @property
