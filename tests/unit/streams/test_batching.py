@@ -21,11 +21,13 @@ def test_a_fresh_record_waits_its_share_of_the_budget_less_its_age() -> None:
 def test_a_record_past_its_fill_deadline_waits_for_nothing() -> None:
     assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_003.0) == 0.0
     assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_010.0) == 0.0
+    # late (a slow fetch, a busy core) is not a backlog: no waiting the budget on top
+    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_099.0) == 0.0
 
 
 def test_behind_the_budget_a_batch_fills_for_up_to_the_budget() -> None:
-    """A backlog: full batches keep the throughput; waiting cannot cost the budget twice."""
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_010.5) == POLICY.max_delay_s
+    """A backlog (ten budgets old): full batches keep the throughput; the wait adds a tenth."""
+    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_100.5) == POLICY.max_delay_s
     assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=99_000.0) == POLICY.max_delay_s
 
 
@@ -55,7 +57,7 @@ def test_the_wait_is_the_fill_share_when_fresh_and_the_budget_when_behind(
     policy = BatchPolicy(max_size=max_size, max_delay_s=budget_ms / 1000)
     wait = policy.fill_wait_s(oldest_ts_ms=1e9, now_ms=1e9 + age_ms)
     age_s = ((1e9 + age_ms) - 1e9) / 1000  # the age as the policy computes it (float rounding)
-    if age_s > policy.max_delay_s:  # behind: fill for up to the budget
+    if age_s > policy.max_delay_s * policy.behind_factor:  # behind: fill up to the budget
         assert wait == policy.max_delay_s
     else:
         assert 0.0 <= wait <= policy.fill_s + 1e-6
