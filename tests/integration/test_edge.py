@@ -33,6 +33,8 @@ from helpers.services import (
     wait_for_log,
 )
 
+from edge_agents.config import EdgeConfig
+from edge_agents.run import build
 from models.serialization import (
     global_model_record,
     summary_from_weight_record,
@@ -157,9 +159,9 @@ def own_broker(test_settings: Settings, tmp_path: Path):
         local_kafka.stop(broker_settings)
 
 
-# enough that, after the broker is back, the agent still runs while the merger rejoins its
-# group and merges the backlog (the test wants a global adopted after the reconnect)
-OUTAGE_EVENTS = 6000
+# more than the test needs: the agent is stopped (SIGTERM) once it adopted a global after the
+# reconnect, so how long the broker takes to come back never decides whether it gets there
+OUTAGE_EVENTS = 20_000
 
 
 @pytest.mark.reliability  # #10.4: an edge offline for a long stretch
@@ -185,15 +187,24 @@ def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     wait_until(lambda: len(offline_scores(tmp_path, "e1")) >= 1500, "offline scoring", proc=agent)
     local_kafka.start(broker_settings, ports=(port, controller))
     wait_for_log(agent, "link up again", timeout=90)
+
+    def after_reconnect() -> str:
+        return Path(agent.log_path).read_text().split("link up again", 1)[1]  # type: ignore[attr-defined]
+
+    # the global model caught up: adopted again after the link came back; then stop the agent
+    wait_until(lambda: "global model adopted" in after_reconnect(), "an adoption", 180, agent)
+    agent.send_signal(signal.SIGTERM)
     assert wait_exit(agent, timeout=180) == 0
     assert wait_exit(merger, timeout=120) == 0
+    handled = int(_log_field(agent, "events"))
+    assert handled < OUTAGE_EVENTS  # stopped before the log ran out: the wait decided, not the log
 
     # every event scored exactly once: on the topic while linked, in the file while cut off
     bootstrap = settings.kafka_bootstrap
     online = [r["event_id"] for r in records(bootstrap, settings.topic("scores"), 1)]
     offline = [r["event_id"] for r in offline_scores(tmp_path, "e1")]
     assert len(online) > 0 and len(offline) >= 1500
-    assert Counter(online + offline) == Counter(event_ids(log))
+    assert Counter(online + offline) == Counter(event_ids(log)[:handled])
     # every summary delivered, once, and merged exactly once
     rows = outbox_rows(tmp_path, "e1")
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1)) and all(r[2] for r in rows)
@@ -202,12 +213,46 @@ def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     versions = global_versions(bootstrap, settings.topic("global-model"), 1)
     merged = Counter((c.node_id, c.sequence) for v in versions for c in v.contributors)
     assert merged == Counter({("e1", s): 1 for s, _ in sent})
-    # the global model caught up: adopted again after the link came back
-    text = Path(agent.log_path).read_text()  # type: ignore[attr-defined]
-    assert "global model adopted" in text.split("link up again", 1)[1]
     learned = int(_log_field(agent, "learned"))
-    assert learned == OUTAGE_EVENTS
+    assert learned == handled
     assert max(versions, key=lambda v: v.version).summary.n_samples == learned
+
+
+@pytest.mark.reliability  # found by `make chaos`: an edge killed -9 in a broker outage lost scores
+def test_a_save_in_a_broker_outage_leaves_no_score_only_in_memory(own_broker, tmp_path: Path):
+    """Scores handed to librdkafka just before the broker went away must not live only in
+    the process's memory once the agent saves a position past their events: a kill -9
+    then would lose them. After the save each is on the topic or in the offline file, once."""
+    broker_settings, settings = own_broker
+    create_topics(settings, bootstrap=settings.kafka_bootstrap or "", partitions=1)
+    log = fraud_log(tmp_path, 300)
+    config = EdgeConfig(  # no save but the test's own (the first cut comes at 1,250 events)
+        node_id="e1", source=str(log), state_dir=tmp_path / "e1", summary_every_events=10_000
+    )
+    agent, source = build(settings, config)
+    link = agent.parts.link
+    wait = link.probe_every_s
+    link.probe_every_s = 3600.0  # the probe sleeps through the test after its current wait:
+    time.sleep(wait + 0.5)  # the agent learns of the outage only from its own producer
+    items = iter(source)
+    for _ in range(100):
+        agent.handle(next(items))
+    assert link.producer.flush(30) == 0  # the first 100 delivered
+    port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+    controller = _controller_port(broker_settings)
+    assert local_kafka.stop(broker_settings)
+    for _ in range(100):  # the agent still thinks it is linked: these queue in librdkafka
+        agent.handle(next(items))
+    assert link.up and len(link.producer) > 0
+
+    agent.cut_and_save()
+    assert len(link.producer) == 0  # nothing the saved position covers is only in memory
+    link.close(timeout=0.5)
+    local_kafka.start(broker_settings, ports=(port, controller))
+    online = [r["event_id"] for r in records(settings.kafka_bootstrap, settings.topic("scores"), 1)]
+    offline = [r["event_id"] for r in offline_scores(tmp_path, "e1")]
+    assert len(online) >= 100 and offline
+    assert Counter(online + offline) == Counter(event_ids(log)[:200])
 
 
 def _controller_port(broker_settings: Settings) -> int:
