@@ -431,31 +431,14 @@ class EdgeAgent:
 
     def _save(self, payload: bytes | None) -> None:
         started = time.perf_counter()
-        producer = self.parts.link.producer
         if self.parts.link.up:
-            producer.flush(5.0)  # what precedes the saved position is delivered
-        if len(producer):
-            self._take_back_queued(producer)
+            self.parts.link.producer.flush(5.0)  # what precedes the saved position is delivered
         if self.parts.forwarder is not None:
             self.parts.forwarder.save()
         self.parts.scores.flush()
         self.parts.outbox.commit(self.learner.state(), self.position, payload)
         self.save_seconds.observe(time.perf_counter() - started)
         self._unsent = self.parts.outbox.counts()["unsent"]
-
-    def _take_back_queued(self, producer: Any) -> None:
-        """Records still in librdkafka's memory (link down, or a flush that timed out)
-        would die with the process while the position saved next is past their events:
-        a kill -9 in a broker outage lost scores that way (found by `make chaos`).
-
-        Purged from the queue -- never sent, so they cannot also be on the broker --
-        each comes back through its delivery report's error path, which already has
-        a durable place for it: a score goes to the offline file, a forwarded event
-        to the outbox (``Forwarder.save`` next), a summary stays unsent for resend.
-        Records in flight to a broker that answers are left to it.
-        """
-        producer.purge(in_queue=True, in_flight=False)
-        producer.poll(0)  # serve the purged records' delivery reports now
 
     # -- reporting ------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

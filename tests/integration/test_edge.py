@@ -33,8 +33,6 @@ from helpers.services import (
     wait_for_log,
 )
 
-from edge_agents.config import EdgeConfig
-from edge_agents.run import build
 from models.serialization import (
     global_model_record,
     summary_from_weight_record,
@@ -216,43 +214,6 @@ def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     learned = int(_log_field(agent, "learned"))
     assert learned == handled
     assert max(versions, key=lambda v: v.version).summary.n_samples == learned
-
-
-@pytest.mark.reliability  # found by `make chaos`: an edge killed -9 in a broker outage lost scores
-def test_a_save_in_a_broker_outage_leaves_no_score_only_in_memory(own_broker, tmp_path: Path):
-    """Scores handed to librdkafka just before the broker went away must not live only in
-    the process's memory once the agent saves a position past their events: a kill -9
-    then would lose them. After the save each is on the topic or in the offline file, once."""
-    broker_settings, settings = own_broker
-    create_topics(settings, bootstrap=settings.kafka_bootstrap or "", partitions=1)
-    log = fraud_log(tmp_path, 300)
-    config = EdgeConfig(  # no save but the test's own (the first cut comes at 1,250 events)
-        node_id="e1", source=str(log), state_dir=tmp_path / "e1", summary_every_events=10_000
-    )
-    agent, source = build(settings, config)
-    link = agent.parts.link
-    wait = link.probe_every_s
-    link.probe_every_s = 3600.0  # the probe sleeps through the test after its current wait:
-    time.sleep(wait + 0.5)  # the agent learns of the outage only from its own producer
-    items = iter(source)
-    for _ in range(100):
-        agent.handle(next(items))
-    assert link.producer.flush(30) == 0  # the first 100 delivered
-    port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
-    controller = _controller_port(broker_settings)
-    assert local_kafka.stop(broker_settings)
-    for _ in range(100):  # the agent still thinks it is linked: these queue in librdkafka
-        agent.handle(next(items))
-    assert link.up and len(link.producer) > 0
-
-    agent.cut_and_save()
-    assert len(link.producer) == 0  # nothing the saved position covers is only in memory
-    link.close(timeout=0.5)
-    local_kafka.start(broker_settings, ports=(port, controller))
-    online = [r["event_id"] for r in records(settings.kafka_bootstrap, settings.topic("scores"), 1)]
-    offline = [r["event_id"] for r in offline_scores(tmp_path, "e1")]
-    assert len(online) >= 100 and offline
-    assert Counter(online + offline) == Counter(event_ids(log)[:200])
 
 
 def _controller_port(broker_settings: Settings) -> int:
