@@ -67,13 +67,7 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
         codec=codec,
         keys=keys,
     )
-    producer = Producer(
-        producer_config(
-            settings.kafka_bootstrap,
-            kafka_security(settings),
-            linger_ms=config.batching.linger_ms,
-        )
-    )
+    producer = Producer(producer_config(settings.kafka_bootstrap, kafka_security(settings)))
     signer = node_signer(settings)
     return CentralWorker(
         config,
