@@ -336,6 +336,14 @@ def _launch(
     )
     (write_private if sasl else write_text)(paths.config, text)  # a JAAS password inside
     format_storage(settings, libs, paths, sasl)
+    return start_broker(settings, libs, paths, f"127.0.0.1:{broker_port}")
+
+
+def start_broker(settings: Settings, libs: Path, paths: KafkaPaths, bootstrap: str) -> Launch:
+    """Start one formatted broker detached and record its pid and address.
+
+    Shared by the single broker and each node of `prism stack up --brokers N`.
+    """
     marks = process.log_sizes(paths.console_log, paths.server_log)
     pid = process.start_detached(
         java_command(settings, libs, paths, "kafka.Kafka", str(paths.config)),
@@ -344,7 +352,6 @@ def _launch(
         env=dict(os.environ),
     )
     write_text(paths.pid_file, str(pid))
-    bootstrap = f"127.0.0.1:{broker_port}"
     write_text(paths.bootstrap_file, bootstrap)
     return Launch(bootstrap, pid, marks)
 

@@ -16,7 +16,6 @@ are never touched, so the default stack stays exactly as it was.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,11 +28,11 @@ from prism.stack.kafka import (
     KafkaPaths,
     Launch,
     format_storage,
-    java_command,
     new_cluster_id,
     prepare,
     probe_client,
     render_server_properties,
+    start_broker,
 )
 from prism.stack.ports import free_port
 from prism.stack.state import read_int, read_text, write_text
@@ -157,16 +156,7 @@ def _launch(
     write_text(paths.config, text)
     write_text(paths.root / "cluster.id", cluster_id)  # format_storage reads it here
     format_storage(settings, libs, paths)
-    marks = process.log_sizes(paths.console_log, paths.server_log)
-    pid = process.start_detached(
-        java_command(settings, libs, paths, "kafka.Kafka", str(paths.config)),
-        log_path=paths.console_log,
-        marker=MARKER,
-        env=dict(os.environ),
-    )
-    write_text(paths.pid_file, str(pid))
-    write_text(paths.bootstrap_file, node.address)
-    return Launch(node.address, pid, marks)
+    return start_broker(settings, libs, paths, node.address)
 
 
 def brokers_in_metadata(bootstrap: str, timeout: float = 2.0) -> set[int]:
