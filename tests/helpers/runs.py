@@ -41,12 +41,14 @@ def kill_leftovers() -> None:
             proc.wait(timeout=10)
 
 
-def start_cli(settings: Settings, tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
-    """``prism ARGS`` against ``settings``; output appended to ``tmp_path/NAME.log``."""
+def start_cli(
+    settings: Settings, tmp_path: Path, name: str, *args: str, **env: str
+) -> subprocess.Popen:
+    """``prism ARGS`` against ``settings`` plus ``env``; output goes to ``tmp_path/NAME.log``."""
     log = tmp_path / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "prism.cli", *args],
-        env=service_env(settings) | {"PRISM_REDIS_PREFIX": settings.redis_prefix},
+        env=service_env(settings) | {"PRISM_REDIS_PREFIX": settings.redis_prefix} | env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )

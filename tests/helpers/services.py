@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from runtime.settings import Settings
 from schemas import Codec
@@ -57,6 +57,21 @@ def spawn(test_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., sub
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def produce_at(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> list[int]:
+    """Produce (key, value) pairs in order, idempotently; the offset each landed at."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    offsets: list[int] = [-1] * len(items)
+
+    def done(i: int):
+        return lambda err, msg: offsets.__setitem__(i, msg.offset() if err is None else -2)
+
+    for i, (key, value) in enumerate(items):
+        producer.produce(topic, value, key=key, on_delivery=done(i))
+    assert producer.flush(30) == 0
+    assert min(offsets) >= 0, offsets
+    return offsets
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float = 180.0) -> int:

@@ -9,8 +9,6 @@ and wrong-node; a rotated node's two keys both verify during the overlap.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +17,8 @@ import numpy as np
 import pytest
 import redis
 from confluent_kafka import Producer
-from helpers.services import decoded, read_topic, service_env, wait_exit
+from helpers.runs import start_cli
+from helpers.services import decoded, produce_at, read_topic, wait_exit
 
 from models.serialization import (
     global_model_from_record,
@@ -83,33 +82,6 @@ def summary_record(node: str, seq: int, n: int = 120, seed: int | None = None) -
     return weight_summary_record(s, tier="edge", created_at_ms=1_700_000_000_000 + seq)
 
 
-def produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> list[int]:
-    """(key, value) in order; the offset each landed at."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
-    offsets: list[int] = [-1] * len(items)
-
-    def done(i: int):
-        return lambda err, msg: offsets.__setitem__(i, msg.offset() if err is None else -2)
-
-    for i, (key, value) in enumerate(items):
-        producer.produce(topic, value, key=key, on_delivery=done(i))
-    assert producer.flush(30) == 0
-    assert min(offsets) >= 0, offsets
-    return offsets
-
-
-def start(settings: Settings, tmp_path: Path, name: str, *args: str, **env: str):
-    log = tmp_path / f"{name}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prism.cli", *args],
-        env={**service_env(settings), **env},
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    proc.log_path = log  # type: ignore[attr-defined]
-    return proc
-
-
 @pytest.fixture
 def isolated(test_settings: Settings, monkeypatch) -> Settings:
     prefix = f"t{uuid.uuid4().hex[:8]}"
@@ -148,10 +120,10 @@ def test_the_merger_takes_only_authentic_updates_and_signs_its_globals(
     ]
     control = [(b"store-2", signed("store-2", 8, "k-store-2", "store-2", n=50))]
     items = honest + [(k, v) for _c, k, v in abuse] + control
-    offsets = produce(s, topic, items)
+    offsets = produce_at(s.kafka_bootstrap or "", topic, items)
     key_file = tmp_path / "merger.pem"
     write_private_key(key_file, K["merger"])
-    merger = start(s, tmp_path, "merger", "merger", "run", "--round-size", "1",
+    merger = start_cli(s, tmp_path, "merger", "merger", "run", "--round-size", "1",
                    "--round-timeout", "600", "--idle-exit", "4", "--group", "gkeys",
                    PRISM_TRUST_FILE=str(trust_file(tmp_path)), PRISM_SIGNING_KEY_ID="k-merger",
                    PRISM_SIGNING_KEY_FILE=str(key_file))  # fmt: skip

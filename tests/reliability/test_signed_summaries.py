@@ -15,16 +15,14 @@ Real local Kafka + Redis, real ``prism`` processes. A merger trusts two keys:
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
-from confluent_kafka import Producer
-from helpers.services import decoded, read_topic, service_env, wait_exit
+from helpers.runs import start_cli
+from helpers.services import decoded, produce_at, read_topic, service_env, wait_exit
 
 from models.serialization import global_model_from_record, weight_summary_record
 from models.specs import get_spec
@@ -63,37 +61,10 @@ def signed(node: str, seq: int, key: str = "k-store-2", secret: str = SECRET_2, 
     return CODEC.encode("WeightSummary", Signer(key, secret).sign(summary_record(node, seq, **kw)))
 
 
-def produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> list[int]:
-    """(key, value) in order; the offset each landed at."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
-    offsets: list[int] = [-1] * len(items)
-
-    def done(i: int):
-        return lambda err, msg: offsets.__setitem__(i, msg.offset() if err is None else -2)
-
-    for i, (key, value) in enumerate(items):
-        producer.produce(topic, value, key=key, on_delivery=done(i))
-    assert producer.flush(30) == 0
-    assert min(offsets) >= 0, offsets
-    return offsets
-
-
-def start(settings: Settings, tmp_path: Path, name: str, *args: str, **env: str):
-    log = tmp_path / f"{name}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prism.cli", *args],
-        env={**service_env(settings), **env},
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    proc.log_path = log  # type: ignore[attr-defined]
-    return proc
-
-
 def run_merger(settings: Settings, tmp_path: Path, name: str) -> str:
-    proc = start(settings, tmp_path, name, "merger", "run", "--round-size", "1",
-                 "--round-timeout", "600", "--idle-exit", "4", "--group", "gsigned",
-                 PRISM_TRUSTED_KEYS=TRUSTED)  # fmt: skip
+    proc = start_cli(settings, tmp_path, name, "merger", "run", "--round-size", "1",
+                     "--round-timeout", "600", "--idle-exit", "4", "--group", "gsigned",
+                     PRISM_TRUSTED_KEYS=TRUSTED)  # fmt: skip
     assert wait_exit(proc, timeout=180) == 0, Path(proc.log_path).read_text()[-3000:]
     return Path(proc.log_path).read_text()
 
@@ -127,16 +98,16 @@ def test_only_authentic_fresh_summaries_change_the_global_model(
     data = tmp_path / "fraud.avro"
     assert main(["datagen", "fraud", "--events", "1200", "--sites", "1", "--regions", "1",
                  "--seed", "5", "--labels", "inline", "--out", str(data)]) == 0  # fmt: skip
-    agent = start(s, tmp_path, "store-1", "edge", "run", "--node", "store-1", "--source",
-                  str(data), "--state-dir", str(tmp_path / "store-1"), "--summary-every", "300",
-                  PRISM_SIGNING_KEY_ID="k-store-1", PRISM_SIGNING_KEY=SECRET_1)  # fmt: skip
+    agent = start_cli(s, tmp_path, "store-1", "edge", "run", "--node", "store-1", "--source",
+                      str(data), "--state-dir", str(tmp_path / "store-1"), "--summary-every", "300",
+                      PRISM_SIGNING_KEY_ID="k-store-1", PRISM_SIGNING_KEY=SECRET_1)  # fmt: skip
     assert wait_exit(agent, timeout=180) == 0, Path(agent.log_path).read_text()[-3000:]
     edge_msgs = [(o, v) for _p, o, k, v in read_topic(boot, topic) if k == b"store-1"]
     edge_records = [CODEC.decode(v) for _o, v in edge_msgs]
     assert len(edge_records) >= 4
     assert all(r["key_id"] == "k-store-1" and len(r["signature"]) == 32 for r in edge_records)
     honest2 = {seq: signed("store-2", seq) for seq in (2, 4, 5)}
-    produce(s, topic, [(b"store-2", v) for v in honest2.values()])
+    produce_at(s.kafka_bootstrap or "", topic, [(b"store-2", v) for v in honest2.values()])
     log1 = run_merger(s, tmp_path, "merger1")
 
     before, merged = current(s)
@@ -163,7 +134,7 @@ def test_only_authentic_fresh_summaries_change_the_global_model(
     redelivered = [(b"store-2", honest2[5]), (b"store-1", edge_msgs[0][1])]  # same bytes
     control = [(b"store-2", signed("store-2", 6, n=50))]
     items = [(k, v) for _c, k, v in abuse] + redelivered + control
-    offsets = produce(s, topic, items)
+    offsets = produce_at(s.kafka_bootstrap or "", topic, items)
     log2 = run_merger(s, tmp_path, "merger2")
 
     dead = [r for _p, _o, r in decoded(boot, prism_topics["dead-letter"])]
@@ -196,15 +167,15 @@ def test_central_shard_summaries_are_signed_and_merged(
                  "--out", str(data)]) == 0  # fmt: skip
     assert main(["replay", str(data), "--no-progress"]) == 0
     secret = "central-" + uuid.uuid4().hex
-    worker = start(s, tmp_path, "central", "central", "run", "--task", "fraud", "--group", "gsig",
-                   "--worker-id", "w1", "--idle-exit", "3",
+    worker = start_cli(s, tmp_path, "central", "central", "run", "--task", "fraud",
+                       "--group", "gsig", "--worker-id", "w1", "--idle-exit", "3",
                    PRISM_SIGNING_KEY_ID="central", PRISM_SIGNING_KEY=secret)  # fmt: skip
     assert wait_exit(worker, timeout=180) == 0, Path(worker.log_path).read_text()[-3000:]
     updates = [r for _p, _o, r in decoded(boot, prism_topics["model-updates"])]
     assert updates and all(u["tier"] == "central" and u["key_id"] == "central" for u in updates)
 
     trusted = json.dumps({"central": {"secret": secret, "nodes": ["gsig/p*"]}})
-    merger = start(s, tmp_path, "merger-central", "merger", "run", "--round-size", "1",
+    merger = start_cli(s, tmp_path, "merger-central", "merger", "run", "--round-size", "1",
                    "--round-timeout", "600", "--idle-exit", "4", "--group", "gsig-merge",
                    PRISM_TRUSTED_KEYS=trusted)  # fmt: skip
     assert wait_exit(merger, timeout=180) == 0, Path(merger.log_path).read_text()[-3000:]
