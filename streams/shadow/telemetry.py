@@ -45,7 +45,7 @@ class ShadowTelemetry:
             registry=r,
         )
         self.total = Gauge(
-            "prism_shadow_pairs",
+            "prism_shadow_paired_events",
             "All pairs so far (persisted totals, across restarts).",
             labels,
             registry=r,

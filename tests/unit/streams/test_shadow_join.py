@@ -110,3 +110,18 @@ def test_stats_add_and_round_trip():
 def test_bad_bounds_are_refused(kwargs):
     with pytest.raises(ValueError, match="shadow join"):
         ShadowJoin(**kwargs)
+
+
+def test_the_telemetry_exports_the_totals_it_is_given():
+    from prometheus_client import generate_latest
+
+    from streams.shadow.telemetry import ShadowTelemetry
+
+    t = ShadowTelemetry()
+    t.paired(Pair("e", "m", 0.9, 0.1, 0.5))
+    t.export({"m": ShadowStats(4, 1.0, 1)})
+    text = generate_latest(t.base.registry).decode()
+    assert 'prism_shadow_pairs_total{model="m",service="shadow"} 1.0' in text
+    assert 'prism_shadow_disagreement_ratio{model="m",service="shadow"} 0.25' in text
+    assert 'prism_shadow_score_gap_ratio{model="m",service="shadow"} 0.25' in text
+    assert 'prism_shadow_paired_events{model="m",service="shadow"} 4.0' in text
