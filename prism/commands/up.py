@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help='print one JSON object: {"stack": [as `prism stack status --json`], "services": '
         '[as `prism ps --json`] or null when not up, "models": [as `prism models list --json`] '
-        "or null when the registry is not reachable}",
+        'or null when the registry is not reachable, "shadow": {group: {model: pairs, '
+        "decisions_differ, disagreement_rate, ...}} of `prism shadow run`}",
     )
     status.set_defaults(handler=cmd_status)
     # internal (`prism up` starts it detached): no help=, so `prism --help` does not list it
