@@ -125,3 +125,23 @@ def test_the_telemetry_exports_the_totals_it_is_given():
     assert 'prism_shadow_disagreement_ratio{model="m",service="shadow"} 0.25' in text
     assert 'prism_shadow_score_gap_ratio{model="m",service="shadow"} 0.25' in text
     assert 'prism_shadow_paired_events{model="m",service="shadow"} 4.0' in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.booleans(), st.integers(0, 50)), max_size=200),
+    st.integers(1, 15),
+    st.integers(1, 200),
+)
+def test_every_record_is_paired_waiting_evicted_or_a_duplicate(records, cap, ttl):
+    """Nothing is lost or counted twice by the bounds: each record ends in exactly one place."""
+    join = ShadowJoin(max_pending=cap, ttl_ms=ttl)
+    now = 0
+    for i, central, step in records:
+        now += step
+        join.offer(f"e{i}", "central" if central else "global", "m", 0.5, now_ms=now)
+        assert len(join) <= cap
+    pairs = join.stats.get("m", ShadowStats()).n
+    c = join.counts
+    total = 2 * pairs + len(join) + c["unpaired-edge"] + c["unpaired-central"] + c["duplicate"]
+    assert total == len(records)
