@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
@@ -110,7 +111,13 @@ class ShadowJoin:
     def offer(
         self, event_id: str, source: str, model: str, score: float, *, now_ms: int
     ) -> Pair | None:
-        """One Score record; the pair it completes, or None (it waits, or is a duplicate)."""
+        """One Score record; the pair it completes, or None (it waits, or is a duplicate).
+
+        A score that is not a finite number raises ValueError (the loop dead-letters
+        the record): one NaN would poison every sum after it.
+        """
+        if not math.isfinite(score):
+            raise ValueError(f"score of event {event_id!r} is {score}, not a finite number")
         self.expire(now_ms)
         side = "central" if source == CENTRAL else "edge"
         if event_id in self._paired:

@@ -150,25 +150,33 @@ class ShadowLoop:
         if join is None:  # revoked while the batch was in flight
             return
         value = m.value()
-        try:
-            if value is None:
-                raise SchemaError("a record without a value (tombstone)", "empty")
-            r = self.codec.decode(value, expected="Score")
-            score = float(r["score"])
-        except SchemaError as e:
-            self.dead.send(
-                topic=m.topic(),
-                partition=m.partition(),
-                offset=m.offset(),
-                key=m.key(),
-                value=value,
-                reason_code=e.reason_code,
-                reason=str(e),
-            )
+        if value is None:
+            self._dead(m, "empty", "a record without a value (tombstone)")
             return
-        pair = join.offer(r["event_id"], r["source"], r["model_name"], score, now_ms=now_ms)
+        try:
+            r = self.codec.decode(value, expected="Score")
+            pair = join.offer(
+                r["event_id"], r["source"], r["model_name"], float(r["score"]), now_ms=now_ms
+            )
+        except SchemaError as e:
+            self._dead(m, e.reason_code, str(e))
+            return
+        except ValueError as e:  # decoded, but a score no sum can take (NaN, inf)
+            self._dead(m, "invalid-score", str(e))
+            return
         if pair is not None:
             self.telemetry.paired(pair)
+
+    def _dead(self, m: Any, reason_code: str, reason: str) -> None:
+        self.dead.send(
+            topic=m.topic(),
+            partition=m.partition(),
+            offset=m.offset(),
+            key=m.key(),
+            value=m.value(),
+            reason_code=reason_code,
+            reason=reason,
+        )
 
     def _caught_up(self) -> bool:
         assigned = self.consumer.assignment()

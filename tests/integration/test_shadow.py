@@ -100,6 +100,7 @@ def test_shadow_disagreement_matches_the_score_topics_and_survives_a_restart(
     want = expected(bootstrap, prism_topics["scores"])
     bad = Producer({"bootstrap.servers": bootstrap})
     bad.produce(prism_topics["scores"], b"\x00not a score", key=b"e-bad")
+    bad.produce(prism_topics["scores"], None, key=b"e-tomb")  # a tombstone
     assert bad.flush(30) == 0
     assert want["pairs"] > 100 and 0 < want["differ"] < want["pairs"]  # a test that can fail
     model = "fraud-linear"
@@ -116,9 +117,17 @@ def test_shadow_disagreement_matches_the_score_topics_and_survives_a_restart(
     assert metrics[("prism_shadow_pairs_total", model)] == want["pairs"]
     assert metrics[("prism_shadow_decisions_differ_total", model)] == want["differ"]
 
-    dead = wait_until(lambda: [r for _p, _o, r in decoded(bootstrap, prism_topics["dead-letter"])],
-                      "the bad record's dead letter", proc=shadow)  # fmt: skip
-    assert [d["service"] for d in dead] == ["shadow"] and dead[0]["key"] == b"e-bad"
+    def dead_letters():
+        got = [r for _p, _o, r in decoded(bootstrap, prism_topics["dead-letter"])]
+        return got if len(got) >= 2 else None
+
+    dead = wait_until(dead_letters, "the bad records' dead letters", proc=shadow)
+    assert {d["service"] for d in dead} == {"shadow"} and len(dead) == 2
+    assert {(d["key"], d["reason_code"]) for d in dead} == {
+        (b"e-bad", "bad-marker"),
+        (b"e-tomb", "empty"),
+    }
+    print(f"shadow figures: {want}")
 
     def status() -> dict:
         out = subprocess.run([sys.executable, "-m", "prism", "status", "--json"],
@@ -137,4 +146,4 @@ def test_shadow_disagreement_matches_the_score_topics_and_survives_a_restart(
     assert wait_exit(again) == 0
     after = status()["shg"][model]
     assert after["pairs"] == want["pairs"] and after["decisions_differ"] == want["differ"]
-    assert len(read_topic(bootstrap, prism_topics["dead-letter"])) == 1  # not sent again
+    assert len(read_topic(bootstrap, prism_topics["dead-letter"])) == 2  # not sent again

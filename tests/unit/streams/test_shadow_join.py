@@ -145,3 +145,12 @@ def test_every_record_is_paired_waiting_evicted_or_a_duplicate(records, cap, ttl
     c = join.counts
     total = 2 * pairs + len(join) + c["unpaired-edge"] + c["unpaired-central"] + c["duplicate"]
     assert total == len(records)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_score_that_is_not_finite_is_refused_and_changes_nothing(bad):
+    join = ShadowJoin()
+    join.offer("e", "central", "m", 0.4, now_ms=0)
+    with pytest.raises(ValueError, match="finite"):
+        join.offer("e", "blend", "m", bad, now_ms=0)
+    assert len(join) == 1 and not join.stats  # the event still waits for a usable score
