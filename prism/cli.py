@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "prism.commands.keys",
     "prism.commands.central",
     "prism.commands.merger",
+    "prism.commands.shadow",
     "prism.commands.edge",
     "prism.commands.compare",
     "prism.commands.up",

@@ -81,6 +81,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="--secure-agg: each node of a secure round vanishes after sharing keys with "
         "this probability (its increment goes to the next round)",
     )
+    p.add_argument(
+        "--quality-gate",
+        type=float,
+        metavar="MARGIN",
+        help="also run federated and hybrid with `prism merger run --quality-gate MARGIN` "
+        "(holdout: a sample of the log's labelled events) and report versions held back "
+        "and the metric with vs without",
+    )
+    p.add_argument(
+        "--gate-min-events",
+        type=int,
+        default=50,
+        help="--quality-gate judges only on at least this many holdout events",
+    )
+    p.add_argument(
+        "--holdout-size", type=int, default=2000, help="--quality-gate: labelled events kept"
+    )
+    p.add_argument(
+        "--canary",
+        type=float,
+        metavar="SHARE",
+        help="also run federated and hybrid with `prism merger run --canary SHARE` (staged "
+        "rollout) and report versions promoted, rolled back and the metric with vs without",
+    )
+    p.add_argument(
+        "--canary-margin",
+        type=float,
+        default=0.0,
+        help="--canary: mean log loss the new version may lose to the previous one",
+    )
+    p.add_argument(
+        "--canary-min-events",
+        type=int,
+        default=200,
+        help="--canary: labelled events the canaries score before a verdict",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, noise and attackers")
     p.add_argument(
         "--sweep",
@@ -141,6 +177,7 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
     from models.errors import ModelError
     from models.poisoning import Attack
     from prism.compare.engine import ARCHITECTURES, Outage, SimConfig
+    from prism.compare.lifecycle import LIFECYCLE_ARCHITECTURES, LifecycleConfig
     from prism.compare.stream import load_stream
     from schemas.tasks import default_spec_for_record
 
@@ -161,6 +198,13 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             "--secure-agg runs in process only: the services do not speak the protocol over "
             "Kafka yet (issue #28 item 3); drop --stack / --sweep"
         )
+    lifecycle_flags = args.quality_gate is not None or args.canary is not None
+    if lifecycle_flags and (args.stack or args.sweep or args.dp_epsilon):
+        raise UsageError(
+            "--quality-gate / --canary run in process only: drop --stack, --sweep, --dp-epsilon"
+        )
+    if lifecycle_flags and not set(archs) & set(LIFECYCLE_ARCHITECTURES):
+        raise UsageError("--quality-gate / --canary need federated or hybrid in --architectures")
     if args.secure_agg:
         from models.secagg.compat import check_secure
 
@@ -192,6 +236,14 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             dp_delta=args.dp_delta,
             secure_agg=args.secure_agg,
             secagg_dropout=args.secure_agg_dropout,
+            lifecycle=LifecycleConfig(
+                quality_gate=args.quality_gate,
+                gate_min_events=args.gate_min_events,
+                holdout_size=args.holdout_size,
+                canary=args.canary,
+                canary_margin=args.canary_margin,
+                canary_min_events=args.canary_min_events,
+            ),
         )
     except (ValueError, ModelError) as e:
         raise UsageError(str(e)) from e

@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help='print one JSON object: {"stack": [as `prism stack status --json`], "services": '
         '[as `prism ps --json`] or null when not up, "models": [as `prism models list --json`] '
-        "or null when the registry is not reachable}",
+        'or null when the registry is not reachable, "shadow": {group: {model: pairs, '
+        "decisions_differ, disagreement_rate, ...}} of `prism shadow run`}",
     )
     status.set_defaults(handler=cmd_status)
     # internal (`prism up` starts it detached): no help=, so `prism --help` does not list it
@@ -343,6 +344,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Stack health, the services of `prism up` and the registry's models on one screen."""
     from prism import stack
     from prism.commands.models import _brief, _table, _when
+    from prism.commands.shadow import render_shadow, shadow_summary
     from prism.commands.stack import component_json
     from runtime.model_registry import RegistryClient, RegistryKeys
 
@@ -350,14 +352,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     home = home_of(settings)
     services = _rows(home) if _supervisor_pid(home) is not None else None
     url = settings.redis_query_url or settings.redis_url
-    models = None
+    models, shadow = None, None
     if url is not None and all(r.healthy for r in rows):
         client = RegistryClient(url.get_secret_value(), keys=RegistryKeys(settings.redis_prefix))
         models = [{"name": n} | _brief(client.get_model(n)) for n in client.models()]
+        shadow = shadow_summary(client.shadow_states())
     if args.json:
         stack_rows = [component_json(r) for r in rows]
         service_rows = None if services is None else [service_json(r) for r in services]
-        print(json.dumps({"stack": stack_rows, "services": service_rows, "models": models}))
+        out = {"stack": stack_rows, "services": service_rows, "models": models, "shadow": shadow}
+        print(json.dumps(out))
         return 0 if models is not None else 1
     print(
         "stack:  "
@@ -374,4 +378,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"models: {len(models)}")
     if models:
         _table([dict(m, created_at=_when(m["created_at"])) for m in models], list(models[0]))
+    if shadow:
+        print("shadow (edge vs central scores of forwarded events, `prism shadow run`):")
+        print("\n".join(render_shadow(shadow)))
     return 0

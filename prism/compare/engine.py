@@ -51,6 +51,7 @@ from models.secagg.aggregate import CODEC as SECAGG_CODEC
 from models.secagg.round import Dropouts
 from models.serialization import weight_summary_record, wire_roundtrip
 from models.summary import Summary
+from prism.compare.lifecycle import LIFECYCLE_ARCHITECTURES, Lifecycle, LifecycleConfig, variants
 from prism.compare.stream import EVENT, Stream
 from schemas import Codec
 from streams.merger.rounds import Closed, Merger, MergerConfig, Update
@@ -116,6 +117,8 @@ class SimConfig:
     secure_agg: bool = False
     #: secure rounds: this share of each round's nodes vanish after sharing keys
     secagg_dropout: float = 0.0
+    #: --quality-gate / --canary: federated and hybrid again through them (``NAME+VARIANT``)
+    lifecycle: LifecycleConfig = LifecycleConfig()
 
 
 @dataclass
@@ -146,6 +149,14 @@ class Run:
     secagg_wasted_bytes: int = 0  # the abandoned rounds' messages (in secagg_bytes too)
     secagg_merged: list[tuple[str, int]] = field(default_factory=list)  # every contribution
     secagg_bound: float = 0.0
+    #: lifecycle runs (``federated+gate``...): versions held back by the gate, sent to the
+    #: canaries, promoted, rolled back; the version still with the canaries at the end
+    held_back: list[int] = field(default_factory=list)
+    canaried: list[int] = field(default_factory=list)
+    promoted: list[int] = field(default_factory=list)
+    rolled_back: list[int] = field(default_factory=list)
+    canary_pending: int | None = None
+    adopted: dict[str, list[int]] = field(default_factory=dict)  # site -> versions, in order
 
     @property
     def bytes_moved(self) -> int:
@@ -157,7 +168,8 @@ class _Fleet:
 
     def __init__(self, name: str, stream: Stream, config: SimConfig) -> None:
         self.name, self.stream, self.config = name, stream, config
-        self.kind = "federated" if name == SECURE else name  # how its sites behave
+        base, _, variant = name.partition("+")  # a lifecycle run: federated+gate...
+        self.kind = "federated" if name == SECURE else base  # how its sites behave
         n_sites = len(stream.site_names)
         alpha = {"federated": 1.0, "hybrid": config.blend_alpha}.get(self.kind, 0.0)
         policy = EdgePolicy(
@@ -175,6 +187,11 @@ class _Fleet:
         self.sites = [EdgeLearner(config.spec_name, s, policy) for s in stream.site_names]
         self.central = EdgeLearner(config.spec_name, "central", EdgePolicy())
         self.run = Run(name, np.zeros(len(stream)), [""] * len(stream))
+        self.lifecycle = (
+            Lifecycle(variant, config.lifecycle, self.central.spec, stream.site_names)
+            if variant
+            else None
+        )
         self.merger: Merger | None = None
         if self.kind in ("federated", "hybrid"):
             span = int(stream.ts_ms.max() - stream.ts_ms.min()) if len(stream) else 0
@@ -193,6 +210,8 @@ class _Fleet:
                 ),
                 timer=time.process_time,  # merge_s: the CPU a round costs, in process
                 dropouts=self._dropouts if name == SECURE else None,
+                judge=None if self.lifecycle is None else self.lifecycle.judge,
+                canary=None if self.lifecycle is None else self.lifecycle.share,
             )
         self.global_: tuple[Summary, int] | None = None
         self.offered: dict[tuple[str, int], Summary] = {}  # secure run: the updates, for checks
@@ -226,6 +245,8 @@ class _Fleet:
                 self.run.staleness.append(self.global_[1] - s.version)
             if not connected:
                 self.run.scored_disconnected += 1
+            if self.lifecycle is not None:
+                self.lifecycle.scored(self.stream.sites[i], self.stream.event_ids[i], x)
         self.run.scores[i], self.run.sources[i] = s.score, s.source
         self._learn_unsupervised(i, connected, now_ms, in_outage)
 
@@ -233,6 +254,9 @@ class _Fleet:
         y = bool(self.stream.labels[i])
         eid = self.stream.event_ids[i]
         x = self.stream.features[i]
+        if self.lifecycle is not None and self.kind != "centralized":
+            self.lifecycle.holdout(x, y)
+            self.lifecycle.labelled(self.stream.sites[i], eid, y)
         if not self.central.spec.supervised:  # learned at the event: the label only grades
             central = self.kind == "centralized"
             (self.central if central else self.sites[self.stream.sites[i]]).label(eid, y)
@@ -287,6 +311,7 @@ class _Fleet:
         if connected:
             for waiting in self.waiting.pop(site):
                 self._offer(waiting, "edge", now_ms)
+            self._canary_report(site, now_ms)
         self._close(now_ms, in_outage)
 
     def _honest_view(
@@ -336,7 +361,15 @@ class _Fleet:
         self.run.secagg_wasted_bytes = wasted
         for closed in closed_now:
             summary = closed.result.summary
-            self.global_ = (summary, closed.version)
+            if closed.held is not None:  # the quality gate kept it from every site
+                self.published.append(self.published[-1])
+                self.run.held_back.append(closed.version)
+                continue
+            if closed.canary is not None and self.lifecycle is not None:
+                self.lifecycle.start(closed.name, summary, closed.version, closed.parent_version)
+                self.run.canaried.append(closed.version)
+            else:
+                self.global_ = (summary, closed.version)
             layout = self.layouts[closed.version] = layout_of(summary).id
             self.published.append(self.published[-1] + self._record_bytes(closed, layout))
             self.run.merges += 1
@@ -351,6 +384,31 @@ class _Fleet:
                 self.honest_closed, self.honest_open = self.honest_open, []
             self.run.merges_during_outage += int(in_outage)
             self.run.merged_at.append(self.events_seen)
+
+    def _canary_report(self, site: int, now_ms: int) -> None:
+        """A canary's summary went out with its paired loss: promote or roll back, as the
+        merger's steering does (streams/merger/steering.py), once the tracker decides."""
+        decided = None if self.lifecycle is None else self.lifecycle.report(site)
+        if decided is None:
+            return
+        assert self.merger is not None and self.global_ is not None
+        pending, verdict = decided.pending, decided.verdict
+        self.merger.paused.discard(decided.name)
+        if verdict.action == "promote":
+            self.global_ = (decided.summary, pending.version)
+            self.run.promoted.append(pending.version)
+            return
+        closed = self.merger.republish(
+            decided.name,
+            self.global_[0],
+            restored_from=pending.previous,
+            reason=f"version {pending.version} rolled back: {verdict.reason}",
+            now_ms=now_ms,
+        )
+        self.global_ = (closed.result.summary, closed.version)
+        layout = self.layouts[closed.version] = layout_of(closed.result.summary).id
+        self.published.append(self.published[-1] + self._record_bytes(closed, layout))
+        self.run.rolled_back.append(pending.version)
 
     def _dropouts(self, round_id: str, ids: list[str]) -> Dropouts:
         """Each node leaves after sharing keys with probability ``secagg_dropout`` (by seed
@@ -390,11 +448,18 @@ class _Fleet:
         """A connected site takes the newest global when it next scores (pulled lazily, but
         counted as the agents read the topic: every record since the version it holds)."""
         site = self.sites[index]
-        if self.global_ is None or self.global_[1] <= site.global_version:
+        offered = (
+            self.global_ if self.lifecycle is None else self.lifecycle.offered(index, self.global_)
+        )
+        if offered is None or offered[1] <= site.global_version:
             return
-        summary, version = self.global_
+        summary, version = offered
         self.run.bytes_globals += self.published[version] - self.published[site.global_version]
+        previous = site.global_
         site.adopt(summary, version, created_ms=0)
+        self.run.adopted.setdefault(site.node_id, []).append(version)
+        if self.lifecycle is not None:
+            self.lifecycle.adopted(index, version, previous)
 
 
 def simulate(
@@ -404,6 +469,12 @@ def simulate(
     names = list(config.architectures)
     if config.secure_agg:  # the secure run beside the clear one it must match
         names += [*(["federated"] if "federated" not in names else []), SECURE]
+    names += [
+        f"{name}+{variant}"
+        for name in config.architectures
+        if name in LIFECYCLE_ARCHITECTURES
+        for variant in variants(config.lifecycle)
+    ]
     fleets = [_Fleet(name, stream, config) for name in names]
     n = len(stream)
     cut_off = _cut_off_sites(stream, config)
@@ -450,6 +521,8 @@ def simulate(
         spent = [s.dp_epsilon for s in fleet.sites if s.dp_epsilon is not None]
         fleet.run.dp_epsilon = max(spent) if spent else None
         fleet.run.dp_releases = max((s.dp_releases for s in fleet.sites), default=0)
+        if fleet.lifecycle is not None:
+            fleet.run.canary_pending = fleet.lifecycle.pending
     return {fleet.name: fleet.run for fleet in fleets}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from models.metrics import BinaryMetrics
 from prism.compare.engine import SECURE, Run, SimConfig, poisoned_sites
+from prism.compare.lifecycle import lifecycle_entry, render_lifecycle
 from prism.compare.secure import render_secure, secure_section
 from prism.compare.stream import Stream
 
@@ -79,6 +80,8 @@ def build_report(
     raw_total = int(stream.raw_bytes.sum())
     archs: dict[str, Any] = {}
     for name, run in runs.items():
+        if "+" in name:  # a lifecycle run: its own section, against the plain one
+            continue
         graded = _grade(stream.labels[mask], run.scores[mask], threshold)
         sources = {s: run.sources.count(s) for s in sorted(set(run.sources))}
         entry = {
@@ -127,7 +130,38 @@ def build_report(
         "poison": _poison(stream, config),
         "architectures": archs,
         "secure_agg": secure_section(runs, archs) if SECURE in runs else None,
+        "lifecycle": _lifecycle(stream, runs, archs, config),
     }
+
+
+def _lifecycle(
+    stream: Stream, runs: dict[str, Run], archs: dict[str, Any], config: SimConfig
+) -> dict[str, Any] | None:
+    """``--quality-gate`` / ``--canary``: each lifecycle run against its plain architecture."""
+    lc = config.lifecycle
+    if not lc.active:
+        return None
+    from models.canary import in_canary
+
+    mask = stream.labelled
+    section: dict[str, Any] = {
+        "quality_gate": lc.quality_gate,
+        "gate_min_events": lc.gate_min_events,
+        "holdout_size": lc.holdout_size,
+        "canary": lc.canary,
+        "canary_margin": lc.canary_margin,
+        "canary_min_events": lc.canary_min_events,
+        "canary_sites": [s for s in stream.site_names if lc.canary and in_canary(s, lc.canary)],
+        "architectures": {},
+    }
+    for name, run in runs.items():
+        arch, _, variant = name.partition("+")
+        if not variant:
+            continue
+        metric = exact_auc(stream.labels[mask], run.scores[mask])
+        entry = lifecycle_entry(run, archs[arch], metric)
+        section["architectures"].setdefault(arch, {})[variant] = entry
+    return section
 
 
 def _outage(stream: Stream, run: Run, config: SimConfig, threshold: float) -> dict[str, Any]:
@@ -205,6 +239,8 @@ def render_table(report: dict[str, Any]) -> str:
         )
     if report.get("secure_agg") is not None:
         lines += render_secure(report["secure_agg"])
+    if report.get("lifecycle") is not None:
+        lines += render_lifecycle(report["lifecycle"])
     if report["outage"] is not None:
         for name, a in report["architectures"].items():
             o = a["outage"]

@@ -61,6 +61,17 @@ class RegistryClient:
         except redis.ConnectionError as e:
             raise RegistryUnavailableError(f"cannot reach the Redis registry: {e}") from e
 
+    def shadow_states(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every shadow job's saved state: group -> partition field (``p0``...) -> its JSON
+        (:mod:`streams.shadow.loop`); SCAN, not KEYS (the query user may not run KEYS)."""
+        prefix = self.keys.shadow("")
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for key in self._call(lambda: list(self._redis.scan_iter(match=self.keys.shadows()))):
+            fields = self._call(self._redis.hgetall, key)
+            group = key.decode()[len(prefix) :]
+            out[group] = {f.decode(): json.loads(v) for f, v in fields.items()}
+        return out
+
     def models(self) -> list[str]:
         """Names of every model with a current version, sorted."""
         return sorted(m.decode() for m in self._call(self._redis.smembers, self.keys.models))

@@ -43,6 +43,14 @@ class RegistryKeys:
     def checkpoint(self, worker: str) -> str:
         return f"{self.prefix}:checkpoint:{worker}"
 
+    def shadow(self, group: str) -> str:
+        """A shadow job's totals and offsets, one hash field per scores partition."""
+        return f"{self.prefix}:shadow:{group}"
+
+    def shadows(self) -> str:
+        """The pattern every shadow job's key matches (`prism status` reads them all)."""
+        return f"{self.prefix}:shadow:*"
+
     def merger(self, group: str, part: str) -> str:
         """A merge job's own state, e.g. ``merger("prism-merger", "snapshots")``."""
         return f"{self.prefix}:merger:{group}:{part}"
