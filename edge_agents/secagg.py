@@ -89,6 +89,7 @@ class SecureSender:
         self.marker_path = state_dir / MARKER
         self.marker = self._load_marker()
         self.mine: _Mine | None = None
+        self.latest: Mapping[str, Any] | None = None  # the merger's newest phase record
         self.tried: set[str] = set()
         self.delivered = self.failures = 0
         self.in_flight: set[int] = set()
@@ -104,10 +105,10 @@ class SecureSender:
             return
         if not self._attached:
             self._attach()
-        latest = None
         for record in self._poll():
             self._settle(record)
-            latest = record
+            self.latest = record  # acted on now, or at a later pump (a row cut meanwhile)
+        latest = self.latest
         if latest is not None and latest["phase"] not in ("done", "abandoned"):
             try:
                 self._act(latest)

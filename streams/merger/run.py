@@ -79,13 +79,13 @@ def build_loop(
     producer = Producer(producer_config(settings.kafka_bootstrap, security))
     topics = {t: settings.topic(t) for t in TOPICS}
     merger = Merger(config, judge=judge, canary=None if canary is None else canary.share)
-    feed = None
+    secure_feed = None
     if secure is not None:
         topics |= {t: settings.topic(t) for t in (ROUNDS_TOPIC, *STEP_TOPICS.values())}
         conf = consumer_config(
             settings.kafka_bootstrap, f"{group}.secagg", group, security=security
         )
-        feed = SecureFeed(
+        secure_feed = SecureFeed(
             SecureRounds(
                 secure,
                 current=lambda name: merger.tiers[name].current if name in merger.tiers else None,
@@ -107,7 +107,7 @@ def build_loop(
         producer=producer,
         codec=codec,
         topics=topics,
-        secure=feed,
+        secure=secure_feed,
         telemetry=telemetry,
         idle_exit_s=idle_exit_s,
         redis_wait_s=redis_wait_s,

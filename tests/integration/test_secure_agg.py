@@ -28,6 +28,7 @@ from confluent_kafka import Producer
 from helpers.services import global_versions, read_topic, service_env, wait_for_log
 
 from models.merge import merge
+from models.packing import LayoutBook, layout_of
 from models.serialization import summary_from_weight_record
 from models.specs import get_spec
 from prism.cli import main
@@ -97,9 +98,14 @@ def rows(tmp_path: Path, node: str) -> list[tuple[int, bytes, int | None]]:
         db.close()
 
 
-def increment(tmp_path: Path, node: str):
-    [(_seq, payload, _sent)] = rows(tmp_path, node)  # one cut: at the end of its log
-    return summary_from_weight_record(CODEC.decode(payload, expected="WeightSummary"))
+def increment(tmp_path: Path, node: str, held=None):
+    """The node's one increment (cut at the end of its log), as it stored it; a node that
+    adopted ``held`` (a global) names that global's layout by id."""
+    [(_seq, payload, _sent)] = rows(tmp_path, node)
+    book = LayoutBook()
+    if held is not None:
+        book.learn(layout_of(held))
+    return summary_from_weight_record(CODEC.decode(payload, expected="WeightSummary"), book)
 
 
 def close_to(got, want) -> float:
@@ -184,7 +190,7 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     all_versions = [x.version for x in global_versions(bootstrap, prism_topics["global-model"])]
     assert all_versions == [1, 2]  # the abandoned round published nothing
     [v2] = versions
-    incs2 = {v: increment(tmp_path, v) for v in "ef"}
+    incs2 = {v: increment(tmp_path, v, v1.summary) for v in "ef"}
     assert sorted((c.node_id, c.sequence) for c in v2.contributors) == sorted(
         (v, s.sequence) for v, s in incs2.items()
     )  # the very increments of the abandoned round: re-offered, merged once
