@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Producer
-from helpers.services import global_versions, read_topic, service_env, wait_for_log
+from helpers.services import read_topic, service_env, wait_for_log
 
 from models.merge import merge
 from models.packing import LayoutBook, layout_of
-from models.serialization import summary_from_weight_record
+from models.serialization import global_model_from_record, summary_from_weight_record
 from models.specs import get_spec
 from prism.cli import main
 from runtime.secagg import keys_record
@@ -127,6 +127,19 @@ def wait_until(what, check, timeout: float = 120.0):
     raise AssertionError(f"not seen in {timeout} s: {what}")
 
 
+def globals_on(bootstrap: str, topic: str) -> list:
+    """Every version on the global-model topic, decoded as a node does (layouts by id from
+    the whole records before them), one per version, in order."""
+    book, out = LayoutBook(), {}
+    for _p, _o, key, value in sorted(read_topic(bootstrap, topic), key=lambda r: (r[1], r[0])):
+        record = CODEC.decode(value, expected="GlobalModel")
+        if key.endswith(b"@whole") or record["version"] not in out:
+            info = global_model_from_record(record, book)
+            book.learn(layout_of(info.summary))
+            out[info.version] = info
+    return [out[v] for v in sorted(out)]
+
+
 def round_records(bootstrap: str, topic: str) -> list[dict]:
     return [CODEC.decode(v) for _p, _o, _k, v in read_topic(bootstrap, topic)]
 
@@ -137,7 +150,7 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     bootstrap = test_settings.kafka_bootstrap or ""
     trust, keyfiles = identities(tmp_path)
     merger = launch(test_settings, tmp_path, [
-        "merger", "run", "--secure-agg", "--round-size", "4", "--round-timeout", "15",
+        "merger", "run", "--secure-agg", "--round-size", "4", "--round-timeout", "10",
         "--secure-step-timeout", "4", "--min-participants", "2", "--quantize", "float64",
         "--deltas", "off", "--group", f"m-{prism_topics['secagg-rounds']}",
     ], "merger", {"PRISM_TRUST_FILE": str(trust)})  # fmt: skip
@@ -156,7 +169,7 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     procs["d"].send_signal(signal.SIGKILL)
     for v in "abc":
         assert procs[v].wait(150) == 0, Path(procs[v].log_path).read_text()[-3000:]
-    [v1] = wait_until("version 1", lambda: global_versions(bootstrap, prism_topics["global-model"]))
+    [v1] = wait_until("version 1", lambda: globals_on(bootstrap, prism_topics["global-model"]))
     incs = {v: increment(tmp_path, v) for v in "abc"}
     assert sorted((c.node_id, c.sequence) for c in v1.contributors) == sorted(
         (v, s.sequence) for v, s in incs.items()
@@ -176,18 +189,21 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     versions = wait_until(
         "version 2",
         lambda: [
-            x for x in global_versions(bootstrap, prism_topics["global-model"]) if x.version == 2
+            x for x in globals_on(bootstrap, prism_topics["global-model"]) if x.version == 2
         ],  # fmt: skip
     )
     records = round_records(bootstrap, prism_topics["secagg-rounds"])
     abandoned = [r for r in records if r["phase"] == "abandoned"]
-    assert len(abandoned) == 1 and sorted(abandoned[0]["nodes"]) == ["e", "f", "g"]
-    assert "masked input: 2 of 3 nodes left, the round needs 3" in abandoned[0]["reason"]
+    # g joined first; e and f came while its round took keys, or (a slow start) the next one
+    [gone] = abandoned
+    n = len(gone["nodes"])
+    assert "g" in gone["nodes"] and set(gone["nodes"]) <= {"e", "f", "g"} and n >= 2
+    assert f"masked input: {n - 1} of {n} nodes left, the round needs {n}" in gone["reason"]
     done = [r for r in records if r["phase"] == "done"]
     assert [(sorted(r["nodes"]), r["version"]) for r in done] == [
         (["a", "b", "c"], 1), (["e", "f"], 2)
     ]  # fmt: skip
-    all_versions = [x.version for x in global_versions(bootstrap, prism_topics["global-model"])]
+    all_versions = [x.version for x in globals_on(bootstrap, prism_topics["global-model"])]
     assert all_versions == [1, 2]  # the abandoned round published nothing
     [v2] = versions
     incs2 = {v: increment(tmp_path, v, v1.summary) for v in "ef"}
