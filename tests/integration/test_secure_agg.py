@@ -149,12 +149,6 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
 ) -> None:
     bootstrap = test_settings.kafka_bootstrap or ""
     trust, keyfiles = identities(tmp_path)
-    merger = launch(test_settings, tmp_path, [
-        "merger", "run", "--secure-agg", "--round-size", "4", "--round-timeout", "10",
-        "--secure-step-timeout", "4", "--min-participants", "2", "--quantize", "float64",
-        "--deltas", "off", "--group", f"m-{prism_topics['secagg-rounds']}",
-    ], "merger", {"PRISM_TRUST_FILE": str(trust)})  # fmt: skip
-    wait_for_log(merger, "secure round opened", timeout=90)
 
     def edge(node: str, seed: int, *, stall: bool = False) -> subprocess.Popen:
         args = ["edge", "run", "--node", node, "--source", str(fraud_log(tmp_path, seed)),
@@ -165,6 +159,13 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
 
     # -- round 1: four nodes, d shares its keys and is killed before its masked input --------
     procs = {v: edge(v, i + 1, stall=v == "d") for i, v in enumerate("abcd")}
+    for proc in procs.values():  # up and waiting for a round: they all join the first one
+        wait_for_log(proc, "edge agent running", timeout=120)
+    merger = launch(test_settings, tmp_path, [
+        "merger", "run", "--secure-agg", "--round-size", "4", "--round-timeout", "5",
+        "--secure-step-timeout", "4", "--min-participants", "2", "--quantize", "float64",
+        "--deltas", "off", "--group", f"m-{prism_topics['secagg-rounds']}",
+    ], "merger", {"PRISM_TRUST_FILE": str(trust)})  # fmt: skip
     wait_for_log(procs["d"], "stalled before masked input", timeout=120)
     procs["d"].send_signal(signal.SIGKILL)
     for v in "abc":
@@ -194,7 +195,7 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     )
     records = round_records(bootstrap, prism_topics["secagg-rounds"])
     abandoned = [r for r in records if r["phase"] == "abandoned"]
-    # g joined first; e and f came while its round took keys, or (a slow start) the next one
+    # g joined first; e and/or f came while its round took keys, the other the next one
     [gone] = abandoned
     n = len(gone["nodes"])
     assert "g" in gone["nodes"] and set(gone["nodes"]) <= {"e", "f", "g"} and n >= 2
@@ -243,11 +244,30 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
         "bad-signature", "key-not-for-node", "replayed", "unsigned"
     ]  # fmt: skip
     assert merger.poll() is None  # bad records never crash it
+
+    # -- the two killed nodes restart: each was a dropout, its increment is still offered -----
+    again = {v: edge(v, seed) for v, seed in (("d", 4), ("g", 7))}  # normal agents now
+    for proc in again.values():
+        assert proc.wait(150) == 0, Path(proc.log_path).read_text()[-3000:]
+    v3 = wait_until("version 3", lambda: [x for x in globals_on(bootstrap, prism_topics[
+        "global-model"]) if x.version == 3])[0]  # fmt: skip
+    stored = {v: dict((q, p) for q, p, _t in rows(tmp_path, v)) for v in "dg"}
+    assert {c.node_id for c in v3.contributors} == {"d", "g"}
+    book = LayoutBook()
+    book.learn(layout_of(v1.summary))
+    incs3 = [
+        summary_from_weight_record(
+            CODEC.decode(stored[c.node_id][c.sequence], expected="WeightSummary"), book
+        )
+        for c in v3.contributors
+    ]
+    gap3 = close_to(v3.summary, merge(incs3, "fedavg", current=v2.summary, accumulate=True).summary)
+    assert all(t is not None for v in "dg" for _q, _p, t in rows(tmp_path, v))  # none lost
     merger.send_signal(signal.SIGTERM)
     merger.wait(30)
     log = Path(merger.log_path).read_text()  # type: ignore[attr-defined]
     sizes = [line for line in log.splitlines() if "secure round unmasked" in line]
-    print(json.dumps({"gap_v1": gap1, "gap_v2": gap2, "rounds": sizes}, indent=1))
+    print(json.dumps({"gap_v1": gap1, "gap_v2": gap2, "gap_v3": gap3, "rounds": sizes}, indent=1))
 
 
 def _advert(node: str):
