@@ -168,6 +168,7 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     ], "merger", {"PRISM_TRUST_FILE": str(trust)})  # fmt: skip
     wait_for_log(procs["d"], "stalled before masked input", timeout=120)
     procs["d"].send_signal(signal.SIGKILL)
+    procs["g"] = edge("g", 7, stall=True)  # starts while round 1 ends: joins round 2, first
     for v in "abc":
         assert procs[v].wait(150) == 0, Path(procs[v].log_path).read_text()[-3000:]
     [v1] = wait_until("version 1", lambda: globals_on(bootstrap, prism_topics["global-model"]))
@@ -180,7 +181,6 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     assert [sent for _s, _p, sent in rows(tmp_path, "d")] == [None]  # d's increment: kept
 
     # -- round 2: three nodes, g killed mid-round: beyond the threshold, abandoned -----------
-    procs["g"] = edge("g", 7, stall=True)
     wait_for_log(procs["g"], "secure round joined", timeout=120)
     procs |= {v: edge(v, i + 5) for i, v in enumerate("ef")}
     wait_for_log(procs["g"], "stalled before masked input", timeout=120)
@@ -218,6 +218,8 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     # -- bad step records: dead letters with reasons, the merger goes on ------------------------
     open_round = records[-1]
     assert open_round["phase"] == "keys"
+    # meanwhile the two killed nodes restart: each was a dropout, its increment still offered
+    again = {v: edge(v, seed) for v, seed in (("d", 4), ("g", 7))}  # normal agents now
     key_a = generate_private_key()  # not a's key in the trust file
     ad_a = keys_record(open_round["round_id"], _advert("a"), model_name="fraud-linear",
                        sequence=9, base_version=0, features=["x"], now_ms=1)  # fmt: skip
@@ -245,8 +247,7 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     ]  # fmt: skip
     assert merger.poll() is None  # bad records never crash it
 
-    # -- the two killed nodes restart: each was a dropout, its increment is still offered -----
-    again = {v: edge(v, seed) for v, seed in (("d", 4), ("g", 7))}  # normal agents now
+    # -- the two restarted nodes' increments: merged once, in the next round ------------------
     for proc in again.values():
         assert proc.wait(150) == 0, Path(proc.log_path).read_text()[-3000:]
     v3 = wait_until("version 3", lambda: [x for x in globals_on(bootstrap, prism_topics[
