@@ -53,7 +53,7 @@ class Parts:
     outbox: Outbox
     link: Link
     scores: ScoreSink
-    sender: SummarySender
+    sender: SummarySender  # or edge_agents.secagg.SecureSender (--secure-agg)
     globals_: Any  # TopicGlobals | RegistryGlobals
     forwarder: Forwarder | None
     dead: LocalDeadLetters
@@ -178,6 +178,9 @@ class EdgeAgent:
         self.parts.scores.close()
         self.parts.dead.close()
         self.parts.globals_.close()
+        close_sender = getattr(self.parts.sender, "close", None)
+        if close_sender is not None:  # the secure sender reads the rounds topic
+            close_sender()
         if self.parts.controls is not None:
             self.parts.controls.close()
         self.parts.outbox.close()

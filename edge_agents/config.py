@@ -60,6 +60,7 @@ class EdgeConfig:
     idle_exit_s: float | None = None
     drain_timeout_s: float = 60.0
     max_bugs_in_row: int = 10  # more records in a row hitting an internal error stop the agent
+    secure_agg: bool = False  # increments go through SecAgg+ rounds, never in the clear
     policy: EdgePolicy = field(default_factory=EdgePolicy)
 
     def __post_init__(self) -> None:
@@ -79,6 +80,13 @@ class EdgeConfig:
             raise ValueError("--source FILE or topic:NAME is required")
         if self.max_bugs_in_row < 0:
             raise ValueError(f"--max-bugs-in-row must be >= 0, got {self.max_bugs_in_row}")
+        if self.secure_agg:
+            from models.secagg.compat import check_spec
+
+            check_spec(self.spec_name)  # ModelError names what is covered
+            if self.mode == "hybrid":
+                raise ValueError("--secure-agg keeps updates private: it does not go with "
+                                 "--mode hybrid, which forwards raw events")  # fmt: skip
         if self.summary_every_events is None and self.summary_every_s is None:
             raise ValueError("summaries need a cadence: N events and/or T seconds")
 

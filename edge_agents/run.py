@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from confluent_kafka import Consumer
+
 from edge_agents.agent import EdgeAgent, Parts
 from edge_agents.config import EdgeConfig
 from edge_agents.controls import FleetControls
@@ -17,13 +19,15 @@ from edge_agents.learner import EdgeLearner
 from edge_agents.link import Link
 from edge_agents.metrics import EdgeMetrics
 from edge_agents.outbox import Outbox
+from edge_agents.secagg import SecureSender
 from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
 from edge_agents.sources import FileSource, TopicSource
 from runtime.errors import StackError, UsageError
-from runtime.identity import global_verifier, node_signer
+from runtime.identity import global_verifier, node_signer, step_signer
 from runtime.kafka_security import KafkaAuth, check_login
 from runtime.model_registry import RegistryKeys
 from runtime.model_registry.client import RegistryClient
+from runtime.secagg import ROUNDS_TOPIC, STEP_TOPICS
 from runtime.settings import Settings
 from schemas import Codec
 
@@ -57,6 +61,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         dead.add(reason_code=code, reason=reason, where=where, raw=raw)
 
     learner = EdgeLearner(config.spec_name, config.node_id, config.policy)
+    globals_ = _globals(settings, config, codec, on_bad)
     outbox = Outbox(
         home / "outbox.sqlite3", node_id=config.node_id, model_name=config.spec_name, codec=codec
     )
@@ -69,7 +74,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         sender=SummarySender(
             link, outbox, settings.topic("model-updates"), config.node_id.encode()
         ),
-        globals_=_globals(settings, config, codec, on_bad),
+        globals_=globals_,
         forwarder=(
             Forwarder(
                 link,
@@ -86,6 +91,8 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         signer=signer,
         controls=_controls(settings, config, codec),
     )
+    if config.secure_agg:  # no summary in the clear: increments go through secure rounds
+        parts.sender = _secure_sender(settings, config, link, outbox, codec, globals_, home)
     agent = EdgeAgent(config, parts)
     position = agent.restore()
     topic = config.source_topic
@@ -114,6 +121,39 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
             start_at=config.start_at,
         )
     return agent, source
+
+
+def _secure_sender(  # noqa: PLR0913 - the adapters it shares with the agent
+    settings: Settings,
+    config: EdgeConfig,
+    link: Link,
+    outbox: Outbox,
+    codec: Codec,
+    globals_: object,
+    home: Path,
+) -> SecureSender:
+    consumer = Consumer(
+        {
+            **KafkaAuth.from_settings(settings).librdkafka(),
+            "bootstrap.servers": settings.kafka_bootstrap or "",
+            "group.id": f"prism-edge-secagg-{config.node_id}",  # assigned, never committed
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "log_level": 3,
+        }
+    )
+    return SecureSender(
+        link,
+        outbox,
+        node_id=config.node_id,
+        model_name=config.spec_name,
+        codec=codec,
+        topics={t: settings.topic(t) for t in (ROUNDS_TOPIC, *STEP_TOPICS.values())},
+        consumer=consumer,
+        state_dir=home,
+        signer=step_signer(settings),
+        book=lambda: getattr(globals_, "book", None),
+    )
 
 
 def _controls(settings: Settings, config: EdgeConfig, codec: Codec) -> FleetControls | None:

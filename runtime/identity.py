@@ -18,7 +18,7 @@ from schemas.signing import Signer, Verifier, parse_trusted_keys, signer_from
 
 log = logging.getLogger(__name__)
 
-__all__ = ["global_verifier", "node_signer", "summary_verifier"]
+__all__ = ["global_verifier", "node_signer", "step_signer", "step_verifiers", "summary_verifier"]
 
 
 def node_signer(settings: Settings) -> Signer | KeySigner | None:
@@ -79,3 +79,31 @@ def summary_verifier(settings: Settings) -> Verifier | KeyVerifier | None:
 def global_verifier(settings: Settings) -> KeyVerifier | None:
     """What a reader of GlobalModel records (edge, registry, CLI) checks; None: no trust file."""
     return _key_verifier(settings, "GlobalModel")
+
+
+def step_verifiers(settings: Settings, contracts: tuple[str, ...]) -> dict[str, KeyVerifier | None]:
+    """The merger's check of secure aggregation's step records: public keys only.
+
+    An HMAC secret would let the merger forge any node's step (it holds every
+    secret), which is exactly what the signatures are there to prevent.
+    """
+    if settings.trust_file is None:
+        if settings.trusted_keys is not None:
+            raise UsageError(
+                "secure aggregation checks step records with public keys only: set "
+                "PRISM_TRUST_FILE (HMAC PRISM_TRUSTED_KEYS cannot sign them)"
+            )
+        log.warning("secure aggregation step records are NOT verified (no PRISM_TRUST_FILE)")
+        return dict.fromkeys(contracts)
+    return {c: _key_verifier(settings, c) for c in contracts}
+
+
+def step_signer(settings: Settings) -> KeySigner | None:
+    """A node's signer for step records: its Ed25519 key (None: unsigned)."""
+    signer = node_signer(settings)
+    if signer is not None and not isinstance(signer, KeySigner):
+        raise UsageError(
+            "--secure-agg signs step records with the node's public-key identity "
+            "(PRISM_SIGNING_KEY_FILE), not an HMAC secret"
+        )
+    return signer

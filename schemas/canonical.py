@@ -59,11 +59,31 @@ SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
         "key_id",
     ),
 }
+#: secure aggregation's step records (issue #28): every field but the signature, in order
+for _step, _fields in {
+    "SecAggKeys": (
+        "model_name",
+        "sequence",
+        "base_version",
+        "features",
+        "cipher_public",
+        "mask_public",
+    ),
+    "SecAggShares": ("ciphertexts",),
+    "SecAggMasked": ("vector",),
+    "SecAggUnmask": ("seed_shares", "key_shares"),
+}.items():
+    SIGNED_FIELDS[_step] = ("round_id", "node_id", *_fields, "created_at", "key_id")
 # WeightSummary's tag names HMAC for history: Ed25519 signs the very same bytes, so one
 # canonical form serves both and a node can move between them without a contract change.
 _TAGS = {
     "WeightSummary": b"prism.WeightSummary.hmac-sha256.v%d\x00" % SIGNING_VERSION,
     "GlobalModel": b"prism.GlobalModel.v1\x00",
+    **{
+        step: b"prism.%s.v1\x00" % step.encode()
+        for step in SIGNED_FIELDS
+        if step.startswith("SecAgg")
+    },
 }
 
 

@@ -39,6 +39,11 @@ SCHEMA_NAMES = (
     "LifecycleEvent",
     "DeadLetter",
     "CentralCheckpoint",
+    "SecAggRound",
+    "SecAggKeys",
+    "SecAggShares",
+    "SecAggMasked",
+    "SecAggUnmask",
 )
 NAMESPACE = "prism"
 _AVRO_DIR = Path(__file__).parent / "avro"

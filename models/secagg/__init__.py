@@ -15,6 +15,7 @@ Single-Server Aggregation with (Poly)Logarithmic Overhead", CCS 2020
 masks), ``shamir`` (t-of-n sharing), ``graph`` (SecAgg+ neighbours),
 ``messages`` / ``node`` / ``server`` (the round's messages and both sides),
 ``round`` (a whole round in process, with dropouts), ``compat`` (what is
-refused), ``aggregate`` (summaries -> sums -> the FedAvg global). The
-messages do not travel over Kafka yet (issue #28 item 3).
+refused), ``aggregate`` (summaries -> sums -> the FedAvg global). Over
+Kafka the messages travel as signed Avro records (``runtime/secagg.py``,
+``streams/merger/secure.py``, ``edge_agents/secagg.py``).
 """

@@ -35,10 +35,18 @@ from models.secagg.keys import Entropy
 from models.secagg.messages import DEFAULT_MAX_DROPOUT, RoundAbandoned, RoundSpec
 from models.secagg.round import Dropouts, RoundCost, run_round
 from models.secagg.server import Abandoned
+from models.specs import get_spec
 from models.specs.algebra import SummaryAlgebra
 from models.summary import Summary
 
-__all__ = ["CODEC", "SecureMerge", "secure_merge"]
+__all__ = [
+    "CODEC",
+    "SecureMerge",
+    "global_from_total",
+    "node_vector",
+    "secure_merge",
+    "vector_width",
+]
 
 #: the round's agreed encoding: 2^-40 steps, values up to 2^47, at most 255 nodes a round
 CODEC = FixedPoint(frac_bits=40, bound=2.0**47)
@@ -148,3 +156,59 @@ def secure_merge(  # noqa: PLR0913 - merge()'s parameters plus the round's
     )
     result = MergeResult(merged, contributors, tuple(excluded))
     return SecureMerge(result, "", reoffer, cost, len(ids))
+
+
+# -- the same steps split between nodes and merger (rounds over Kafka) ---------------------
+
+
+def node_vector(summary: Summary, features: Sequence[str]) -> np.ndarray:
+    """A node's round input: its increment aligned to the round's ``features``, encoded.
+
+    The node computes this itself; the merger only ever sees it masked.
+    """
+    check_spec(summary.model_name)
+    algebra = get_spec(summary.model_name).algebra
+    aligned = algebra.align(algebra.check(summary), features)
+    return CODEC.encode(_node_vector(algebra, aligned, True))
+
+
+def vector_width(features: Sequence[str]) -> int:
+    """Ring elements of a round's input over ``features`` (5 d + 3 values, two words each)."""
+    return CODEC.width(5 * len(features) + 3)
+
+
+def global_from_total(
+    model_name: str,
+    features: Sequence[str],
+    total: np.ndarray,
+    included: Sequence[tuple[str, int]],
+    current: Summary | None,
+) -> MergeResult:
+    """The FedAvg global from an unmasked sum of ``included`` (node, sequence) inputs.
+
+    The merger's half of :func:`secure_merge` when the nodes are processes:
+    the sum is decoded, divided, and accumulated onto ``current`` exactly as
+    there, so the two give the same global for the same updates.
+    """
+    spec = get_spec(model_name)
+    algebra = spec.algebra
+    if not included:
+        raise ModelError("an unmasked round includes at least one node")
+    base = algebra.align(current, features) if current is not None else None
+    template = (
+        base if base is not None else algebra.align(spec.summarize(spec.new_model()), features)
+    )
+    sums = CODEC.decode(total, participants=len(included))
+    merged, vector = _global_from_sums(algebra, sums, template, base)
+    if base is not None:
+        c, m, v = merge_moments(
+            *(np.stack([merged.tensor(k), base.tensor(k)]) for k in ("count", "mean", "var"))
+        )
+        tensors = dict(merged.tensors) | {"count": c, "mean": m, "var": v}
+        merged = replace(merged, n_samples=merged.n_samples + base.n_samples, tensors=tensors)
+    version = current.base_version if current is not None else 0
+    merged = replace(merged, node_id="", sequence=0, base_version=version)
+    merged = algebra.with_learned_vector(merged, vector)
+    share = 1.0 / len(included)
+    contributors = tuple(Contributor(node, seq, 0, 0, share) for node, seq in included)
+    return MergeResult(merged, contributors, ())

@@ -4,7 +4,7 @@ The messages are what item 3 of issue #28 puts on Kafka as typed Avro
 records; here they are frozen dataclasses with the byte count of their
 payload (keys, ciphertexts, masked ring elements, shares and the ids that
 address them -- not the Avro framing), so the cost of a round can be
-measured before the wiring exists.
+measured without Kafka (runtime/secagg.py maps them to the records).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -30,7 +31,7 @@ from models.secagg.messages import (
 )
 from models.secagg.prg import mask
 
-__all__ = ["Node", "pairwise_mask"]
+__all__ = ["Node", "NodeKeys", "pairwise_mask"]
 
 NONCE_BYTES = 12
 
@@ -51,16 +52,38 @@ def pairwise_mask(
     return m if own < peer else (-m.view(np.int64)).view(np.uint64)
 
 
+@dataclass(frozen=True)
+class NodeKeys:
+    """A node's secrets for one round, drawn before the round's roster is known.
+
+    Over Kafka a node advertises its public keys first and learns who else is
+    in the round (the :class:`RoundSpec`) only afterwards.
+    """
+
+    cipher: KeyPair
+    mask: KeyPair
+    seed: bytes
+
+    @classmethod
+    def generate(cls, entropy: Entropy = os.urandom) -> NodeKeys:
+        return cls(KeyPair.generate(entropy), KeyPair.generate(entropy), entropy(32))
+
+
 class Node:
     """A round's participant; call the steps in order, each at most once."""
 
-    def __init__(self, node_id: str, spec: RoundSpec, entropy: Entropy = os.urandom) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        spec: RoundSpec,
+        entropy: Entropy = os.urandom,
+        keys: NodeKeys | None = None,
+    ) -> None:
         if node_id not in spec.graph.nodes:
             raise ModelError(f"node {node_id!r} is not in round {spec.round_id!r}")
         self.node_id, self.spec, self._entropy = node_id, spec, entropy
-        self._cipher = KeyPair.generate(entropy)
-        self._mask = KeyPair.generate(entropy)
-        self._seed = entropy(32)
+        keys = keys or NodeKeys.generate(entropy)
+        self._cipher, self._mask, self._seed = keys.cipher, keys.mask, keys.seed
         self._roster: dict[str, Advertise] = {}
         self._held: dict[str, tuple[shamir.Share, shamir.Share]] = {}  # sender -> (seed, key)
 

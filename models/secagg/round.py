@@ -1,6 +1,6 @@
 """One whole round in process: every node, the server, and who drops when.
 
-The services will run the same steps over Kafka (issue #28 item 3); this
+The services run the same steps over Kafka (streams/merger/secure.py); this
 driver runs them as function calls so the merge entry, ``prism compare`` and
 the tests can use the real protocol -- real keys, shares, ciphertexts and
 masks -- with dropouts at any step, and count the bytes the messages carry.

@@ -110,6 +110,13 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
         help="seconds to wait at the end for unsent summaries",
     )
     p.add_argument(
+        "--secure-agg",
+        action="store_true",
+        help="secure aggregation: no summary is sent in the clear; each increment is offered "
+        "to the merger's SecAgg+ rounds (`prism merger run --secure-agg`), masked, and marked "
+        "sent when a published round holds it (fraud-linear only)",
+    )
+    p.add_argument(
         "--max-bugs-in-row",
         type=int,
         default=10,
@@ -177,6 +184,7 @@ def config_from(args: argparse.Namespace, **overrides: object):
             idle_exit_s=args.idle_exit,
             drain_timeout_s=args.drain_timeout,
             max_bugs_in_row=args.max_bugs_in_row,
+            secure_agg=args.secure_agg,
             policy=policy,
         )
         fields.update(overrides)
@@ -219,6 +227,7 @@ _FLEET_PASS = (
     "idle_exit",
     "drain_timeout",
     "max_bugs_in_row",
+    "secure_agg",
 )
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from prism.commands import add_redis_wait, add_wire_precision
 from runtime.errors import UsageError
 from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.merger.secure import SecureConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,6 +101,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=200,
         help="--canary: labelled events the canaries score before a verdict",
     )
+    run.add_argument(
+        "--secure-agg",
+        action="store_true",
+        help="also run SecAgg+ rounds with the nodes in secure mode (`prism edge run "
+        "--secure-agg`) over the secagg-* topics: the merger learns only each round's sum; "
+        "FedAvg only (robust strategies are refused; async stays for clear nodes)",
+    )
+    run.add_argument(
+        "--secure-step-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="--secure-agg: a node that has not sent a step this long after it began has "
+        "dropped out (key advertisement waits --round-timeout after the first node)",
+    )
+    run.add_argument(
+        "--secure-max-dropout",
+        type=float,
+        default=0.3,
+        metavar="FRACTION",
+        help="--secure-agg: dropouts a round survives; with more it is abandoned and its "
+        "nodes offer their increments to the next round",
+    )
     add_redis_wait(run)
     run.set_defaults(handler=cmd_run)
 
@@ -130,6 +157,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             if args.quality_gate is not None:
                 gate = QualityGate(args.quality_gate, min_events=args.gate_min_events)
             holdout = HoldoutOptions(args.holdout_topic, size=args.holdout_size, gate=gate)
+        secure = _secure_config(args) if args.secure_agg else None
         canary = None
         if args.canary is not None:
             canary = CanaryPolicy(
@@ -148,4 +176,24 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         speedup=args.speedup,
         holdout=holdout,
         canary=canary,
+        secure=secure,
+    )
+
+
+def _secure_config(args: argparse.Namespace) -> SecureConfig:
+    """Secure rounds' settings; robust strategies refused (they need each update)."""
+    from models.secagg.compat import check_secure
+    from models.strategy_base import split_spec
+    from streams.merger.secure import SecureConfig
+
+    if split_spec(args.strategy, positional={"trimmed": "beta"})[0] != "async":
+        check_secure(args.strategy)  # async applies to the nodes not in secure mode only
+    if args.tiers != "global":
+        raise ValueError("--secure-agg runs global rounds only (no --tiers regional)")
+    return SecureConfig(
+        round_size=max(args.round_size, 2),
+        min_participants=max(args.min_participants, 2),
+        keys_timeout_s=args.round_timeout,
+        step_timeout_s=args.secure_step_timeout,
+        max_dropout=args.secure_max_dropout,
     )

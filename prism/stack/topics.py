@@ -22,6 +22,12 @@ TOPICS: dict[str, dict[str, str]] = {
     "dead-letter": {},
     "holdout": {},  # labelled events held back for the merger's quality gate
     "lifecycle": {},  # versions held back (and other lifecycle decisions), with reasons
+    # secure aggregation (docs/secure-aggregation.md): the merger's phases, the nodes' steps
+    "secagg-rounds": {},
+    "secagg-keys": {},
+    "secagg-shares": {},
+    "secagg-masked": {},
+    "secagg-unmask": {},
 }
 
 

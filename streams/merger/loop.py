@@ -69,6 +69,7 @@ from streams.idle import IdleClock
 from streams.merger.canary import CanaryTracker
 from streams.merger.holdout import HoldoutFeed
 from streams.merger.rounds import Closed, Merger, Update, describe
+from streams.merger.secure_loop import SecureFeed
 from streams.merger.steering import Steering
 from streams.merger.store import MergerStore
 from streams.merger.wire import WHOLE, registry_record, topic_records
@@ -102,6 +103,7 @@ class MergerLoop(Steering):
         source_verifier: KeyVerifier | None = None,
         controls_every_s: float = 1.0,
         canary: CanaryTracker | None = None,
+        secure: SecureFeed | None = None,
     ) -> None:
         if not speedup > 0:
             raise ValueError(f"the event clock's speedup must be > 0, got {speedup}")
@@ -121,6 +123,7 @@ class MergerLoop(Steering):
         self._handled: set[str] = set()  # models whose rollback request is done or refused
         self._told: set[tuple[str, int, str]] = set()  # refusals announced (said once)
         self.canary = canary  # staged rollout: the canaries' reports and the verdicts
+        self.secure = secure  # --secure-agg: SecAgg+ rounds over their own topics
         self.consumer, self.producer, self.codec = consumer, producer, codec
         self.topics, self.telemetry = topics, telemetry
         self.dead = DeadLetters(
@@ -164,6 +167,8 @@ class MergerLoop(Steering):
         self._resume_canaries()
         if self.holdout is not None:  # the whole sample before any round is judged
             self.holdout.start()
+        if self.secure is not None:
+            self.secure.start()
         self.consumer.subscribe(
             [self.topics["model-updates"]], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -180,6 +185,8 @@ class MergerLoop(Steering):
                     self._commit([], wait=True)
             finally:
                 self.consumer.close()
+                if self.secure is not None:
+                    self.secure.close()
                 if self.holdout is not None:
                     self.holdout.close()
         return 0
@@ -237,8 +244,12 @@ class MergerLoop(Steering):
             self.idle.activity()
             self.telemetry.events.labels(SERVICE, "updates").inc(n)
         closed += self.merger.close_due(self.now_ms())
+        if self.secure is not None:
+            closed += self.secure.step(self.merger, self.now_ms())
         if closed or self._handled or time.monotonic() - self._last_commit >= self.commit_every_s:
             self._commit(closed)
+        if self.secure is not None:  # after the versions went out: their nodes may count them
+            self.secure.announce_done()
         self.producer.poll(0)
         self._maybe_idle_exit()
         return n

@@ -600,6 +600,65 @@ class Merger:
             updates[:] = [u for u in updates if u.node_id in kept]
         return out.result, metrics
 
+    # -- secure rounds over Kafka (streams/merger/secure.py runs the protocol) ----------
+    def merged_before(self, node_id: str, sequence: int) -> bool:
+        """Whether (node, sequence) was merged or refused already: never offered twice."""
+        ledger = self.nodes.get(node_id)
+        return ledger is not None and (
+            ledger.has_seen(sequence) or ledger.too_old(sequence, self.config.dedup_window)
+        )
+
+    def close_secure(  # noqa: PLR0913 - the finished round's parts
+        self,
+        model_name: str,
+        result: MergeResult,
+        *,
+        opened_ms: int,
+        now_ms: int,
+        merge_s: float,
+        metrics: Mapping[str, float],
+    ) -> Closed:
+        """A secure round's unmasked global becomes the model's next version.
+
+        The sum was unmasked outside (the protocol's rounds run on their own
+        topics); here it is versioned, published and ledgered like a clear
+        round's result, so clear and secure rounds of one model share one
+        version chain and every (node, sequence) in the sum is never merged again.
+        """
+        tier = self._global(model_name)
+        delta = self._delta(tier, result.summary)
+        if delta is None:
+            result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
+        else:
+            rebuilt = apply_delta(tier.current, delta[1], result.summary.n_samples)  # type: ignore[arg-type]
+            result = replace(result, summary=rebuilt)
+        tier.version += 1
+        parent = tier.published
+        for c in result.contributors:
+            ledger = self.ledger(c.node_id)
+            ledger.last_seen_ms = max(ledger.last_seen_ms, now_ms)
+            ledger.model_name, ledger.excluded, ledger.reason = model_name, False, ""
+            ledger.mark(c.sequence, self.config.dedup_window)
+        tier.whole_due = False
+        tier.current = replace(result.summary, node_id=tier.name, base_version=tier.version)
+        tier.published = tier.version
+        self._count("rounds")
+        self._count("secure-rounds")
+        return Closed(
+            name=tier.name,
+            tier=tier.tier,
+            version=tier.version,
+            parent_version=parent,
+            result=result,
+            strategy="fedavg",
+            created_at_ms=now_ms,
+            metrics={"contributors": float(len(result.contributors)), **metrics},
+            nodes=tuple(c.node_id for c in result.contributors),
+            delta=delta,
+            opened_ms=opened_ms,
+            merge_s=merge_s,
+        )
+
     def _judge(self, tier: _Tier, candidate: Summary) -> Judgement:
         """The holdout's word on a global candidate (regional models are not judged)."""
         if self.judge is None or tier.tier != "global":

@@ -9,19 +9,23 @@ from confluent_kafka import Consumer, Producer
 
 from models.canary import CanaryPolicy
 from runtime.errors import StackError, UsageError
-from runtime.identity import global_verifier, node_signer, summary_verifier
+from runtime.identity import global_verifier, node_signer, step_verifiers, summary_verifier
 from runtime.kafka_config import consumer_config, producer_config
 from runtime.kafka_security import KafkaAuth, check_login
 from runtime.model_registry import RegistryKeys, RegistryWriter
 from runtime.redis_outage import service_client
+from runtime.secagg import ROUNDS_TOPIC, STEP_TOPICS, STEPS
 from runtime.settings import Settings
 from schemas import Codec
 from schemas.identity import KeySigner
+from streams.dead_letters import DeadLetters
 from streams.merger.canary import CanaryTracker
 from streams.merger.gate import Judge, QualityGate
 from streams.merger.holdout import HoldoutFeed
 from streams.merger.loop import MergerLoop
 from streams.merger.rounds import Merger, MergerConfig
+from streams.merger.secure import SecureConfig, SecureRounds
+from streams.merger.secure_loop import SecureFeed
 from streams.merger.store import MergerStore
 from streams.telemetry import Telemetry
 
@@ -42,6 +46,7 @@ def build_loop(
     speedup: float = 1.0,
     holdout: HoldoutOptions | None = None,
     canary: CanaryPolicy | None = None,
+    secure: SecureConfig | None = None,
 ) -> MergerLoop:
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise StackError("no Kafka/Redis configured: run `prism stack up` or set PRISM_* vars")
@@ -71,13 +76,38 @@ def build_loop(
             Consumer(conf), settings.topic(holdout.topic), codec=codec, capacity=holdout.size
         )
         judge = Judge(feed.reservoirs, holdout.gate)
+    producer = Producer(producer_config(settings.kafka_bootstrap, security))
+    topics = {t: settings.topic(t) for t in TOPICS}
+    merger = Merger(config, judge=judge, canary=None if canary is None else canary.share)
+    secure_feed = None
+    if secure is not None:
+        topics |= {t: settings.topic(t) for t in (ROUNDS_TOPIC, *STEP_TOPICS.values())}
+        conf = consumer_config(
+            settings.kafka_bootstrap, f"{group}.secagg", group, security=security
+        )
+        secure_feed = SecureFeed(
+            SecureRounds(
+                secure,
+                current=lambda name: merger.tiers[name].current if name in merger.tiers else None,
+                merged_before=merger.merged_before,
+            ),
+            consumer=Consumer(conf),
+            producer=producer,
+            codec=codec,
+            topics=topics,
+            verifiers=step_verifiers(settings, STEPS),
+            dead=DeadLetters(
+                producer, topics["dead-letter"], service="merger", codec=codec, telemetry=telemetry
+            ),
+        )
     return MergerLoop(
-        Merger(config, judge=judge, canary=None if canary is None else canary.share),
+        merger,
         MergerStore(client, writer, group=group, codec=codec, keys=keys),
         consumer=consumer,
-        producer=Producer(producer_config(settings.kafka_bootstrap, security)),
+        producer=producer,
         codec=codec,
-        topics={t: settings.topic(t) for t in TOPICS},
+        topics=topics,
+        secure=secure_feed,
         telemetry=telemetry,
         idle_exit_s=idle_exit_s,
         redis_wait_s=redis_wait_s,
@@ -121,6 +151,14 @@ def global_signer(settings: Settings) -> KeySigner | None:
 def run(settings: Settings, config: MergerConfig, *, group: str, **kwargs: object) -> int:
     loop = build_loop(settings, config, group=group, **kwargs)  # type: ignore[arg-type]
     loop.install_signal_handlers()
+    if loop.secure is not None:
+        c = loop.secure.rounds.config
+        log.info(
+            "secure aggregation on: model=%s round_size=%s min=%s keys_timeout=%ss "
+            "step_timeout=%ss max_dropout=%s",
+            c.model_name, c.round_size, c.min_participants, c.keys_timeout_s,
+            c.step_timeout_s, c.max_dropout,
+        )  # fmt: skip
     log.info(
         "merger starting group=%s strategy=%s round_size=%s round_timeout=%ss tiers=%s topic=%s "
         "clock=%s",

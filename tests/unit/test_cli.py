@@ -97,3 +97,45 @@ def test_models_nodes_shows_a_node_s_epsilon_and_a_dash_without_dp() -> None:
 
     assert _epsilon({"dp_epsilon": 3.8543, "dp_delta": 1e-5, "events": 9.0}) == "3.85 (delta 1e-05)"
     assert _epsilon({"events": 9.0}) == "-"
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--strategy", "krum"], "Krum scores each update"),
+        (["--strategy", "fedmedian"], "median needs every node's value"),
+        (["--strategy", "fedavg:screen=true"], "robust screening is lost"),
+        (["--tiers", "regional,global"], "global rounds only"),
+        (["--secure-max-dropout", "0.6"], "max dropout is in [0, 0.5)"),
+    ],
+)
+def test_secure_aggregation_refuses_what_needs_individual_updates_on_the_cli(
+    flags: list[str], says: str, monkeypatch: pytest.MonkeyPatch, tmp_path, capsys
+) -> None:
+    monkeypatch.setenv("PRISM_STATE_DIR", str(tmp_path))
+    assert main(["merger", "run", "--secure-agg", *flags]) == 2  # before any connection
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+def test_secure_rounds_keep_async_for_the_clear_nodes_and_need_two_participants() -> None:
+    import argparse
+
+    from prism.commands.merger import _secure_config
+
+    args = argparse.Namespace(strategy="async:max_staleness=5", tiers="global", round_size=1,
+                              min_participants=1, round_timeout=7.0, secure_step_timeout=3.0,
+                              secure_max_dropout=0.2)  # fmt: skip
+    config = _secure_config(args)
+    assert (config.min_participants, config.round_size, config.keys_timeout_s) == (2, 2, 7.0)
+
+
+def test_an_edge_in_secure_mode_refuses_hybrid_mode_and_specs_it_cannot_sum(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys
+) -> None:
+    monkeypatch.setenv("PRISM_STATE_DIR", str(tmp_path))
+    base = ["edge", "run", "--node", "n1", "--source", "f.avro", "--secure-agg"]
+    assert main([*base, "--mode", "hybrid"]) == 2
+    assert "does not go with --mode hybrid" in capsys.readouterr().err
+    assert main([*base, "--task", "iot"]) == 2
+    assert "'iot-hst''s exact state is not wired yet" in capsys.readouterr().err

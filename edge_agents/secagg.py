@@ -1,0 +1,297 @@
+"""``prism edge run --secure-agg``: the node's side of SecAgg+ rounds over Kafka.
+
+Takes the place of the summary sender: the increments the agent cuts still
+go to the durable outbox, but none is ever sent in the clear. Instead the
+oldest unsent one is offered to the merger's next secure round, and the
+node follows the round's phases from ``secagg-rounds`` (keys -> shares ->
+masked input -> unmask), each step a signed record on its own topic
+(:mod:`runtime.secagg`). The row is marked sent only when the round's
+``done`` record lists this node -- the global holding it is published by
+then. A round abandoned, or left (a late step, not in the roster), leaves
+the row unsent: it is offered to the next round. Nothing is lost, nothing
+counted twice.
+
+A restart mid-round counts as a **dropout**: the round's secrets live in
+memory only, so the node cannot resume its steps. Before it sends its masked
+input it writes ``secagg-round.json`` (round id, sequence) to its state dir:
+from then on it may be in the sum. On restart it reads ``secagg-rounds`` from
+the beginning and settles that round by its outcome (``done`` listing it:
+the row is sent; otherwise it is offered again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from edge_agents.link import Link
+from edge_agents.outbox import Outbox
+from models.errors import ModelError
+from models.packing import LayoutBook
+from models.secagg.aggregate import node_vector
+from models.secagg.messages import Advertise, RoundSpec
+from models.secagg.node import Node, NodeKeys
+from models.serialization import summary_from_weight_record
+from models.summary import Summary
+from runtime.secagg import keys_record, masked_record, shares_record, unmask_record
+from schemas import Codec, SchemaError
+from schemas.identity import KeySigner
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SecureSender"]
+
+MARKER = "secagg-round.json"
+
+
+@dataclass
+class _Mine:
+    """This node's part in one round (memory only: a restart is a dropout)."""
+
+    round_id: str
+    sequence: int
+    summary: Summary
+    keys: NodeKeys
+    step: str = "keys"
+    node: Node | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SecureSender:
+    """Offers outbox rows to secure rounds; ``pump``, ``idle`` and ``delivered`` as the
+    summary sender has them, so the agent drives it the same way."""
+
+    def __init__(  # noqa: PLR0913 - the adapters, injected by edge_agents/run.py
+        self,
+        link: Link,
+        outbox: Outbox,
+        *,
+        node_id: str,
+        model_name: str,
+        codec: Codec,
+        topics: Mapping[str, str],
+        consumer: Consumer,
+        state_dir: Path,
+        signer: KeySigner | None = None,
+        book: Callable[[], LayoutBook | None] = lambda: None,
+    ) -> None:
+        self.link, self.outbox, self.node_id, self.model_name = link, outbox, node_id, model_name
+        self.codec, self.topics, self.consumer, self.signer = codec, dict(topics), consumer, signer
+        self.book = book
+        self.marker_path = state_dir / MARKER
+        self.marker = self._load_marker()
+        self.mine: _Mine | None = None
+        self.latest: Mapping[str, Any] | None = None  # the merger's newest phase record
+        self.tried: set[str] = set()
+        self.delivered = self.failures = 0
+        self.in_flight: set[int] = set()
+        self._attached = False
+
+    # -- the agent's interface -------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        return self.mine is None and self.outbox.counts()["unsent"] == 0
+
+    def pump(self) -> None:
+        if not self.link.up:
+            return
+        if not self._attached:
+            self._attach()
+        for record in self._poll():
+            self._settle(record)
+            self.latest = record  # acted on now, or at a later pump (a row cut meanwhile)
+        latest = self.latest
+        if latest is not None and latest["phase"] not in ("done", "abandoned"):
+            try:
+                self._act(latest)
+            except (ModelError, ValueError) as e:  # RoundAbandoned too: this node drops out
+                log.warning("secure round left node=%s round=%s: %s", self.node_id,
+                            latest["round_id"], e)  # fmt: skip
+                self.mine = None
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    # -- reading the merger's phases ----------------------------------------------------------
+    def _attach(self) -> None:
+        topic = self.topics["secagg-rounds"]
+        try:
+            meta = self.consumer.list_topics(topic, timeout=5.0).topics[topic]
+            if meta.error is not None or not meta.partitions:
+                raise KafkaException(meta.error)
+        except KafkaException as e:
+            log.warning("secure rounds topic %s not reachable yet: %s", topic, e)
+            return
+        self.consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+        )
+        self._attached = True
+
+    def _poll(self) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(20):  # catch up, in bounded bites
+            batch = self.consumer.consume(500, timeout=0)
+            for m in batch:
+                if m.error() is not None or m.value() is None:
+                    if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("secure rounds consumer: %s", m.error())
+                    continue
+                try:
+                    record = self.codec.decode(m.value(), expected="SecAggRound")
+                except SchemaError as e:
+                    log.warning("undecodable secure round record offset=%s: %s", m.offset(), e)
+                    continue
+                if record["model_name"] == self.model_name:
+                    out.append(record)
+            if not batch:
+                break
+        return out
+
+    def _settle(self, record: Mapping[str, Any]) -> None:
+        """A round's outcome (or a new round: the old one is over) for this node's rows."""
+        rid, phase, me = record["round_id"], record["phase"], self.node_id
+        settled = False
+        marker = self.marker
+        if marker is not None and rid == marker["round_id"] and phase in ("done", "abandoned"):
+            if phase == "done" and me in record["nodes"]:
+                self._delivered(int(marker["sequence"]), rid, record["version"])
+            self._clear_marker()
+            settled = True
+        elif marker is not None and phase == "keys" and rid != marker["round_id"]:
+            log.info("secure round %s ended without an outcome: sequence %s offered again",
+                     marker["round_id"], marker["sequence"])  # fmt: skip
+            self._clear_marker()  # the merger restarted: that round's sum was never published
+        mine = self.mine
+        if mine is not None and rid == mine.round_id:
+            if phase == "done":
+                self.mine = None
+                if not settled and me in record["nodes"]:
+                    self._delivered(mine.sequence, rid, record["version"])
+            elif phase == "abandoned":
+                log.info("secure round abandoned node=%s round=%s sequence=%s (offered again): "
+                         "%s", me, rid, mine.sequence, record["reason"])  # fmt: skip
+                self.mine = None
+        elif mine is not None and phase == "keys":
+            self.mine = None  # a new round opened: ours is over without us
+
+    def _delivered(self, sequence: int, rid: str, version: int) -> None:
+        self.outbox.mark_sent(sequence)
+        self.delivered += 1
+        log.info("secure round done node=%s round=%s sequence=%s version=%s",
+                 self.node_id, rid, sequence, version)  # fmt: skip
+
+    # -- this node's steps --------------------------------------------------------------------
+    def _act(self, record: Mapping[str, Any]) -> None:
+        phase, rid = record["phase"], record["round_id"]
+        mine = self.mine
+        if phase == "keys":
+            if mine is None and rid not in self.tried and self.marker is None:
+                self._join(rid)
+            return
+        if mine is None or rid != mine.round_id:
+            return
+        if phase == "shares" and mine.step == "keys":
+            self._share(mine, record)
+        elif phase == "input" and mine.step == "shares":
+            self._masked(mine, record)
+        elif phase == "unmask" and mine.step == "input":
+            self._unmask(mine, record)
+
+    def _join(self, rid: str) -> None:
+        rows = self.outbox.unsent(1)
+        if not rows:
+            return
+        self.tried.add(rid)
+        row = rows[0]
+        wire = self.codec.decode(row.payload, expected="WeightSummary")
+        summary = summary_from_weight_record(wire, self.book())
+        keys = NodeKeys.generate()
+        ad = Advertise(self.node_id, keys.cipher.public, keys.mask.public)
+        self.mine = _Mine(rid, row.sequence, summary, keys)
+        self._send("SecAggKeys", keys_record(
+            rid, ad, model_name=self.model_name, sequence=row.sequence,
+            base_version=summary.base_version, features=summary.features, now_ms=_now_ms(),
+        ))  # fmt: skip
+        log.info("secure round joined node=%s round=%s sequence=%s", self.node_id, rid,
+                 row.sequence)  # fmt: skip
+
+    def _share(self, mine: _Mine, record: Mapping[str, Any]) -> None:
+        roster = {p["node_id"]: p for p in record["roster"]}
+        if self.node_id not in roster:
+            self.mine = None  # too late for this round: the row waits for the next
+            return
+        spec = RoundSpec.create(
+            mine.round_id, list(roster), record["length"], max_dropout=record["max_dropout"]
+        )
+        mine.node = Node(self.node_id, spec, keys=mine.keys)
+        mine.extra["features"] = tuple(record["features"])
+        ads = {
+            v: Advertise(v, bytes(p["cipher_public"]), bytes(p["mask_public"]))
+            for v, p in roster.items()
+        }
+        bundle = mine.node.share(ads)
+        mine.step = "shares"
+        self._send("SecAggShares", shares_record(mine.round_id, bundle, _now_ms()))
+
+    def _masked(self, mine: _Mine, record: Mapping[str, Any]) -> None:
+        if self.node_id not in record["nodes"] or mine.node is None:
+            self.mine = None
+            return
+        vector = node_vector(mine.summary, mine.extra["features"])
+        incoming = {s: bytes(c) for s, c in record["routed"].get(self.node_id, {}).items()}
+        masked = mine.node.masked_input(vector, incoming)
+        self._write_marker(mine)  # from here on the node may be in the sum
+        mine.step = "input"
+        self._send("SecAggMasked", masked_record(mine.round_id, masked, _now_ms()))
+
+    def _unmask(self, mine: _Mine, record: Mapping[str, Any]) -> None:
+        if self.node_id not in record["nodes"] or mine.node is None:
+            return  # not a survivor: the round's outcome still settles the row
+        reply = mine.node.unmask(record["nodes"])
+        mine.step = "unmask"
+        self._send("SecAggUnmask", unmask_record(mine.round_id, reply, _now_ms()))
+
+    def _send(self, contract: str, record: dict[str, Any]) -> None:
+        record = dict(record, key_id=None, signature=None)
+        if self.signer is not None:
+            record = self.signer.sign(record, contract)
+        value = self.codec.encode(contract, record)
+        topic = self.topics[{"SecAggKeys": "secagg-keys", "SecAggShares": "secagg-shares",
+                             "SecAggMasked": "secagg-masked",
+                             "SecAggUnmask": "secagg-unmask"}[contract]]  # fmt: skip
+        self.link.producer.produce(topic, value, key=self.node_id.encode(), on_delivery=self._done)
+        self.link.producer.poll(0)
+
+    def _done(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.failures += 1
+            self.link.mark_down(err.str())
+
+    # -- the restart marker -----------------------------------------------------------------
+    def _load_marker(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self.marker_path.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def _write_marker(self, mine: _Mine) -> None:
+        tmp = self.marker_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"round_id": mine.round_id, "sequence": mine.sequence}))
+        os.replace(tmp, self.marker_path)
+        self.marker = {"round_id": mine.round_id, "sequence": mine.sequence}
+
+    def _clear_marker(self) -> None:
+        self.marker = None
+        self.marker_path.unlink(missing_ok=True)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

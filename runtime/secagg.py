@@ -1,0 +1,148 @@
+"""Secure aggregation's step records on Kafka: topics, record <-> message, signatures.
+
+A SecAgg+ round (models/secagg/) is four steps each node takes and one
+record the merger writes per phase. Here they become typed Avro records
+(schemas/avro/SecAgg*.avsc) on topics of their own, so each step can be
+read, retained and dead-lettered on its own, and every node record is signed
+with the node's Ed25519 identity -- the same key and trust file as its
+WeightSummary. Both the merger and the edge agents use this module; it holds
+no Kafka client.
+
+Signing covers ``round_id`` too, so a record replayed into another round
+does not verify as that round's, and the merger refuses a second record of
+the same step from the same node with other content (``replayed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from models.secagg.messages import Advertise, MaskedInput, ShareBundle, UnmaskReply
+
+__all__ = [
+    "ROUNDS_TOPIC",
+    "STEP_TOPICS",
+    "STEPS",
+    "StepRefused",
+    "advertise_of",
+    "keys_record",
+    "masked_of",
+    "masked_record",
+    "shares_of",
+    "shares_record",
+    "unmask_of",
+    "unmask_record",
+    "vector_bytes",
+    "vector_of",
+]
+
+#: the merger's phase records (nodes read them); keyed by model name, so one partition orders them
+ROUNDS_TOPIC = "secagg-rounds"
+#: node -> merger, one topic per step (contract -> logical topic name)
+STEP_TOPICS = {
+    "SecAggKeys": "secagg-keys",
+    "SecAggShares": "secagg-shares",
+    "SecAggMasked": "secagg-masked",
+    "SecAggUnmask": "secagg-unmask",
+}
+STEPS = tuple(STEP_TOPICS)
+KEY_BYTES = 32
+
+
+class StepRefused(ValueError):
+    """A step record the round cannot take; ``reason_code`` goes on the dead letter.
+
+    Codes: ``invalid-secagg`` (malformed), ``replayed`` (a round that is over, or
+    a second record of one step with other content), ``secagg-unknown-round``,
+    ``secagg-late`` (its step closed: the node counts as dropped),
+    ``secagg-not-in-round``, ``secagg-wrong-model``, ``duplicate`` (an increment
+    already merged).
+    """
+
+    def __init__(self, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    """Ring elements as little-endian uint64 (what SecAggMasked carries)."""
+    return np.asarray(vector, dtype="<u8").tobytes()
+
+
+def vector_of(data: bytes, length: int) -> np.ndarray:
+    """The ring elements back, or :class:`StepRefused` when the size is not ``length``."""
+    if len(data) != 8 * length:
+        raise StepRefused(
+            "invalid-secagg", f"a masked input of {len(data)} bytes, the round needs {8 * length}"
+        )
+    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+
+
+def _head(round_id: str, node_id: str, now_ms: int) -> dict[str, Any]:
+    return {"round_id": round_id, "node_id": node_id, "created_at": int(now_ms)}
+
+
+def keys_record(  # noqa: PLR0913 - the record's fields
+    round_id: str,
+    ad: Advertise,
+    *,
+    model_name: str,
+    sequence: int,
+    base_version: int,
+    features: Sequence[str],
+    now_ms: int,
+) -> dict[str, Any]:
+    return _head(round_id, ad.node_id, now_ms) | {
+        "model_name": model_name,
+        "sequence": int(sequence),
+        "base_version": int(base_version),
+        "features": list(features),
+        "cipher_public": ad.cipher_public,
+        "mask_public": ad.mask_public,
+    }
+
+
+def advertise_of(record: Mapping[str, Any]) -> Advertise:
+    for field in ("cipher_public", "mask_public"):
+        if len(record[field]) != KEY_BYTES:
+            raise StepRefused("invalid-secagg", f"{field} is not a 32-byte X25519 public key")
+    return Advertise(
+        record["node_id"], bytes(record["cipher_public"]), bytes(record["mask_public"])
+    )
+
+
+def shares_record(round_id: str, bundle: ShareBundle, now_ms: int) -> dict[str, Any]:
+    return _head(round_id, bundle.sender, now_ms) | {"ciphertexts": dict(bundle.ciphertexts)}
+
+
+def shares_of(record: Mapping[str, Any]) -> ShareBundle:
+    return ShareBundle(record["node_id"], {k: bytes(v) for k, v in record["ciphertexts"].items()})
+
+
+def masked_record(round_id: str, masked: MaskedInput, now_ms: int) -> dict[str, Any]:
+    return _head(round_id, masked.node_id, now_ms) | {"vector": vector_bytes(masked.vector)}
+
+
+def masked_of(record: Mapping[str, Any], length: int) -> MaskedInput:
+    return MaskedInput(record["node_id"], vector_of(record["vector"], length))
+
+
+def unmask_record(round_id: str, reply: UnmaskReply, now_ms: int) -> dict[str, Any]:
+    return _head(round_id, reply.node_id, now_ms) | {
+        "seed_shares": dict(reply.seed_shares),
+        "key_shares": dict(reply.key_shares),
+    }
+
+
+def unmask_of(record: Mapping[str, Any]) -> UnmaskReply:
+    try:
+        return UnmaskReply(
+            record["node_id"],
+            {k: bytes(v) for k, v in record["seed_shares"].items()},
+            {k: bytes(v) for k, v in record["key_shares"].items()},
+        )
+    except ValueError as e:  # ModelError: both secrets of one node
+        raise StepRefused("invalid-secagg", str(e)) from e
