@@ -18,8 +18,11 @@ Group protocol, the same guarantees as the Faust engine:
   checkpoint covers is never re-read, and nothing after it is skipped;
 - Kafka offsets are committed only from checkpoints (auto-commit off), and a
   revocation checkpoints and commits before the partitions go;
-- a *lost* assignment (session timeout) is dropped without a checkpoint: the
-  partitions' new owner may already be writing theirs.
+- a *lost* assignment (session timeout) is let go without a checkpoint: the
+  partitions' new owner may already be writing theirs. The learners are kept,
+  and a partition that comes back with its checkpoint untouched goes on from
+  memory (:meth:`CentralWorker.assign`), so its uncheckpointed tail is not
+  scored twice.
 
 Batches are adaptive (:class:`~streams.central.batching.BatchPolicy`): what
 is ready, then more only within the latency budget (``--max-delay-ms``).
@@ -86,13 +89,17 @@ class KafkaLoop:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-    def run(self) -> int:
+    def subscribe(self) -> None:
+        """Join the group with this loop's rebalance callbacks (``run`` does; tests step)."""
         self.consumer.subscribe(
             list(self.topics),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+
+    def run(self) -> int:
+        self.subscribe()
         try:
             while not self._stopping:
                 self.step()
@@ -282,11 +289,14 @@ class KafkaLoop:
         consumer.unassign()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Lost (not revoked): another member may own them already; do not checkpoint."""
+        """Lost (not revoked): another member may own them already; do not checkpoint.
+
+        The worker keeps the learners aside; ``_on_assign`` then starts a partition
+        taken back from memory at the learner's own offsets."""
         gone = {tp.partition for tp in partitions if tp.topic in self.topics}
         self.worker.drop(gone)
         self._paused -= gone
-        log.warning("partitions lost without a checkpoint: %s", sorted(gone))
+        log.warning("partitions lost without a checkpoint (learners kept): %s", sorted(gone))
         consumer.unassign()
 
     # -- lag -------------------------------------------------------------------
