@@ -88,12 +88,12 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
     edge = start_cli(settings, tmp_path, "edge", "edge", "run", "--node", "e1", "--source",
                   str(edge_log), "--state-dir", str(tmp_path / "e1"), "--rate", str(RATE // 4),
                   "--summary-every", "150", "--drain-timeout", "120")  # fmt: skip
-    # linked before the outage, which it must notice ("link down"): on a busy machine the
-    # agent's start can outlast the replay's first fifth, the broker then stopped under it
-    wait_for_log(edge, "linked=True", timeout=120)
     replay = start_cli(settings, tmp_path, "replay", "replay", str(central_log), "--no-progress",
                     "--rate", str(RATE))  # fmt: skip
     services = {"merger": merger, "central": central, "edge": edge}
+    # linked before the outage, which it must notice ("link down"): on a busy machine the
+    # agent's start outlasted the replay's first fifth, and the broker was stopped under it
+    wait_for_log(edge, "linked=True", timeout=120)
 
     wait_records(boot, settings.topic("scores"), EVENTS // 5)
     assert local_kafka.stop(broker)  # SIGTERM of the real broker
