@@ -88,6 +88,22 @@ def test_checkpoint_cadence_counts_records_and_never_runs_ahead_of_the_broker() 
     assert store.saved == 1 and not cadence.due()
 
 
+def test_a_learner_taken_back_after_a_loss_is_owed_a_checkpoint() -> None:
+    """Its tail is in no checkpoint, though no record came since the last (empty) one."""
+
+    class Store:
+        def save(self, learners: list) -> None:
+            pass
+
+    cadence = Checkpointer(Store(), Producer(), every_records=10, every_s=0.0)  # type: ignore[arg-type]
+    cadence.save([])  # the learners were gone: nothing to write, and nothing owed
+    assert not cadence.due()
+    cadence.owe()
+    assert cadence.due()
+    cadence.save([])
+    assert not cadence.due()
+
+
 def test_shard_summaries_carry_the_partition_metrics_and_worker_for_the_merger() -> None:
     spec = get_spec("fraud-linear")
     learners = [PartitionLearner(spec, p, events_topic=EV, labels_topic=LB) for p in range(2)]
