@@ -31,14 +31,20 @@ __all__ = [
 ]
 
 
-def producer_config(bootstrap: str, security: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Central and merger producers: scores are many and small; a retry never duplicates."""
+def producer_config(
+    bootstrap: str, security: Mapping[str, str] | None = None, *, linger_ms: float = 5
+) -> dict[str, Any]:
+    """Central and merger producers: scores are many and small; a retry never duplicates.
+
+    ``linger_ms``: a central worker passes its latency budget's share
+    (:attr:`streams.central.batching.BatchPolicy.linger_ms`).
+    """
     return {
         **(security or {}),
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": linger_ms,
         "batch.num.messages": 10_000,
         "compression.type": "lz4",
         "message.timeout.ms": 0,
@@ -90,7 +96,10 @@ def consumer_config(
         "partition.assignment.strategy": "range",
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
-        # a whole mini-batch should come from the local queue, not one fetch per call
+        # a whole mini-batch should come from the local queue, not one fetch per call;
+        # fetch.min.bytes 1: the broker answers a fetch as soon as one record is there,
+        # so fetch.wait.max.ms (librdkafka's 500 ms) only bounds an *empty* long poll
+        # and adds no latency (a larger min bytes would wait up to it: not here)
         "fetch.min.bytes": 1,
         "queued.min.messages": 100_000,
     }

@@ -52,7 +52,7 @@ def _decades(low: float, high: float) -> tuple[float, ...]:
     return tuple(b for b in out if b <= high * (1 + 1e-9))
 
 
-# score latency: Kafka timestamp -> score produced; ms when caught up, seconds behind a backlog
+# score latency: Kafka timestamp -> score delivered (acked); ms caught up, seconds behind
 LATENCY_BUCKETS = (*_decades(0.001, 10.0), 30.0, 60.0)
 # a checkpoint: a producer flush plus one Redis transaction (or one SQLite commit on an edge)
 CHECKPOINT_BUCKETS = (*_decades(0.001, 10.0), 30.0)

@@ -24,8 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--worker-id", help="this worker's name in scores and the registry (default: GROUP@host)"
     )
-    run.add_argument("--batch-size", type=int, default=1000, help="events per mini-batch")
-    run.add_argument("--batch-wait", type=float, default=0.05, help="max seconds to fill a batch")
+    run.add_argument("--batch-size", type=int, default=1000, help="most events per mini-batch")
+    run.add_argument(
+        "--max-delay-ms",
+        type=float,
+        default=10.0,
+        help="latency budget: a batch waits for more records only while its oldest is younger "
+        "than 30 %% of it; the producer lingers a tenth of it (at most 5 ms)",
+    )
     run.add_argument(
         "--checkpoint-every", type=int, default=50_000, help="records between checkpoints"
     )
@@ -96,7 +102,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         group=args.group,
         worker_id=args.worker_id,
         batch_size=args.batch_size,
-        batch_wait_s=args.batch_wait,
+        max_delay_s=args.max_delay_ms / 1000,
         checkpoint_every_events=args.checkpoint_every,
         checkpoint_every_s=args.checkpoint_interval,
         summary_every_s=args.summary_interval,

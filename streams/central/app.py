@@ -141,7 +141,7 @@ def build_app(
     async def learn(stream: faust.Stream) -> None:
         acks.stream = stream
         try:
-            async for batch in stream.noack_take(config.batch_size, within=config.batch_wait_s):
+            async for batch in stream.noack_take(config.batch_size, within=config.batching.fill_s):
                 records = [_record_in(event) for event in batch]
                 async with lock:
                     worker.process(records)

@@ -23,10 +23,17 @@ offset is the oldest waiting label's, so a restart reads them again from
 Kafka (:meth:`PartitionLearner.resume_offsets`). Older layouts kept them in
 the record (``waiting_labels``) or in a ``{p}:waiting`` hash; a load still
 reads both, and the next save deletes the hash.
+
+The store remembers a digest of the record it last wrote or read per
+partition: :meth:`CheckpointStore.unchanged` tells a worker that got back a
+partition it had *lost* (session timeout) whether anyone checkpointed it
+since; if not, the learner it still holds is newer than Redis and goes on
+(docs/reliability.md, "A lost assignment").
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 import time
@@ -98,6 +105,8 @@ class CheckpointStore:
         # (bounded by the engine's back-pressure), it may pass the message-size limit
         self.codec = Codec(codec.mode, max_bytes=max(codec.max_bytes, CHECKPOINT_MAX_BYTES))
         self.keys = keys or RegistryKeys()
+        #: partition -> digest of the record this store last wrote or read (None: none)
+        self._seen: dict[int, bytes | None] = {}
 
     def keys_for(self, partition: int) -> CheckpointKeys:
         base = self.keys.checkpoint(f"{self.group}:{partition}")
@@ -123,12 +132,13 @@ class CheckpointStore:
         learners = list(learners)
         if not learners:
             return
+        written: dict[int, bytes] = {}
         with self.client.pipeline(transaction=True) as tx:
             for learner in learners:
                 k, changes = self.keys_for(learner.partition), learner.changes
-                tx.set(
-                    k.record, self.codec.encode_many("CentralCheckpoint", [self.record(learner)])[0]
-                )
+                data = self.codec.encode_many("CentralCheckpoint", [self.record(learner)])[0]
+                written[learner.partition] = _digest(data)
+                tx.set(k.record, data)
                 if changes.added:
                     tx.hset(
                         k.pending, mapping={e: pack_pending(p) for e, p in changes.added.items()}
@@ -140,6 +150,7 @@ class CheckpointStore:
                     tx.ltrim(k.recent, 0, learner.config.recent_size - 1)
                 tx.delete(k.waiting)  # an older layout's; the record's offsets cover them now
             tx.execute()
+        self._seen.update(written)
         for learner in learners:
             learner.clear_changes()
 
@@ -152,6 +163,7 @@ class CheckpointStore:
             tx.lrange(k.recent, 0, -1)
             tx.hvals(k.waiting)
             data, pending, recent, waiting = tx.execute()
+        self._seen[learner.partition] = None if data is None else _digest(data)
         if data is None:
             return False
         r = self.codec.decode(data, expected="CentralCheckpoint")
@@ -171,6 +183,18 @@ class CheckpointStore:
         )
         return True
 
+    def unchanged(self, partition: int) -> bool:
+        """Whether the partition's record is still the one this store last wrote or read.
+
+        Every save writes the record (with the pending hash and recent list, in
+        one transaction), so an equal record means nobody checkpointed the
+        partition since. False if this store never wrote or read it.
+        """
+        if partition not in self._seen:
+            return False
+        data = self.client.get(self.keys_for(partition).record)
+        return (None if data is None else _digest(data)) == self._seen[partition]
+
     def partitions(self) -> list[int]:
         """The partitions this group has checkpoint keys for (SCAN, not KEYS: no stall).
 
@@ -189,3 +213,7 @@ class CheckpointStore:
         """Forget the group's checkpoints (``prism central reset``); the keys deleted."""
         names = [n for p in partitions for n in vars(self.keys_for(p)).values()]
         return int(self.client.delete(*names)) if names else 0
+
+
+def _digest(record: bytes) -> bytes:
+    return hashlib.blake2b(record, digest_size=16).digest()

@@ -38,6 +38,10 @@ class Checkpointer:
         """Count a batch's records towards the next checkpoint."""
         self.since += records
 
+    def owe(self) -> None:
+        """State changed outside a batch (a lost learner taken back): checkpoint it soon."""
+        self.since = max(self.since, 1)
+
     def due(self) -> bool:
         return self.since > 0 and (
             self.since >= self.every_records or time.monotonic() - self.last >= self.every_s

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 from schemas.tasks import TASKS
+from streams.central.batching import BatchPolicy
 from streams.central.partition import LearnerConfig
 
 
@@ -24,7 +25,7 @@ class CentralConfig:
     group: str | None = None
     worker_id: str | None = None
     batch_size: int = 1000
-    batch_wait_s: float = 0.05
+    max_delay_s: float = 0.010  # the latency budget a batch is cut to (--max-delay-ms)
     checkpoint_every_events: int = 50_000
     checkpoint_every_s: float = 2.0
     summary_every_s: float = 10.0
@@ -35,10 +36,15 @@ class CentralConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
-        if self.batch_size < 1 or self.batch_wait_s <= 0:
-            raise ValueError("batch size must be >= 1 and the batch wait > 0 seconds")
+        if self.batch_size < 1 or not self.max_delay_s > 0:
+            raise ValueError("batch size must be >= 1 and the latency budget > 0 ms")
         if self.checkpoint_every_events < 1 or self.checkpoint_every_s <= 0:
             raise ValueError("checkpoints need a positive event count and interval")
+
+    @property
+    def batching(self) -> BatchPolicy:
+        """How batches are cut: see streams/central/batching.py."""
+        return BatchPolicy(max_size=self.batch_size, max_delay_s=self.max_delay_s)
 
     @property
     def events_topic(self) -> str:

@@ -18,8 +18,14 @@ Group protocol, the same guarantees as the Faust engine:
   checkpoint covers is never re-read, and nothing after it is skipped;
 - Kafka offsets are committed only from checkpoints (auto-commit off), and a
   revocation checkpoints and commits before the partitions go;
-- a *lost* assignment (session timeout) is dropped without a checkpoint: the
-  partitions' new owner may already be writing theirs.
+- a *lost* assignment (session timeout) is let go without a checkpoint: the
+  partitions' new owner may already be writing theirs. The learners are kept,
+  and a partition that comes back with its checkpoint untouched goes on from
+  memory (:meth:`CentralWorker.assign`), so its uncheckpointed tail is not
+  scored twice.
+
+Batches are adaptive (:class:`~streams.central.batching.BatchPolicy`): what
+is ready, then more only within the latency budget (``--max-delay-ms``).
 
 Callbacks run inside ``consume()`` on this thread, between batches, so the
 worker is never entered twice at once.
@@ -44,6 +50,9 @@ from streams.idle import IdleClock
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+IDLE_WAIT_S = 0.05  # the longest one step blocks with nothing to do: cadences stay on time
+ACK_SLICE_S = 0.001  # while scores await their acks, wait in slices that serve them
+ACK_WATCH_S = 0.5  # ... for this long after a batch (longer: the broker is slow or away)
 
 
 class KafkaLoop:
@@ -63,6 +72,8 @@ class KafkaLoop:
         self.idle = IdleClock(idle_exit_s, look_every_s=TICK_S)
         self.redis = RedisBackoff("the checkpoint (state and offsets)")
         self._last_tick = 0.0
+        self._last_batch = 0.0
+        self.policy = worker.config.batching
         self._paused: set[int] = set()  # partitions whose labels are paused
 
     @property
@@ -78,13 +89,17 @@ class KafkaLoop:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-    def run(self) -> int:
+    def subscribe(self) -> None:
+        """Join the group with this loop's rebalance callbacks (``run`` does; tests step)."""
         self.consumer.subscribe(
             list(self.topics),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+
+    def run(self) -> int:
+        self.subscribe()
         try:
             while not self._stopping:
                 self.step()
@@ -97,11 +112,10 @@ class KafkaLoop:
 
     def step(self) -> int:
         """One mini-batch (possibly empty) and whatever cadence is due; returns records seen."""
-        config = self.worker.config
-        messages = self.consumer.consume(config.batch_size, timeout=config.batch_wait_s)
-        records = self._records(messages)
+        records = self._records(self._take())
         if records:
             self.worker.process(records)
+            self._last_batch = time.monotonic()
             self.idle.activity()
             self._balance_labels()
         if self.worker.checkpoint_due() and self.redis.ready():
@@ -117,6 +131,34 @@ class KafkaLoop:
             self.worker.publish_summaries()
         self._tick()
         return len(records)
+
+    def _take(self) -> list[Any]:
+        """One adaptive batch: what is ready, then more until full or its fill deadline."""
+        policy, consume = self.policy, self.consumer.consume
+        messages = consume(policy.max_size, timeout=0) or self._wait_first()
+        if messages:
+            wait = policy.fill_wait_s(oldest_ts_ms=_timestamp(messages[0]), now_ms=_now_ms())
+            if policy.wants_more(len(messages), wait):
+                messages.extend(consume(policy.max_size - len(messages), timeout=wait))
+        return messages
+
+    def _wait_first(self) -> list[Any]:
+        """Block up to IDLE_WAIT_S for a first record (``consume(1, ...)`` returns on it).
+
+        Just after a batch, its scores' delivery reports come within a few ms;
+        they are served on ``producer.poll``, so the wait goes in 1 ms slices
+        that poll the producer too: the latency histogram counts a score
+        delivered when it is, not when the next record happens to come.
+        """
+        producer, deadline = self.worker.producer, time.monotonic() + IDLE_WAIT_S
+        while (left := deadline - time.monotonic()) > 0:
+            if not len(producer) or time.monotonic() - self._last_batch > ACK_WATCH_S:
+                return self.consumer.consume(1, timeout=left)
+            producer.poll(min(left, ACK_SLICE_S))
+            messages = self.consumer.consume(self.policy.max_size, timeout=0)
+            if messages:
+                return messages
+        return []
 
     def _balance_labels(self) -> None:
         """Back-pressure: stop reading a partition's labels while too many wait for events.
@@ -247,11 +289,14 @@ class KafkaLoop:
         consumer.unassign()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Lost (not revoked): another member may own them already; do not checkpoint."""
+        """Lost (not revoked): another member may own them already; do not checkpoint.
+
+        The worker keeps the learners aside; ``_on_assign`` then starts a partition
+        taken back from memory at the learner's own offsets."""
         gone = {tp.partition for tp in partitions if tp.topic in self.topics}
         self.worker.drop(gone)
         self._paused -= gone
-        log.warning("partitions lost without a checkpoint: %s", sorted(gone))
+        log.warning("partitions lost without a checkpoint (learners kept): %s", sorted(gone))
         consumer.unassign()
 
     # -- lag -------------------------------------------------------------------
@@ -271,6 +316,16 @@ class KafkaLoop:
         except KafkaException:
             return None
         return None if high == OFFSET_INVALID else high  # -1001: not known yet
+
+
+def _timestamp(message: Any) -> int:
+    """A consumed message's Kafka timestamp in ms; 0 if it has none (or is an error)."""
+    ts_type, ts = message.timestamp()
+    return ts if ts_type and message.error() is None else 0
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
 
 
 def _show(offset: int) -> str:

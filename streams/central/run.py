@@ -67,7 +67,13 @@ def build_worker(settings: Settings, config: CentralConfig) -> CentralWorker:
         codec=codec,
         keys=keys,
     )
-    producer = Producer(producer_config(settings.kafka_bootstrap, kafka_security(settings)))
+    producer = Producer(
+        producer_config(
+            settings.kafka_bootstrap,
+            kafka_security(settings),
+            linger_ms=config.batching.linger_ms,
+        )
+    )
     signer = node_signer(settings)
     return CentralWorker(
         config,

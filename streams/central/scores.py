@@ -1,4 +1,14 @@
-"""Score publishing of the central worker: a partition's scored events, encoded as one batch."""
+"""Score publishing of the central worker: a partition's scored events, encoded as one batch.
+
+The latency histogram measures what a user waits for: the event's Kafka
+timestamp (its producer's clock, or the broker's with LogAppendTime) to its
+score *delivered* -- acknowledged by the broker (``acks=all``), not merely
+handed to librdkafka. One delivery callback per batch object counts the
+batch's acks down; at the last one the whole batch is binned against that
+moment, an upper bound for each event by the spread of one batch's acks
+(usually a single produce request). Reports are served on ``producer.poll``,
+which the Kafka loop calls every millisecond while acks are due.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +23,19 @@ from schemas import Codec
 from schemas.hotpath import ScoreEncoder
 from streams.central.partition import ScoredEvent
 
-__all__ = ["ScorePublisher", "produce_waiting"]
+__all__ = ["BatchAcked", "ScorePublisher", "produce_waiting"]
 
 
-def produce_waiting(producer: Any, topic: str, value: bytes, key: bytes) -> None:
+def produce_waiting(
+    producer: Any, topic: str, value: bytes, key: bytes, on_delivery: Any = None
+) -> None:
     """Produce; if librdkafka's local queue is full, serve deliveries until it is not."""
     while True:
         try:
-            producer.produce(topic, value, key=key)
+            if on_delivery is None:
+                producer.produce(topic, value, key=key)
+            else:
+                producer.produce(topic, value, key=key, on_delivery=on_delivery)
             return
         except BufferError:
             producer.poll(0.05)
@@ -31,8 +46,10 @@ class ScorePublisher:
 
     Every score names the model that made it: this worker's partition model
     (``source=central``, version 0: a shard, never a published global).
-    ``latency`` (if given) gets every event's Kafka timestamp -> ``scored_at``,
-    binned once per batch: one numpy pass, no Python call per event.
+    ``latency`` (if given) gets every event's Kafka timestamp -> its score
+    delivered, binned once per batch when the batch's last ack comes (one numpy
+    pass; per event only the delivery callback's countdown). The record's own
+    ``latency_ms`` stays Kafka timestamp -> scored: a record cannot know its ack.
     """
 
     def __init__(
@@ -71,10 +88,36 @@ class ScorePublisher:
             source="central",
         )
         topic, producer = self.topic, self.producer
+        acked = self._acked(scored)
         for s, value in zip(scored, values, strict=True):
-            produce_waiting(producer, topic, value, s.event_id.encode())
-        if self.latency is not None and scored:
-            ts = np.fromiter((s.timestamp_ms for s in scored), np.float64, len(scored))
-            known = ts[ts > 0]  # 0: the record had no timestamp (none to measure from)
-            self.latency.observe_many(np.maximum(now - known, 0.0) / 1000)
+            produce_waiting(producer, topic, value, s.event_id.encode(), acked)
         return len(scored)
+
+    def _acked(self, scored: Sequence[ScoredEvent]) -> BatchAcked | None:
+        if self.latency is None or not scored:
+            return None
+        ts = np.fromiter((s.timestamp_ms for s in scored), np.float64, len(scored))
+        known = ts[ts > 0]  # 0: the record had no timestamp (none to measure from)
+        return BatchAcked(self.latency, known, len(scored)) if known.size else None
+
+
+class BatchAcked:
+    """The delivery callback of one batch's scores: bins their latency at the last ack.
+
+    A failed delivery (only a fatal producer error: ``message.timeout.ms`` is 0)
+    leaves the batch unmeasured rather than measure a score nobody got.
+    """
+
+    __slots__ = ("failed", "histogram", "left", "timestamps_ms")
+
+    def __init__(self, histogram: BatchHistogram, timestamps_ms: np.ndarray, count: int) -> None:
+        self.histogram, self.timestamps_ms = histogram, timestamps_ms
+        self.left, self.failed = count, False
+
+    def __call__(self, err: Any, _msg: Any) -> None:
+        self.left -= 1
+        if err is not None:
+            self.failed = True
+        if self.left == 0 and not self.failed:
+            now = time.time() * 1000
+            self.histogram.observe_many(np.maximum(now - self.timestamps_ms, 0.0) / 1000)

@@ -24,7 +24,9 @@ Ordering that makes the guarantees hold:
 
 A crash anywhere replays from the checkpoint: records before its offsets are
 skipped by the learners, later ones are scored again (scores are at-least-once,
-keyed by event id) and learned exactly once into the restored model.
+keyed by event id) and learned exactly once into the restored model. A lost
+assignment is not a crash: the learners are kept, and a partition that comes
+back with its checkpoint untouched goes on from memory (nothing scored twice).
 """
 
 from __future__ import annotations
@@ -118,12 +120,35 @@ class CentralWorker:
             signer=signer,
         )
         self.learners: dict[int, PartitionLearner] = {}
+        #: learners of partitions lost without a checkpoint, until they come back
+        self.lost: dict[int, PartitionLearner] = {}
         self.spec.warm_up()
 
     # -- assignment ----------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
-        """Take over partitions, restoring each from its checkpoint if there is one."""
+        """Take over partitions, restoring each from its checkpoint if there is one.
+
+        A partition this worker lost (:meth:`drop`) comes back as the learner it
+        still holds if nobody checkpointed the partition since: that learner is
+        ahead of Redis by what it scored after its last checkpoint, and
+        restoring the checkpoint instead would score that tail a second time.
+        """
         for p in sorted(set(partitions) - set(self.learners)):
+            held = self.lost.pop(p, None)
+            if held is not None and wait_for(
+                lambda p=p: self.store.unchanged(p),
+                what=f"comparing the checkpoint of lost partition {p}",
+                limit_s=self.config.redis_wait_s,
+            ):
+                self.learners[p] = held
+                self.checkpointer.owe()  # its tail is in no checkpoint yet
+                log.info(
+                    "partition taken back worker=%s partition=%s from=memory offsets=%s",
+                    self.config.worker,
+                    p,
+                    held.offsets,
+                )
+                continue
             learner = PartitionLearner(
                 self.spec,
                 p,
@@ -155,9 +180,15 @@ class CentralWorker:
             log.info("partitions revoked worker=%s partitions=%s", self.config.worker, gone)
 
     def drop(self, partitions: Iterable[int]) -> None:
-        """Forget partitions without a checkpoint (lost: another worker may own them)."""
+        """Let go of lost partitions without a checkpoint (another worker may own them).
+
+        The learners are kept aside, not forgotten: if a partition comes back
+        with its checkpoint untouched, :meth:`assign` goes on from the learner.
+        """
         for p in partitions:
-            self.learners.pop(p, None)
+            learner = self.learners.pop(p, None)
+            if learner is not None:
+                self.lost[p] = learner
 
     # -- the hot path --------------------------------------------------------
     def process(self, records: Sequence[RecordIn]) -> int:

@@ -91,6 +91,9 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
     replay = start_cli(settings, tmp_path, "replay", "replay", str(central_log), "--no-progress",
                     "--rate", str(RATE))  # fmt: skip
     services = {"merger": merger, "central": central, "edge": edge}
+    # linked before the outage, which it must notice ("link down"): on a busy machine the
+    # agent's start outlasted the replay's first fifth, and the broker was stopped under it
+    wait_for_log(edge, "linked=True", timeout=120)
 
     wait_records(boot, settings.topic("scores"), EVENTS // 5)
     assert local_kafka.stop(broker)  # SIGTERM of the real broker
