@@ -12,7 +12,9 @@ Intake of one update, in this order (a refusal names its reason):
 3. ``sequence-too-old`` -- older than the node's dedup window (the last
    ``dedup_window`` sequences), so it cannot be told apart from a duplicate;
 4. ``out-of-order-snapshot`` -- a *cumulative* node (see below) sent a
-   snapshot older than one already merged;
+   snapshot older than one already merged, or one that does not contain the
+   merged one (a shard restored from an older checkpoint, summarizing before
+   it has caught up): subtracting it would take out what was never added;
 5. ``future-base`` -- trained from a global version the merger has not made.
 
 Signed updates (``Update.signature``, verified by the loop) are held to more:
@@ -404,6 +406,16 @@ class Merger:
                     "out-of-order-snapshot",
                     f"cumulative snapshot {s.sequence} is older than the merged {snap.sequence}",
                 )
+            if update.cumulative and snap is not None:
+                try:
+                    since(s, snap)
+                except ModelError as e:
+                    return Refused(
+                        update,
+                        "out-of-order-snapshot",
+                        f"cumulative snapshot {s.sequence} does not contain the merged "
+                        f"{snap.sequence}: {e}",
+                    )
         elif self._in_flight(update):
             return Refused(update, "duplicate", f"({s.node_id}, {s.sequence}) already queued")
         version = self._global(s.model_name).published
@@ -477,7 +489,9 @@ class Merger:
         updates, opened_ms = list(tier.round.updates.values()), tier.round.opened_ms
         tier.next_round(now_ms)
         started = self.timer()
-        increments = [self._increment(u) for u in updates]
+        updates, increments = self._increments(updates)
+        if not updates:
+            return None
         regional = tier.tier == "regional"
         current = None if regional else tier.current
         extra: dict[str, float] = {}
@@ -676,6 +690,25 @@ class Merger:
             return tier.published, pack_delta(merged, tier.current, c.deltas)
         except ModelError:  # another layout (new features): whole
             return None
+
+    def _increments(self, updates: list[Update]) -> tuple[list[Update], list[Summary]]:
+        """The round's updates that still make an increment, and those increments.
+
+        ``offer`` checked each cumulative snapshot against the node's merged one;
+        one that stopped fitting since (its node's snapshot moved on meanwhile)
+        is settled as excluded with the reason instead of failing the round.
+        """
+        kept: list[Update] = []
+        increments: list[Summary] = []
+        for u in updates:
+            try:
+                increments.append(self._increment(u))
+            except ModelError as e:
+                self._settle(u, excluded=True, reason=f"out-of-order-snapshot: {e}")
+                self._count("out-of-order-snapshot")
+                continue
+            kept.append(u)
+        return kept, increments
 
     def _increment(self, update: Update) -> Summary:
         """Exact statistics not merged before (cumulative snapshots minus the last one)."""

@@ -104,6 +104,54 @@ def test_cumulative_snapshots_are_turned_into_increments() -> None:
     assert m.offer(older, 2).reason_code == "out-of-order-snapshot"
 
 
+def test_a_snapshot_that_went_backwards_is_refused_not_a_crash() -> None:
+    """A shard restored from an older checkpoint summarizes less than was merged."""
+    m = merger(round_size=1)
+
+    def snapshot(seq: int, n: int) -> Update:
+        model = SPEC.new_model()
+        while SPEC.summarize(model).n_samples < n:
+            SPEC.learn_one(model, {"amount": float(SPEC.summarize(model).n_samples % 7)}, True)
+        s = SPEC.summarize(model).with_provenance(
+            node_id="central/p0", sequence=seq, base_version=0
+        )
+        return Update(s, tier="central", meta={"stats": "cumulative"})
+
+    assert m.offer(snapshot(1, 60), 0) is None
+    assert len(m.close_due(0)) == 1
+    refused = m.offer(snapshot(2, 25), 1)  # newer sequence, fewer samples
+    assert refused is not None and refused.reason_code == "out-of-order-snapshot"
+    assert "does not contain the merged 1" in refused.reason
+    assert m.close_due(1) == []
+    assert m.offer(snapshot(3, 90), 2) is None  # caught up: merged again
+    (closed,) = m.close_due(2)
+    assert closed.result.summary.n_samples == 90
+
+
+def test_a_snapshot_that_stopped_fitting_by_its_round_is_excluded_not_a_crash() -> None:
+    m = merger(round_size=2)
+    model = SPEC.new_model()
+    for i in range(40):
+        SPEC.learn_one(model, {"amount": float(i % 7)}, True)
+    big = SPEC.summarize(model).with_provenance(node_id="central/p0", sequence=1, base_version=0)
+    m.offer(Update(big, tier="central", meta={"stats": "cumulative"}), 0)
+    m.offer(update("a", 1), 0)
+    m.close_due(0)
+    fewer = SPEC.new_model()
+    for i in range(10):
+        SPEC.learn_one(fewer, {"amount": float(i % 7)}, True)
+    small = SPEC.summarize(fewer).with_provenance(node_id="central/p0", sequence=2, base_version=1)
+    late = Update(small, tier="central", meta={"stats": "cumulative"})
+    m._tier_for(late).offer(late, 1)  # queued past offer's check, as if the snapshot moved
+    m.offer(update("a", 2), 1)
+    (closed,) = m.close_due(1)
+    assert {c.node_id for c in closed.result.contributors} == {"a"}
+    assert (
+        m.nodes["central/p0"].excluded and "out-of-order-snapshot" in m.nodes["central/p0"].reason
+    )
+    assert m.counters["out-of-order-snapshot"] == 1
+
+
 def test_future_base_versions_are_refused() -> None:
     m = merger()
     refused = m.offer(update("a", base=3), 0)
