@@ -89,7 +89,7 @@ class EdgePolicy:
     #: classifiers: a third expert, the global shifted to the site's share of positives
     #: (off by default: it wins under label skew, but hides a poisoned global from the
     #: mixer -- see docs/learning-quality.md)
-    shift_global: bool = False
+    shift_global: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend_alpha <= 1.0:
@@ -175,6 +175,7 @@ class EdgeLearner:
         if self.shifting:
             names, prior = (*EXPERTS, SHIFTED), (1.0 - alpha, alpha / 2, alpha / 2)
         self.mixer = ExpertMixer(names, prior=prior, share=policy.mix_share)
+        self._prior = prior[:2]  # personal's and global's: the shifted expert's gate
         self.offset = LogitOffset()
         self._scored: OrderedDict[str, dict[str, float]] = OrderedDict()
         # Ditto's pull (EdgePolicy.personal_pull) goes toward the global in service, and only
@@ -224,7 +225,7 @@ class EdgeLearner:
         if not self.mixing:
             return Scored(glob, "global", self.global_version)
         experts = {"personal": self.spec.score_one(self.personal, x), "global": glob}
-        if self.shifting:
+        if self.shifting and self._global_trusted():
             experts[SHIFTED] = self.offset.apply(glob)
         if event_id is not None:
             self._scored[event_id] = experts
@@ -270,7 +271,7 @@ class EdgeLearner:
         experts = self._scored.pop(event_id, None)
         if experts is not None:
             self.mixer.update(experts, label)
-            if SHIFTED in experts:
+            if self.shifting and "global" in experts:  # learned awake or asleep: ready to wake
                 self.offset.update(experts["global"], label)
             if self.policy.personal_pull > 0 and self.spec.supervised and "global" in experts:
                 fleet = experts.get(SHIFTED, experts["global"])
@@ -322,6 +323,15 @@ class EdgeLearner:
             self._personal_empty = False
         self.counts["adopted"] += 1
         return True
+
+    def _global_trusted(self) -> bool:
+        """The shifted expert's gate: awake only while the site's labels have favoured the
+        raw global at least as much as the personal model -- the mixer's weight over its
+        prior, i.e. the likelihood ratio of their recent log losses. A poisoned global puts
+        its calibrated copy to sleep; the gate reads past labels only, so the sleeping
+        experts' bound still holds."""
+        w, at = self.mixer.w, self.mixer.index
+        return bool(w[at["global"]] * self._prior[0] >= w[at["personal"]] * self._prior[1])
 
     def _fleet_trusted(self) -> bool:
         return self.mixer.weights(dict.fromkeys(self.mixer.names, 0.5))["personal"] < 0.5

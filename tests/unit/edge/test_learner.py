@@ -468,6 +468,33 @@ def test_a_label_skewed_site_trusts_the_global_shifted_to_its_own_base_rate() ->
     assert again.mixer.state() == learner.mixer.state()
 
 
+def test_the_shifted_global_sleeps_while_the_sites_labels_distrust_the_global() -> None:
+    """A global that ranks the site's events backwards (a poisoned one) must not reach the
+    mix through its shifted copy -- calibrated to the site's base rate, it loses less log
+    loss than the raw global and would otherwise keep weight: the copy is awake only while
+    the mixer weighs the raw global at least as much as the personal model, and wakes
+    again once a good global has earned that back."""
+    learner = trained("gated", seed=3, n=400, personal_pull=0.0, shift_global=True)
+    flipped = EdgeLearner("fraud-linear", "liar", EdgePolicy())
+    for eid, x, y in events(9, 3000):
+        flipped.observe(eid, x, not y)
+    bad = flipped.state().replica.with_provenance(node_id="global", sequence=0, base_version=1)
+    learner.adopt(bad, 1, NOW)
+    awake, curvature = [], []
+    for eid, x, y in events(13, 300):
+        scored = learner.score(x, NOW, True, event_id=eid)
+        awake.append(SHIFTED in dict(scored.weights))
+        learner.observe(eid, x, y)
+        curvature.append(learner.offset.curvature)
+    assert awake[0] and not any(awake[40:])  # asleep within a few dozen labels, and stays so
+    assert curvature[-1] > curvature[40]  # its offset kept learning while it slept
+    learner.adopt(a_global(2, n=3000), 2, NOW)
+    for eid, x, y in events(14, 600):
+        scored = learner.score(x, NOW, True, event_id=eid)
+        learner.observe(eid, x, y)
+    assert SHIFTED in dict(scored.weights)  # the good global earned the fleet's trust back
+
+
 # -- privacy accounting and budget (issue #25 item 4) ---------------------------------
 def test_each_noisy_increment_is_one_release_and_reports_its_epsilon() -> None:
     learner = trained(n=0, dp_clip=0.5, dp_noise=2.0, dp_delta=1e-6)
