@@ -21,10 +21,13 @@ Scoring, per event: with a fresh global and ``0 < blend_alpha < 1`` the
 experts' probabilities are mixed with weights learned online from the site's
 own labels (:class:`models.experts.ExpertMixer`, ``blend_alpha`` is the
 global's prior weight; ``source="blend"``). The experts are the personal
-model and the global, and with ``EdgePolicy.shift_global`` (classifiers only)
-the global *shifted* to the site's share of positives
+model and the global, and with ``EdgePolicy.shift_global`` (classifiers only,
+on by default) the global *shifted* to the site's share of positives
 (:class:`models.offset.LogitOffset`: under label skew the global ranks a
-site's events well but at the fleet's base rate); with
+site's events well but at the fleet's base rate). The shifted copy sleeps
+while the site's labels favour the personal model over the raw global: a
+poisoned global's calibrated copy would lose less log loss than the global
+itself and keep weight the global has lost. With
 ``blend_alpha`` 1 the global alone (``"global"``); else the personal model
 alone -- the *fallback* -- when there is no global model, it is older than
 ``global_max_age_s``, or the node is cut off.
@@ -86,9 +89,9 @@ class EdgePolicy:
     #: graded better than the personal model, the personal slopes move this share toward
     #: that global's (compounded at the next adoption); 0 = never (after the warm start)
     personal_pull: float = 0.01
-    #: classifiers: a third expert, the global shifted to the site's share of positives
-    #: (off by default: it wins under label skew, but hides a poisoned global from the
-    #: mixer -- see docs/learning-quality.md)
+    #: classifiers: a third expert, the global shifted to the site's share of positives,
+    #: awake only while the site's labels favour the raw global over the personal model
+    #: (ungated it hid a poisoned global from the mixer -- see docs/learning-quality.md)
     shift_global: bool = True
 
     def __post_init__(self) -> None:
