@@ -347,13 +347,16 @@ def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops, min_move
         np.testing.assert_allclose(aligned.tensor(name), truth.tensor(name), rtol=1e-9, atol=1e-9)
 
 
-def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -> None:
+@pytest.mark.parametrize("shift", [False, True], ids=["two-experts", "with-shifted"])
+def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes(shift) -> None:
     """Phase 0: labels follow the global's concept and the personal model starts from
     nothing. Phase 1: the concept flips at this site; the global stays as it was.
     The hybrid's log loss stays within the mixer's documented bound of the best
-    one-switch sequence of experts, and in phase 1 it leaves the global."""
+    one-switch sequence of experts (with the shifted global: ``ln 4 + m ln(3/alpha)``),
+    and in phase 1 it leaves the global, and the global's shifted copy with it."""
     share = 0.01
-    learner = EdgeLearner("fraud-linear", "site", EdgePolicy(blend_alpha=0.5, mix_share=share))
+    policy = EdgePolicy(blend_alpha=0.5, mix_share=share, shift_global=shift)
+    learner = EdgeLearner("fraud-linear", "site", policy)
     fleet = trained("fleet", seed=9, n=3000)
     for eid, x, _ in events(5, 10):  # a few events of its own: no warm start from the global
         learner.observe(eid, x, bool(np.random.default_rng(len(eid)).random() < 0.5))
@@ -368,7 +371,8 @@ def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -
             glob = SPEC.score_one(learner._global_model, x)
             scored = learner.score(x, NOW, True, event_id=f"{phase}-{i}")
             assert scored.source == "blend"
-            assert dict(scored.weights).keys() == set(EXPERTS)
+            assert set(EXPERTS) <= dict(scored.weights).keys() <= {*EXPERTS, SHIFTED}
+            assert shift or SHIFTED not in dict(scored.weights)
             experts = (("personal", personal), ("global", glob))
             for name, p in (("hybrid", scored.score), *experts):
                 p = min(max(p, 1e-4), 1 - 1e-4)
@@ -381,10 +385,11 @@ def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -
         for b in EXPERTS
         for k in (0, 1000, 2000)
     )
-    bound = np.log(2) + np.log(2 / share) + 1998 * np.log(1 / (1 - share))
+    k = 3 if shift else 2
+    bound = np.log(2 * (k - 1)) + np.log(k / share) + 1998 * np.log(1 / (1 - share))
     assert total["hybrid"].sum() <= best_sequence + bound
     assert total["hybrid"][1000:].sum() < 0.25 * total["global"][1000:].sum()  # it left the global
-    assert dict(scored.weights)["personal"] > 0.9
+    assert dict(scored.weights)["personal"] > 0.9 and SHIFTED not in dict(scored.weights)
 
 
 def test_first_increments_come_sooner_then_every_n_learned_events() -> None:
