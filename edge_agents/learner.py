@@ -21,10 +21,13 @@ Scoring, per event: with a fresh global and ``0 < blend_alpha < 1`` the
 experts' probabilities are mixed with weights learned online from the site's
 own labels (:class:`models.experts.ExpertMixer`, ``blend_alpha`` is the
 global's prior weight; ``source="blend"``). The experts are the personal
-model and the global, and with ``EdgePolicy.shift_global`` (classifiers only)
-the global *shifted* to the site's share of positives
+model and the global, and with ``EdgePolicy.shift_global`` (classifiers only,
+on by default) the global *shifted* to the site's share of positives
 (:class:`models.offset.LogitOffset`: under label skew the global ranks a
-site's events well but at the fleet's base rate); with
+site's events well but at the fleet's base rate). The shifted copy sleeps
+while the site's labels favour the personal model over the raw global: a
+poisoned global's calibrated copy would lose less log loss than the global
+itself and keep weight the global has lost. With
 ``blend_alpha`` 1 the global alone (``"global"``); else the personal model
 alone -- the *fallback* -- when there is no global model, it is older than
 ``global_max_age_s``, or the node is cut off.
@@ -86,10 +89,10 @@ class EdgePolicy:
     #: graded better than the personal model, the personal slopes move this share toward
     #: that global's (compounded at the next adoption); 0 = never (after the warm start)
     personal_pull: float = 0.01
-    #: classifiers: a third expert, the global shifted to the site's share of positives
-    #: (off by default: it wins under label skew, but hides a poisoned global from the
-    #: mixer -- see docs/learning-quality.md)
-    shift_global: bool = False
+    #: classifiers: a third expert, the global shifted to the site's share of positives,
+    #: awake only while the site's labels favour the raw global over the personal model
+    #: (ungated it hid a poisoned global from the mixer -- see docs/learning-quality.md)
+    shift_global: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend_alpha <= 1.0:
@@ -175,6 +178,7 @@ class EdgeLearner:
         if self.shifting:
             names, prior = (*EXPERTS, SHIFTED), (1.0 - alpha, alpha / 2, alpha / 2)
         self.mixer = ExpertMixer(names, prior=prior, share=policy.mix_share)
+        self._prior = prior[:2]  # personal's and global's: the shifted expert's gate
         self.offset = LogitOffset()
         self._scored: OrderedDict[str, dict[str, float]] = OrderedDict()
         # Ditto's pull (EdgePolicy.personal_pull) goes toward the global in service, and only
@@ -224,7 +228,7 @@ class EdgeLearner:
         if not self.mixing:
             return Scored(glob, "global", self.global_version)
         experts = {"personal": self.spec.score_one(self.personal, x), "global": glob}
-        if self.shifting:
+        if self.shifting and self._global_trusted():
             experts[SHIFTED] = self.offset.apply(glob)
         if event_id is not None:
             self._scored[event_id] = experts
@@ -270,7 +274,7 @@ class EdgeLearner:
         experts = self._scored.pop(event_id, None)
         if experts is not None:
             self.mixer.update(experts, label)
-            if SHIFTED in experts:
+            if self.shifting and "global" in experts:  # learned awake or asleep: ready to wake
                 self.offset.update(experts["global"], label)
             if self.policy.personal_pull > 0 and self.spec.supervised and "global" in experts:
                 fleet = experts.get(SHIFTED, experts["global"])
@@ -322,6 +326,15 @@ class EdgeLearner:
             self._personal_empty = False
         self.counts["adopted"] += 1
         return True
+
+    def _global_trusted(self) -> bool:
+        """The shifted expert's gate: awake only while the site's labels have favoured the
+        raw global at least as much as the personal model -- the mixer's weight over its
+        prior, i.e. the likelihood ratio of their recent log losses. A poisoned global puts
+        its calibrated copy to sleep; the gate reads past labels only, so the sleeping
+        experts' bound still holds."""
+        w, at = self.mixer.w, self.mixer.index
+        return bool(w[at["global"]] * self._prior[0] >= w[at["personal"]] * self._prior[1])
 
     def _fleet_trusted(self) -> bool:
         return self.mixer.weights(dict.fromkeys(self.mixer.names, 0.5))["personal"] < 0.5

@@ -26,9 +26,12 @@ PRECISIONS = ("float64", "float32", "float16", "int8")  # models.packing.PACK_DT
 
 #: edge_agents.learner.EdgePolicy.personal_pull, without importing the learner at start-up
 PERSONAL_PULL = 0.01
+#: edge_agents.learner.EdgePolicy.shift_global, likewise
+SHIFT_GLOBAL = True
 SHIFT_HELP = (
     "classifiers: mix in the global shifted to the site's share of positives as a third "
-    "expert (helps under label skew; hides a poisoned global from the mixer)"
+    "expert, awake while the site's labels favour the global over its personal model "
+    "(helps under label skew; default on)"
 )
 PULL_HELP = (
     "Ditto-style personal models: per event learned, a site's personal slopes move this "

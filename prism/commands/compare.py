@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prism.commands import PERSONAL_PULL, PULL_HELP, SHIFT_HELP, add_wire_precision
+from prism.commands import (
+    PERSONAL_PULL,
+    PULL_HELP,
+    SHIFT_GLOBAL,
+    SHIFT_HELP,
+    add_wire_precision,
+)
 from runtime.errors import UsageError
 from runtime.extras import require_extra
 from runtime.settings import Settings
@@ -54,7 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=PERSONAL_PULL,
         help=f"hybrid: {PULL_HELP}",
     )
-    p.add_argument("--shift-global", action="store_true", help=f"hybrid: {SHIFT_HELP}")
+    p.add_argument(
+        "--shift-global",
+        action=argparse.BooleanOptionalAction,
+        default=SHIFT_GLOBAL,
+        help=f"hybrid: {SHIFT_HELP}",
+    )
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
     p.add_argument(
         "--poison",

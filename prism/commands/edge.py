@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prism.commands import PERSONAL_PULL, PULL_HELP, SHIFT_HELP, TASK_HELP, add_wire_precision
+from prism.commands import (
+    PERSONAL_PULL,
+    PULL_HELP,
+    SHIFT_GLOBAL,
+    SHIFT_HELP,
+    TASK_HELP,
+    add_wire_precision,
+)
 from runtime.errors import UsageError
 from runtime.settings import Settings
 
@@ -94,7 +101,12 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--personal-pull", type=float, default=PERSONAL_PULL, metavar="SHARE", help=PULL_HELP
     )
-    p.add_argument("--shift-global", action="store_true", help=SHIFT_HELP)
+    p.add_argument(
+        "--shift-global",
+        action=argparse.BooleanOptionalAction,
+        default=SHIFT_GLOBAL,
+        help=SHIFT_HELP,
+    )
     add_wire_precision(p, "summaries", deltas=False)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument(
@@ -231,13 +243,16 @@ _FLEET_PASS = (
 )
 
 
+_NEGATABLE = frozenset({"shift_global"})  # switches that default on (--no-NAME)
+
+
 def fleet_flags(args: argparse.Namespace) -> list[str]:
     """The flags each agent of a fleet gets: the fleet's own, as ``edge run`` spells them."""
     passed: list[str] = []
     for name in _FLEET_PASS:
         value, flag = getattr(args, name), f"--{name.replace('_', '-')}"
-        if isinstance(value, bool):  # a switch: present or not
-            passed += [flag] if value else []
+        if isinstance(value, bool):  # a switch: present, or negated where it defaults on
+            passed += [flag] if value else [f"--no-{flag[2:]}"] if name in _NEGATABLE else []
         elif value is not None:
             passed += [flag, str(value)]
     return passed

@@ -99,7 +99,7 @@ class SimConfig:
     forward_sample: float = 0.1
     min_move: float = 0.0  # adaptive cadence (EdgePolicy.min_move)
     personal_pull: float = EdgePolicy.personal_pull  # Ditto-style personal models
-    shift_global: bool = False  # the hybrid's third expert (EdgePolicy.shift_global)
+    shift_global: bool = True  # the hybrid's third expert (EdgePolicy.shift_global)
     outage: Outage | None = None
     poison: Attack | None = None
     seed: int = 0

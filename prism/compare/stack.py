@@ -227,7 +227,7 @@ class _ArchitectureOnStack:
                 str(c.min_move),
                 "--personal-pull",
                 str(c.personal_pull),
-                *(["--shift-global"] if c.shift_global else []),
+                "--shift-global" if c.shift_global else "--no-shift-global",
                 "--global-max-age",
                 "1e9",
                 "--drain-timeout",

@@ -58,9 +58,10 @@ def test_personal_pull_and_shift_global_default_to_the_learners_and_reach_it() -
     assert parser.parse_args(["compare", "--data", "x"]).personal_pull == EdgePolicy.personal_pull
     run = ["edge", "run", "--node", "n1", "--source", "kafka"]
     assert config_from(parser.parse_args(run)).policy.personal_pull == EdgePolicy.personal_pull
-    pulled = config_from(parser.parse_args([*run, "--personal-pull", "0.05", "--shift-global"]))
-    assert pulled.policy.personal_pull == 0.05 and pulled.policy.shift_global
-    assert not config_from(parser.parse_args(run)).policy.shift_global
+    pulled = config_from(parser.parse_args([*run, "--personal-pull", "0.05", "--no-shift-global"]))
+    assert pulled.policy.personal_pull == 0.05 and not pulled.policy.shift_global
+    assert config_from(parser.parse_args(run)).policy.shift_global == EdgePolicy.shift_global
+    assert parser.parse_args(["compare", "--data", "x"]).shift_global == EdgePolicy.shift_global
 
 
 def test_a_fleet_passes_its_agents_flags_and_switches_as_edge_run_spells_them() -> None:
@@ -68,11 +69,11 @@ def test_a_fleet_passes_its_agents_flags_and_switches_as_edge_run_spells_them() 
 
     parser = build_parser()
     fleet = ["edge", "fleet", "--nodes", "2", "--data", "x.avro", "--personal-pull", "0.03"]
-    passed = fleet_flags(parser.parse_args([*fleet, "--shift-global"]))
-    assert passed[passed.index("--personal-pull") + 1] == "0.03" and "--shift-global" in passed
-    assert "--shift-global" not in fleet_flags(parser.parse_args(fleet))
+    passed = fleet_flags(parser.parse_args([*fleet, "--no-shift-global"]))
+    assert passed[passed.index("--personal-pull") + 1] == "0.03" and "--no-shift-global" in passed
+    assert "--shift-global" in fleet_flags(parser.parse_args(fleet))
     run = parser.parse_args(["edge", "run", "--node", "n", "--source", "kafka", *passed])
-    assert run.shift_global and run.personal_pull == 0.03
+    assert not run.shift_global and run.personal_pull == 0.03
 
 
 @pytest.mark.parametrize(

@@ -94,3 +94,13 @@ def test_json_flag_prints_one_object_and_logs_are_reused(tmp_path: Path, capsys)
     assert "phishing: reused" in captured.err
     again = json.loads(captured.out)
     assert again["logs"]["phishing"]["architectures"] == first["logs"]["phishing"]["architectures"]
+
+
+def test_the_held_out_logs_are_not_the_tables_and_extra_flags_reach_compare() -> None:
+    """Methods are chosen on ``--held-out``: none of its logs may be one the table reports."""
+    assert not {log.name for log in lq.HELD_OUT} & {log.name for log in lq.LOGS}
+    assert not {log.command for log in lq.HELD_OUT} & {log.command for log in lq.LOGS}
+    assert lq.compare_defaults(["--strategy", "fedavgm"])["strategy"] == "fedavgm"
+    assert lq.compare_defaults(["--no-shift-global"])["shift_global"] is False
+    with pytest.raises(SystemExit):
+        lq.main(["--held-out", "--logs", "phish5", "--extra", "--no-such-flag"])

@@ -347,13 +347,16 @@ def test_adopt_and_cut_in_any_order_count_every_event_exactly_once(ops, min_move
         np.testing.assert_allclose(aligned.tensor(name), truth.tensor(name), rtol=1e-9, atol=1e-9)
 
 
-def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -> None:
+@pytest.mark.parametrize("shift", [False, True], ids=["two-experts", "with-shifted"])
+def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes(shift) -> None:
     """Phase 0: labels follow the global's concept and the personal model starts from
     nothing. Phase 1: the concept flips at this site; the global stays as it was.
     The hybrid's log loss stays within the mixer's documented bound of the best
-    one-switch sequence of experts, and in phase 1 it leaves the global."""
+    one-switch sequence of experts (with the shifted global: ``ln 4 + m ln(3/alpha)``),
+    and in phase 1 it leaves the global, and the global's shifted copy with it."""
     share = 0.01
-    learner = EdgeLearner("fraud-linear", "site", EdgePolicy(blend_alpha=0.5, mix_share=share))
+    policy = EdgePolicy(blend_alpha=0.5, mix_share=share, shift_global=shift)
+    learner = EdgeLearner("fraud-linear", "site", policy)
     fleet = trained("fleet", seed=9, n=3000)
     for eid, x, _ in events(5, 10):  # a few events of its own: no warm start from the global
         learner.observe(eid, x, bool(np.random.default_rng(len(eid)).random() < 0.5))
@@ -368,7 +371,8 @@ def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -
             glob = SPEC.score_one(learner._global_model, x)
             scored = learner.score(x, NOW, True, event_id=f"{phase}-{i}")
             assert scored.source == "blend"
-            assert dict(scored.weights).keys() == set(EXPERTS)
+            assert set(EXPERTS) <= dict(scored.weights).keys() <= {*EXPERTS, SHIFTED}
+            assert shift or SHIFTED not in dict(scored.weights)
             experts = (("personal", personal), ("global", glob))
             for name, p in (("hybrid", scored.score), *experts):
                 p = min(max(p, 1e-4), 1 - 1e-4)
@@ -381,10 +385,11 @@ def test_the_hybrid_tracks_the_better_expert_also_after_the_best_one_changes() -
         for b in EXPERTS
         for k in (0, 1000, 2000)
     )
-    bound = np.log(2) + np.log(2 / share) + 1998 * np.log(1 / (1 - share))
+    k = 3 if shift else 2
+    bound = np.log(2 * (k - 1)) + np.log(k / share) + 1998 * np.log(1 / (1 - share))
     assert total["hybrid"].sum() <= best_sequence + bound
     assert total["hybrid"][1000:].sum() < 0.25 * total["global"][1000:].sum()  # it left the global
-    assert dict(scored.weights)["personal"] > 0.9
+    assert dict(scored.weights)["personal"] > 0.9 and SHIFTED not in dict(scored.weights)
 
 
 def test_first_increments_come_sooner_then_every_n_learned_events() -> None:
@@ -466,6 +471,33 @@ def test_a_label_skewed_site_trusts_the_global_shifted_to_its_own_base_rate() ->
     again.restore(learner.state())
     assert again.offset.state() == learner.offset.state()
     assert again.mixer.state() == learner.mixer.state()
+
+
+def test_the_shifted_global_sleeps_while_the_sites_labels_distrust_the_global() -> None:
+    """A global that ranks the site's events backwards (a poisoned one) must not reach the
+    mix through its shifted copy -- calibrated to the site's base rate, it loses less log
+    loss than the raw global and would otherwise keep weight: the copy is awake only while
+    the mixer weighs the raw global at least as much as the personal model, and wakes
+    again once a good global has earned that back."""
+    learner = trained("gated", seed=3, n=400, personal_pull=0.0, shift_global=True)
+    flipped = EdgeLearner("fraud-linear", "liar", EdgePolicy())
+    for eid, x, y in events(9, 3000):
+        flipped.observe(eid, x, not y)
+    bad = flipped.state().replica.with_provenance(node_id="global", sequence=0, base_version=1)
+    learner.adopt(bad, 1, NOW)
+    awake, curvature = [], []
+    for eid, x, y in events(13, 300):
+        scored = learner.score(x, NOW, True, event_id=eid)
+        awake.append(SHIFTED in dict(scored.weights))
+        learner.observe(eid, x, y)
+        curvature.append(learner.offset.curvature)
+    assert awake[0] and not any(awake[40:])  # asleep within a few dozen labels, and stays so
+    assert curvature[-1] > curvature[40]  # its offset kept learning while it slept
+    learner.adopt(a_global(2, n=3000), 2, NOW)
+    for eid, x, y in events(14, 600):
+        scored = learner.score(x, NOW, True, event_id=eid)
+        learner.observe(eid, x, y)
+    assert SHIFTED in dict(scored.weights)  # the good global earned the fleet's trust back
 
 
 # -- privacy accounting and budget (issue #25 item 4) ---------------------------------
