@@ -108,9 +108,9 @@ def test_a_round_interrupted_by_a_merger_restart_completes_with_each_update_once
 
 
 def test_a_merger_killed_during_a_redis_outage_never_reuses_a_version_number(
-    own_redis,
+    own_redis,  # noqa: F811 - the fixture imported above
     prism_topics,
-    tmp_path,  # noqa: F811 - the fixture imported above
+    tmp_path,
 ) -> None:
     """Chaos seed 1677549799: Redis stopped, rounds closed, the merger killed -9, both back.
 
