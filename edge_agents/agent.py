@@ -111,6 +111,10 @@ class EdgeAgent:
             return None
         self.learner.restore(saved.state)
         self.position = saved.position
+        unacked = self.parts.outbox.unacked_scores()
+        if unacked:  # scored before the crash, never confirmed: the same scores again
+            log.info("resending %d scores the last save held unacknowledged", len(unacked))
+            self.parts.scores.resend(unacked)
         log.info(
             "edge state restored node=%s sequence=%s global_version=%s position=%s unsent=%s",
             self.config.node_id,
@@ -161,6 +165,7 @@ class EdgeAgent:
             if done and self.parts.link.producer.flush(1.0) == 0:
                 break
         remaining = self.parts.link.close(timeout=5.0 if self.parts.link.up else 0.1)
+        self.parts.outbox.save_unacked(self.parts.scores.pending.snapshot())  # for the next start
         counts = self.parts.outbox.counts()
         log.info(
             "edge agent done node=%s events=%s scores=%s offline_scores=%s summaries=%s "
@@ -439,7 +444,8 @@ class EdgeAgent:
         if self.parts.forwarder is not None:
             self.parts.forwarder.save()
         self.parts.scores.flush()
-        self.parts.outbox.commit(self.learner.state(), self.position, payload)
+        unacked = self.parts.scores.pending.snapshot()  # a restart sends these again
+        self.parts.outbox.commit(self.learner.state(), self.position, payload, unacked)
         self.save_seconds.observe(time.perf_counter() - started)
         self._unsent = self.parts.outbox.counts()["unsent"]
 

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS personal (
     personal BLOB NOT NULL,
     mixer TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unacked_scores (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS forward (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
@@ -96,10 +101,19 @@ class Outbox:
         self._db.close()
 
     # -- summaries ------------------------------------------------------------
-    def commit(self, state: EdgeState, position: Any, payload: bytes | None = None) -> None:
-        """Save ``state`` (and the summary cut from it, if any) in one transaction."""
+    def commit(
+        self,
+        state: EdgeState,
+        position: Any,
+        payload: bytes | None = None,
+        unacked: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Save ``state`` (and the summary cut from it, if any) in one transaction, with the
+        scores not yet acknowledged (``unacked``, replacing the last ones; None: kept)."""
         now = int(time.time() * 1000)
         with self._transaction():
+            if unacked is not None:
+                self._replace_unacked(unacked)
             if payload is not None:
                 self._db.execute(
                     "INSERT INTO outbox (sequence, created_ms, payload) VALUES (?, ?, ?)",
@@ -148,6 +162,21 @@ class Outbox:
         """Every row (sequence, payload, sent_ms), for inspection and tests."""
         rows = self._db.execute("SELECT sequence, payload, sent_ms FROM outbox ORDER BY sequence")
         return [(int(s), bytes(p), t) for s, p, t in rows]
+
+    # -- scores not yet acknowledged (edge_agents/pending.py) ----------------
+    def unacked_scores(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) of the scores the last save found unacknowledged, in produce order."""
+        rows = self._db.execute("SELECT key, value FROM unacked_scores ORDER BY id")
+        return [(bytes(k), bytes(v)) for k, v in rows]
+
+    def save_unacked(self, unacked: list[tuple[bytes, bytes]]) -> None:
+        with self._transaction():
+            self._replace_unacked(unacked)
+
+    def _replace_unacked(self, unacked: list[tuple[bytes, bytes]]) -> None:
+        self._db.execute("DELETE FROM unacked_scores")
+        if unacked:
+            self._db.executemany("INSERT INTO unacked_scores (key, value) VALUES (?, ?)", unacked)
 
     # -- state ----------------------------------------------------------------
     def load(self) -> SavedState | None:

@@ -5,6 +5,8 @@ up and keeps things on the node while it is down:
 
 - :class:`ScoreSink`: the scores topic, else ``scores-offline.jsonl``; a
   failed delivery lands in the file too, so every score is in one of the two;
+  until its delivery report a score is also held in :class:`PendingScores`,
+  which every save stores (a kill -9 loses none);
 - :class:`SummarySender`: unsent outbox rows, marked sent only on delivery;
 - :class:`Forwarder`: hybrid mode's raw events (all or a sample), buffered in
   SQLite while cut off and drained when the link is back;
@@ -26,6 +28,7 @@ from confluent_kafka import KafkaError, Message
 
 from edge_agents.link import Link
 from edge_agents.outbox import Outbox
+from edge_agents.pending import PendingScores
 from schemas import Codec
 from schemas.hotpath import ScoreEncoder
 
@@ -63,23 +66,40 @@ class ScoreSink(_JsonLines):
         super().__init__(offline)
         self.link, self.topic, self.codec = link, topic, codec
         self.encoder = ScoreEncoder(codec)
-        self.sent = self.offline = self.failed = 0
+        self.pending = PendingScores()  # produced, no delivery report yet: a save keeps them
+        self.sent = self.offline = self.failed = self.resent = 0
 
     def send(self, record: dict[str, Any]) -> None:
-        if self.link.up:
-            value = self.encoder.encode_one(record)
-            try:
-                self.link.producer.produce(
-                    self.topic, value, key=record["event_id"].encode(), on_delivery=self._delivered
-                )
-                self.sent += 1
-                return
-            except BufferError:
-                self.link.mark_down("producer queue full")
+        if self.link.up and self._produce(
+            record["event_id"].encode(), self.encoder.encode_one(record)
+        ):
+            return
         self.write(record)
         self.offline += 1
 
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+    def resend(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Scores a save kept unacknowledged before a crash: the same bytes, again."""
+        for key, value in items:
+            self.resent += 1
+            if not (self.link.up and self._produce(key, value)):
+                self.write(self.codec.decode(value, expected="Score"))
+                self.offline += 1
+
+    def _produce(self, key: bytes, value: bytes) -> bool:
+        token = self.pending.add(key, value)
+        try:
+            self.link.producer.produce(
+                self.topic, value, key=key, on_delivery=functools.partial(self._delivered, token)
+            )
+        except BufferError:
+            self.pending.settle(token)
+            self.link.mark_down("producer queue full")
+            return False
+        self.sent += 1
+        return True
+
+    def _delivered(self, token: int, err: KafkaError | None, msg: Message) -> None:
+        self.pending.settle(token)
         if err is None:
             return
         self.failed += 1

@@ -6,14 +6,16 @@ Faust agent: the merger's goal is thousands of summaries a second, and Faust's
 per-message stream machinery tops out near 3,000 records/s on the reference
 machine before any work is done.
 
-Publishing a round: GlobalModel records go to the compacted ``global-model``
-topic (key = model name) and the producer is *flushed*; then one Redis
-transaction stores the registry entries, the node records and the merger's
-state (:mod:`streams.merger.store`). A crash between the two re-merges the open
-rounds after restart (the same version may appear twice on the topic -- it is
-compacted and keyed, and consumers keep the highest version); Redis never sees
-a version twice. One merger per group: a second one would split the
-partitions and publish rival versions.
+Publishing a round: once the producer is flushed (dead letters and earlier
+records delivered), one Redis transaction stores the registry entries, the
+node records, the merger's state and the round's GlobalModel and lifecycle
+records (:mod:`streams.merger.outbox`); only then do those go to the compacted
+``global-model`` topic (key = model name) and ``lifecycle``. A version number
+thus names one content: what a kill -9 loses was never published, and a
+restart first produces what the outbox still holds (identical bytes, at worst
+a second copy). While Redis is away, closed rounds wait in memory, unpublished.
+One merger per group: a second one would split the partitions and publish
+rival versions.
 
 Event time (``event_time=True``, ``prism merger run --event-time``): an update's
 time is the event time it carries (``metrics["event_ts"]``, the edge agents'
@@ -68,6 +70,7 @@ from streams.dead_letters import DeadLetters
 from streams.idle import IdleClock
 from streams.merger.canary import CanaryTracker
 from streams.merger.holdout import HoldoutFeed
+from streams.merger.outbox import Outgoing
 from streams.merger.rounds import Closed, Merger, Update, describe
 from streams.merger.secure_loop import SecureFeed
 from streams.merger.steering import Steering
@@ -137,7 +140,8 @@ class MergerLoop(Steering):
         self.touched: set[str] = set()
         self._stopping = False
         self._assigned = False
-        self._unpublished: list[tuple[str, dict]] = []  # produced, not yet in Redis
+        self._unpublished: list[tuple[str, dict]] = []  # registry records, not yet in Redis
+        self._outgoing: list[Outgoing] = []  # topic records: to Redis's outbox, then produced
         # layouts this merger holds (its globals', whole summaries'): nodes send theirs by id
         self.book = LayoutBook()
         self._announced: dict[str, int] = {}  # model -> layout id published under <model>@whole
@@ -164,6 +168,7 @@ class MergerLoop(Steering):
         for tier in self.merger.tiers.values():  # nodes adopted these: they send by id
             if tier.current is not None:
                 self.book.learn(layout_of(tier.current))
+        self._republish()
         self._resume_canaries()
         if self.holdout is not None:  # the whole sample before any round is judged
             self.holdout.start()
@@ -246,9 +251,11 @@ class MergerLoop(Steering):
         closed += self.merger.close_due(self.now_ms())
         if self.secure is not None:
             closed += self.secure.step(self.merger, self.now_ms())
-        if closed or self._handled or time.monotonic() - self._last_commit >= self.commit_every_s:
+        due = closed or self._handled or self._outgoing
+        if due or time.monotonic() - self._last_commit >= self.commit_every_s:
             self._commit(closed)
-        if self.secure is not None:  # after the versions went out: their nodes may count them
+        if self.secure is not None and not self._outgoing:
+            # the versions are in Redis's outbox (a restart publishes them): nodes may count them
             self.secure.announce_done()
         self.producer.poll(0)
         self._maybe_idle_exit()
@@ -346,20 +353,28 @@ class MergerLoop(Steering):
                 metric = self.telemetry.metric.labels(SERVICE, c.name, "holdout_roc_auc")
                 metric.set(c.metrics["holdout_roc_auc"])
             log.info("round closed %s", describe(c))
+        # dead letters and the last outbox delivered before Redis moves offsets and empties it
         remaining = self.producer.flush(30)
         if remaining:  # the broker is away: Redis must not run ahead of the topic
             log.warning("publish postponed: %d records not delivered yet (broker away?)", remaining)
             return
         if wait:  # leaving or handing partitions over: the next owner starts from this
             what = "writing the merger's state before letting its partitions go"
-            wait_for(self._write_redis, what=what, limit_s=self.redis_wait_s)
+            sent = wait_for(self._write_redis, what=what, limit_s=self.redis_wait_s)
         elif self.redis.ready():  # else Redis is away: models and state wait in memory
             try:
-                self._write_redis()
+                sent = self._write_redis()
             except REDIS_AWAY as e:
                 self.redis.failed(e)
-            else:
-                self.redis.succeeded()
+                return
+            self.redis.succeeded()
+        else:
+            return
+        if sent and self.producer.flush(30) == 0:  # delivered: a restart need not repeat them
+            try:
+                self.store.clear_outbox()
+            except REDIS_AWAY as e:  # the next transaction empties it
+                log.info("outbox kept until the next write (Redis away: %s)", e)
 
     def _hold(self, c: Closed) -> None:
         """A held-back version: its record (unsigned) for the history, an event on lifecycle."""
@@ -376,11 +391,8 @@ class MergerLoop(Steering):
             "service": SERVICE,
             "at": c.created_at_ms,
         }
-        self.producer.produce(
-            self.topics["lifecycle"],
-            self.codec.encode("LifecycleEvent", event),
-            key=c.name.encode(),
-        )
+        value = self.codec.encode("LifecycleEvent", event)
+        self._outgoing.append(Outgoing(self.topics["lifecycle"], c.name.encode(), value))
         self.telemetry.held_back.labels(SERVICE, c.name).inc()
         log.warning("version held back %s", describe(c))
 
@@ -395,13 +407,23 @@ class MergerLoop(Steering):
         record goes by its key (a node may then skip to the next whole version)."""
         name = key.split(WHOLE)[0]
         count = self._global_partitions()
-        where = {} if count is None else {"partition": zlib.crc32(name.encode()) % count}
-        self.producer.produce(
-            self.topics["global-model"],
-            self.codec.encode("GlobalModel", record),
-            key=key.encode(),
-            **where,
-        )
+        partition = -1 if count is None else zlib.crc32(name.encode()) % count
+        value = self.codec.encode("GlobalModel", record)
+        self._outgoing.append(Outgoing(self.topics["global-model"], key.encode(), value, partition))
+
+    def _send(self, records: list[Outgoing]) -> None:
+        """Produce records Redis's outbox holds (see the module doc)."""
+        for r in records:
+            where = {} if r.partition < 0 else {"partition": r.partition}
+            self.producer.produce(r.topic, r.value, key=r.key, **where)
+
+    def _republish(self) -> None:
+        """What the last run wrote to the outbox and may not have delivered, before anything
+        new: the same bytes, so a version number still names one content."""
+        left = wait_for(self.store.outbox, what="reading the outbox", limit_s=self.redis_wait_s)
+        if left:
+            log.info("republishing %d records the last run's outbox still held", len(left))
+            self._send(left)
 
     def _global_partitions(self) -> int | None:
         if self._partitions is None:
@@ -417,14 +439,22 @@ class MergerLoop(Steering):
             self._partitions = len(meta.partitions)
         return self._partitions
 
-    def _write_redis(self) -> None:
-        """New models, touched ledgers, state and offsets in one transaction, then Kafka."""
+    def _write_redis(self) -> int:
+        """New models, touched ledgers, state, offsets and outbox in one transaction, then
+        the outbox's records and the offsets to Kafka; how many records were produced."""
         models, offsets = self._unpublished, self._offsets()
         started = time.perf_counter()
-        handled = self._handled
+        handled, outgoing = self._handled, self._outgoing
         self.store.commit(
-            self.merger, models=models, nodes=self.touched, offsets=offsets, handled=handled
+            self.merger,
+            models=models,
+            nodes=self.touched,
+            offsets=offsets,
+            handled=handled,
+            outbox=outgoing,
         )
+        self._send(outgoing)
+        self._outgoing = []
         self._handled = set()
         self.telemetry.checkpoint_seconds.labels(SERVICE).observe(time.perf_counter() - started)
         self._unpublished = []
@@ -433,6 +463,7 @@ class MergerLoop(Steering):
         self.touched = set()
         self._last_commit = time.monotonic()
         self._commit_kafka(offsets)
+        return len(outgoing)
 
     def _offsets(self) -> dict[int, int]:
         """Per partition read: the earliest offset an open round still holds, else the position."""

@@ -20,6 +20,7 @@ from runtime.model_registry.client import RegistryUnavailableError
 from runtime.redis_outage import REDIS_AWAY
 from schemas.signing import SignatureError
 from streams.merger.lifecycle import Refusal, Rollback, Stored, decide, origin
+from streams.merger.outbox import Outgoing
 from streams.merger.rounds import Closed
 from streams.merger.wire import WHOLE
 
@@ -46,6 +47,7 @@ class Steering:
     _handled: set[str]
     _told: set[tuple[str, int, str]]
     _unpublished: list[tuple[str, dict]]
+    _outgoing: list[Outgoing]
 
     def _signed(self, record: dict[str, Any]) -> dict[str, Any]:  # the loop's
         raise NotImplementedError
@@ -198,4 +200,4 @@ class Steering:
             "at": _now_ms(),
         }
         value = self.codec.encode("LifecycleEvent", event)
-        self.producer.produce(self.topics["lifecycle"], value, key=name.encode())
+        self._outgoing.append(Outgoing(self.topics["lifecycle"], name.encode(), value))

@@ -14,6 +14,8 @@ key (``{g}`` = the merger's group id)    type    value
 ``prism:merger:{g}:snapshots``           hash    node -> last merged cumulative snapshot
                                                  (an encoded ``WeightSummary``)
 ``prism:merger:{g}:forwarded``           hash    regional results waiting for a global round
+``prism:merger:{g}:outbox``              list    records to produce (:mod:`.outbox`): written
+                                                 before they go out, emptied once delivered
 =======================================  ======  ===========================================
 
 The offsets are the earliest position still held by an open round, so what
@@ -38,6 +40,7 @@ from models.specs import SPEC_NAMES
 from runtime.model_registry import NodeRecord, RegistryKeys, RegistryWriter
 from runtime.model_registry.lifecycle import LifecycleControls
 from schemas import Codec
+from streams.merger.outbox import Outgoing, decode, encode
 from streams.merger.rounds import Merger, NodeLedger, Update
 
 
@@ -58,6 +61,7 @@ class MergerStore:
         self.macs_key = self.keys.merger(group, "macs")
         self.snapshots_key = self.keys.merger(group, "snapshots")  # read by prism.client too
         self.forwarded_key = self.keys.merger(group, "forwarded")
+        self.outbox_key = self.keys.merger(group, "outbox")
         self.controls = LifecycleControls(client, self.keys)  # operators' rollbacks, quarantine
 
     def history(self, name: str) -> list[dict[str, Any]]:
@@ -90,6 +94,13 @@ class MergerStore:
             merger.restore_forwarded(self._update(data), now_ms)
         return {int(p): int(o) for p, o in self.client.hgetall(self.offsets_key).items()}
 
+    def outbox(self) -> list[Outgoing]:
+        """Records a previous run wrote but may not have delivered, in the order written."""
+        return [decode(item) for item in self.client.lrange(self.outbox_key, 0, -1)]
+
+    def clear_outbox(self) -> None:
+        self.client.delete(self.outbox_key)
+
     def _issued(self, name: str) -> int:
         """The newest version number used (the history's head): held-back versions are only
         there, and a restart must not give their numbers to other versions."""
@@ -117,11 +128,17 @@ class MergerStore:
         nodes: Iterable[str],
         offsets: dict[int, int],
         handled: Iterable[str] = (),
+        outbox: Iterable[Outgoing] = (),
     ) -> None:
         """New models (held-back ones to the history only), touched nodes' records and
-        ledgers, offsets, and the end of the rollback requests of ``handled`` models (done
-        or refused): one transaction."""
+        ledgers, offsets, the end of the rollback requests of ``handled`` models (done
+        or refused) and the records to produce next (``outbox``, replacing the previous
+        ones: the caller has seen those delivered): one transaction."""
         with self.client.pipeline(transaction=True) as tx:
+            tx.delete(self.outbox_key)
+            entries = [encode(e) for e in outbox]
+            if entries:
+                tx.rpush(self.outbox_key, *entries)
             for name in handled:
                 tx.delete(self.keys.rollback(name))
             for name, record in models:
@@ -169,7 +186,12 @@ class MergerStore:
 
     def clear(self) -> None:
         self.client.delete(
-            self.offsets_key, self.seen_key, self.macs_key, self.snapshots_key, self.forwarded_key
+            self.offsets_key,
+            self.seen_key,
+            self.macs_key,
+            self.snapshots_key,
+            self.forwarded_key,
+            self.outbox_key,
         )
 
 

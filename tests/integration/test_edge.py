@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from helpers.services import (
     decoded,
     global_versions,
@@ -214,6 +214,43 @@ def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     learned = int(_log_field(agent, "learned"))
     assert learned == handled
     assert max(versions, key=lambda v: v.version).summary.n_samples == learned
+
+
+@pytest.mark.reliability  # #25.2, found by `make chaos` (seed 1861302288)
+def test_an_edge_killed_in_a_broker_outage_loses_no_score(own_broker, tmp_path: Path):
+    """Scores handed to librdkafka while the broker does not answer (the agent still
+    linked) were only in memory when the next save moved the position past their
+    events; a kill -9 lost them. The broker paused (SIGSTOP: connections stay open, so
+    the agent keeps producing and each save's flush times out), the edge killed -9, the
+    broker resumed, the edge restarted on the same state: every event of the log has a
+    score on the topic or in the offline file (repeats allowed: there was a kill -9)."""
+    broker_settings, settings = own_broker
+    create_topics(settings, bootstrap=settings.kafka_bootstrap or "", partitions=1)
+    log = fraud_log(tmp_path, 4_000)
+    flags = ("--rate", "400", "--summary-every", "20")
+    agent = edge(settings, tmp_path, "e1", log, *flags)
+    scores = settings.topic("scores")
+    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    high = lambda: probe.get_watermark_offsets(TopicPartition(scores, 0), 5)[1]  # noqa: E731
+    wait_until(lambda: high() >= 400, "scores", 90, agent)  # read while written: the end only
+    probe.close()
+    pid = local_kafka.running_pid(broker_settings)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(14)  # a few saves, each after a flush that times out (5 s)
+        assert agent.poll() is None
+        agent.kill()  # kill -9 in the outage
+        assert agent.wait(30) == -signal.SIGKILL
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    again = edge(settings, tmp_path, "e1", log, *flags)
+    assert wait_exit(again, timeout=240) == 0
+
+    online = [r["event_id"] for r in records(settings.kafka_bootstrap, scores, 1)]
+    offline = [r["event_id"] for r in offline_scores(tmp_path, "e1")]
+    unscored = set(event_ids(log)) - set(online + offline)
+    assert not unscored, f"{len(unscored)} events never scored, e.g. {sorted(unscored)[:5]}"
 
 
 def _controller_port(broker_settings: Settings) -> int:

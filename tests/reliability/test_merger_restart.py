@@ -1,4 +1,5 @@
-"""#10.3 -- the merge job stopped mid-round (SIGKILL or SIGTERM) and restarted.
+"""#10.3 -- the merge job stopped mid-round (SIGKILL or SIGTERM) and restarted; #25.2 --
+killed -9 during a Redis outage (the last test).
 
 Round 1 (six nodes) is merged; then half of round 2 arrives and the merger
 checkpoints with that round open. It is stopped, the other half arrives (plus
@@ -13,14 +14,18 @@ from __future__ import annotations
 import signal
 import time
 import urllib.request
+from collections import Counter
 
 import numpy as np
 import pytest
 import redis
-from helpers.services import decoded, wait_exit, wait_for_log
+from helpers.runs import start_cli, wait_records
+from helpers.services import decoded, read_topic, wait_exit, wait_for_log
 from integration.test_merger import CODEC, SPEC, N, local, message, send
+from reliability.test_redis_restart import own_redis, wait_for_count  # noqa: F401 - a fixture
 
 from models.serialization import global_model_from_record
+from prism.stack import redis_server
 from prism.stack.ports import free_port
 from runtime.settings import Settings
 
@@ -100,3 +105,59 @@ def test_a_round_interrupted_by_a_merger_restart_completes_with_each_update_once
     assert decoded(boot, prism_topics["dead-letter"]) == []
     published = {r["version"] for _, _, r in decoded(boot, prism_topics["global-model"])}
     assert published == {1, 2}
+
+
+def test_a_merger_killed_during_a_redis_outage_never_reuses_a_version_number(
+    own_redis,  # noqa: F811 - the fixture imported above
+    prism_topics,
+    tmp_path,
+) -> None:
+    """Chaos seed 1677549799: Redis stopped, rounds closed, the merger killed -9, both back.
+
+    Before the fix the rounds closed during the outage went to the topic, the kill lost
+    their state, and the restarted merger published the same numbers with other contents.
+    Checked: each (key, version) on ``global-model`` has one content; no summary is a
+    contributor of two versions; the registry's history is 1..3 with each update once."""
+    server, s = own_redis
+    topic, boot = prism_topics["model-updates"], s.kafka_bootstrap or ""
+    rounds = [[local(n, r, r - 1, draws=r) for n in NODES] for r in (1, 2, 3)]
+    args = ("merger", "run", "--round-size", "6", "--round-timeout", "600", "--group", "m-kill")
+    first = start_cli(s, tmp_path, "merger1", *args)
+    wait_for_log(first, "assigned", timeout=60)
+    send(s, topic, [message(x) for x in rounds[0]])
+    wait_for_log(first, "round closed", timeout=60)
+    wait_records(boot, prism_topics["global-model"], 1)
+    assert redis_server.stop(server)
+    send(s, topic, [message(x) for x in rounds[1] + rounds[2]])
+    wait_for_count(first, "round closed", 3)  # both merged in memory, Redis away
+    time.sleep(1.0)  # what the old order produced before Redis had it is on the topic now
+    first.kill()
+    assert first.wait(30) == -signal.SIGKILL
+    redis_server.restart(server)
+    second = start_cli(s, tmp_path, "merger2", *args, "--idle-exit", "4")
+    assert wait_exit(second, timeout=120) == 0
+
+    contents: dict[tuple[bytes, int], set[bytes]] = {}
+    versions: dict[tuple[str, int], set[tuple[str, int]]] = {}
+    for _p, _o, key, value in read_topic(boot, prism_topics["global-model"]):
+        record = CODEC.decode(value)
+        contents.setdefault((key, record["version"]), set()).add(value)
+        merged = {(c["node_id"], c["sequence"]) for c in record["contributors"]}
+        versions.setdefault((record["model_name"], record["version"]), set()).update(merged)
+    reused = {k: len(v) for k, v in contents.items() if len(v) > 1}
+    assert not reused, f"version numbers with more than one content: {reused}"
+    seen: Counter[tuple[str, int]] = Counter(c for merged in versions.values() for c in merged)
+    assert not [c for c, k in seen.items() if k > 1], "summaries merged into two versions"
+
+    client = redis.Redis.from_url(s.redis_url.get_secret_value())  # type: ignore[union-attr]
+    history = [
+        global_model_from_record(CODEC.decode(v))
+        for v in client.lrange(f"{s.redis_prefix}:model:fraud-linear:history", 0, -1)
+    ]
+    client.close()
+    assert [h.version for h in history] == [3, 2, 1]
+    for h, r in zip(history, (3, 2, 1), strict=True):
+        assert sorted((c.node_id, c.sequence) for c in h.contributors) == [(n, r) for n in NODES]
+    assert history[0].summary.n_samples == N * 18  # every update once
+    assert {v for _k, v in contents} == {1, 2, 3}
+    assert decoded(boot, prism_topics["dead-letter"]) == []
