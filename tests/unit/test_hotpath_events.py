@@ -143,3 +143,13 @@ def test_what_the_fast_path_does_not_read_goes_to_the_codec(raw: bytes) -> None:
 def test_an_oversized_transaction_is_refused_as_the_codec_refuses_it() -> None:
     raw = _tx(b"\x00")
     assert outcome(TransactionDecoder(Codec(max_bytes=20)).decode, raw)[1][0] == "oversized"
+
+
+def test_the_central_intake_decodes_transactions_by_hand() -> None:
+    """The worker's intake (and so its speed) uses the fast path; other schemas the codec."""
+    from streams.central.intake import Intake
+
+    fraud = Intake(Codec(), events_topic="t", event_schema="Transaction", dead=None)  # type: ignore[arg-type]
+    assert isinstance(fraud.event_decoder.__self__, TransactionDecoder)  # type: ignore[attr-defined]
+    iot = Intake(Codec(), events_topic="s", event_schema="SensorReading", dead=None)  # type: ignore[arg-type]
+    assert not hasattr(iot.event_decoder, "__self__")
