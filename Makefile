@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Every extra: the suite covers the Faust engine and the plots.
-EXTRAS := test,faust,plot
+# Every extra: the suite covers the Faust engine and the plots; bench brings py-spy.
+EXTRAS := test,faust,plot,bench
 
 .PHONY: setup system-deps compose-deps constraints demo test test-unit test-integration test-compose test-reliability soak spike chaos poisoning lint bench clean
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 constraints:
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	{ grep '^#' constraints.txt; \
-	  $(PY) -m pip freeze --exclude-editable --exclude py-spy; } > constraints.txt.new
+	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 system-deps:

@@ -35,6 +35,11 @@ event's (its producer's ``CreateTime``); see :func:`latency`. Goals: (a) >= 3x
 ``--latency-only [--trees BEFORE AFTER]`` runs just the latency part, for
 each source tree in turn (before / after a change, back to back).
 
+Rounds (``--repeat``, 3 by default): (c), (d1), (a1), (d), (a) run in turn on
+one preloaded topic, each ratio is taken inside its round, and the median of
+the rounds is printed with its lowest and highest. Goals (#26 item 1): a1/d1
+>= 80 %, a1/c >= 60 %, a1/b >= 5, a/d >= 85 %; and (a) >= 50 % of (c).
+
 Needs a broker and Redis: ``prism stack up`` first (or PRISM_* variables).
 
 Run: ``.venv/bin/python bench/central_throughput.py [--events 200000] [--json]``
@@ -142,7 +147,19 @@ def worker(s, *args: str, group: str | None = None, engine: str | None = None) -
     return proc
 
 
-def read_all(s, topic: str) -> list[bytes]:
+def end_offsets(s, topic: str) -> list[int]:
+    """The topic's end offsets now: a later :func:`read_all` from them reads one run's output."""
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": uuid.uuid4().hex})
+    ends = [
+        c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in range(s.partitions)
+    ]
+    c.close()
+    return ends
+
+
+def read_all(s, topic: str, since: list[int] | None = None) -> list[bytes]:
+    """Every record of ``topic`` (after ``since``, per partition) up to its end now."""
     c = Consumer(
         {
             "bootstrap.servers": s.kafka_bootstrap,
@@ -153,6 +170,8 @@ def read_all(s, topic: str) -> list[bytes]:
     ends = [
         c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(s.partitions)
     ]
+    if since is not None:
+        ends = [(max(lo, start), hi) for (lo, hi), start in zip(ends, since, strict=True)]
     c.assign([TopicPartition(topic, p, lo) for p, (lo, _) in enumerate(ends)])
     want, out = sum(hi - lo for lo, hi in ends), []
     while len(out) < want:
@@ -174,9 +193,10 @@ class Rate:
     steady: float
 
 
-def score_rate(s, workers_named: str = "") -> Rate:
-    """Rates of the scores whose ``node_id`` starts with ``workers_named`` (one run's workers)."""
-    scores = [CODEC.decode(v) for v in read_all(s, s.topic("scores"))]
+def score_rate(s, workers_named: str = "", since: list[int] | None = None) -> Rate:
+    """Rates of the scores whose ``node_id`` starts with ``workers_named`` (one run's workers);
+    ``since``: the scores topic's end offsets before the run (older scores are not read)."""
+    scores = [CODEC.decode(v) for v in read_all(s, s.topic("scores"), since)]
     scores = [r for r in scores if r["node_id"].startswith(workers_named)]
     by_worker: dict[str, list[int]] = {}
     for r in scores:
@@ -216,21 +236,27 @@ def ceiling(s, events: int) -> float:
     return rate
 
 
-def floor(settings, log: Path, workers: int) -> Rate:
-    """The rates of ``workers`` pipeline-floor processes in one group."""
-    s = fresh(settings, log)
+def floor(s, workers: int, *, run: str = "floor") -> Rate:
+    """The rates of ``workers`` pipeline-floor processes in a new group over the topics of ``s``.
+
+    Like :func:`batched`, each run has its own group (it reads from offset 0) and
+    names (``floor-{run}-{i}``), so floor and worker runs can share one preloaded topic.
+    """
+    since = end_offsets(s, s.topic("scores"))
     group = f"floor-{uuid.uuid4().hex[:8]}"
     script = Path(__file__).with_name("pipeline_floor.py")
     topics = [s.topic(t) for t in ("transactions", "labels", "scores")]
     procs = [
-        subprocess.Popen([sys.executable, str(script), s.kafka_bootstrap, *topics, group, f"f{i}"])
+        subprocess.Popen(
+            [sys.executable, str(script), s.kafka_bootstrap, *topics, group, f"floor-{run}-{i}"]
+        )
         for i in range(workers)
     ]
     STARTED.extend(procs)
     for p in procs:
         if p.wait(1800) != 0:
             raise SystemExit(f"a floor process failed (exit {p.returncode})")
-    return score_rate(s)
+    return score_rate(s, f"floor-{run}-", since)
 
 
 @dataclass(frozen=True)
@@ -361,6 +387,7 @@ def batched(s, args, workers: int, engine: str | None = None, *, run: str = "a")
     Each run has its own group (so its own checkpoints: it starts from offset 0)
     and worker ids ``bench-{run}-{i}``, so runs can share one preloaded topic.
     """
+    since = end_offsets(s, s.topic("scores"))
     group = f"bench-{uuid.uuid4().hex[:8]}"
     procs = [
         worker(
@@ -380,7 +407,40 @@ def batched(s, args, workers: int, engine: str | None = None, *, run: str = "a")
         if p.wait(1800) != 0:
             tail = Path(p.log_path).read_text(errors="replace")[-3000:]
             raise SystemExit(f"a worker failed (exit {p.returncode}); its log ends:\n{tail}")
-    return score_rate(s, f"bench-{run}-")
+    return score_rate(s, f"bench-{run}-", since)
+
+
+def spread(values: list[float]) -> str:
+    """``median (min-max)`` of ratios, as percentages."""
+    return f"{np.median(values):.1%} ({min(values):.1%}-{max(values):.1%})"
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of alternating runs on the shared topic: c, d1, a1, d, a in turn."""
+
+    c: float  # the bare consumer (consume + decode the transactions)
+    d1: Rate  # the pipeline floor, one process
+    a1: Rate  # one worker
+    d: Rate  # the floor, --workers processes
+    a: Rate  # --workers workers
+
+    def ratios(self) -> dict[str, float]:
+        return {
+            "one_worker_over_floor": self.a1.steady / self.d1.steady,
+            "one_worker_over_ceiling": self.a1.steady / self.c,
+            "batched_over_floor": self.a.steady / self.d.steady,
+            "batched_over_ceiling": self.a.steady / self.c,
+        }
+
+
+#: (ratio, goal, what): the #26 item 1 targets, each a median over the rounds
+GOALS = [
+    ("one_worker_over_floor", 0.80, "a1/d1 >= 80 %"),
+    ("one_worker_over_ceiling", 0.60, "a1/c >= 60 %"),
+    ("batched_over_floor", 0.85, "a/d >= 85 %"),
+    ("batched_over_ceiling", 0.50, "a/c >= 50 %"),
+]
 
 
 def main() -> int:
@@ -398,7 +458,10 @@ def main() -> int:
         help="also time (a1) with --engine faust (the Faust agent) for comparison",
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="(c), (a) pairs; medians are reported"
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of (c), (d1), (a1), (d), (a) in turn; medians of the rounds are reported",
     )
     parser.add_argument(
         "--latency-only",
@@ -423,6 +486,7 @@ def main() -> int:
     global ENGINE, PARTITIONS
     ENGINE, PARTITIONS = args.engine, args.partitions
     settings = load_settings()
+    w = args.workers
     with tempfile.TemporaryDirectory() as tmp:
         log, small = Path(tmp) / "fraud.avro", Path(tmp) / "latency.avro"
         make_log(log, args.events)
@@ -433,24 +497,34 @@ def main() -> int:
                 print(json.dumps(rows))
             return 0
 
-        # (c) and (a) alternate on one preloaded topic: this machine's speed drifts by
-        # a third within minutes, and a ratio of two figures taken far apart says little
+        # every run of a round reads one preloaded topic, in turn: this machine's speed
+        # drifts by a third within minutes, and a ratio of two figures taken far apart
+        # says little; each ratio is taken inside one round, then the median of the rounds
         shared = fresh(settings, log)
-        pairs = []
+        rounds: list[Round] = []
         for k in range(args.repeat):
             c_k = ceiling(shared, args.events)
-            a_k = batched(shared, args, args.workers, run=f"pair{k}")
-            pairs.append((c_k, a_k))
-            print(f"pair {k + 1}: (c) {c_k:,.0f}/s, (a) {a_k.steady:,.0f}/s", flush=True)
-        c_rate = float(np.median([c for c, _ in pairs]))
-        a_rate = float(np.median([a.steady for _, a in pairs]))
-        a = min(pairs, key=lambda pair: abs(pair[1].steady - a_rate))[1]  # the median run
-        ratios = [run.steady / c for c, run in pairs]
-        a1 = batched(shared, args, 1, run="one")
-        a1_rate = a1.steady
-        d, d1 = floor(settings, log, args.workers), floor(settings, log, 1)
-        d_rate, d1_rate = d.steady, d1.steady
-        print(f"(d) {d_rate:,.0f}/s; (d1) {d1_rate:,.0f}/s", flush=True)
+            d1_k = floor(shared, 1, run=f"one{k}")
+            a1_k = batched(shared, args, 1, run=f"one{k}")
+            d_k = floor(shared, w, run=f"pair{k}")
+            a_k = batched(shared, args, w, run=f"pair{k}")
+            rounds.append(Round(c_k, d1_k, a1_k, d_k, a_k))
+            r = rounds[-1].ratios()
+            print(
+                f"round {k + 1}: (c) {c_k:,.0f}/s  (d1) {d1_k.steady:,.0f}/s  "
+                f"(a1) {a1_k.steady:,.0f}/s  (d) {d_k.steady:,.0f}/s  (a) {a_k.steady:,.0f}/s  "
+                f"a1/d1 {r['one_worker_over_floor']:.1%}  a1/c {r['one_worker_over_ceiling']:.1%}  "
+                f"a/d {r['batched_over_floor']:.1%}  a/c {r['batched_over_ceiling']:.1%}",
+                flush=True,
+            )
+
+        def med(field: str) -> float:
+            return float(np.median([getattr(rd, field).steady for rd in rounds]))
+
+        c_rate = float(np.median([rd.c for rd in rounds]))
+        a_rate, a1_rate, d_rate, d1_rate = med("a"), med("a1"), med("d"), med("d1")
+        a = min((rd.a for rd in rounds), key=lambda run: abs(run.steady - a_rate))
+        ratios = {key: [rd.ratios()[key] for rd in rounds] for key, _, _ in GOALS}
         f_rate = (
             batched(shared, args, 1, engine="faust", run="faust").steady if args.faust_too else None
         )
@@ -478,20 +552,23 @@ def main() -> int:
         "per_event_events_per_s": round(b_rate),
         "per_event_scored": b.scored,
         "ceiling_events_per_s": round(c_rate),
+        "floor_events_per_s": round(d_rate),
+        "floor_one_worker_events_per_s": round(d1_rate),
         "batched_over_per_event": round(a_rate / b_rate, 2),
         "one_worker_batched_over_per_event": round(a1_rate / b_rate, 2),
-        "batched_over_ceiling": round(float(np.median(ratios)), 3),
-        "pairs": [
-            {"ceiling": round(c), "batched": round(run.steady), "ratio": round(run.steady / c, 3)}
-            for c, run in pairs
+        **{key: round(float(np.median(values)), 3) for key, values in ratios.items()},
+        "spreads": {key: [round(min(v), 3), round(max(v), 3)] for key, v in ratios.items()},
+        "rounds": [
+            {
+                "ceiling": round(rd.c),
+                "floor_one": round(rd.d1.steady),
+                "one_worker": round(rd.a1.steady),
+                "floor": round(rd.d.steady),
+                "batched": round(rd.a.steady),
+                **{key: round(v, 3) for key, v in rd.ratios().items()},
+            }
+            for rd in rounds
         ],
-        "batched_whole_run_over_ceiling": round(a.whole_run / c_rate, 3),
-        "one_worker_over_ceiling": round(a1_rate / c_rate, 3),
-        "floor_events_per_s": round(d_rate),
-        "floor_whole_run_events_per_s": round(d.whole_run),
-        "floor_one_worker_events_per_s": round(d1_rate),
-        "floor_over_ceiling": round(d_rate / c_rate, 3),
-        "batched_over_floor": round(a_rate / d_rate, 3),
         "faust_one_worker_events_per_s": None if f_rate is None else round(f_rate),
         "latency": [
             {
@@ -503,29 +580,27 @@ def main() -> int:
             for run in (light, heavy)
         ],
     }
-    w = args.workers
-    print("rates while every worker of the group scores; whole run (start-up, hand-over) after")
-    print(
-        f"(a)  batched, {w} workers {a_rate:>10,.0f} events/s  ({a.scored} scored; "
-        f"whole run {a.whole_run:,.0f})"
-    )
+    n = len(rounds)
+    print(f"medians of {n} rounds (c, d1, a1, d, a in turn on one topic); rates while every")
+    print("worker of a group scores; ratios: median (lowest-highest) of the rounds' own ratios")
+    print(f"(a)  batched, {w} workers {a_rate:>10,.0f} events/s  (whole run {a.whole_run:,.0f})")
     print(f"(a1) batched, 1 worker  {a1_rate:>10,.0f} events/s  (batch {args.batch_size})")
     if f_rate is not None:
         print(f"     Faust engine, 1 worker {f_rate:>7,.0f} events/s")
     print(f"(b)  per-event, 1 worker {b_rate:>10,.0f} events/s  ({b.scored} scored)")
-    print(f"(c)  ceiling, 1 consumer {c_rate:>10,.0f} events/s  (bare consume + decode; median)")
+    print(f"(c)  ceiling, 1 consumer {c_rate:>10,.0f} events/s  (bare consume + codec decode)")
     print(
         f"(d)  floor, {w} workers   {d_rate:>10,.0f} events/s  (consume + decode both topics "
-        f"+ produce a Score, no learning; whole run {d.whole_run:,.0f})"
+        "+ produce a Score, no learning)"
     )
     print(f"(d1) floor, 1 worker    {d1_rate:>10,.0f} events/s")
-    print(f"d/c = {d_rate / c_rate:.1%}, d1/c = {d1_rate / c_rate:.1%}: the most a/c can be here")
+    for key, goal, what in GOALS:
+        met = "met" if np.median(ratios[key]) >= goal else "MISSED"
+        print(f"{what:<16} {spread(ratios[key])}: {met}")
+    per_event = a1_rate / b_rate
     print(
-        f"a/b = {a_rate / b_rate:.2f}, a1/b = {a1_rate / b_rate:.2f} (goal >= 3)   "
-        f"a/c = {np.median(ratios):.1%} (median of {len(pairs)} pairs: "
-        f"{', '.join(f'{r:.1%}' for r in ratios)}; whole run {a.whole_run / c_rate:.1%}), "
-        f"a1/c = {a1_rate / c_rate:.1%} (goal >= 50 %)   "
-        f"a >= 20,000/s: {'yes' if a_rate >= 20_000 else 'NO'}"
+        f"a1/b >= 5        {per_event:.2f} (a/b {a_rate / b_rate:.2f}): "
+        f"{'met' if per_event >= 5 else 'MISSED'}"
     )
     for name, run in ((f"{args.light_rate:,.0f} events/s", light), ("80 % of (a1)", heavy)):
         print(

@@ -6,9 +6,10 @@ worker must also consume and decode the event's label (fraud labels come
 late, on their own topic) and encode and produce one Score. This loop does
 exactly that with the worker's own consumer and producer settings
 (``runtime.kafka_config.consumer_config``,
-``runtime.kafka_config.producer_config``) and its hand-written Label decoder
-and Score encoder (``schemas.hotpath``), and nothing else: no model, no join,
-no checkpoint, no dead letters. However fast the learner became, a worker
+``runtime.kafka_config.producer_config``) and its hand-written Transaction and
+Label decoders and Score encoder (``schemas.hotpath_events``,
+``schemas.hotpath``), and nothing else: no model, no join, no checkpoint, no
+dead letters. However fast the learner became, a worker
 could not beat this loop.
 
 Run as a worker process by the bench:
@@ -26,6 +27,7 @@ from confluent_kafka import Consumer, Producer
 from runtime.kafka_config import consumer_config, producer_config
 from schemas import Codec
 from schemas.hotpath import LabelDecoder, ScoreEncoder
+from schemas.hotpath_events import TransactionDecoder
 from streams.central.scores import produce_waiting
 
 BATCH = 1000
@@ -35,6 +37,7 @@ IDLE_S = 3.0
 def run(bootstrap: str, events: str, labels: str, scores: str, group: str, worker: str) -> int:
     codec = Codec()
     labels_in, scores_out = LabelDecoder(codec), ScoreEncoder(codec)  # as the worker does
+    events_in = TransactionDecoder(codec)
     consumer = Consumer(consumer_config(bootstrap, group, worker))
     producer = Producer(producer_config(bootstrap))
     consumer.subscribe([events, labels])
@@ -54,7 +57,7 @@ def run(bootstrap: str, events: str, labels: str, scores: str, group: str, worke
             if m.topic() == labels:
                 labels_in.decode(m.value())
                 continue
-            r = codec.decode(m.value(), expected="Transaction")
+            r = events_in.decode(m.value())
             rows.append((r["event_id"], r["ts"], 0.5, r.get("label"), 0.0))
         values = scores_out.encode(
             rows,

@@ -1,0 +1,153 @@
+"""Avro by hand for the central worker's hottest record: the Transaction it decodes per event.
+
+Why: profiled with py-spy (#26 item 1), decoding Transactions was ~44 % of one
+central worker's time: ``Codec.decode`` reads through fastavro's generic
+reader (a BytesIO, a call per field) and then walks the record again for
+non-finite doubles. Reading the one current version by hand, checking each
+double as it is read, costs ~40 % of that (docs/performance.md has figures).
+
+Safety, as in :mod:`schemas.hotpath`: written for one schema *version*
+(the fingerprint below); the record is exactly what ``Codec.decode(data,
+expected="Transaction")`` returns (property-tested in
+``tests/unit/test_hotpath_events.py``). Anything this code does not expect --
+another version, JSON, a non-finite double, invalid UTF-8, a varint longer
+than 8 bytes, a map in several or sized blocks, trailing bytes, an oversized
+message -- goes through the Codec, so errors and reason codes are its own.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from schemas.codec import MARKER, Codec
+from schemas.registry import current
+
+__all__ = ["TransactionDecoder"]
+
+#: the version this module is written for (CRC-64-AVRO of the canonical form)
+TRANSACTION_FINGERPRINT = bytes.fromhex("88ddb36911f77bb2")
+
+_DOUBLE = struct.Struct("<d").unpack_from
+
+
+class TransactionDecoder:
+    """Decode Transactions; the current version in Avro is read here, anything else by the codec."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.fast = current("Transaction").fingerprint == TRANSACTION_FINGERPRINT
+        self._head = MARKER + TRANSACTION_FINGERPRINT
+        #: feature-name bytes -> the one str for them: names repeat in every event, and
+        #: shared strs make the learner's key-tuple comparisons identity checks
+        self._names: dict[bytes, str] = {}
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """The Transaction in ``data``, as ``Codec.decode(data, expected="Transaction")``.
+
+        Raises the codec's :class:`~schemas.codec.SchemaError` for anything
+        that is not a plainly valid current-version Transaction.
+        """
+        if (
+            self.fast
+            and type(data) is bytes
+            and len(data) <= self.codec.max_bytes
+            and data[:10] == self._head
+        ):
+            try:
+                return _read_transaction(data, self._names)
+            except (IndexError, ValueError, struct.error):  # UnicodeDecodeError: a ValueError
+                pass
+        return self.codec.decode(data, expected="Transaction")
+
+
+def _long(data: bytes, i: int) -> tuple[int, int]:
+    """An Avro long at ``i`` and the position after it; at most 8 bytes (56 bits) here."""
+    byte = data[i]
+    n = byte & 0x7F
+    shift = 7
+    i += 1
+    while byte & 0x80:
+        if shift > 49:
+            raise ValueError("a varint longer than this fast path reads")
+        byte = data[i]
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        i += 1
+    return (n >> 1) ^ -(n & 1), i
+
+
+def _string(data: bytes, i: int) -> tuple[str, int]:
+    size = data[i]
+    if size < 0x80:  # one-byte length: nearly every string here
+        size, i = (size >> 1) ^ -(size & 1), i + 1
+    else:
+        size, i = _long(data, i)
+    end = i + size
+    if size < 0 or end > len(data):
+        raise ValueError("a string that does not fit")
+    return data[i:end].decode("utf-8"), end
+
+
+def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
+    """Transaction v1: six strings and a long, amount double, currency, features map, label."""
+    event_id, i = _string(data, 10)
+    ts, i = _long(data, i)
+    site_id, i = _string(data, i)
+    region, i = _string(data, i)
+    account_id, i = _string(data, i)
+    merchant_id, i = _string(data, i)
+    (amount,) = _DOUBLE(data, i)
+    i += 8
+    currency, i = _string(data, i)
+    count, i = _long(data, i)
+    features: dict[str, float] = {}
+    finite = amount - amount == 0.0  # NaN and +-inf give NaN
+    if count < 0:
+        raise ValueError("a sized map block: the codec reads it")
+    if count:
+        size = len(data)
+        for _ in range(count):
+            n = data[i]
+            if n >= 0x80:
+                raise ValueError("a long feature name: the codec reads it")
+            end = i + 1 + (n >> 1)
+            if n & 1 or end > size:
+                raise ValueError("a feature name that does not fit")
+            raw = data[i + 1 : end]
+            name = names.get(raw)
+            if name is None:
+                name = raw.decode("utf-8")
+                if len(names) < 4096:  # bounded: odd producers cannot grow it forever
+                    names[raw] = name
+            (value,) = _DOUBLE(data, end)
+            finite = finite and value - value == 0.0
+            features[name] = value
+            i = end + 8
+        if data[i] != 0:
+            raise ValueError("a second map block: the codec reads it")
+        i += 1  # the map's end
+    branch = data[i]
+    if branch == 0:
+        label, i = None, i + 1
+    elif branch == 2:  # zig-zag 1: the boolean branch
+        flag = data[i + 1]
+        if flag > 1:
+            raise ValueError("a boolean byte other than 0 or 1")
+        label, i = flag == 1, i + 2
+    else:
+        raise ValueError("a union branch Transaction.label does not have")
+    if i != len(data) or not finite:
+        raise ValueError("bytes after the record, or a non-finite double: the codec says which")
+    return {
+        "event_id": event_id,
+        "ts": ts,
+        "site_id": site_id,
+        "region": region,
+        "account_id": account_id,
+        "merchant_id": merchant_id,
+        "amount": amount,
+        "currency": currency,
+        "features": features,
+        "label": label,
+    }
