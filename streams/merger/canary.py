@@ -8,11 +8,15 @@ twice, and pools them exactly. Reports about another version (an edge that
 has not adopted it yet, or a stale summary) and from nodes outside the
 canary share are ignored. :meth:`CanaryTracker.verdict` is the policy's word
 on the pool; the loop (streams/merger/loop.py) promotes or rolls back.
+
+A version whose model has edges the merger knows, none of them in the canary
+share, is promoted at once with that reason: nobody would ever report on it,
+and the model's rounds would wait for good.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from models.canary import CanaryPolicy, PairedLoss, Verdict, in_canary
@@ -27,6 +31,7 @@ class Pending:
     version: int
     previous: int
     reports: dict[str, PairedLoss] = field(default_factory=dict)  # node -> latest
+    decided: Verdict | None = None  # known at the start: no canary to wait for
 
     def pooled(self) -> PairedLoss:
         total = PairedLoss(self.version)
@@ -40,9 +45,22 @@ class CanaryTracker:
         self.policy = policy
         self.pending: dict[str, Pending] = {}  # model name -> its canaried version
 
-    def start(self, name: str, version: int, previous: int) -> None:
-        """``version`` went to the canaries; ``previous`` (0: none) stays with the rest."""
-        self.pending[name] = Pending(version, previous)
+    def start(
+        self, name: str, version: int, previous: int, edges: Collection[str] | None = None
+    ) -> None:
+        """``version`` went to the canaries; ``previous`` (0: none) stays with the rest.
+
+        ``edges``: the model's edges the merger knows (None: unknown); if there
+        are some and none is a canary, the version is promoted at the next verdict.
+        """
+        pending = Pending(version, previous)
+        if edges and not any(in_canary(e, self.policy.share) for e in edges):
+            pending.decided = Verdict(
+                "promote",
+                f"none of the {len(edges)} known edges is in the {self.policy.share:g} canary "
+                "share: nobody would report, so the version goes to everyone",
+            )
+        self.pending[name] = pending
 
     def report(self, name: str, node_id: str, metrics: Mapping[str, float]) -> bool:
         """Take a summary's report; True if it counted (a canary's, about the pending version)."""
@@ -62,7 +80,7 @@ class CanaryTracker:
         pending = self.pending.get(name)
         if pending is None:
             return None
-        verdict = self.policy.verdict(pending.pooled())
+        verdict = pending.decided or self.policy.verdict(pending.pooled())
         if verdict is None:
             return None
         del self.pending[name]

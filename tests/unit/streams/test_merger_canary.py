@@ -84,3 +84,19 @@ def test_the_core_marks_new_versions_for_the_canaries_and_waits_for_the_verdict(
     merger.paused.discard("fraud-linear")  # the loop does this once the verdict is carried out
     (third,) = merger.close_due(4)
     assert (third.version, third.parent_version, third.canary) == (4, 3, 0.2)
+
+
+def test_a_fleet_without_a_canary_gets_the_version_at_once() -> None:
+    """No known edge in the share: nobody would report, so rounds would wait for good."""
+    t = CanaryTracker(CanaryPolicy(0.3, margin=0.01, min_events=100))
+    t.start("fraud-linear", version=5, previous=4, edges=OTHERS[:3])
+    pending, verdict = t.verdict("fraud-linear")  # type: ignore[misc]
+    assert (pending.version, verdict.action) == (5, "promote")
+    assert "none of the 3 known edges" in verdict.reason
+
+
+def test_a_fleet_with_a_canary_or_unknown_waits_for_reports() -> None:
+    t = CanaryTracker(CanaryPolicy(0.3, margin=0.01, min_events=100))
+    t.start("fraud-linear", version=5, previous=4, edges=[OTHERS[0], CANARIES[0]])
+    t.start("iot-hst", version=2, previous=1, edges=[])  # no edge heard from yet
+    assert t.verdict("fraud-linear") is None and t.verdict("iot-hst") is None
