@@ -51,7 +51,13 @@ from models.secagg.aggregate import CODEC as SECAGG_CODEC
 from models.secagg.round import Dropouts
 from models.serialization import weight_summary_record, wire_roundtrip
 from models.summary import Summary
-from prism.compare.lifecycle import LIFECYCLE_ARCHITECTURES, Lifecycle, LifecycleConfig, variants
+from prism.compare.lifecycle import (
+    LIFECYCLE_ARCHITECTURES,
+    Decided,
+    Lifecycle,
+    LifecycleConfig,
+    variants,
+)
 from prism.compare.stream import EVENT, Stream
 from schemas import Codec
 from streams.merger.rounds import Closed, Merger, MergerConfig, Update
@@ -366,8 +372,12 @@ class _Fleet:
                 self.run.held_back.append(closed.version)
                 continue
             if closed.canary is not None and self.lifecycle is not None:
-                self.lifecycle.start(closed.name, summary, closed.version, closed.parent_version)
+                edges = self.merger.edges_of(closed.name)
+                self.lifecycle.start(
+                    closed.name, summary, closed.version, closed.parent_version, edges
+                )
                 self.run.canaried.append(closed.version)
+                self._verdict(self.lifecycle.settle(), now_ms)
             else:
                 self.global_ = (summary, closed.version)
             layout = self.layouts[closed.version] = layout_of(summary).id
@@ -388,7 +398,9 @@ class _Fleet:
     def _canary_report(self, site: int, now_ms: int) -> None:
         """A canary's summary went out with its paired loss: promote or roll back, as the
         merger's steering does (streams/merger/steering.py), once the tracker decides."""
-        decided = None if self.lifecycle is None else self.lifecycle.report(site)
+        self._verdict(None if self.lifecycle is None else self.lifecycle.report(site), now_ms)
+
+    def _verdict(self, decided: Decided | None, now_ms: int) -> None:
         if decided is None:
             return
         assert self.merger is not None and self.global_ is not None

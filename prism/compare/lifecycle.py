@@ -129,9 +129,12 @@ class Lifecycle:
             self.reservoir.offer(x, label)
 
     # -- the canaries -------------------------------------------------------------
-    def start(self, name: str, summary: Summary, version: int, previous: int) -> None:
+    def start(
+        self, name: str, summary: Summary, version: int, previous: int, edges: list[str]
+    ) -> None:
+        """``edges``: the sites the merger has heard from, as the merger passes them."""
         assert self.tracker is not None
-        self.tracker.start(name, version, previous)
+        self.tracker.start(name, version, previous, edges)
         self.trial = (name, summary, version)
 
     def offered(
@@ -164,8 +167,15 @@ class Lifecycle:
         run = self.runs.get(site)
         if run is None or self.tracker is None or self.trial is None:
             return None
+        self.tracker.report(self.trial[0], self.site_names[site], run.loss.as_metrics())
+        return self.settle()
+
+    def settle(self) -> Decided | None:
+        """The tracker's verdict on the trial, if it has one now (the merger asks each step:
+        a fleet with no canary is decided at the start)."""
+        if self.tracker is None or self.trial is None:
+            return None
         name, summary, _version = self.trial
-        self.tracker.report(name, self.site_names[site], run.loss.as_metrics())
         decided = self.tracker.verdict(name)
         if decided is None:
             return None

@@ -329,7 +329,7 @@ class MergerLoop(Steering):
                 self._hold(c)
                 continue
             if c.canary is not None and self.canary is not None:
-                self.canary.start(c.name, c.version, c.parent_version, self._edges(c.name))
+                self.canary.start(c.name, c.version, c.parent_version, self.merger.edges_of(c.name))
                 self._event(c.name, c.version, c.parent_version, "canary", "canary",
                             f"version {c.version} goes to a {c.canary:g} share of the edges "
                             f"first; the others keep {c.parent_version}")  # fmt: skip

@@ -763,6 +763,11 @@ class Merger:
             if u.tier == "regional"
         ]
 
+    def edges_of(self, model_name: str) -> list[str]:
+        """The edges this merger has heard from about ``model_name`` (canary candidates)."""
+        nodes = self.nodes.items()
+        return [n for n, led in nodes if led.tier == "edge" and led.model_name == model_name]
+
     def _note(self, update: Update, *, excluded: bool, reason: str) -> NodeLedger:
         ledger = self.ledger(update.node_id)
         ledger.last_seen_ms = max(ledger.last_seen_ms, update.created_at_ms)

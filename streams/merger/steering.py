@@ -129,13 +129,8 @@ class Steering:
             record = self.codec.decode(data, expected="GlobalModel")
             if record.get("canary") is not None:
                 version, parent = int(record["version"]), int(record["parent_version"])
-                self.canary.start(name, version, parent, self._edges(name))
+                self.canary.start(name, version, parent, self.merger.edges_of(name))
                 self.merger.paused.add(name)
-
-    def _edges(self, name: str) -> list[str]:
-        """The edges the merger has heard from about model ``name`` (canary candidates)."""
-        nodes = self.merger.nodes.items()
-        return [n for n, led in nodes if led.tier == "edge" and led.model_name == name]
 
     def _canary_verdicts(self) -> list[Closed]:
         """Promote or roll back versions the canaries have judged; [] while Redis lags."""
