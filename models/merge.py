@@ -44,7 +44,7 @@ from models.specs import get_spec
 from models.specs.algebra import SummaryAlgebra
 from models.summary import Summary
 
-__all__ = ["Contributor", "Exclusion", "MergeResult", "merge"]
+__all__ = ["Contributor", "Exclusion", "MergeResult", "admit", "merge", "validate"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,11 @@ class MergeResult:
     excluded: tuple[Exclusion, ...]
 
 
-def _validate(summaries: Sequence[Summary], current: Summary | None) -> SummaryAlgebra:
+def validate(summaries: Sequence[Summary], current: Summary | None) -> SummaryAlgebra:
+    """The spec's algebra, once every summary (and ``current``) is one mergeable kind.
+
+    Shared by the clear merge and the secure one (``models.secagg.aggregate``).
+    """
     if isinstance(summaries, Summary) or not isinstance(summaries, Sequence):
         raise InvalidSummaryError("merge expects a list of summaries")
     if not summaries:
@@ -107,7 +111,7 @@ def _validate(summaries: Sequence[Summary], current: Summary | None) -> SummaryA
     return algebra
 
 
-def _admit(summaries: Sequence[Summary]) -> tuple[list[Summary], list[Exclusion]]:
+def admit(summaries: Sequence[Summary]) -> tuple[list[Summary], list[Exclusion]]:
     """Drop duplicate (node, sequence) pairs and empty summaries."""
     kept: list[Summary] = []
     out: list[Exclusion] = []
@@ -213,10 +217,10 @@ def merge(
     >>> result.summary.n_samples, [c.node_id for c in result.contributors]
     (20, ['a'])
     """
-    algebra = _validate(summaries, current)
+    algebra = validate(summaries, current)
     if accumulate and current is None:
         raise ModelError("accumulate=True needs the current global summary")
-    kept, excluded = _admit(summaries)
+    kept, excluded = admit(summaries)
     features = algebra.union_features([*kept, current] if current is not None else kept)
     aligned = [algebra.align(s, features) for s in kept]
     base = algebra.align(current, features) if current is not None else None

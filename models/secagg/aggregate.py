@@ -28,7 +28,7 @@ import numpy as np
 
 from models.errors import ModelError
 from models.exact import merge_moments
-from models.merge import Contributor, MergeResult, _admit, _validate
+from models.merge import Contributor, MergeResult, admit, validate
 from models.secagg.compat import check_secure, check_spec
 from models.secagg.fixedpoint import FixedPoint
 from models.secagg.keys import Entropy
@@ -109,11 +109,11 @@ def secure_merge(  # noqa: PLR0913 - merge()'s parameters plus the round's
     ``node_id#sequence``, the round's participant ids).
     """
     check_secure(strategy, **options)
-    algebra = _validate(summaries, current)
+    algebra = validate(summaries, current)
     check_spec(summaries[0].model_name)
     if accumulate and current is None:
         raise ModelError("accumulate=True needs the current global summary")
-    kept, excluded = _admit(summaries)
+    kept, excluded = admit(summaries)
     features = algebra.union_features([*kept, current] if current is not None else kept)
     aligned = [algebra.align(s, features) for s in kept]
     base = algebra.align(current, features) if current is not None else None
