@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,10 @@ def launch(settings: Settings, tmp_path: Path, args: list[str], name: str,
     cmd = [sys.executable, str(HELPER)] if helper else [sys.executable, "-m", "prism.cli"]
     proc = subprocess.Popen(
         [*cmd, *args],
-        env=service_env(settings) | env | {"PYTHONPATH": os.pathsep.join(sys.path)},
+        env=service_env(settings)
+        | {"PRISM_REDIS_PREFIX": settings.redis_prefix}
+        | env
+        | {"PYTHONPATH": os.pathsep.join(sys.path)},
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -147,6 +151,8 @@ def round_records(bootstrap: str, topic: str) -> list[dict]:
 def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_threshold(
     test_settings: Settings, prism_topics: dict[str, str], tmp_path: Path
 ) -> None:
+    # a registry of its own: other tests' fraud-linear versions must not number these
+    test_settings = test_settings.model_copy(update={"redis_prefix": f"t{uuid.uuid4().hex[:8]}"})
     bootstrap = test_settings.kafka_bootstrap or ""
     trust, keyfiles = identities(tmp_path)
 

@@ -234,15 +234,15 @@ def test_json_outputs_have_their_documented_keys(
     screen = _prism(env, "status", "--json")
     assert screen.returncode == 0, screen.stderr
     whole = json.loads(screen.stdout)
-    assert set(whole) == {"stack", "services", "models"} and whole["services"] is None
+    assert set(whole) == {"stack", "services", "models", "shadow"} and whole["services"] is None
     assert [set(r) for r in whole["stack"]] == [component_keys] * 2
-    assert isinstance(whole["models"], list)
+    assert isinstance(whole["models"], list) and isinstance(whole["shadow"], dict)
 
     env["PRISM_REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens: down, and said so
     unreachable = _prism(env, "status", "--json")
     assert unreachable.returncode == 1
     down = json.loads(unreachable.stdout)
-    assert down["models"] is None
+    assert down["models"] is None and down["shadow"] is None
     assert not next(r for r in down["stack"] if r["name"] == "redis")["healthy"]
 
 
