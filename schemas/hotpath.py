@@ -32,7 +32,7 @@ from typing import Any
 from schemas.codec import MARKER, Codec
 from schemas.registry import current
 
-__all__ = ["LabelDecoder", "ScoreEncoder", "ScoreRow", "avro_long"]
+__all__ = ["LabelDecoder", "ScoreEncoder", "ScoreRow", "avro_long", "read_avro_long"]
 
 #: the versions this module is written for (CRC-64-AVRO of the canonical form)
 LABEL_FINGERPRINT = bytes.fromhex("6e7d411dd30e7e4d")
@@ -310,7 +310,7 @@ class LabelDecoder:
         return self.codec.decode(data, expected="Label")
 
 
-def _read_long(data: bytes, i: int) -> tuple[int, int]:
+def read_avro_long(data: bytes, i: int) -> tuple[int, int]:
     """An Avro long at ``i`` and the position after it; at most 8 bytes (56 bits) here."""
     byte = data[i]
     n = byte & 0x7F
@@ -327,7 +327,7 @@ def _read_long(data: bytes, i: int) -> tuple[int, int]:
 
 
 def _read_string(data: bytes, i: int) -> tuple[str, int]:
-    size, i = _read_long(data, i)
+    size, i = read_avro_long(data, i)
     end = i + size
     if size < 0 or end > len(data):
         raise ValueError("a string that does not fit")
@@ -337,7 +337,7 @@ def _read_string(data: bytes, i: int) -> tuple[str, int]:
 def _read_label(data: bytes) -> dict[str, Any]:
     """Label v1: event_id string, ts long, label boolean, site_id [null, string]."""
     event_id, i = _read_string(data, 10)
-    ts, i = _read_long(data, i)
+    ts, i = read_avro_long(data, i)
     label = data[i]
     branch = data[i + 1]
     i += 2

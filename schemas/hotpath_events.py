@@ -21,6 +21,7 @@ import struct
 from typing import Any
 
 from schemas.codec import MARKER, Codec
+from schemas.hotpath import read_avro_long
 from schemas.registry import current
 
 __all__ = ["TransactionDecoder"]
@@ -61,28 +62,12 @@ class TransactionDecoder:
         return self.codec.decode(data, expected="Transaction")
 
 
-def _long(data: bytes, i: int) -> tuple[int, int]:
-    """An Avro long at ``i`` and the position after it; at most 8 bytes (56 bits) here."""
-    byte = data[i]
-    n = byte & 0x7F
-    shift = 7
-    i += 1
-    while byte & 0x80:
-        if shift > 49:
-            raise ValueError("a varint longer than this fast path reads")
-        byte = data[i]
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        i += 1
-    return (n >> 1) ^ -(n & 1), i
-
-
 def _string(data: bytes, i: int) -> tuple[str, int]:
     size = data[i]
     if size < 0x80:  # one-byte length: nearly every string here
         size, i = (size >> 1) ^ -(size & 1), i + 1
     else:
-        size, i = _long(data, i)
+        size, i = read_avro_long(data, i)
     end = i + size
     if size < 0 or end > len(data):
         raise ValueError("a string that does not fit")
@@ -92,7 +77,7 @@ def _string(data: bytes, i: int) -> tuple[str, int]:
 def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
     """Transaction v1: six strings and a long, amount double, currency, features map, label."""
     event_id, i = _string(data, 10)
-    ts, i = _long(data, i)
+    ts, i = read_avro_long(data, i)
     site_id, i = _string(data, i)
     region, i = _string(data, i)
     account_id, i = _string(data, i)
@@ -100,7 +85,7 @@ def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
     (amount,) = _DOUBLE(data, i)
     i += 8
     currency, i = _string(data, i)
-    count, i = _long(data, i)
+    count, i = read_avro_long(data, i)
     features: dict[str, float] = {}
     finite = amount - amount == 0.0  # NaN and +-inf give NaN
     if count < 0:
