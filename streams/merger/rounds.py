@@ -514,14 +514,8 @@ class Merger:
                 self._settle(u, excluded=True, reason=f"round refused: {e}")
             self._count("rounds-refused")
             return None
-        # what the sites decode, not the float64 merge: the next round starts from their model
         merged = result.summary
-        delta = self._delta(tier, result.summary)
-        if delta is None:
-            result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
-        else:
-            rebuilt = apply_delta(tier.current, delta[1], result.summary.n_samples)  # type: ignore[arg-type]
-            result = replace(result, summary=rebuilt)
+        result, delta = self._as_sent(tier, result)
         merge_s = self.timer() - started
         judgement = self._judge(tier, result.summary)
         tier.version += 1
@@ -640,12 +634,7 @@ class Merger:
         version chain and every (node, sequence) in the sum is never merged again.
         """
         tier = self._global(model_name)
-        delta = self._delta(tier, result.summary)
-        if delta is None:
-            result = replace(result, summary=wire_roundtrip(result.summary, self.config.quantize))
-        else:
-            rebuilt = apply_delta(tier.current, delta[1], result.summary.n_samples)  # type: ignore[arg-type]
-            result = replace(result, summary=rebuilt)
+        result, delta = self._as_sent(tier, result)
         tier.version += 1
         parent = tier.published
         for c in result.contributors:
@@ -678,6 +667,20 @@ class Merger:
         if self.judge is None or tier.tier != "global":
             return Judgement()
         return self.judge.judge(tier.name, candidate, tier.current, tier.published)
+
+    def _as_sent(
+        self, tier: _Tier, result: MergeResult
+    ) -> tuple[MergeResult, tuple[int, dict[str, Any]] | None]:
+        """The result as the sites decode it (and the delta it goes as, None: whole).
+
+        Not the float64 merge: the next round starts from the sites' model.
+        """
+        delta = self._delta(tier, result.summary)
+        if delta is None:
+            sent = wire_roundtrip(result.summary, self.config.quantize)
+            return replace(result, summary=sent), None
+        rebuilt = apply_delta(tier.current, delta[1], result.summary.n_samples)  # type: ignore[arg-type]
+        return replace(result, summary=rebuilt), delta
 
     def _delta(self, tier: _Tier, merged: Summary) -> tuple[int, dict[str, Any]] | None:
         """The next version as a delta from the current one, or None: it goes whole."""
