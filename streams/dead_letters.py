@@ -50,6 +50,18 @@ class DeadLetters:
         }
         return self.codec.encode("DeadLetter", record)
 
+    def send_message(self, m: Any, reason_code: str, reason: str) -> None:
+        """Dead-letter a consumed Kafka message as it was read (topic, position, key, value)."""
+        self.send(
+            topic=m.topic(),
+            partition=m.partition(),
+            offset=m.offset(),
+            key=m.key(),
+            value=m.value(),
+            reason_code=reason_code,
+            reason=reason,
+        )
+
     def send(
         self,
         *,

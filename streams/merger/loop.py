@@ -305,15 +305,7 @@ class MergerLoop(Steering):
         return now_ms if refused is None else None
 
     def _dead(self, m: Any, reason_code: str, reason: str) -> None:
-        self.dead.send(
-            topic=m.topic(),
-            partition=m.partition(),
-            offset=m.offset(),
-            key=m.key(),
-            value=m.value(),
-            reason_code=reason_code,
-            reason=reason,
-        )
+        self.dead.send_message(m, reason_code, reason)
 
     # -- publishing ---------------------------------------------------------------------
     def _commit(self, closed: list[Closed], *, wait: bool = False) -> None:

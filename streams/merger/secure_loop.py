@@ -105,15 +105,7 @@ class SecureFeed:
             self.rounds.take(contract, record, signature, len(value), now_ms)
         except (SchemaError, SignatureError, StepRefused) as e:
             log.info("secure step refused topic=%s reason=%s: %s", m.topic(), e.reason_code, e)
-            self.dead.send(
-                topic=m.topic(),
-                partition=m.partition(),
-                offset=m.offset(),
-                key=m.key(),
-                value=value,
-                reason_code=e.reason_code,
-                reason=str(e),
-            )
+            self.dead.send_message(m, e.reason_code, str(e))
 
     def _publishable(self, merger: Merger, f: Finished, now_ms: int) -> Closed:
         started = time.perf_counter()

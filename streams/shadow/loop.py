@@ -168,15 +168,7 @@ class ShadowLoop:
             self.telemetry.paired(pair)
 
     def _dead(self, m: Any, reason_code: str, reason: str) -> None:
-        self.dead.send(
-            topic=m.topic(),
-            partition=m.partition(),
-            offset=m.offset(),
-            key=m.key(),
-            value=m.value(),
-            reason_code=reason_code,
-            reason=reason,
-        )
+        self.dead.send_message(m, reason_code, reason)
 
     def _caught_up(self) -> bool:
         assigned = self.consumer.assignment()
