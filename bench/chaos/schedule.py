@@ -41,7 +41,7 @@ class Fault:
 
     @property
     def end(self) -> float:
-        return self.at + self.duration
+        return round(self.at + self.duration, 3)  # on the schedule's millisecond grid
 
 
 def make_schedule(
@@ -83,13 +83,14 @@ def make_schedule(
         length = round(rng.uniform(lo, hi), 3)
         if t + length > last:
             break
-        running = [f for f in running if f.end > t]
+        at = round(t, 3)  # decided on the grid the fault is written on, so checks agree
+        running = [f for f in running if f.end > at]
         infra_busy = any(f.target in INFRA for f in running)
-        ready = [n for n in names if free_at[n] <= t and not (n in INFRA and infra_busy)]
+        ready = [n for n in names if free_at[n] <= at and not (n in INFRA and infra_busy)]
         if not ready or len(running) >= max_concurrent:
             continue
         target = rng.choice(ready)
-        fault = Fault(round(t, 3), target, rng.choice(sorted(targets[target])), length)
+        fault = Fault(at, target, rng.choice(sorted(targets[target])), length)
         out.append(fault)
         running.append(fault)
         free_at[target] = fault.end + recover

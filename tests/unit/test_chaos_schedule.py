@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
@@ -59,6 +59,21 @@ def test_a_seed_gives_one_schedule(seed: int, targets, params) -> None:
 
 
 @given(st.integers(0, 2**32), targets_st, params_st)
+@example(  # a fault starting where another ends, to the millisecond (float rounding)
+    seed=0,
+    targets={
+        "central-0": ["kill9", "sigterm", "pause"],
+        "central-1": ["kill9"],
+        "merger": ["kill9", "sigterm", "pause"],
+    },  # fmt: skip
+    params={
+        "duration": 308.0,
+        "mean_gap": 0.5,
+        "fault_s": (0.1, 0.1),
+        "recover": 0.0,
+        "max_concurrent": 1,
+    },  # fmt: skip
+)
 def test_faults_in_window_allowed_and_never_overlapping(seed: int, targets, params) -> None:
     faults = sch.make_schedule(seed, targets=targets, warmup=5, quiet=5, **params)
     lo, hi = params["fault_s"]
