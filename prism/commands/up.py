@@ -22,7 +22,7 @@ from runtime.errors import StackError, UsageError
 from runtime.settings import Settings
 
 MARKER = "prism.cli supervise"
-PORTS = {"central-fraud": 9301, "central-iot": 9303, "merger": 9302}
+PORTS = {"central-fraud": 9301, "central-iot": 9303, "merger": 9302, "shadow": 9304}
 EDGE_PORT = 9310
 
 
@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--data", type=Path, help="the edges' log, split by site (default: generated)")
     up.add_argument("--edge-rate", type=float, default=200.0, help="events/s per edge agent")
+    up.add_argument(
+        "--edge-mode",
+        choices=("private", "hybrid"),
+        default="private",
+        help="hybrid: the edges forward their events to the central learner too, and a "
+        "`prism shadow run` job compares the two scores of each (see `prism status`)",
+    )
     up.add_argument("--round-size", type=int, help="merger round size (default: --edges)")
     up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health")
     up.set_defaults(handler=cmd_up, use_stack_file=False)
@@ -135,12 +142,17 @@ def plan(args: argparse.Namespace, data: Path, sites: list[str]) -> list:
                     "200,10s",
                     "--metrics-port",
                     str(port),
+                    "--mode",
+                    args.edge_mode,
                 ],
                 port,
                 redis_role="edge",
                 signs_for=[f"edge-{i}"],
             )
         )
+    if args.edge_mode == "hybrid":
+        argv = ["shadow", "run", "--metrics-port", str(PORTS["shadow"])]
+        services.append(Service("shadow", argv, PORTS["shadow"], redis_role="shadow"))
     return services
 
 

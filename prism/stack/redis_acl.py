@@ -12,6 +12,7 @@ prism-central  its checkpoints                             read, write, MULTI/EX
 prism-merger   its state (``merger:*``) + the registry     read, write, MULTI/EXEC
                + operator controls (``pins``)
 prism-edge     the registry's models + ``pins``            read only
+prism-shadow   its pairing state (``shadow:*``)            read, write, MULTI/EXEC
 prism-query    every key                                   read only
 default        every key (admin: ``prism stack``, resets)  all
 =============  ==========================================  ===========================
@@ -26,7 +27,12 @@ from __future__ import annotations
 
 QUERY_USER = "prism-query"
 #: service role -> Redis user; ``prism up`` gives each service its role's URL
-ROLE_USERS = {"central": "prism-central", "merger": "prism-merger", "edge": "prism-edge"}
+ROLE_USERS = {
+    "central": "prism-central",
+    "merger": "prism-merger",
+    "edge": "prism-edge",
+    "shadow": "prism-shadow",
+}
 
 _READ = "-@all +@read +@connection -@dangerous"
 _WRITE = "-@all +@read +@write +@transaction +@connection -@dangerous"
@@ -40,6 +46,7 @@ def acl_rules(prefix: str) -> dict[str, str]:
         "prism-central": f"resetkeys ~{prefix}:checkpoint:* resetchannels {_WRITE}",
         "prism-merger": f"resetkeys ~{prefix}:merger:* {registry} {pins} resetchannels {_WRITE}",
         "prism-edge": f"resetkeys ~{prefix}:models ~{prefix}:model:* {pins} resetchannels {_READ}",
+        "prism-shadow": f"resetkeys ~{prefix}:shadow:* resetchannels {_WRITE}",
         QUERY_USER: f"resetkeys ~* resetchannels {_READ}",
     }
 

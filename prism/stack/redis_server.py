@@ -34,7 +34,7 @@ MARKER = "redis-server"
 class RedisAddresses:
     url: str
     query_url: str
-    #: service role (central, merger, edge) -> the URL of its least-privilege user
+    #: service role (central, merger, edge, shadow) -> the URL of its least-privilege user
     role_urls: dict[str, str] = field(default_factory=dict)
 
     def as_env(self) -> dict[str, str]:

@@ -10,7 +10,8 @@ tests/unit/test_compose.py). Against a real redis-server of the test's own:
 - a central worker, the merger and an edge agent (globals from the registry),
   each connected as its own user, run a replay end to end: one score per
   event, checkpoints and the registry written, the global adopted by the edge
-  — the privileges are enough, not just small.
+  — the privileges are enough, not just small; the shadow job, as its own
+  user, pairs edge and central scores and saves its state.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka import Producer
 from helpers.runs import datagen_log, event_ids, start_cli
 from helpers.services import decoded, wait_exit, wait_for_log
 from pydantic import SecretStr
@@ -62,8 +64,12 @@ def test_each_user_is_refused_outside_its_keys_and_commands(acl_redis) -> None:
     for key in (f"{p}:checkpoint:g:0", f"{p}:merger:g:offsets", f"{p}:model:m:current",
                 "other:key"):  # fmt: skip
         admin.set(key, b"admin")
-    central, merger, edge = (_client(addresses.role_urls[r]) for r in ("central", "merger", "edge"))
+    central, merger, edge, shadow = (
+        _client(addresses.role_urls[r]) for r in ("central", "merger", "edge", "shadow")
+    )
     query = _client(addresses.query_url)
+    with shadow.pipeline(transaction=True) as tx:  # its state: totals + offsets in one MULTI
+        tx.hset(f"{p}:shadow:g", "p0", b"{}").execute()
 
     assert central.set(f"{p}:checkpoint:g:0", b"c") and central.get(f"{p}:checkpoint:g:0") == b"c"
     assert merger.set(f"{p}:merger:g:offsets", b"m") and merger.hset(f"{p}:node:n1", "a", 1) >= 0
@@ -83,10 +89,15 @@ def test_each_user_is_refused_outside_its_keys_and_commands(acl_redis) -> None:
         "merger deletes outside the prefix": (merger.delete, "other:key"),
         "edge writes the registry": (edge.set, f"{p}:model:m:current", b"x"),
         "edge reads a checkpoint": (edge.get, f"{p}:checkpoint:g:0"),
+        "shadow writes the registry": (shadow.set, f"{p}:model:m:current", b"x"),
+        "shadow reads a checkpoint": (shadow.get, f"{p}:checkpoint:g:0"),
+        "shadow reads the merger's state": (shadow.get, f"{p}:merger:g:offsets"),
+        "central writes the shadow state": (central.hset, f"{p}:shadow:g", "p0", b"x"),
+        "edge writes the shadow state": (edge.hset, f"{p}:shadow:g", "p0", b"x"),
         "query writes": (query.set, "other:key", b"x"),
         "query deletes": (query.delete, f"{p}:model:m:current"),
     }
-    for role, client in {"central": central, "merger": merger, "edge": edge,
+    for role, client in {"central": central, "merger": merger, "edge": edge, "shadow": shadow,
                          "query": query}.items():  # fmt: skip
         refusals[f"{role} runs KEYS"] = (client.keys, "*")
         refusals[f"{role} runs FLUSHALL"] = (client.flushall,)
@@ -95,7 +106,8 @@ def test_each_user_is_refused_outside_its_keys_and_commands(acl_redis) -> None:
     allowed = [what for what, (call, *args) in refusals.items() if not _refused(call, *args)]
     assert allowed == []
     assert admin.get(f"{p}:merger:g:offsets") == b"m" and admin.get("other:key") == b"admin"
-    for c in (admin, central, merger, edge, query):
+    assert admin.hget(f"{p}:shadow:g", "p0") == b"{}"
+    for c in (admin, central, merger, edge, shadow, query):
         c.close()
 
 
@@ -151,3 +163,36 @@ def test_services_run_end_to_end_each_as_its_own_user(acl_redis, test_settings, 
     shards = [n for n in query.nodes() if n["tier"] == "central"]
     query.close()
     assert shards and {n["meta"].get("worker") for n in shards} == {"c1"}
+
+
+def test_the_shadow_job_pairs_scores_as_its_own_user(acl_redis, test_settings, prism_topics,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    """`prism up --edge-mode hybrid` and compose's hybrid profile run the shadow job as
+    prism-shadow: its keys are enough to pair scores, save its state and resume."""
+    prefix, addresses = acl_redis
+    pairs = 40
+    producer = Producer({"bootstrap.servers": test_settings.kafka_bootstrap})
+    codec = Codec()
+    for i in range(pairs):
+        for source, score in (("blend", 0.2), ("central", 0.2 if i % 4 else 0.9)):
+            record = {"event_id": f"e{i}", "ts": 1_700_000_000_000 + i,
+                      "scored_at": 1_700_000_000_050 + i, "node_id": "h1",
+                      "model_name": "fraud-linear", "model_version": 1, "source": source,
+                      "score": score, "latency_ms": 0.5, "label": None}  # fmt: skip
+            producer.produce(prism_topics["scores"], codec.encode("Score", record),
+                             key=f"e{i}".encode())  # fmt: skip
+    assert producer.flush(30) == 0
+    as_shadow = test_settings.model_copy(update={
+        "redis_url": SecretStr(addresses.role_urls["shadow"]), "redis_prefix": prefix})  # fmt: skip
+    for run in ("shadow", "shadow-again"):  # the second resumes from the saved state
+        job = start_cli(as_shadow, tmp_path, run, "shadow", "run", "--group", "sh-acl",
+                        "--idle-exit", "5")  # fmt: skip
+        assert wait_exit(job, timeout=120) == 0, run
+        text = Path(job.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+        assert "NOPERM" not in text and "Traceback" not in text, f"{run}:\n{text[-3000:]}"
+        query = RegistryClient(addresses.query_url, keys=RegistryKeys(prefix))
+        [state] = query.shadow_states().values()
+        query.close()
+        totals = [s["stats"]["fraud-linear"] for s in state.values()]
+        assert sum(t["pairs"] for t in totals) == pairs, run  # counted once, not again
+        assert sum(t["decisions_differ"] for t in totals) == pairs // 4, run

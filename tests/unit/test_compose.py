@@ -74,7 +74,8 @@ def test_redis_users_are_the_least_privilege_users_of_the_local_stack() -> None:
     raw = services["redis"]["command"]
     assert raw.count('on ">${PRISM_REDIS_') == len(starts) == raw.count(">")
     for service, role in [("central-fraud", "central"), ("central-iot", "central"),
-                          ("merger", "merger"), ("edge", "edge")]:  # fmt: skip
+                          ("merger", "merger"), ("edge", "edge"),
+                          ("shadow", "shadow")]:  # fmt: skip
         url = _defaults(services[service]["environment"]["PRISM_REDIS_URL"])
         assert url == f"redis://{ROLE_USERS[role]}:{ROLE_USERS[role]}-password@redis:6379/0"
 
@@ -149,6 +150,10 @@ def test_replay_and_prometheus_are_opt_in_profiles_scraping_every_service() -> N
     targets = str(scrape["scrape_configs"])
     for service in ("central-fraud:9101", "central-iot:9103", "merger:9102", "'edge'"):
         assert service in targets, service
+    shadow = services["shadow"]  # hybrid mode's job: opt in, found by DNS when it runs
+    assert shadow["profiles"] == ["hybrid"] and "'shadow'" in targets
+    assert shadow["command"][-1] == shadow["environment"]["METRICS_PORT"] == "9105"
+    assert "--mode $${EDGE_MODE:-private}" in " ".join(services["edge"]["command"])
 
 
 #: the services that sign (and verify), and a node id each signs for

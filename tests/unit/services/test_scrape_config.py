@@ -14,7 +14,7 @@ from prism.services.scrape import write_scrape_config
 
 def up_args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**{"task": "both", "edges": 2, "round_size": None,
-                                 "edge_rate": 200.0, **kw})  # fmt: skip
+                                 "edge_rate": 200.0, "edge_mode": "private", **kw})  # fmt: skip
 
 
 def test_every_planned_metrics_port_is_a_target_labelled_with_its_service(tmp_path: Path) -> None:
@@ -43,3 +43,23 @@ def test_a_plan_without_edges_has_no_edge_targets(tmp_path: Path) -> None:
         "central-fraud",
         "merger",
     ]
+
+
+def test_a_hybrid_plan_forwards_from_every_edge_and_runs_the_shadow_job(tmp_path: Path) -> None:
+    """`--edge-mode hybrid`: each edge forwards (`--mode hybrid`), and the shadow job that
+    pairs the edge and central scores runs as its own Redis user, scraped as ``shadow``."""
+    services = {s.name: s for s in plan(up_args(edge_mode="hybrid"), tmp_path, ["s0", "s1"])}
+    for edge in ("edge-0", "edge-1"):
+        argv = services[edge].argv
+        assert argv[argv.index("--mode") + 1] == "hybrid"
+    shadow = services["shadow"]
+    assert shadow.argv[:2] == ["shadow", "run"] and shadow.redis_role == "shadow"
+    assert shadow.signs_for == []  # it produces dead letters only: nothing to sign
+    _, targets = write_scrape_config(tmp_path / "up", list(services.values()))
+    jobs = {g["labels"]["prism_service"]: g["labels"]["job"] for g in json.loads(targets.read_text())}
+    assert jobs["shadow"] == "shadow" and set(jobs) == set(services)
+    private = plan(up_args(), tmp_path, ["s0", "s1"])
+    assert "shadow" not in {s.name for s in private}
+    assert {s.argv[s.argv.index("--mode") + 1] for s in private if s.name.startswith("edge")} == {
+        "private"
+    }
