@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from runtime.settings import Settings
 from schemas import Codec
@@ -132,6 +132,27 @@ def global_versions(bootstrap: str, topic: str, partitions: int = 3) -> list[Any
         held[name] = info.summary
         out[(name, info.version)] = info
     return list(out.values())
+
+
+class TopicWatch:
+    """Every record of a topic that is still being written, read on as it grows."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 3) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watch",
+                                  "enable.auto.commit": False})  # fmt: skip
+        self.consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self.codec = Codec()
+        self.records: list[dict] = []
+
+    def all(self) -> list[dict]:
+        """What arrived so far (one short read while producers go on writing)."""
+        batch = self.consumer.consume(5000, timeout=0.5)
+        while batch:
+            self.records += [self.codec.decode(m.value()) for m in batch if m.error() is None]
+            batch = self.consumer.consume(5000, timeout=0.1) if len(batch) == 5000 else []
+        return self.records
 
 
 def wait_for_log(proc: subprocess.Popen, text: str, timeout: float = 60.0) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from helpers.runs import datagen_log
+from helpers.services import TopicWatch
 
 from models.canary import in_canary
 from models.serialization import weight_summary_record
@@ -22,23 +23,6 @@ pytestmark = pytest.mark.integration
 CODEC = Codec()
 NAME = "fraud-linear"
 CANARIES, OTHERS = ("s3", "s4"), ("s1", "s2")
-
-
-class _Watch:
-    """Every record of a topic that is still being written, read on as it grows."""
-
-    def __init__(self, boot: str, topic: str) -> None:
-        self.consumer = Consumer({"bootstrap.servers": boot, "group.id": "watch",
-                                  "enable.auto.commit": False})  # fmt: skip
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)])
-        self.records: list[dict] = []
-
-    def all(self) -> list[dict]:
-        batch = self.consumer.consume(5000, timeout=0.5)
-        while batch:
-            self.records += [CODEC.decode(m.value()) for m in batch if m.error() is None]
-            batch = self.consumer.consume(5000, timeout=0.1) if len(batch) == 5000 else []
-        return self.records
 
 
 def _poison(log: Path, nodes: str) -> list[bytes]:
@@ -82,8 +66,8 @@ def test_a_version_that_hurts_the_canaries_never_reaches_the_others(
         spawn("edge", "run", "--node", node, "--source", str(log), "--state-dir",
               str(tmp_path / node), "--rate", "40", "--summary-every", "100,2s",
               log_name=f"{node}.log")  # fmt: skip
-    scores = _Watch(boot, prism_topics["scores"])
-    lifecycle = _Watch(boot, prism_topics["lifecycle"])
+    scores = TopicWatch(boot, prism_topics["scores"])
+    lifecycle = TopicWatch(boot, prism_topics["lifecycle"])
     _wait("a version promoted by the canaries",
           lambda: [e for e in lifecycle.all() if e["action"] == "promoted"])  # fmt: skip
 

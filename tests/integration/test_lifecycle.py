@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import redis
 from helpers.runs import datagen_log
-from helpers.services import decoded, service_env, wait_exit
+from helpers.services import TopicWatch, decoded, service_env, wait_exit
 
 from runtime.settings import Settings
 from schemas import Codec
@@ -111,7 +111,7 @@ def test_rollback_reaches_the_edges_and_a_pinned_edge_stays(
               str(tmp_path / node), "--rate", "50", "--summary-every", "1000000",
               log_name=f"{node}.log")  # fmt: skip
 
-    watch = _Watch(boot, prism_topics["scores"])
+    watch = TopicWatch(boot, prism_topics["scores"])
     scores = watch.all
 
     def on_version(node: str, version: int) -> list[dict]:
@@ -191,28 +191,6 @@ def test_quarantine_survives_a_merger_restart(
     globals_ = [CODEC.decode(v) for _, _, _, v in _read(boot, prism_topics["global-model"])]
     assert all(g["restored_from"] != 2 for g in globals_)
     assert sorted({g["version"] for g in globals_}) == [1, 2, 3]  # 2 only before its quarantine
-
-
-class _Watch:
-    """Every record of a topic that is still being written, read on as it grows."""
-
-    def __init__(self, boot: str, topic: str, partitions: int = 3) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        self.consumer = Consumer({"bootstrap.servers": boot, "group.id": "watch",
-                                  "enable.auto.commit": False})  # fmt: skip
-        self.consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
-        )
-        self.records: list[dict] = []
-
-    def all(self) -> list[dict]:
-        """What arrived so far (one short read while producers go on writing)."""
-        batch = self.consumer.consume(5000, timeout=0.5)
-        while batch:
-            self.records += [CODEC.decode(m.value()) for m in batch if m.error() is None]
-            batch = self.consumer.consume(5000, timeout=0.1) if len(batch) == 5000 else []
-        return self.records
 
 
 def _read(boot: str, topic: str) -> list:

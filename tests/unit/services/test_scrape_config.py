@@ -56,7 +56,9 @@ def test_a_hybrid_plan_forwards_from_every_edge_and_runs_the_shadow_job(tmp_path
     assert shadow.argv[:2] == ["shadow", "run"] and shadow.redis_role == "shadow"
     assert shadow.signs_for == []  # it produces dead letters only: nothing to sign
     _, targets = write_scrape_config(tmp_path / "up", list(services.values()))
-    jobs = {g["labels"]["prism_service"]: g["labels"]["job"] for g in json.loads(targets.read_text())}
+    jobs = {
+        g["labels"]["prism_service"]: g["labels"]["job"] for g in json.loads(targets.read_text())
+    }
     assert jobs["shadow"] == "shadow" and set(jobs) == set(services)
     private = plan(up_args(), tmp_path, ["s0", "s1"])
     assert "shadow" not in {s.name for s in private}
