@@ -21,7 +21,9 @@ from models.secagg.node import Node, NodeKeys
 from models.specs import get_spec
 from runtime.secagg import (
     StepRefused,
+    confirm_record,
     keys_record,
+    require_confirmed,
     masked_record,
     shares_record,
     unmask_record,
@@ -39,7 +41,7 @@ from streams.merger.secure import SecureConfig, SecureRounds
 
 SPEC = get_spec("fraud-linear")
 CODEC = Codec()
-STEPS = ("SecAggKeys", "SecAggShares", "SecAggMasked", "SecAggUnmask")
+STEPS = ("SecAggKeys", "SecAggShares", "SecAggMasked", "SecAggConfirm", "SecAggUnmask")
 
 
 def increment(node: str, seed: int, n: int = 60):
@@ -99,7 +101,12 @@ class Fleet:
                 masked = self.nodes[v].masked_input(vec, record["routed"].get(v, {}))
                 rec = masked_record(rid, masked, now)
                 rounds.take("SecAggMasked", *self.wire("SecAggMasked", v, rec), now)
-            elif phase == "unmask":
+            elif phase == "confirm":
+                self.nodes[v].confirm(record["nodes"])
+                rec = confirm_record(rid, v, record["nodes"], now)
+                rounds.take("SecAggConfirm", *self.wire("SecAggConfirm", v, rec), now)
+            elif phase == "unmask":  # as the edge does: the confirmations first
+                require_confirmed(record, self.nodes[v].spec, self.verifiers["SecAggConfirm"])
                 rec = unmask_record(rid, self.nodes[v].unmask(record["nodes"]), now)
                 rounds.take("SecAggUnmask", *self.wire("SecAggUnmask", v, rec), now)
 
@@ -110,7 +117,7 @@ def run(fleet, rounds, drop_before=None, now=1_000):
     gone: set[str] = set()
     rounds.open(now)
     live = list(fleet.incs)
-    for _ in range(6):
+    for _ in range(7):
         record = rounds.out[-1]
         if record["phase"] in ("done", "abandoned"):
             break
