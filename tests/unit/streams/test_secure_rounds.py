@@ -220,3 +220,47 @@ def test_an_increment_merged_before_is_refused_when_offered_again():
     with pytest.raises(StepRefused) as e:
         rounds.take("SecAggKeys", dict(rec, key_id=None, signature=None), None, 1, 0)
     assert e.value.reason_code == "duplicate"
+
+
+# -- the consistency check: survivors confirm the set before anyone reveals ----------------------
+def test_a_survivor_that_confirms_and_then_vanishes_is_still_in_the_sum():
+    fleet = Fleet(["a", "b", "c", "d"])
+    rounds = make(fleet)
+    finished = run(fleet, rounds, {"unmask": ["d"]})  # confirmed, never revealed
+    assert finished is not None
+    assert_fedavg(finished, fleet, ["a", "b", "c", "d"])
+    [unmask] = [r for r in rounds.out if r["phase"] == "unmask"]
+    assert [c["node_id"] for c in unmask["confirmations"]] == ["a", "b", "c", "d"]
+    [outcome] = rounds.outcomes
+    assert (outcome.outcome, outcome.reason, outcome.dropouts["unmask"]) == ("unmasked", None, 1)
+
+
+def test_too_few_confirmations_abandon_the_round_before_any_share_is_revealed():
+    fleet = Fleet(["a", "b", "c", "d"])
+    rounds = make(fleet)
+    assert run(fleet, rounds, {"confirm": ["c", "d"]}) is None
+    assert [r["phase"] for r in rounds.out][-2:] == ["confirm", "abandoned"]  # no unmask asked
+    last = rounds.out[-1]
+    assert "consistency check: 2 of 4 survivors confirmed" in last["reason"]
+    assert sorted(last["nodes"]) == ["a", "b", "c", "d"]  # every increment offered again
+    [outcome] = rounds.outcomes
+    assert (outcome.outcome, outcome.reason, outcome.dropouts["confirm"]) == (
+        "abandoned", "unconfirmed", 2
+    )  # fmt: skip
+
+
+def test_a_confirmation_of_another_survivor_set_is_refused_as_inconsistent():
+    fleet = Fleet(["a", "b", "c"])
+    rounds = make(fleet)
+    rounds.open(0)
+    now = 0
+    for _ in range(3):  # keys, shares, input
+        fleet.answer(rounds, rounds.out[-1], ["a", "b", "c"], now)
+        now += 60_000
+        rounds.advance(now)
+    record = rounds.out[-1]
+    assert record["phase"] == "confirm" and record["nodes"] == ["a", "b", "c"]
+    lie = confirm_record(record["round_id"], "a", ["a", "b"], now)
+    with pytest.raises(StepRefused) as e:
+        rounds.take("SecAggConfirm", *fleet.wire("SecAggConfirm", "a", lie), now)
+    assert e.value.reason_code == "secagg-inconsistent"
