@@ -92,9 +92,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         controls=_controls(settings, config, codec),
     )
     if config.secure_agg:  # no summary in the clear: increments go through secure rounds
-        parts.sender = _secure_sender(
-            settings, config, link, outbox, codec, globals_, home, on_bad
-        )
+        parts.sender = _secure_sender(settings, config, link, outbox, codec, globals_, home, on_bad)
     agent = EdgeAgent(config, parts)
     position = agent.restore()
     topic = config.source_topic

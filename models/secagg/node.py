@@ -187,8 +187,11 @@ class Node:
         if self._confirmed is None or alive != self._confirmed:
             raise Inconsistent(
                 f"node {self.node_id!r} refuses to unmask survivors {sorted(alive)}: it "
-                + ("confirmed none" if self._confirmed is None
-                   else f"confirmed {sorted(self._confirmed)}")  # fmt: skip
+                + (
+                    "confirmed none"
+                    if self._confirmed is None
+                    else f"confirmed {sorted(self._confirmed)}"
+                )  # fmt: skip
             )
         if self._revealed:
             raise Inconsistent(f"node {self.node_id!r} revealed its shares once this round")

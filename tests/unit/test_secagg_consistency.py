@@ -29,7 +29,13 @@ from runtime.secagg import (
     confirmed_by,
     require_confirmed,
 )
-from schemas.identity import KeySigner, KeyVerifier, generate_private_key, parse_trust_file, trust_entry
+from schemas.identity import (
+    KeySigner,
+    KeyVerifier,
+    generate_private_key,
+    parse_trust_file,
+    trust_entry,
+)
 from schemas.signing import SignatureError
 
 NAMES = ("a", "b", "c", "d", "e")
@@ -129,8 +135,10 @@ def test_forged_unsigned_misdirected_and_stolen_confirmations_do_not_count():
 def test_the_confirmations_are_checked_against_the_trust_file_not_taken_on_trust():
     with pytest.raises(SignatureError):
         KeyVerifier(TRUST, contract="SecAggConfirm").check(
-            SIGNERS["merger"].sign(dict(confirm_record(RID, "a", NAMES, 1), key_id=None,
-                                        signature=None), "SecAggConfirm")  # fmt: skip
+            SIGNERS["merger"].sign(
+                dict(confirm_record(RID, "a", NAMES, 1), key_id=None, signature=None),
+                "SecAggConfirm",
+            )  # fmt: skip
         )
 
 
@@ -168,4 +176,3 @@ def test_a_merger_that_splits_the_survivor_set_never_gets_both_secrets_of_a_node
     assert not (seed_shares and key_shares)  # never both kinds of e's shares, from anyone
     if told_alive == set("abcd"):  # nobody lied to: the round unmasks as it should
         assert seed_shares >= spec.threshold
-

@@ -16,7 +16,13 @@ from edge_agents.outbox import Outbox
 from edge_agents.secagg import MARKER, SecureSender, _Mine
 from models.secagg.node import NodeKeys
 from schemas import Codec
-from schemas.identity import KeySigner, KeyVerifier, generate_private_key, parse_trust_file, trust_entry
+from schemas.identity import (
+    KeySigner,
+    KeyVerifier,
+    generate_private_key,
+    parse_trust_file,
+    trust_entry,
+)
 
 
 def sender(tmp_path: Path) -> SecureSender:

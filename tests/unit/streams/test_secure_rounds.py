@@ -23,8 +23,8 @@ from runtime.secagg import (
     StepRefused,
     confirm_record,
     keys_record,
-    require_confirmed,
     masked_record,
+    require_confirmed,
     shares_record,
     unmask_record,
 )
