@@ -470,4 +470,7 @@ class EdgeAgent:
             "dp_epsilon": self.learner.dp_epsilon,  # None without DP noise
             "dp_budget_spent": self.learner.dp_spent,
             "quality": {k: v for k, v in window.items() if k in self.quality_metrics},
+            # --secure-agg only: rounds by outcome, the merger's records refused by reason
+            "secagg_rounds": dict(getattr(self.parts.sender, "rounds", {})),
+            "secagg_refused": dict(getattr(self.parts.sender, "refused", {})),
         }

@@ -71,7 +71,21 @@ class EdgeMetrics(Collector):
         )
         for metric, value in s["quality"].items():
             quality.add_metric([self.node_id, s["model"], s["mode"], metric], value)
-        yield from (events, scores, offline, dead, bugs, summaries, quality)
+        rounds = CounterMetricFamily(
+            "prism_edge_secagg_rounds",
+            "Secure rounds by this node's part: joined, delivered, abandoned, left.",
+            labels=["node", "outcome"],
+        )
+        for outcome, n in s.get("secagg_rounds", {}).items():
+            rounds.add_metric([self.node_id, outcome], n)
+        refused = CounterMetricFamily(
+            "prism_edge_secagg_refused_records",
+            "The merger's secure round records this node refused to act on, by reason.",
+            labels=["node", "reason"],
+        )
+        for reason, n in s.get("secagg_refused", {}).items():
+            refused.add_metric([self.node_id, reason], n)
+        yield from (events, scores, offline, dead, bugs, summaries, quality, rounds, refused)
         for name, doc, value in (
             ("prism_edge_fallback_ratio", "Share of local-model scores.", s["fallback_ratio"]),
             (

@@ -19,11 +19,11 @@ from edge_agents.learner import EdgeLearner
 from edge_agents.link import Link
 from edge_agents.metrics import EdgeMetrics
 from edge_agents.outbox import Outbox
-from edge_agents.secagg import SecureSender
+from edge_agents.secagg import OnBad, SecureSender
 from edge_agents.sinks import Forwarder, LocalDeadLetters, ScoreSink, SummarySender
 from edge_agents.sources import FileSource, TopicSource
 from runtime.errors import StackError, UsageError
-from runtime.identity import global_verifier, node_signer, step_signer
+from runtime.identity import global_verifier, node_signer, round_verifiers, step_signer
 from runtime.kafka_security import KafkaAuth, check_login
 from runtime.model_registry import RegistryKeys
 from runtime.model_registry.client import RegistryClient
@@ -92,7 +92,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
         controls=_controls(settings, config, codec),
     )
     if config.secure_agg:  # no summary in the clear: increments go through secure rounds
-        parts.sender = _secure_sender(settings, config, link, outbox, codec, globals_, home)
+        parts.sender = _secure_sender(settings, config, link, outbox, codec, globals_, home, on_bad)
     agent = EdgeAgent(config, parts)
     position = agent.restore()
     topic = config.source_topic
@@ -131,7 +131,9 @@ def _secure_sender(  # noqa: PLR0913 - the adapters it shares with the agent
     codec: Codec,
     globals_: object,
     home: Path,
+    on_bad: OnBad,
 ) -> SecureSender:
+    verifier, confirm_verifier = round_verifiers(settings)
     consumer = Consumer(
         {
             **KafkaAuth.from_settings(settings).librdkafka(),
@@ -153,6 +155,9 @@ def _secure_sender(  # noqa: PLR0913 - the adapters it shares with the agent
         state_dir=home,
         signer=step_signer(settings),
         book=lambda: getattr(globals_, "book", None),
+        verifier=verifier,
+        confirm_verifier=confirm_verifier,
+        on_bad=on_bad,
     )
 
 

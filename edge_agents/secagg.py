@@ -17,6 +17,15 @@ input it writes ``secagg-round.json`` (round id, sequence) to its state dir:
 from then on it may be in the sum. On restart it reads ``secagg-rounds`` from
 the beginning and settles that round by its outcome (``done`` listing it:
 the row is sent; otherwise it is offered again).
+
+The node acts on no phase record the merger did not sign (its global key,
+checked against the trust file: a forged ``done`` would otherwise mark a row
+sent that no global holds). Before revealing shares it confirms, signed, the
+one survivor set it was given, and reveals only when the ``unmask`` record
+names that very set and carries enough valid confirmations of it; a merger
+that names two different sets, or two different records for one phase, is
+refused. Every refusal is logged, counted (``refused``) and written to the
+node's local dead letters; the node leaves the round, its row stays unsent.
 """
 
 from __future__ import annotations
@@ -37,19 +46,31 @@ from edge_agents.outbox import Outbox
 from models.errors import ModelError
 from models.packing import LayoutBook
 from models.secagg.aggregate import node_vector
-from models.secagg.messages import Advertise, RoundSpec
+from models.secagg.messages import Advertise, Inconsistent, RoundSpec
 from models.secagg.node import Node, NodeKeys
 from models.serialization import summary_from_weight_record
 from models.summary import Summary
-from runtime.secagg import keys_record, masked_record, shares_record, unmask_record
+from runtime.secagg import (
+    STEP_TOPICS,
+    StepRefused,
+    confirm_record,
+    keys_record,
+    masked_record,
+    require_confirmed,
+    shares_record,
+    unmask_record,
+)
 from schemas import Codec, SchemaError
-from schemas.identity import KeySigner
+from schemas.identity import KeySigner, KeyVerifier
+from schemas.signing import SignatureError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SecureSender"]
 
 MARKER = "secagg-round.json"
+#: a local dead letter: (reason code, reason, where, raw bytes)
+OnBad = Callable[[str, str, Any, bytes], None]
 
 
 @dataclass
@@ -63,6 +84,7 @@ class _Mine:
     step: str = "keys"
     node: Node | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)  # what the merger said
 
 
 class SecureSender:
@@ -82,10 +104,17 @@ class SecureSender:
         state_dir: Path,
         signer: KeySigner | None = None,
         book: Callable[[], LayoutBook | None] = lambda: None,
+        verifier: KeyVerifier | None = None,
+        confirm_verifier: KeyVerifier | None = None,
+        on_bad: OnBad | None = None,
     ) -> None:
         self.link, self.outbox, self.node_id, self.model_name = link, outbox, node_id, model_name
         self.codec, self.topics, self.consumer, self.signer = codec, dict(topics), consumer, signer
         self.book = book
+        self.verifier, self.confirm_verifier = verifier, confirm_verifier  # SecAggRound, -Confirm
+        self.on_bad = on_bad
+        self.refused: dict[str, int] = {}  # phase records this node would not act on, by reason
+        self.rounds: dict[str, int] = {}  # joined, delivered, abandoned, left
         self.marker_path = state_dir / MARKER
         self.marker = self._load_marker()
         self.mine: _Mine | None = None
@@ -105,17 +134,59 @@ class SecureSender:
             return
         if not self._attached:
             self._attach()
-        for record in self._poll():
-            self._settle(record)
-            self.latest = record  # acted on now, or at a later pump (a row cut meanwhile)
+        for record, raw in self._poll():
+            self.receive(record, raw)
         latest = self.latest
         if latest is not None and latest["phase"] not in ("done", "abandoned"):
             try:
                 self._act(latest)
+            except (StepRefused, Inconsistent) as e:  # the merger's word does not hold
+                code = getattr(e, "reason_code", "secagg-inconsistent")
+                self._refuse(code, f"secure round left: {e}", latest, b"")
+                self._leave()
             except (ModelError, ValueError) as e:  # RoundAbandoned too: this node drops out
                 log.warning("secure round left node=%s round=%s: %s", self.node_id,
                             latest["round_id"], e)  # fmt: skip
-                self.mine = None
+                self._leave()
+
+    def receive(self, record: Mapping[str, Any], raw: bytes = b"") -> bool:
+        """One phase record of this node's model: verified, checked against what the merger
+        said before in the round, then settled; False when refused (never acted on)."""
+        if self.verifier is not None:
+            try:
+                self.verifier.check(record)
+            except SignatureError as e:
+                self._refuse(e.reason_code, f"secure round record not acted on: {e}", record, raw)
+                return False
+        mine = self.mine
+        if mine is not None and record["round_id"] == mine.round_id:
+            said = {k: v for k, v in record.items() if k not in ("signature", "created_at")}
+            before = mine.phases.setdefault(record["phase"], said)
+            if before != said:
+                self._refuse("secagg-equivocation", f"two different {record['phase']} records "
+                             f"for round {mine.round_id!r}", record, raw)  # fmt: skip
+                self._leave()
+                return False
+        self._settle(record)
+        self.latest = record  # acted on now, or at a later pump (a row cut meanwhile)
+        return True
+
+    def _refuse(self, code: str, why: str, record: Mapping[str, Any], raw: bytes) -> None:
+        self.refused[code] = self.refused.get(code, 0) + 1
+        log.error("secure round record refused node=%s round=%s phase=%s reason=%s: %s",
+                  self.node_id, record.get("round_id"), record.get("phase"), code,
+                  why)  # fmt: skip
+        if self.on_bad is not None:
+            where = {"round_id": record.get("round_id"), "phase": record.get("phase")}
+            self.on_bad(code, why, where, raw)
+
+    def _leave(self) -> None:
+        if self.mine is not None:
+            self._count("left")
+        self.mine = None
+
+    def _count(self, what: str) -> None:
+        self.rounds[what] = self.rounds.get(what, 0) + 1
 
     def close(self) -> None:
         self.consumer.close()
@@ -135,7 +206,7 @@ class SecureSender:
         )
         self._attached = True
 
-    def _poll(self) -> list[dict[str, Any]]:
+    def _poll(self) -> list[tuple[dict[str, Any], bytes]]:
         out = []
         for _ in range(20):  # catch up, in bounded bites
             batch = self.consumer.consume(500, timeout=0)
@@ -150,7 +221,7 @@ class SecureSender:
                     log.warning("undecodable secure round record offset=%s: %s", m.offset(), e)
                     continue
                 if record["model_name"] == self.model_name:
-                    out.append(record)
+                    out.append((record, m.value()))
             if not batch:
                 break
         return out
@@ -176,6 +247,7 @@ class SecureSender:
                 if not settled and me in record["nodes"]:
                     self._delivered(mine.sequence, rid, record["version"])
             elif phase == "abandoned":
+                self._count("abandoned")
                 log.info("secure round abandoned node=%s round=%s sequence=%s (offered again): "
                          "%s", me, rid, mine.sequence, record["reason"])  # fmt: skip
                 self.mine = None
@@ -185,6 +257,7 @@ class SecureSender:
     def _delivered(self, sequence: int, rid: str, version: int) -> None:
         self.outbox.mark_sent(sequence)
         self.delivered += 1
+        self._count("delivered")
         log.info("secure round done node=%s round=%s sequence=%s version=%s",
                  self.node_id, rid, sequence, version)  # fmt: skip
 
@@ -202,7 +275,9 @@ class SecureSender:
             self._share(mine, record)
         elif phase == "input" and mine.step == "shares":
             self._masked(mine, record)
-        elif phase == "unmask" and mine.step == "input":
+        elif phase == "confirm" and mine.step == "input":
+            self._confirm(mine, record)
+        elif phase == "unmask" and mine.step == "confirm":
             self._unmask(mine, record)
 
     def _join(self, rid: str) -> None:
@@ -216,6 +291,7 @@ class SecureSender:
         keys = NodeKeys.generate()
         ad = Advertise(self.node_id, keys.cipher.public, keys.mask.public)
         self.mine = _Mine(rid, row.sequence, summary, keys)
+        self._count("joined")
         self._send("SecAggKeys", keys_record(
             rid, ad, model_name=self.model_name, sequence=row.sequence,
             base_version=summary.base_version, features=summary.features, now_ms=_now_ms(),
@@ -252,10 +328,20 @@ class SecureSender:
         mine.step = "input"
         self._send("SecAggMasked", masked_record(mine.round_id, masked, _now_ms()))
 
+    def _confirm(self, mine: _Mine, record: Mapping[str, Any]) -> None:
+        """Vouch, signed, for the one survivor set named to this node (never another)."""
+        if self.node_id not in record["nodes"] or mine.node is None:
+            return  # not a survivor: the round's outcome still settles the row
+        survivors = mine.node.confirm(record["nodes"])
+        mine.step = "confirm"
+        self._send("SecAggConfirm", confirm_record(mine.round_id, self.node_id, sorted(survivors),
+                                                   _now_ms()))  # fmt: skip
+
     def _unmask(self, mine: _Mine, record: Mapping[str, Any]) -> None:
         if self.node_id not in record["nodes"] or mine.node is None:
             return  # not a survivor: the round's outcome still settles the row
-        reply = mine.node.unmask(record["nodes"])
+        require_confirmed(record, mine.node.spec, self.confirm_verifier)
+        reply = mine.node.unmask(record["nodes"])  # only the set it confirmed
         mine.step = "unmask"
         self._send("SecAggUnmask", unmask_record(mine.round_id, reply, _now_ms()))
 
@@ -264,9 +350,7 @@ class SecureSender:
         if self.signer is not None:
             record = self.signer.sign(record, contract)
         value = self.codec.encode(contract, record)
-        topic = self.topics[{"SecAggKeys": "secagg-keys", "SecAggShares": "secagg-shares",
-                             "SecAggMasked": "secagg-masked",
-                             "SecAggUnmask": "secagg-unmask"}[contract]]  # fmt: skip
+        topic = self.topics[STEP_TOPICS[contract]]
         self.link.producer.produce(topic, value, key=self.node_id.encode(), on_delivery=self._done)
         self.link.producer.poll(0)
 

@@ -18,7 +18,14 @@ from schemas.signing import Signer, Verifier, parse_trusted_keys, signer_from
 
 log = logging.getLogger(__name__)
 
-__all__ = ["global_verifier", "node_signer", "step_signer", "step_verifiers", "summary_verifier"]
+__all__ = [
+    "global_verifier",
+    "node_signer",
+    "round_verifiers",
+    "step_signer",
+    "step_verifiers",
+    "summary_verifier",
+]
 
 
 def node_signer(settings: Settings) -> Signer | KeySigner | None:
@@ -107,3 +114,12 @@ def step_signer(settings: Settings) -> KeySigner | None:
             "(PRISM_SIGNING_KEY_FILE), not an HMAC secret"
         )
     return signer
+
+
+def round_verifiers(settings: Settings) -> tuple[KeyVerifier | None, KeyVerifier | None]:
+    """A node's checks in secure rounds: the merger's phase records (signed by its global
+    key) and its peers' confirmations of a survivor set. None, None: no trust file."""
+    if settings.trust_file is None:
+        log.warning("secure round records of the merger are NOT verified (no PRISM_TRUST_FILE)")
+        return None, None
+    return _key_verifier(settings, "SecAggRound"), _key_verifier(settings, "SecAggConfirm")

@@ -5,7 +5,11 @@ record the merger writes per phase. Here they become typed Avro records
 (schemas/avro/SecAgg*.avsc) on topics of their own, so each step can be
 read, retained and dead-lettered on its own, and every node record is signed
 with the node's Ed25519 identity -- the same key and trust file as its
-WeightSummary. Both the merger and the edge agents use this module; it holds
+WeightSummary. The merger's phase records are signed with its global key
+(``global:<model>``, as its GlobalModels), and before revealing shares each
+survivor confirms, signed, the survivor set it was given (SecAggConfirm):
+the unmask record carries those confirmations and a node checks them
+(:func:`confirmed_by`). Both the merger and the edge agents use this module; it holds
 no Kafka client.
 
 Signing covers ``round_id`` too, so a record replayed into another round
@@ -20,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from models.secagg.messages import Advertise, MaskedInput, ShareBundle, UnmaskReply
+from models.secagg.messages import Advertise, MaskedInput, RoundSpec, ShareBundle, UnmaskReply
+from schemas.identity import KeyVerifier
+from schemas.signing import SignatureError
 
 __all__ = [
     "ROUNDS_TOPIC",
@@ -28,6 +34,10 @@ __all__ = [
     "STEPS",
     "StepRefused",
     "advertise_of",
+    "confirm_record",
+    "confirmation_of",
+    "confirmed_by",
+    "require_confirmed",
     "keys_record",
     "masked_of",
     "masked_record",
@@ -47,6 +57,7 @@ STEP_TOPICS = {
     "SecAggShares": "secagg-shares",
     "SecAggMasked": "secagg-masked",
     "SecAggUnmask": "secagg-unmask",
+    "SecAggConfirm": "secagg-confirm",
 }
 STEPS = tuple(STEP_TOPICS)
 KEY_BYTES = 32
@@ -146,3 +157,62 @@ def unmask_of(record: Mapping[str, Any]) -> UnmaskReply:
         )
     except ValueError as e:  # ModelError: both secrets of one node
         raise StepRefused("invalid-secagg", str(e)) from e
+
+
+def confirm_record(round_id: str, node_id: str, survivors: Sequence[str], now_ms: int
+                   ) -> dict[str, Any]:  # fmt: skip
+    return _head(round_id, node_id, now_ms) | {"survivors": sorted(survivors)}
+
+
+def confirmation_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the unmask record carries of one SecAggConfirm: enough to verify it again."""
+    return {
+        "node_id": record["node_id"],
+        "created_at": int(record["created_at"]),
+        "key_id": record.get("key_id"),
+        "signature": record.get("signature"),
+    }
+
+
+def confirmed_by(
+    record: Mapping[str, Any], verifier: KeyVerifier | None
+) -> tuple[set[str], list[str]]:
+    """The survivors whose confirmation of exactly ``record["nodes"]`` verifies, and why the
+    others do not. Each is rebuilt as its SecAggConfirm and checked against the trust file
+    (``verifier``; None: no trust file, each one counts as given)."""
+    survivors = sorted(record["nodes"])
+    good: set[str] = set()
+    bad: list[str] = []
+    for c in record["confirmations"]:
+        node = c["node_id"]
+        if node not in survivors or node in good:
+            bad.append(f"{node!r}: not a survivor, or twice")
+            continue
+        confirm = confirm_record(record["round_id"], node, survivors, c["created_at"])
+        try:
+            if verifier is not None:
+                verifier.check(confirm | {"key_id": c["key_id"], "signature": c["signature"]})
+        except SignatureError as e:
+            bad.append(f"{node!r}: {e.reason_code}")
+            continue
+        good.add(node)
+    return good, bad
+
+
+def require_confirmed(
+    record: Mapping[str, Any], spec: RoundSpec, verifier: KeyVerifier | None
+) -> set[str]:
+    """A node's check of an ``unmask`` record before it reveals anything: enough survivors
+    confirmed exactly this survivor set -- at least the round's ``min_survivors`` and more
+    than half the roster, so no two different sets can both pass while every honest node
+    confirms only one. Else :class:`StepRefused` ``secagg-unconfirmed``."""
+    good, bad = confirmed_by(record, verifier)
+    need = max(spec.min_survivors, len(spec.graph.nodes) // 2 + 1)
+    if len(good) < need:
+        why = f" (refused: {'; '.join(bad)})" if bad else ""
+        raise StepRefused(
+            "secagg-unconfirmed",
+            f"round {record['round_id']!r}: {len(good)} valid confirmations of survivors "
+            f"{sorted(record['nodes'])}, a node reveals shares at {need}{why}",
+        )
+    return good

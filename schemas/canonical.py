@@ -72,8 +72,26 @@ for _step, _fields in {
     "SecAggShares": ("ciphertexts",),
     "SecAggMasked": ("vector",),
     "SecAggUnmask": ("seed_shares", "key_shares"),
+    "SecAggConfirm": ("survivors",),
 }.items():
     SIGNED_FIELDS[_step] = ("round_id", "node_id", *_fields, "created_at", "key_id")
+#: the merger's phase records, signed with its global key: every field but the signature
+SIGNED_FIELDS["SecAggRound"] = (
+    "round_id",
+    "model_name",
+    "phase",
+    "features",
+    "length",
+    "max_dropout",
+    "roster",
+    "routed",
+    "nodes",
+    "confirmations",
+    "version",
+    "reason",
+    "created_at",
+    "key_id",
+)
 # WeightSummary's tag names HMAC for history: Ed25519 signs the very same bytes, so one
 # canonical form serves both and a node can move between them without a contract change.
 _TAGS = {

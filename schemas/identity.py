@@ -87,8 +87,9 @@ __all__ = [
 
 
 def signed_identity(record: Mapping[str, Any], contract: str) -> str | None:
-    """Who a record claims to come from: a node id, or ``global:<model>`` for a global."""
-    if contract == "GlobalModel":
+    """Who a record claims to come from: a node id, or ``global:<model>`` for a global and
+    for a secure round's phase record (both the merger's word on the model)."""
+    if contract in ("GlobalModel", "SecAggRound"):
         name = record.get("model_name")
         return f"global:{name}" if isinstance(name, str) else None
     node = record.get("node_id")

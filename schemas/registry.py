@@ -44,6 +44,7 @@ SCHEMA_NAMES = (
     "SecAggShares",
     "SecAggMasked",
     "SecAggUnmask",
+    "SecAggConfirm",
 )
 NAMESPACE = "prism"
 _AVRO_DIR = Path(__file__).parent / "avro"

@@ -106,6 +106,38 @@ class Telemetry:
             buckets=ROUND_BUCKETS,
             registry=r,
         )
+        # secure aggregation's rounds (merger --secure-agg; docs/secure-aggregation.md)
+        self.secagg_rounds = Counter(
+            "prism_secagg_rounds_total",
+            "Secure rounds by outcome: opened, unmasked, abandoned.",
+            ["service", "model", "outcome"],
+            registry=r,
+        )
+        self.secagg_abandoned = Counter(
+            "prism_secagg_abandoned_rounds_total",
+            "Secure rounds abandoned (nothing published, increments offered again), by reason.",
+            ["service", "model", "reason"],
+            registry=r,
+        )
+        self.secagg_dropouts = Counter(
+            "prism_secagg_dropouts_total",
+            "Nodes that missed a step of a secure round, by step.",
+            ["service", "model", "step"],
+            registry=r,
+        )
+        self.secagg_refused = Counter(
+            "prism_secagg_refused_steps_total",
+            "Secure step records refused (dead-lettered), by reason.",
+            ["service", "reason"],
+            registry=r,
+        )
+        self.secagg_round_seconds = Histogram(
+            "prism_secagg_round_duration_seconds",
+            "A secure round from its first key advertisement to unmasked or abandoned.",
+            ["service", "model"],
+            buckets=ROUND_BUCKETS,
+            registry=r,
+        )
         self.score_latency = BatchHistogram(
             "prism_score_latency_seconds",
             "An event's Kafka timestamp to its score handed to the producer.",

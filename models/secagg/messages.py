@@ -18,13 +18,27 @@ import numpy as np
 from models.errors import ModelError
 from models.secagg.graph import Graph, threshold_for
 
-__all__ = ["Advertise", "MaskedInput", "RoundAbandoned", "RoundSpec", "ShareBundle", "UnmaskReply"]
+__all__ = [
+    "Advertise",
+    "Inconsistent",
+    "MaskedInput",
+    "RoundAbandoned",
+    "RoundSpec",
+    "ShareBundle",
+    "UnmaskReply",
+]
 
 DEFAULT_MAX_DROPOUT = 0.3
 
 
 class RoundAbandoned(ModelError):
     """Too few nodes or shares left to go on: nothing is published, everyone re-offers."""
+
+
+class Inconsistent(RoundAbandoned):
+    """The server told this node two different survivor sets, or asked it to reveal for a
+    set it did not confirm: the node reveals nothing (the attack the consistency check of
+    Bonawitz et al. 2017 stops: a node's seed *and* key shares to the same server)."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from models.secagg import shamir
 from models.secagg.keys import Entropy, KeyPair, agree
 from models.secagg.messages import (
     Advertise,
+    Inconsistent,
     MaskedInput,
     RoundAbandoned,
     RoundSpec,
@@ -86,6 +87,8 @@ class Node:
         self._cipher, self._mask, self._seed = keys.cipher, keys.mask, keys.seed
         self._roster: dict[str, Advertise] = {}
         self._held: dict[str, tuple[shamir.Share, shamir.Share]] = {}  # sender -> (seed, key)
+        self._confirmed: frozenset[str] | None = None  # the one survivor set it vouched for
+        self._revealed = False
 
     def advertise(self) -> Advertise:
         return Advertise(self.node_id, self._cipher.public, self._mask.public)
@@ -147,14 +150,53 @@ class Node:
         n = shamir.SHARE_BYTES
         return shamir.Share.from_bytes(x, body[:n]), shamir.Share.from_bytes(x, body[n:])
 
-    def unmask(self, survivors: Collection[str]) -> UnmaskReply:
-        """Seed shares of surviving senders, key shares of the ones that dropped -- never both."""
-        alive = set(survivors)
+    def confirm(self, survivors: Collection[str]) -> frozenset[str]:
+        """Vouch for one survivor set this round, and only one (the consistency check).
+
+        A second, different set is :class:`Inconsistent`: a server that names a node
+        alive to some and dropped to others would collect both of its secrets.
+        """
+        alive = frozenset(survivors)
+        if self._confirmed is not None and alive != self._confirmed:
+            raise Inconsistent(
+                f"node {self.node_id!r} refuses: survivors {sorted(alive)} after it confirmed "
+                f"{sorted(self._confirmed)} in round {self.spec.round_id!r}"
+            )
+        unknown = alive - set(self.spec.graph.nodes)
+        if unknown:
+            raise Inconsistent(f"survivors {sorted(unknown)} are not in the round's roster")
+        if self.node_id not in alive:
+            raise Inconsistent(f"node {self.node_id!r} is asked to confirm a set without itself")
+        self._enough(alive)
+        self._confirmed = alive
+        return alive
+
+    def _enough(self, alive: frozenset[str]) -> None:
         if len(alive) < self.spec.min_survivors:
             raise RoundAbandoned(
                 f"node {self.node_id!r} refuses to unmask: {len(alive)} survivors, "
                 f"the round needs {self.spec.min_survivors}"
             )
+
+    def unmask(self, survivors: Collection[str]) -> UnmaskReply:
+        """Seed shares of surviving senders, key shares of the ones that dropped -- never both.
+
+        Only for the set it confirmed (:meth:`confirm`), and only once a round.
+        """
+        alive = frozenset(survivors)
+        if self._confirmed is None or alive != self._confirmed:
+            raise Inconsistent(
+                f"node {self.node_id!r} refuses to unmask survivors {sorted(alive)}: it "
+                + (
+                    "confirmed none"
+                    if self._confirmed is None
+                    else f"confirmed {sorted(self._confirmed)}"
+                )  # fmt: skip
+            )
+        if self._revealed:
+            raise Inconsistent(f"node {self.node_id!r} revealed its shares once this round")
+        self._enough(alive)
+        self._revealed = True
         seeds = {u: s.to_bytes() for u, (s, _k) in self._held.items() if u in alive}
         keys = {u: k.to_bytes() for u, (_s, k) in self._held.items() if u not in alive}
         return UnmaskReply(self.node_id, seeds, keys)

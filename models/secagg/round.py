@@ -90,6 +90,8 @@ def run_round(
         survivors = server.collect_masked(masked)
         live = [n for n in live if n.node_id not in drops.gone("unmask")]
         cost.down += len(live) * sum(len(v.encode()) for v in survivors)
+        for n in live:  # the consistency check: each vouches for the one set it reveals for
+            n.confirm(survivors)
         replies = [n.unmask(survivors) for n in live]
         cost.up += sum(r.wire_bytes for r in replies)
     except RoundAbandoned as e:

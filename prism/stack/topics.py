@@ -28,6 +28,7 @@ TOPICS: dict[str, dict[str, str]] = {
     "secagg-shares": {},
     "secagg-masked": {},
     "secagg-unmask": {},
+    "secagg-confirm": {},
 }
 
 

@@ -79,6 +79,7 @@ def build_loop(
     producer = Producer(producer_config(settings.kafka_bootstrap, security))
     topics = {t: settings.topic(t) for t in TOPICS}
     merger = Merger(config, judge=judge, canary=None if canary is None else canary.share)
+    signer = global_signer(settings)  # globals and secure rounds' phase records alike
     secure_feed = None
     if secure is not None:
         topics |= {t: settings.topic(t) for t in (ROUNDS_TOPIC, *STEP_TOPICS.values())}
@@ -99,6 +100,8 @@ def build_loop(
             dead=DeadLetters(
                 producer, topics["dead-letter"], service="merger", codec=codec, telemetry=telemetry
             ),
+            signer=signer,
+            telemetry=telemetry,
         )
     return MergerLoop(
         merger,
@@ -112,7 +115,7 @@ def build_loop(
         idle_exit_s=idle_exit_s,
         redis_wait_s=redis_wait_s,
         verifier=summary_verifier(settings),
-        signer=global_signer(settings),
+        signer=signer,
         event_time=event_time,
         speedup=speedup,
         holdout=feed,

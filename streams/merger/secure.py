@@ -12,8 +12,17 @@ keys     SecAggKeys (public keys + the offered         ``round_size`` nodes, or
                                                        first with >= ``min``
 shares   SecAggShares of every roster node             all in, or ``step_timeout``
 input    SecAggMasked of every node that shared        all in, or ``step_timeout``
-unmask   SecAggUnmask of every survivor                all in, or ``step_timeout``
+confirm  SecAggConfirm of every survivor (the          all in, or ``step_timeout``
+         survivor set it was given, signed)
+unmask   SecAggUnmask of every survivor that confirmed all in, or ``step_timeout``
 ======== ============================================= ===========================
+
+The ``unmask`` record carries the confirmations it collected: a node reveals
+shares only when at least ``min_survivors`` (and more than half) of them
+verify for exactly the survivor set it confirmed itself, so a merger that
+names a node alive to some and dropped to others cannot collect both of its
+secrets (Bonawitz et al.'s consistency check). Fewer confirmations abandon
+the round.
 
 A node missing at a step has dropped out. When too few are left (or a
 secret has too few shares) the round is **abandoned**: a SecAggRound
@@ -40,13 +49,24 @@ from models.secagg.aggregate import vector_width
 from models.secagg.messages import DEFAULT_MAX_DROPOUT, Advertise, RoundAbandoned, RoundSpec
 from models.secagg.server import Abandoned, Server
 from models.summary import Summary
-from runtime.secagg import StepRefused, advertise_of, masked_of, shares_of, unmask_of
+from runtime.secagg import (
+    StepRefused,
+    advertise_of,
+    confirmation_of,
+    masked_of,
+    shares_of,
+    unmask_of,
+)
 
-__all__ = ["Finished", "SecureConfig", "SecureRounds"]
+__all__ = ["Finished", "Outcome", "SecureConfig", "SecureRounds"]
 
-PHASES = ("keys", "shares", "input", "unmask")
+PHASES = ("keys", "shares", "input", "confirm", "unmask")
 STEP_OF = {"SecAggKeys": "keys", "SecAggShares": "shares", "SecAggMasked": "input",
-           "SecAggUnmask": "unmask"}  # fmt: skip
+           "SecAggConfirm": "confirm", "SecAggUnmask": "unmask"}  # fmt: skip
+#: why a round was abandoned, by the phase that could not close (a metric label)
+ABANDON_CODE = {"keys": "too-few-nodes", "shares": "dropouts-shares",
+                "input": "dropouts-input", "confirm": "unconfirmed",
+                "unmask": "too-few-shares"}  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +102,18 @@ class Finished:
     metrics: Mapping[str, float]
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A round's end for the metrics: ``unmasked`` or ``abandoned`` (with ``reason``), its
+    duration on the merger's clock, and how many nodes missed each step."""
+
+    model_name: str
+    outcome: str
+    reason: str | None
+    seconds: float
+    dropouts: Mapping[str, int]
+
+
 @dataclass
 class _Round:
     round_id: str
@@ -98,6 +130,8 @@ class _Round:
     bytes_up: int = 0
     bytes_down: int = 0
     dropped: set[str] = field(default_factory=set)
+    dropouts: dict[str, int] = field(default_factory=dict)  # step -> nodes that missed it
+    survivors: tuple[str, ...] = ()
 
 
 class SecureRounds:
@@ -120,6 +154,7 @@ class SecureRounds:
         self.round: _Round | None = None
         self.past: deque[str] = deque(maxlen=1000)  # round ids that are over
         self.out: list[dict[str, Any]] = []
+        self.outcomes: list[Outcome] = []  # drained by the loop into its metrics
         self.counters: dict[str, int] = {}
         self._serial = 0
 
@@ -206,6 +241,14 @@ class SecureRounds:
             r.records[step][node] = shares_of(record)
         elif step == "input":
             r.records[step][node] = masked_of(record, r.server.spec.length)
+        elif step == "confirm":
+            if sorted(record["survivors"]) != sorted(r.survivors):
+                raise StepRefused(
+                    "secagg-inconsistent",
+                    f"{node!r} confirmed survivors {sorted(record['survivors'])}, the round "
+                    f"named {sorted(r.survivors)}",
+                )
+            r.records[step][node] = confirmation_of(record)
         else:
             r.records[step][node] = unmask_of(record)
 
@@ -233,7 +276,9 @@ class SecureRounds:
 
     def _next(self, r: _Round, now_ms: int) -> Finished | None:
         got = r.records[r.phase]
-        r.dropped |= set(r.expected) - set(got) if r.phase != "keys" else set()
+        missed = set(r.expected) - set(got) if r.phase != "keys" else set()
+        r.dropped |= missed
+        r.dropouts[r.phase] = len(missed)
         r.phase_ms = now_ms
         if r.phase == "keys":
             return self._to_shares(r, now_ms)
@@ -244,9 +289,20 @@ class SecureRounds:
             self._announce(r, "input", now_ms, routed=routed, nodes=sorted(routed))
             return None
         if r.phase == "input":
-            survivors = r.server.collect_masked(got.values())
-            r.phase, r.expected = "unmask", frozenset(survivors)
-            self._announce(r, "unmask", now_ms, nodes=list(survivors))
+            r.survivors = r.server.collect_masked(got.values())
+            r.phase, r.expected = "confirm", frozenset(r.survivors)
+            self._announce(r, "confirm", now_ms, nodes=list(r.survivors))
+            return None
+        if r.phase == "confirm":
+            need = r.server.spec.min_survivors
+            if len(got) < need:
+                raise RoundAbandoned(
+                    f"consistency check: {len(got)} of {len(r.survivors)} survivors confirmed "
+                    f"the survivor set, the round needs {need}"
+                )
+            r.phase, r.expected = "unmask", frozenset(got)
+            self._announce(r, "unmask", now_ms, nodes=list(r.survivors),
+                           confirmations=[got[v] for v in sorted(got)])  # fmt: skip
             return None
         started = self.timer()
         outcome = r.server.finish(got.values())
@@ -255,6 +311,7 @@ class SecureRounds:
         self.round = None
         self.past.append(r.round_id)
         self._count("unmasked")
+        self._ended(r, "unmasked", None, now_ms)
         included = tuple((v, r.offers[v][1]) for v in outcome.included)
         metrics = {
             "secagg_bytes_up": float(r.bytes_up),
@@ -295,6 +352,7 @@ class SecureRounds:
         self.round = None
         self.past.append(r.round_id)
         self._count("abandoned")
+        self._ended(r, "abandoned", ABANDON_CODE[r.phase], now_ms)
         self.counters["abandoned-bytes"] = (
             self.counters.get("abandoned-bytes", 0) + r.bytes_up + r.bytes_down
         )
@@ -313,6 +371,13 @@ class SecureRounds:
                 "nodes": [v for v, _s in finished.included],
                 "version": int(version),
             }  # fmt: skip
+        )
+
+    def _ended(self, r: _Round, outcome: str, reason: str | None, now_ms: int) -> None:
+        start = r.first_ms if r.first_ms is not None else r.opened_ms
+        seconds = max(0.0, (now_ms - start) / 1000)
+        self.outcomes.append(
+            Outcome(self.config.model_name, outcome, reason, seconds, dict(r.dropouts))
         )
 
     def _count(self, key: str) -> None:

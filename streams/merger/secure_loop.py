@@ -5,7 +5,10 @@ takes records written after it opened), checks each record's signature
 against the trust file, hands it to :class:`streams.merger.secure.SecureRounds`
 and produces the SecAggRound records it announces. Whatever a round cannot
 take -- undecodable, unsigned, forged, signed by another node's key, replayed,
-late -- goes to ``dead-letter`` with its reason, and the round goes on.
+late, a confirmation of another survivor set -- goes to ``dead-letter`` with
+its reason (and ``prism_secagg_refused_steps_total``), and the round goes on.
+Every SecAggRound it produces is signed with the merger's key (the one that
+signs its GlobalModels): nodes act on no phase record that does not verify.
 
 A finished round's global is published by the merge loop like any other
 version (:meth:`streams.merger.rounds.Merger.close_secure`); only after that
@@ -27,11 +30,12 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from models.secagg.aggregate import global_from_total
 from runtime.secagg import ROUNDS_TOPIC, STEP_TOPICS, StepRefused
 from schemas import Codec, SchemaError
-from schemas.identity import KeyVerifier
+from schemas.identity import KeySigner, KeyVerifier
 from schemas.signing import SignatureError
 from streams.dead_letters import DeadLetters
 from streams.merger.rounds import Closed, Merger
 from streams.merger.secure import Finished, SecureRounds
+from streams.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +55,16 @@ class SecureFeed:
         topics: Mapping[str, str],
         verifiers: Mapping[str, KeyVerifier | None],
         dead: DeadLetters,
+        signer: KeySigner | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.rounds, self.consumer, self.producer, self.codec = rounds, consumer, producer, codec
         self.topics = dict(topics)  # logical -> full name
         self.contract_of = {self.topics[t]: c for c, t in STEP_TOPICS.items()}
         self.verifiers, self.dead = verifiers, dead
         self._done: list[tuple[Finished, int]] = []
+        self.signer, self.telemetry = signer, telemetry
+        self.refused: dict[str, int] = {}
 
     def start(self) -> None:
         """Assign every step topic's partitions at their current end."""
@@ -86,11 +94,16 @@ class SecureFeed:
         if self.rounds.round is None:
             rid = self.rounds.open(now_ms)
             log.info("secure round opened round=%s", rid)
+            if self.telemetry is not None:
+                self.telemetry.secagg_rounds.labels(
+                    self.telemetry.service, self.rounds.config.model_name, "opened"
+                ).inc()
         closed = []
         finished = self.rounds.advance(now_ms)
         if finished is not None:
             closed.append(self._publishable(merger, finished, now_ms))
         self._produce()
+        self._observe()
         return closed
 
     def _take(self, m: Any, now_ms: int) -> None:
@@ -105,6 +118,9 @@ class SecureFeed:
             self.rounds.take(contract, record, signature, len(value), now_ms)
         except (SchemaError, SignatureError, StepRefused) as e:
             log.info("secure step refused topic=%s reason=%s: %s", m.topic(), e.reason_code, e)
+            self.refused[e.reason_code] = self.refused.get(e.reason_code, 0) + 1
+            if self.telemetry is not None:
+                self.telemetry.secagg_refused.labels(self.telemetry.service, e.reason_code).inc()
             self.dead.send_message(m, e.reason_code, str(e))
 
     def _publishable(self, merger: Merger, f: Finished, now_ms: int) -> Closed:
@@ -140,6 +156,9 @@ class SecureFeed:
 
     def _produce(self) -> None:
         for record in self.rounds.out:
+            record = dict(record, key_id=None, signature=None)
+            if self.signer is not None:
+                record = self.signer.sign(record, "SecAggRound")
             value = self.codec.encode("SecAggRound", record)
             self.rounds.count_down(len(value))
             if record["phase"] == "abandoned":
@@ -154,3 +173,18 @@ class SecureFeed:
             )
         self.rounds.out = []
         self.producer.poll(0)
+
+    def _observe(self) -> None:
+        """Rounds that ended since the last pass, into the metrics."""
+        outcomes, self.rounds.outcomes = self.rounds.outcomes, []
+        t = self.telemetry
+        if t is None:
+            return
+        for o in outcomes:
+            t.secagg_rounds.labels(t.service, o.model_name, o.outcome).inc()
+            if o.reason is not None:
+                t.secagg_abandoned.labels(t.service, o.model_name, o.reason).inc()
+            t.secagg_round_seconds.labels(t.service, o.model_name).observe(o.seconds)
+            for step, n in o.dropouts.items():
+                if n:
+                    t.secagg_dropouts.labels(t.service, o.model_name, step).inc(n)

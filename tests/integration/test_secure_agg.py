@@ -2,7 +2,9 @@
 
 Real broker and Redis, real ``prism merger run --secure-agg`` and ``prism
 edge run --secure-agg`` processes, each node signing its steps with its own
-Ed25519 key and the merger checking them against the trust file.
+Ed25519 key and the merger checking them against the trust file; the merger
+signs its phase records with its global key and every node checks those
+(forged ones on the real broker are refused, into the nodes' dead letters).
 
 What the test checks it computes itself: each node's increment is read from
 that node's own outbox (the SQLite file the agent wrote before any round),
@@ -56,12 +58,14 @@ CLOSE = 1e-9
 
 
 def identities(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
-    keys = {v: generate_private_key() for v in NODES}
+    """Every node's key, and the merger's (``merger``: trusted for ``global:*``)."""
+    keys = {v: generate_private_key() for v in (*NODES, "merger")}
     files = {}
     for v, k in keys.items():
         files[v] = tmp_path / "keys" / f"{v}.pem"
         write_private_key(files[v], k)
-    trust = {f"{v}-k1": trust_entry(k, [v], "2999-01-01") for v, k in keys.items()}
+    trust = {f"{v}-k1": trust_entry(k, ["global:*" if v == "merger" else v], "2999-01-01")
+             for v, k in keys.items()}  # fmt: skip
     write_trust_file(tmp_path / "trust.json", trust)
     return tmp_path / "trust.json", files
 
@@ -160,7 +164,11 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
         args = ["edge", "run", "--node", node, "--source", str(fraud_log(tmp_path, seed)),
                 "--state-dir", str(tmp_path / node), "--summary-every", "100000",
                 "--drain-timeout", "150", "--secure-agg"]  # fmt: skip
-        env = {"PRISM_SIGNING_KEY_FILE": str(keyfiles[node]), "PRISM_SIGNING_KEY_ID": f"{node}-k1"}
+        env = {
+            "PRISM_SIGNING_KEY_FILE": str(keyfiles[node]),
+            "PRISM_SIGNING_KEY_ID": f"{node}-k1",
+            "PRISM_TRUST_FILE": str(trust),
+        }  # the merger's phase records: checked
         return launch(test_settings, tmp_path, args, node, env, helper=stall)
 
     # -- round 1: four nodes, d shares its keys and is killed before its masked input --------
@@ -171,7 +179,8 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
         "merger", "run", "--secure-agg", "--round-size", "4", "--round-timeout", "5",
         "--secure-step-timeout", "4", "--min-participants", "2", "--quantize", "float64",
         "--deltas", "off", "--group", f"m-{prism_topics['secagg-rounds']}",
-    ], "merger", {"PRISM_TRUST_FILE": str(trust)})  # fmt: skip
+    ], "merger", {"PRISM_TRUST_FILE": str(trust), "PRISM_SIGNING_KEY_FILE": str(
+        keyfiles["merger"]), "PRISM_SIGNING_KEY_ID": "merger-k1"})  # fmt: skip
     wait_for_log(procs["d"], "stalled before masked input", timeout=120)
     procs["d"].send_signal(signal.SIGKILL)
     procs["g"] = edge("g", 7, stall=True)  # starts while round 1 ends: joins round 2, first
@@ -221,11 +230,31 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     gap2 = close_to(v2.summary, clear.summary)
     assert [sent for _s, _p, sent in rows(tmp_path, "g")] == [None]  # g's: kept, not lost
 
-    # -- bad step records: dead letters with reasons, the merger goes on ------------------------
     open_round = records[-1]
     assert open_round["phase"] == "keys"
     # meanwhile the two killed nodes restart: each was a dropout, its increment still offered
     again = {v: edge(v, seed) for v, seed in (("d", 4), ("g", 7))}  # normal agents now
+    producer = Producer({"bootstrap.servers": bootstrap})
+
+    # -- forged merger phase records: the restarted nodes act on none of them ------------------
+    fake = {"round_id": "fraud-linear/1/999", "model_name": "fraud-linear", "phase": "done",
+            "nodes": ["d", "g"], "version": 99, "created_at": 1, "max_dropout": 0.3,
+            "key_id": None, "signature": None}  # fmt: skip
+    by_node_key = KeySigner("a-k1", load_private_key(keyfiles["a"])).sign(fake, "SecAggRound")
+    by_stranger = KeySigner("merger-k1", generate_private_key()).sign(fake, "SecAggRound")
+    for record in (fake, by_node_key, by_stranger):
+        producer.produce(prism_topics["secagg-rounds"], CODEC.encode("SecAggRound", record),
+                         key=b"fraud-linear")  # fmt: skip
+    producer.flush(10)  # written before the nodes read the rounds topic from its start
+
+    def refused(node: str):
+        path = tmp_path / node / "dead-letters.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        codes = sorted(d["reason_code"] for d in map(json.loads, lines)
+                       if (d["where"] or {}).get("round_id") == fake["round_id"])  # fmt: skip
+        return codes if len(codes) >= 3 else None
+
+    # -- bad step records: dead letters with reasons, the merger goes on ------------------------
     key_a = generate_private_key()  # not a's key in the trust file
     ad_a = keys_record(open_round["round_id"], _advert("a"), model_name="fraud-linear",
                        sequence=9, base_version=0, features=["x"], now_ms=1)  # fmt: skip
@@ -235,7 +264,6 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     first_a = [
         v for _p, _o, k, v in read_topic(bootstrap, prism_topics["secagg-keys"]) if k == b"a"
     ]
-    producer = Producer({"bootstrap.servers": bootstrap})
     for record in (unsigned, forged, wrong_node):
         producer.produce(prism_topics["secagg-keys"], CODEC.encode("SecAggKeys", record), key=b"a")
     producer.produce(prism_topics["secagg-keys"], first_a[0], key=b"a")  # round 1's, again
@@ -252,6 +280,11 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
         "bad-signature", "key-not-for-node", "replayed", "unsigned"
     ]  # fmt: skip
     assert merger.poll() is None  # bad records never crash it
+
+    for v in "dg":
+        assert wait_until(f"{v} refuses", lambda v=v: refused(v), 90) == [
+            "bad-signature", "key-not-for-node", "unsigned"
+        ]  # fmt: skip
 
     # -- the two restarted nodes' increments: merged once, in the next round ------------------
     for proc in again.values():

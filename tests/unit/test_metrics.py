@@ -19,6 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agents.metrics import EdgeMetrics
 from runtime.metrics import LATENCY_BUCKETS, BatchHistogram, service_registry
+from runtime.secagg import STEP_TOPICS
+from streams.merger.secure import Outcome, SecureConfig, SecureRounds
+from streams.merger.secure_loop import SecureFeed
 from streams.telemetry import Telemetry
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
@@ -95,6 +98,8 @@ SNAPSHOT = {
     "quality": {"roc_auc": 0.8, "f1": 0.5},
     "dp_epsilon": 2.5,
     "dp_budget_spent": True,
+    "secagg_rounds": {"joined": 3, "delivered": 2, "left": 1},
+    "secagg_refused": {"bad-signature": 1},
 }
 
 
@@ -128,6 +133,11 @@ def _touched_telemetry() -> Telemetry:
     t.merge_seconds.labels("merger", "m").observe(0.001)
     t.round_seconds.labels("merger", "m").observe(3)
     t.score_latency.observe_many([0.002, 0.5])
+    t.secagg_rounds.labels("merger", "m", "opened").inc()
+    t.secagg_abandoned.labels("merger", "m", "unconfirmed").inc()
+    t.secagg_dropouts.labels("merger", "m", "input").inc()
+    t.secagg_refused.labels("merger", "bad-signature").inc()
+    t.secagg_round_seconds.labels("merger", "m").observe(4)
     return t
 
 
@@ -159,6 +169,44 @@ def test_prism_metric_names_follow_the_prometheus_conventions(which: str) -> Non
             assert bounds == sorted(bounds) and bounds[-1] == math.inf
         if f.name.endswith("_ratio"):
             assert all(0 <= s.value <= 1 for s in f.samples), f.name
+
+
+def test_the_edge_counts_its_secure_rounds_and_the_merger_records_it_refused() -> None:
+    exposed = samples(EdgeMetrics("n1", lambda: SNAPSHOT).registry, "prism_edge_secagg")
+    assert exposed == {
+        ("prism_edge_secagg_rounds_total", (("node", "n1"), ("outcome", "joined"))): 3,
+        ("prism_edge_secagg_rounds_total", (("node", "n1"), ("outcome", "delivered"))): 2,
+        ("prism_edge_secagg_rounds_total", (("node", "n1"), ("outcome", "left"))): 1,
+        ("prism_edge_secagg_refused_records_total",
+         (("node", "n1"), ("reason", "bad-signature"))): 1,
+    }  # fmt: skip
+
+
+def test_the_merger_turns_secure_round_outcomes_into_its_metrics() -> None:
+    t = Telemetry("merger")
+    rounds = SecureRounds(SecureConfig(), current=lambda _m: None,
+                          merged_before=lambda _n, _s: False)  # fmt: skip
+    rounds.outcomes = [
+        Outcome("fraud-linear", "unmasked", None, 3.0, {"shares": 0, "input": 1}),
+        Outcome("fraud-linear", "abandoned", "unconfirmed", 12.0, {"confirm": 2}),
+    ]
+    topics = {t: t for t in STEP_TOPICS.values()}
+    feed = SecureFeed(rounds, consumer=None, producer=None, codec=None,  # type: ignore[arg-type]
+                      topics=topics, verifiers={}, dead=None, telemetry=t)  # type: ignore[arg-type]  # fmt: skip
+    feed._observe()
+    got = samples(t.registry, "prism_secagg")
+    model = ("model", "fraud-linear")
+    assert got[("prism_secagg_rounds_total", (model, ("outcome", "unmasked"),
+                                              ("service", "merger")))] == 1  # fmt: skip
+    assert got[("prism_secagg_abandoned_rounds_total", (model, ("reason", "unconfirmed"),
+                                                        ("service", "merger")))] == 1  # fmt: skip
+    assert got[("prism_secagg_dropouts_total", (model, ("service", "merger"),
+                                                ("step", "confirm")))] == 2  # fmt: skip
+    assert ("prism_secagg_dropouts_total", (model, ("service", "merger"), ("step", "shares"))) \
+        not in got  # fmt: skip
+    assert got[("prism_secagg_round_duration_seconds_count", (model, ("service", "merger")))] == 2
+    assert got[("prism_secagg_round_duration_seconds_sum", (model, ("service", "merger")))] == 15
+    assert rounds.outcomes == []
 
 
 def test_the_central_latency_buckets_span_a_caught_up_and_a_backlogged_worker() -> None:

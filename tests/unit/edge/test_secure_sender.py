@@ -13,8 +13,16 @@ import pytest
 
 from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.outbox import Outbox
-from edge_agents.secagg import MARKER, SecureSender
+from edge_agents.secagg import MARKER, SecureSender, _Mine
+from models.secagg.node import NodeKeys
 from schemas import Codec
+from schemas.identity import (
+    KeySigner,
+    KeyVerifier,
+    generate_private_key,
+    parse_trust_file,
+    trust_entry,
+)
 
 
 def sender(tmp_path: Path) -> SecureSender:
@@ -73,3 +81,60 @@ def test_the_outcome_of_an_earlier_round_does_not_settle_the_row(tmp_path):
     s = restarted_after_masked_input(tmp_path, "R5")
     s._settle(rec("R4", "done", ["n1"], 3))  # n1 with another row, before
     assert unsent(s) == 1 and s.marker is not None
+
+
+# -- the merger's phase records are signed: the node acts on nothing else ------------------------
+MERGER_KEY, NODE_KEY = generate_private_key(), generate_private_key()
+TRUST = parse_trust_file(json.dumps({
+    "merger-k": trust_entry(MERGER_KEY, ["global:*"], "2999-01-01"),
+    "n1-k": trust_entry(NODE_KEY, ["n1"], "2999-01-01"),
+}))  # fmt: skip
+MERGER = KeySigner("merger-k", MERGER_KEY)
+
+
+def signed(rid: str, phase: str, nodes=(), version=0, signer: KeySigner | None = MERGER) -> dict:
+    record = dict(rec(rid, phase, nodes, version), model_name="fraud-linear", created_at=1,
+                  key_id=None, signature=None)  # fmt: skip
+    return record if signer is None else signer.sign(record, "SecAggRound")
+
+
+def checking_sender(tmp_path: Path, bad: list) -> SecureSender:
+    s = sender_again(tmp_path)
+    s.verifier = KeyVerifier(TRUST, contract="SecAggRound")
+    s.on_bad = lambda code, why, where, raw: bad.append((code, where["round_id"]))
+    return s
+
+
+def test_forged_unsigned_and_node_signed_round_records_are_refused_counted_and_dead_lettered(
+    tmp_path,
+):
+    seq = sender(tmp_path).outbox.unsent(1)[0].sequence
+    (tmp_path / MARKER).write_text(json.dumps({"round_id": "R1", "sequence": seq}))
+    bad: list = []
+    s = checking_sender(tmp_path, bad)
+    stranger = KeySigner("merger-k", generate_private_key())  # the merger's key id, not its key
+    for forged in (
+        signed("R1", "done", ["n1"], 7, stranger),
+        signed("R1", "done", ["n1"], 7, None),
+        signed("R1", "done", ["n1"], 7, KeySigner("n1-k", NODE_KEY)),  # an edge's key
+        dict(signed("R1", "done", ["n2"], 7), nodes=["n1"]),  # altered after signing
+    ):
+        assert s.receive(forged, b"raw") is False
+    assert unsent(s) == 1 and s.marker is not None and s.delivered == 0  # nothing settled
+    assert s.refused == {"bad-signature": 2, "unsigned": 1, "key-not-for-node": 1}
+    assert sorted(bad) == [("bad-signature", "R1"), ("bad-signature", "R1"),
+                           ("key-not-for-node", "R1"), ("unsigned", "R1")]  # fmt: skip
+    assert s.receive(signed("R1", "done", ["n1"], 7)) is True  # the merger's own
+    assert unsent(s) == 0 and s.delivered == 1 and s.rounds["delivered"] == 1
+
+
+def test_a_merger_that_says_two_things_at_one_phase_of_a_round_is_refused(tmp_path):
+    bad: list = []
+    sender(tmp_path)  # one row cut
+    s = checking_sender(tmp_path, bad)
+    s.mine = _Mine("R1", 1, None, NodeKeys.generate(), step="input")  # type: ignore[arg-type]
+    first = signed("R1", "confirm", ["n1", "n2", "n3"])
+    assert s.receive(first) and s.receive(first)  # delivered twice: the same word
+    assert s.receive(signed("R1", "confirm", ["n1", "n2"])) is False  # n3 dropped, now?
+    assert s.refused == {"secagg-equivocation": 1} and bad == [("secagg-equivocation", "R1")]
+    assert s.mine is None and s.rounds == {"left": 1} and unsent(s) == 1  # offered again

@@ -21,8 +21,10 @@ from models.secagg.node import Node, NodeKeys
 from models.specs import get_spec
 from runtime.secagg import (
     StepRefused,
+    confirm_record,
     keys_record,
     masked_record,
+    require_confirmed,
     shares_record,
     unmask_record,
 )
@@ -39,7 +41,7 @@ from streams.merger.secure import SecureConfig, SecureRounds
 
 SPEC = get_spec("fraud-linear")
 CODEC = Codec()
-STEPS = ("SecAggKeys", "SecAggShares", "SecAggMasked", "SecAggUnmask")
+STEPS = ("SecAggKeys", "SecAggShares", "SecAggMasked", "SecAggConfirm", "SecAggUnmask")
 
 
 def increment(node: str, seed: int, n: int = 60):
@@ -99,7 +101,12 @@ class Fleet:
                 masked = self.nodes[v].masked_input(vec, record["routed"].get(v, {}))
                 rec = masked_record(rid, masked, now)
                 rounds.take("SecAggMasked", *self.wire("SecAggMasked", v, rec), now)
-            elif phase == "unmask":
+            elif phase == "confirm":
+                self.nodes[v].confirm(record["nodes"])
+                rec = confirm_record(rid, v, record["nodes"], now)
+                rounds.take("SecAggConfirm", *self.wire("SecAggConfirm", v, rec), now)
+            elif phase == "unmask":  # as the edge does: the confirmations first
+                require_confirmed(record, self.nodes[v].spec, self.verifiers["SecAggConfirm"])
                 rec = unmask_record(rid, self.nodes[v].unmask(record["nodes"]), now)
                 rounds.take("SecAggUnmask", *self.wire("SecAggUnmask", v, rec), now)
 
@@ -110,7 +117,7 @@ def run(fleet, rounds, drop_before=None, now=1_000):
     gone: set[str] = set()
     rounds.open(now)
     live = list(fleet.incs)
-    for _ in range(6):
+    for _ in range(7):
         record = rounds.out[-1]
         if record["phase"] in ("done", "abandoned"):
             break
@@ -213,3 +220,47 @@ def test_an_increment_merged_before_is_refused_when_offered_again():
     with pytest.raises(StepRefused) as e:
         rounds.take("SecAggKeys", dict(rec, key_id=None, signature=None), None, 1, 0)
     assert e.value.reason_code == "duplicate"
+
+
+# -- the consistency check: survivors confirm the set before anyone reveals ----------------------
+def test_a_survivor_that_confirms_and_then_vanishes_is_still_in_the_sum():
+    fleet = Fleet(["a", "b", "c", "d"])
+    rounds = make(fleet)
+    finished = run(fleet, rounds, {"unmask": ["d"]})  # confirmed, never revealed
+    assert finished is not None
+    assert_fedavg(finished, fleet, ["a", "b", "c", "d"])
+    [unmask] = [r for r in rounds.out if r["phase"] == "unmask"]
+    assert [c["node_id"] for c in unmask["confirmations"]] == ["a", "b", "c", "d"]
+    [outcome] = rounds.outcomes
+    assert (outcome.outcome, outcome.reason, outcome.dropouts["unmask"]) == ("unmasked", None, 1)
+
+
+def test_too_few_confirmations_abandon_the_round_before_any_share_is_revealed():
+    fleet = Fleet(["a", "b", "c", "d"])
+    rounds = make(fleet)
+    assert run(fleet, rounds, {"confirm": ["c", "d"]}) is None
+    assert [r["phase"] for r in rounds.out][-2:] == ["confirm", "abandoned"]  # no unmask asked
+    last = rounds.out[-1]
+    assert "consistency check: 2 of 4 survivors confirmed" in last["reason"]
+    assert sorted(last["nodes"]) == ["a", "b", "c", "d"]  # every increment offered again
+    [outcome] = rounds.outcomes
+    assert (outcome.outcome, outcome.reason, outcome.dropouts["confirm"]) == (
+        "abandoned", "unconfirmed", 2
+    )  # fmt: skip
+
+
+def test_a_confirmation_of_another_survivor_set_is_refused_as_inconsistent():
+    fleet = Fleet(["a", "b", "c"])
+    rounds = make(fleet)
+    rounds.open(0)
+    now = 0
+    for _ in range(3):  # keys, shares, input
+        fleet.answer(rounds, rounds.out[-1], ["a", "b", "c"], now)
+        now += 60_000
+        rounds.advance(now)
+    record = rounds.out[-1]
+    assert record["phase"] == "confirm" and record["nodes"] == ["a", "b", "c"]
+    lie = confirm_record(record["round_id"], "a", ["a", "b"], now)
+    with pytest.raises(StepRefused) as e:
+        rounds.take("SecAggConfirm", *fleet.wire("SecAggConfirm", "a", lie), now)
+    assert e.value.reason_code == "secagg-inconsistent"
