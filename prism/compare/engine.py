@@ -29,7 +29,8 @@ fleet keeps the honest increments offered to the open round (with the
 global each was trained from) and hands them to the attacker together with
 its own honest increment; while the open round holds fewer than two honest
 ones, the last closed round's are added, so the attacker always has a spread
-to hide in.
+to hide in. ``silent`` sites learn and score but send nothing: the floor an
+attacked run is read against (their data is lost to the fleet either way).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.sinks import sampled
 from models.merge import merge
 from models.packing import layout_of
-from models.poisoning import Attack, poison_summary
+from models.poisoning import SILENT, Attack, poison_summary
 from models.secagg.aggregate import CODEC as SECAGG_CODEC
 from models.secagg.round import Dropouts
 from models.serialization import weight_summary_record, wire_roundtrip
@@ -143,7 +144,7 @@ class Run:
     staleness: list[int] = field(default_factory=list)
     scored_disconnected: int = 0
     merged_at: list[int] = field(default_factory=list)  # events seen when each round closed
-    poisoned: int = 0  # poisoned summaries offered
+    poisoned: int = 0  # poisoned summaries offered (withheld, for silent sites)
     dp_epsilon: float | None = None  # the most any site spent (None without DP noise)
     dp_releases: int = 0  # the most DP releases any site made
     merge_cpu_s: float = 0.0  # process CPU of every merge (secure: every node's crypto too)
@@ -301,6 +302,9 @@ class _Fleet:
         if increment is None:
             return
         if site in self.attackers and self.config.poison is not None:
+            self.run.poisoned += 1
+            if self.config.poison.kind == SILENT:  # keeps learning and scoring, sends nothing
+                return
             increment = poison_summary(
                 learner.spec,
                 increment,
@@ -310,7 +314,6 @@ class _Fleet:
                 n_nodes=len(self.sites),
                 honest=self._honest_view(increment, learner.global_),
             )
-            self.run.poisoned += 1
         elif self.config.poison is not None:
             self.honest_open.append((increment, learner.global_))
         self.waiting.setdefault(site, []).append(increment)
