@@ -145,8 +145,7 @@ def attacks(setup: Setup) -> list[Attack | None]:
     for f in setup.fractions:
         out += [Attack(f, SILENT)] if setup.silent else []
         out += [
-            Attack(f, k, setup.scale, setup.jitter if k in COLLUDING else 0.0)
-            for k in setup.kinds
+            Attack(f, k, setup.scale, setup.jitter if k in COLLUDING else 0.0) for k in setup.kinds
         ]
     return out
 

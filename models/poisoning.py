@@ -91,8 +91,8 @@ class Attack:
             raise ValueError(f"poison jitter must be a finite number >= 0, got {self.jitter}")
         if self.jitter and self.kind not in COLLUDING:
             raise ValueError(
-                f"poison jitter varies the colluding attackers' shared vector ({', '.join(COLLUDING)}); "
-                f"{self.kind!r} does not share one"
+                f"poison jitter varies the colluders' shared vector ({', '.join(COLLUDING)}): "
+                f"{self.kind!r} has none"
             )
 
     @classmethod

@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
     p.add_argument(
         "--poison",
-help="FRACTION:KIND[:SCALE[:JITTER]] of sites send scaled|signflip|random "
+        help="FRACTION:KIND[:SCALE[:JITTER]] of sites send scaled|signflip|random "
         "updates (default scale 10), or collude with the round's honest updates: "
         "alie (SCALE = z, default from the site count) or ipm (SCALE = epsilon, "
         "default 0.5), each colluder adding JITTER honest stds of noise; silent "

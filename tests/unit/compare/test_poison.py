@@ -38,7 +38,30 @@ def test_only_merged_architectures_change_and_the_report_names_the_attackers(log
         assert a["metric"] != clean["architectures"][name]["metric"]
 
 
-@pytest.mark.parametrize("value", ["0.2", "0.2:flip", "0.7:scaled", "0.2:scaled:-1"])
+@pytest.mark.parametrize(
+    "value", ["0.2", "0.2:flip", "0.7:scaled", "0.2:scaled:-1", "0.2:random::0.1"]
+)
 def test_bad_poison_values_are_usage_errors(log, value, capsys):
     assert main(["compare", "--data", str(log), "--poison", value]) == 2
     assert "poison" in capsys.readouterr().err
+
+
+def test_silent_sites_learn_and_score_but_send_nothing(log, capsys):
+    """The floor an attacked run is read against: the attackers' data never arrives."""
+    clean = _report(log, capsys)
+    silent = _report(log, capsys, "--poison", "0.2:silent")
+    assert silent["poison"]["kind"] == "silent" and len(silent["poison"]["sites"]) == 1
+    for name in ("federated", "hybrid"):
+        a, c = silent["architectures"][name], clean["architectures"][name]
+        assert a["poisoned_summaries"] > 0  # withheld, not sent
+        assert a["summaries"] == c["summaries"] - a["poisoned_summaries"]
+
+
+def test_jittered_colluders_change_the_run_and_are_reported(log, capsys):
+    exact = _report(log, capsys, "--poison", "0.2:ipm")
+    noisy = _report(log, capsys, "--poison", "0.2:ipm::0.5")
+    assert noisy["poison"]["jitter"] == 0.5 and exact["poison"]["jitter"] == 0.0
+    assert (
+        noisy["architectures"]["federated"]["metric"]
+        != exact["architectures"]["federated"]["metric"]
+    )
