@@ -18,10 +18,11 @@ kind          sent update
               ``scale`` sets it (:mod:`models.collusion`)
 ``ipm``       ``-scale * mean`` of the round's honest deltas (``scale`` is
               Xie et al.'s epsilon, default 0.5)
-``silent``    nothing: the node keeps its updates to itself (the caller
-              does not send them). Not an attack but its floor: the
-              fleet loses these nodes' data, which no aggregation rule
-              can win back, so an attacked run is judged against it too
+``excluded``  the honest summary, whose learned update the caller's
+              merger sets aside (a perfect screen). Not an attack but
+              its floor: the fleet loses these nodes' learned updates,
+              which no aggregation rule can win back, while their exact
+              statistics merge as under every attack
 ============  ===========================================================
 
 ``alie`` and ``ipm`` are omniscient: the caller passes the honest updates of
@@ -53,12 +54,12 @@ from models.errors import ModelError
 from models.specs.base import ModelSpec
 from models.summary import Summary
 
-__all__ = ["BLIND", "COLLUDING", "KINDS", "SILENT", "Attack", "poison_delta", "poison_summary"]
+__all__ = ["BLIND", "COLLUDING", "EXCLUDED", "KINDS", "Attack", "poison_delta", "poison_summary"]
 
 BLIND = ("scaled", "signflip", "random")  # from the node's own update only
 COLLUDING = ("alie", "ipm")  # shaped from the round's honest updates
-SILENT = "silent"  # withholds its updates: the floor of the lost data
-KINDS = BLIND + COLLUDING + (SILENT,)
+EXCLUDED = "excluded"  # a perfect screen sets its learned update aside: the floor
+KINDS = BLIND + COLLUDING + (EXCLUDED,)
 DEFAULT_SCALE = 10.0
 DEFAULT_EPSILON = 0.5  # ipm's epsilon
 
@@ -206,8 +207,8 @@ def poison_summary(
     learned = algebra.learned_vector(increment)
     start = np.zeros_like(learned) if reference is None else algebra.learned_vector(reference)
     strength = attack.strength(n_nodes)
-    if attack.kind == SILENT:
-        raise ModelError("a silent node sends nothing: the caller withholds its summary")
+    if attack.kind == EXCLUDED:
+        raise ModelError("an excluded node lies about nothing: the merger sets it aside")
     if attack.kind in COLLUDING:
         if not honest:
             raise ModelError(f"{attack.kind!r} needs at least one honest update of the round")

@@ -72,9 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="FRACTION:KIND[:SCALE[:JITTER]] of sites send scaled|signflip|random "
         "updates (default scale 10), or collude with the round's honest updates: "
         "alie (SCALE = z, default from the site count) or ipm (SCALE = epsilon, "
-        "default 0.5), each colluder adding JITTER honest stds of noise; silent "
-        "sites send nothing (the floor of their lost data), e.g. 0.2:signflip, "
-        "0.2:alie, 0.2:ipm::0.1, 0.2:silent",
+        "default 0.5), each colluder adding JITTER honest stds of noise; excluded: "
+        "a perfect screen sets those sites' learned updates aside (the floor an "
+        "attack is read against), e.g. 0.2:signflip, 0.2:alie, 0.2:ipm::0.1, 0.2:excluded",
     )
     p.add_argument("--label-delay", type=int, help="labels arrive N events after their event")
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")

@@ -46,15 +46,17 @@ def test_bad_poison_values_are_usage_errors(log, value, capsys):
     assert "poison" in capsys.readouterr().err
 
 
-def test_silent_sites_learn_and_score_but_send_nothing(log, capsys):
-    """The floor an attacked run is read against: the attackers' data never arrives."""
+def test_the_excluded_floor_sends_honest_summaries_and_sets_their_votes_aside(log, capsys):
+    """The floor an attacked run is read against: a perfect screen, nothing poisoned."""
     clean = _report(log, capsys)
-    silent = _report(log, capsys, "--poison", "0.2:silent")
-    assert silent["poison"]["kind"] == "silent" and len(silent["poison"]["sites"]) == 1
+    floor = _report(log, capsys, "--poison", "0.2:excluded")
+    assert floor["poison"]["kind"] == "excluded" and len(floor["poison"]["sites"]) == 1
     for name in ("federated", "hybrid"):
-        a, c = silent["architectures"][name], clean["architectures"][name]
-        assert a["poisoned_summaries"] > 0  # withheld, not sent
-        assert a["summaries"] == c["summaries"] - a["poisoned_summaries"]
+        a, c = floor["architectures"][name], clean["architectures"][name]
+        assert a["summaries"] == c["summaries"] and a["poisoned_summaries"] > 0
+        assert a["metric"] != c["metric"]  # one site's votes are missing
+    for name in ("centralized", "local"):
+        assert floor["architectures"][name]["metric"] == clean["architectures"][name]["metric"]
 
 
 def test_jittered_colluders_change_the_run_and_are_reported(log, capsys):

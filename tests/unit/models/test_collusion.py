@@ -133,7 +133,7 @@ def test_jitter_parses_and_only_colluding_kinds_take_it():
         Attack.parse("0.2:ipm::-1")
 
 
-def test_silent_nodes_send_nothing_so_there_is_nothing_to_poison():
+def test_excluded_nodes_lie_about_nothing_so_there_is_nothing_to_poison():
     spec, reference = _trained(200, 0)
-    with pytest.raises(ModelError, match="silent"):
-        poison_summary(spec, reference, None, Attack(0.2, "silent"), np.random.default_rng())
+    with pytest.raises(ModelError, match="excluded"):
+        poison_summary(spec, reference, None, Attack(0.2, "excluded"), np.random.default_rng())
