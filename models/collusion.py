@@ -16,7 +16,10 @@ same vector (their votes add up instead of scattering):
   product with the true gradient turns negative once attackers outweigh it.
 
 Both need the honest updates: the caller passes them (the papers' omniscient
-attacker); the math here is pure numpy.
+attacker); the math here is pure numpy. Exact copies are a tell no real
+colluders would leave, so :func:`jitter` gives each attacker its own small
+Gaussian noise, scaled per coordinate by the honest spread: a defence that
+only holds against identical vectors does not hold.
 
 >>> honest = np.array([[1.0, 0.0], [3.0, 2.0]])
 >>> alie_update(honest, 1.0).tolist()
@@ -34,7 +37,7 @@ import numpy as np
 
 from models.errors import ModelError
 
-__all__ = ["alie_update", "alie_z", "ipm_update"]
+__all__ = ["alie_update", "alie_z", "ipm_update", "jitter"]
 
 
 def alie_z(n_nodes: int, n_attackers: int) -> float:
@@ -71,3 +74,24 @@ def alie_update(honest: np.ndarray, z: float) -> np.ndarray:
 def ipm_update(honest: np.ndarray, epsilon: float) -> np.ndarray:
     """``-epsilon * mean`` of the rows of ``honest``."""
     return -epsilon * _honest(honest).mean(axis=0)
+
+
+def jitter(
+    sent: np.ndarray, honest: np.ndarray, scale: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``sent`` plus Gaussian noise of std ``scale`` x the honest population std, per coordinate.
+
+    Coordinates where the honest updates agree get none (noise there would be the
+    tell). ``scale`` 0 returns ``sent`` unchanged.
+
+    >>> honest = np.array([[1.0, 0.0], [3.0, 0.0]])
+    >>> out = jitter(np.array([2.0, 0.0]), honest, 0.1, np.random.default_rng(0))
+    >>> bool(out[0] != 2.0), float(out[1])
+    (True, 0.0)
+    """
+    if not (np.isfinite(scale) and scale >= 0):
+        raise ModelError(f"jitter must be a finite number >= 0, got {scale!r}")
+    honest = _honest(honest)
+    if scale == 0:
+        return np.asarray(sent, dtype=np.float64)
+    return sent + scale * honest.std(axis=0) * rng.standard_normal(honest.shape[1])

@@ -18,11 +18,17 @@ kind          sent update
               ``scale`` sets it (:mod:`models.collusion`)
 ``ipm``       ``-scale * mean`` of the round's honest deltas (``scale`` is
               Xie et al.'s epsilon, default 0.5)
+``excluded``  the honest summary, whose learned update the caller's
+              merger sets aside (a perfect screen). Not an attack but
+              its floor: the fleet loses these nodes' learned updates,
+              which no aggregation rule can win back, while their exact
+              statistics merge as under every attack
 ============  ===========================================================
 
 ``alie`` and ``ipm`` are omniscient: the caller passes the honest updates of
 the attacker's round (:func:`poison_summary`'s ``honest``), as the papers
-assume; every attacker of a round then sends the same vector.
+assume; every attacker of a round then sends the same vector, unless
+``jitter`` gives each its own small noise (:func:`models.collusion.jitter`).
 
 Exact statistics (scaler counts, means, variances) and ``n_samples`` stay
 honest. They are merged exactly, not voted on, so no aggregation rule can
@@ -43,16 +49,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.collusion import alie_update, alie_z, ipm_update
+from models.collusion import alie_update, alie_z, ipm_update, jitter
 from models.errors import ModelError
 from models.specs.base import ModelSpec
 from models.summary import Summary
 
-__all__ = ["BLIND", "COLLUDING", "KINDS", "Attack", "poison_delta", "poison_summary"]
+__all__ = ["BLIND", "COLLUDING", "EXCLUDED", "KINDS", "Attack", "poison_delta", "poison_summary"]
 
 BLIND = ("scaled", "signflip", "random")  # from the node's own update only
 COLLUDING = ("alie", "ipm")  # shaped from the round's honest updates
-KINDS = BLIND + COLLUDING
+EXCLUDED = "excluded"  # a perfect screen sets its learned update aside: the floor
+KINDS = BLIND + COLLUDING + (EXCLUDED,)
 DEFAULT_SCALE = 10.0
 DEFAULT_EPSILON = 0.5  # ipm's epsilon
 
@@ -62,12 +69,14 @@ class Attack:
     """``fraction`` of the nodes send ``kind`` updates with factor ``scale``.
 
     ``scale`` None: the kind's default (10; ipm's epsilon 0.5; alie's ``z``
-    from the node and attacker counts, :meth:`strength`).
+    from the node and attacker counts, :meth:`strength`). ``jitter`` (colluding
+    kinds only): each attacker adds noise of that many honest stds per coordinate.
     """
 
     fraction: float
     kind: str
     scale: float | None = None
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -79,28 +88,40 @@ class Attack:
             )
         if self.scale is not None and not (np.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"poison scale must be a finite number > 0, got {self.scale}")
+        if not (np.isfinite(self.jitter) and self.jitter >= 0):
+            raise ValueError(f"poison jitter must be a finite number >= 0, got {self.jitter}")
+        if self.jitter and self.kind not in COLLUDING:
+            raise ValueError(
+                f"poison jitter varies the colluders' shared vector ({', '.join(COLLUDING)}): "
+                f"{self.kind!r} has none"
+            )
 
     @classmethod
     def parse(cls, text: str) -> Attack:
-        """``FRACTION:KIND[:SCALE]``, e.g. ``0.2:signflip`` or ``0.2:scaled:10``.
+        """``FRACTION:KIND[:SCALE[:JITTER]]``, e.g. ``0.2:signflip``, ``0.2:scaled:10``
+        or ``0.2:ipm::0.1`` (the kind's default scale, jitter 0.1).
 
         >>> Attack.parse("0.2:scaled:5")
-        Attack(fraction=0.2, kind='scaled', scale=5.0)
+        Attack(fraction=0.2, kind='scaled', scale=5.0, jitter=0.0)
+        >>> Attack.parse("0.2:ipm::0.1")
+        Attack(fraction=0.2, kind='ipm', scale=None, jitter=0.1)
         >>> round(Attack.parse("0.4:alie").strength(10), 4)
         0.8416
         """
         parts = text.split(":")
         try:
-            if len(parts) not in (2, 3):
+            if len(parts) not in (2, 3, 4):
                 raise ValueError("wrong number of fields")
             fraction = float(parts[0])
-            scale = float(parts[2]) if len(parts) == 3 else None
+            scale = float(parts[2]) if len(parts) >= 3 and parts[2].strip() else None
+            jitter = float(parts[3]) if len(parts) == 4 else 0.0
         except ValueError as e:
             raise ValueError(
-                f"--poison takes FRACTION:KIND[:SCALE] with KIND one of {', '.join(KINDS)}, "
-                f"e.g. 0.2:signflip or 0.2:scaled:10, got {text!r}"
+                f"--poison takes FRACTION:KIND[:SCALE[:JITTER]] with KIND one of "
+                f"{', '.join(KINDS)}, e.g. 0.2:signflip, 0.2:scaled:10 or 0.2:ipm::0.1, "
+                f"got {text!r}"
             ) from e
-        return cls(fraction, parts[1].strip(), scale)
+        return cls(fraction, parts[1].strip(), scale, jitter)
 
     def count(self, n_nodes: int) -> int:
         """How many of ``n_nodes`` attack: ``round(fraction * n)``, at least 1."""
@@ -186,11 +207,14 @@ def poison_summary(
     learned = algebra.learned_vector(increment)
     start = np.zeros_like(learned) if reference is None else algebra.learned_vector(reference)
     strength = attack.strength(n_nodes)
+    if attack.kind == EXCLUDED:
+        raise ModelError("an excluded node lies about nothing: the merger sets it aside")
     if attack.kind in COLLUDING:
         if not honest:
             raise ModelError(f"{attack.kind!r} needs at least one honest update of the round")
         deltas = np.stack([_delta(spec, inc, ref, increment.features) for inc, ref in honest])
         sent = (alie_update if attack.kind == "alie" else ipm_update)(deltas, strength)
+        sent = jitter(sent, deltas, attack.jitter, rng)
     else:
         sent = poison_delta(
             learned - start, attack.kind, strength, rng, algebra.learned_mask(increment)

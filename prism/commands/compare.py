@@ -69,10 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--outage", help="FRACTION:START:END of sites and stream, e.g. 0.5:0.3:0.6")
     p.add_argument(
         "--poison",
-        help="FRACTION:KIND[:SCALE] of sites send scaled|signflip|random "
+        help="FRACTION:KIND[:SCALE[:JITTER]] of sites send scaled|signflip|random "
         "updates (default scale 10), or collude with the round's honest updates: "
         "alie (SCALE = z, default from the site count) or ipm (SCALE = epsilon, "
-        "default 0.5), e.g. 0.2:signflip, 0.2:alie",
+        "default 0.5), each colluder adding JITTER honest stds of noise; excluded: "
+        "a perfect screen sets those sites' learned updates aside (the floor an "
+        "attack is read against), e.g. 0.2:signflip, 0.2:alie, 0.2:ipm::0.1, 0.2:excluded",
     )
     p.add_argument("--label-delay", type=int, help="labels arrive N events after their event")
     p.add_argument("--threshold", type=float, default=0.5, help="for F1 / precision / recall")

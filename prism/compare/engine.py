@@ -29,7 +29,9 @@ fleet keeps the honest increments offered to the open round (with the
 global each was trained from) and hands them to the attacker together with
 its own honest increment; while the open round holds fewer than two honest
 ones, the last closed round's are added, so the attacker always has a spread
-to hide in.
+to hide in. ``excluded`` sites send honest summaries whose learned updates a
+perfect screen sets aside (:mod:`prism.compare.floor`): the floor an attacked
+run is read against.
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.sinks import sampled
 from models.merge import merge
 from models.packing import layout_of
-from models.poisoning import Attack, poison_summary
+from models.poisoning import EXCLUDED, Attack, poison_summary
 from models.secagg.aggregate import CODEC as SECAGG_CODEC
 from models.secagg.round import Dropouts
 from models.serialization import weight_summary_record, wire_roundtrip
 from models.summary import Summary
+from prism.compare.floor import PerfectScreen
 from prism.compare.lifecycle import (
     LIFECYCLE_ARCHITECTURES,
     Decided,
@@ -143,7 +146,7 @@ class Run:
     staleness: list[int] = field(default_factory=list)
     scored_disconnected: int = 0
     merged_at: list[int] = field(default_factory=list)  # events seen when each round closed
-    poisoned: int = 0  # poisoned summaries offered
+    poisoned: int = 0  # poisoned summaries offered (set aside, for the excluded floor)
     dp_epsilon: float | None = None  # the most any site spent (None without DP noise)
     dp_releases: int = 0  # the most DP releases any site made
     merge_cpu_s: float = 0.0  # process CPU of every merge (secure: every node's crypto too)
@@ -219,6 +222,9 @@ class _Fleet:
                 judge=None if self.lifecycle is None else self.lifecycle.judge,
                 canary=None if self.lifecycle is None else self.lifecycle.share,
             )
+        if self.merger is not None and config.poison and config.poison.kind == EXCLUDED:
+            names = {stream.site_names[i] for i in poisoned_sites(stream, config)}
+            self.merger.strategy = PerfectScreen(self.merger.strategy, names)
         self.global_: tuple[Summary, int] | None = None
         self.offered: dict[tuple[str, int], Summary] = {}  # secure run: the updates, for checks
         self.current: Summary | None = None  # secure run: the merger's current global
@@ -301,16 +307,17 @@ class _Fleet:
         if increment is None:
             return
         if site in self.attackers and self.config.poison is not None:
-            increment = poison_summary(
-                learner.spec,
-                increment,
-                learner.global_,
-                self.config.poison,
-                self.poison_rng,
-                n_nodes=len(self.sites),
-                honest=self._honest_view(increment, learner.global_),
-            )
             self.run.poisoned += 1
+            if self.config.poison.kind != EXCLUDED:  # the floor's sites send the honest one
+                increment = poison_summary(
+                    learner.spec,
+                    increment,
+                    learner.global_,
+                    self.config.poison,
+                    self.poison_rng,
+                    n_nodes=len(self.sites),
+                    honest=self._honest_view(increment, learner.global_),
+                )
         elif self.config.poison is not None:
             self.honest_open.append((increment, learner.global_))
         self.waiting.setdefault(site, []).append(increment)

@@ -193,6 +193,8 @@ def _poison(stream: Stream, config: SimConfig) -> dict[str, Any] | None:
 
 def _factor(kind: str, scale: float) -> str:
     """How the attack's strength reads: alie's z, ipm's epsilon, a factor otherwise."""
+    if kind == "excluded":
+        return "(set aside by a perfect screen: the floor)"
     name = {"alie": "z=", "ipm": "epsilon="}.get(kind, "x")
     return f"{name}{scale:.3g}"
 

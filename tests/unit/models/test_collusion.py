@@ -7,7 +7,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from models.collusion import alie_update, alie_z, ipm_update
+from models.collusion import alie_update, alie_z, ipm_update, jitter
 from models.errors import ModelError
 from models.poisoning import Attack, poison_delta, poison_summary
 from models.specs import get_spec
@@ -88,3 +88,52 @@ def test_a_colluding_summary_is_the_reference_plus_the_attack_on_the_honest_delt
         assert np.array_equal(sent.tensor(name), own.tensor(name))
     with pytest.raises(ModelError, match="honest update"):
         poison_summary(spec, own, reference, attack, np.random.default_rng(), n_nodes=10)
+
+
+def test_jitter_gives_each_colluder_its_own_vector_scaled_by_the_honest_spread():
+    rng = np.random.default_rng(0)
+    shared = ipm_update(HONEST, 0.5)
+    sent = np.stack([jitter(shared, HONEST, 0.1, rng) for _ in range(2000)])
+    assert not np.array_equal(sent[0], sent[1])  # no longer exact copies
+    assert np.allclose(sent.mean(axis=0), shared, atol=0.02)  # the attack is not weakened
+    assert sent.std(axis=0) == pytest.approx(0.1 * HONEST.std(axis=0), rel=0.1, abs=1e-12)
+    assert np.all(sent[:, 2] == shared[2])  # where the honest agree, no tell-tale noise
+    assert np.array_equal(jitter(shared, HONEST, 0.0, rng), shared)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_bad_jitter_is_a_model_error(bad):
+    with pytest.raises(ModelError, match="jitter"):
+        jitter(HONEST[0], HONEST, bad, np.random.default_rng())
+
+
+def test_a_jittered_summary_is_seeded_and_differs_from_the_exact_one():
+    spec, reference = _trained(200, 0)
+    honest = [(_trained(80, s, start=reference)[1], reference) for s in (1, 2, 3)]
+    _, own = _trained(80, 4, start=reference)
+
+    def sent(attack, seed):
+        out = poison_summary(spec, own, reference, attack, np.random.default_rng(seed),
+                             n_nodes=10, honest=honest)  # fmt: skip
+        return spec.algebra.learned_vector(out)
+
+    exact, noisy = Attack(0.2, "ipm"), Attack(0.2, "ipm", jitter=0.1)
+    assert np.array_equal(sent(exact, 1), sent(exact, 2))  # no jitter: the rng is not used
+    assert not np.array_equal(sent(noisy, 1), sent(exact, 1))
+    assert np.array_equal(sent(noisy, 1), sent(noisy, 1))
+    assert not np.array_equal(sent(noisy, 1), sent(noisy, 2))
+
+
+def test_jitter_parses_and_only_colluding_kinds_take_it():
+    assert Attack.parse("0.2:ipm::0.1") == Attack(0.2, "ipm", None, 0.1)
+    assert Attack.parse("0.2:alie:0.5:0.2") == Attack(0.2, "alie", 0.5, 0.2)
+    with pytest.raises(ValueError, match="poison jitter"):
+        Attack(0.2, "signflip", jitter=0.1)
+    with pytest.raises(ValueError, match="poison jitter"):
+        Attack.parse("0.2:ipm::-1")
+
+
+def test_excluded_nodes_lie_about_nothing_so_there_is_nothing_to_poison():
+    spec, reference = _trained(200, 0)
+    with pytest.raises(ModelError, match="excluded"):
+        poison_summary(spec, reference, None, Attack(0.2, "excluded"), np.random.default_rng())

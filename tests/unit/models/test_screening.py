@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.collusion import alie_update, alie_z, ipm_update, jitter
 from models.errors import InvalidSummaryError, ModelError
 from models.screening import MIN_UPDATES, robust_z, screen
 from models.strategies import NodeVector, get_strategy
@@ -50,6 +51,41 @@ def test_with_noisy_honest_updates_attackers_are_still_caught(
     excluded = set(screen(vectors).excluded)
     assert evil <= excluded
     assert len(excluded - evil) <= max(1, honest_n // 10)  # rare tail false positives
+
+
+@settings(deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    honest_n=st.integers(6, 30),
+    share=st.floats(0.05, 0.3),
+    dim=st.integers(2, 40),
+    noise=st.sampled_from([0.0, 0.1, 0.5]),
+)
+def test_ipm_is_caught_by_direction_whether_colluders_copy_or_jitter(
+    seed, honest_n, share, dim, noise
+) -> None:
+    """Against a consensus (honest spread 0.3), -0.5 x the honest mean is an opposed
+    update; the screen flags it by its cosine, not by finding identical vectors, so
+    colluders that each add noise are flagged too."""
+    rng = np.random.default_rng(seed)
+    honest, _ = poisoned_round(seed, honest_n, 0, dim, 0.3)
+    attackers = max(1, round(share * honest_n))
+    shared = ipm_update(np.stack(honest), 0.5)
+    sent = [jitter(shared, np.stack(honest), noise, rng) for _ in range(attackers)]
+    result = screen(honest + sent)
+    assert set(result.excluded) == set(range(honest_n, honest_n + attackers))
+    assert all(why.startswith("direction") for why in result.excluded.values())
+
+
+def test_alie_stays_inside_the_spread_and_is_not_screened_so_medians_must_hold_it() -> None:
+    """ALIE is built to pass screening: it is not flagged, jittered or not (what contains
+    it is the median's vote, see tests/reliability/test_poisoning.py)."""
+    honest, _ = poisoned_round(3, 8, 0, 10, 0.3)
+    shared = alie_update(np.stack(honest), alie_z(10, 2))
+    rng = np.random.default_rng(0)
+    for noise in (0.0, 0.1):
+        sent = [jitter(shared, np.stack(honest), noise, rng) for _ in range(2)]
+        assert screen(honest + sent).excluded == {}
 
 
 def test_sign_flip_without_scaling_is_caught_by_direction() -> None:
