@@ -111,12 +111,45 @@ class IotHSTAlgebra(SummaryAlgebra):
     def merge_exact(
         self, summaries: Sequence[Summary], base: Summary | None = None
     ) -> dict[str, np.ndarray]:
-        """Scaler statistics accumulate (with ``base``); windows are summed, not accumulated."""
+        """Scaler statistics accumulate (with ``base``); windows are summed, not accumulated.
+
+        Reference windows are summed (``ref_windows`` says how many); without
+        any among the contributors, :meth:`_first_reference` decides.
+        """
         masses = {
             name: merge_masses(np.stack([s.tensor(name) for s in summaries]))
             for name in ("r_mass", "l_mass", "ref_windows", "members")
         }
+        if masses["ref_windows"][0] == 0:
+            masses |= self._first_reference(summaries, base)
         return merge_scaler(summaries, base) | masses
+
+    @staticmethod
+    def _first_reference(
+        summaries: Sequence[Summary], base: Summary | None
+    ) -> dict[str, np.ndarray]:
+        """A reference when no contributor completed a window of its own.
+
+        The current global's reference stands if it has one. Else the fleet's
+        first window is the union of the contributors' current windows (each
+        node's latest, so a node sent twice counts once), scaled to
+        ``WINDOW`` points, once it holds that many: one central model's first
+        window completes after ``WINDOW`` events, while each of ``k`` sites
+        needs ``WINDOW`` of its own -- ``k`` times as long, scoring 0 (no
+        reference) all the while.
+        """
+        if base is not None and base.tensor("ref_windows")[0] > 0:
+            return {"r_mass": base.tensor("r_mass"), "ref_windows": base.tensor("ref_windows")}
+        latest: dict[str, Summary] = {}
+        for s in summaries:
+            if s.node_id not in latest or s.sequence > latest[s.node_id].sequence:
+                latest[s.node_id] = s
+        union = merge_masses(np.stack([s.tensor("l_mass") for s in latest.values()]))
+        points = int(union[0, 0])  # every point of a window passes the root of each tree
+        if points < WINDOW:
+            return {}
+        profile = np.rint(union * (WINDOW / points)).astype(np.int64)
+        return {"r_mass": profile, "ref_windows": np.array([1])}
 
     def unmerge_exact(self, total: Summary, part: Summary) -> Summary:
         part = self.align(part, total.features)
