@@ -323,8 +323,8 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
             )
         ]
     )[ConfigResource(ResourceType.TOPIC, s.topic("scores"))].result(30)
-    proc = worker(s, "--idle-exit", "10", *args)
-    time.sleep(6)  # let it join the group before data flows (it stops 10 s after the last)
+    proc = worker(s, *args)  # no --idle-exit: its looks at the broker stall the loop
+    time.sleep(6)  # let it join the group before data flows
     replay(
         ReplayOptions(
             path=log, rate=rate * RECORDS_PER_EVENT, progress=False, producer={"linger.ms": "1"}
@@ -333,7 +333,7 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
         topics=resolve_topics("auto", s.topic),
         codec=CODEC,
     )
-    proc.wait(600)
+    stop_when_scored(s, proc)
     events = kafka_times(s, s.topic("transactions"), decode_id=True)
     scores = kafka_times(s, s.topic("scores"), decode_id=False)
     lat = np.array([scores[e] - events[e] for e in scores if e in events], dtype=np.float64)
@@ -346,6 +346,26 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
         p99=float(np.percentile(lat, 99)),
         scored=len(lat),
     )
+
+
+def stop_when_scored(s, proc: subprocess.Popen, limit_s: float = 600.0) -> None:
+    """SIGTERM the worker once every event has its score (or after ``limit_s``).
+
+    Not ``--idle-exit``: a worker asked to exit when idle looks up every
+    partition's end offset each half second without records, one broker round
+    trip per partition, each queued behind the consumer's fetch long-poll
+    (``fetch.wait.max.ms``, 500 ms): measured, a look took 4 s, and a replay
+    starting during one found the loop stalled (docs/performance.md, "Score
+    latency"). A production worker makes no such looks.
+    """
+    want = sum(end_offsets(s, s.topic("transactions")))
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(end_offsets(s, s.topic("scores"))) >= want:
+            break
+        time.sleep(0.5)
+    proc.terminate()
+    proc.wait(120)
 
 
 def latency_runs(settings, args, log: Path, small: Path) -> list[dict]:

@@ -201,6 +201,8 @@ class PartitionLearner:
         self._to_learn_keys: list[tuple[str, ...]] = []
         self._to_learn_values: list[list[float]] = []
         self._to_learn_y: list[bool | None] = []
+        #: an unsupervised batch of one feature set, scored and not learned yet
+        self._learn_batch: tuple[Any, tuple[str, ...]] | None = None
 
     # -- positions -----------------------------------------------------------
     def unseen(self, topic: str, offset: int, *, count_gaps: bool = True) -> bool:
@@ -238,7 +240,17 @@ class PartitionLearner:
 
     # -- events --------------------------------------------------------------
     def take_events(self, events: Iterable[EventIn]) -> list[ScoredEvent]:
-        """Score a mini-batch with the current model, then learn what can be learned.
+        """Score a mini-batch with the current model, then learn what can be learned."""
+        out = self.score_events(events)
+        self.learn_scored()
+        return out
+
+    def score_events(self, events: Iterable[EventIn]) -> list[ScoredEvent]:
+        """Score a mini-batch with the current model; :meth:`learn_scored` learns it.
+
+        Split so a worker hands every partition's scores to the producer before
+        any partition learns (score latency); the pair is :meth:`take_events`,
+        and nothing may touch this learner in between.
 
         For every scored event: remember its id (duplicate detection), queue it
         for learning (inline label) or hold it in the pending store (late
@@ -310,12 +322,19 @@ class PartitionLearner:
         self._evict()
         if learn_batch:  # one feature set: the spec's batch path, same order
             ((features, (_, X)),) = groups.items()
-            self.spec.learn_many(self.model, X, features=features)
+            self._learn_batch = (X, features)
             counters["learned"] += len(batch)
+        return out
+
+    def learn_scored(self) -> None:
+        """Learn what :meth:`score_events` queued, then resolve the labels it unblocked."""
+        if self._learn_batch is not None:
+            X, features = self._learn_batch
+            self._learn_batch = None
+            self.spec.learn_many(self.model, X, features=features)
         self._drain()
         self._flush_learning()
         self._measure()
-        return out
 
     def _admit(self, events: Iterable[EventIn]) -> list[EventIn]:
         """The events to score: not processed before (:meth:`fresh`), decoded, no duplicate."""

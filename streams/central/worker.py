@@ -205,23 +205,39 @@ class CentralWorker:
             return 0
 
     def _process(self, records: Sequence[RecordIn]) -> int:
+        """Every partition's scores go to the producer first, then each partition learns.
+
+        Per partition the order is the per-event one (score the events with the
+        model as it was, learn them, then the labels); partitions share nothing,
+        so scoring all before learning any changes no score and no model, and a
+        score no longer waits for other partitions' learning (score latency).
+        """
         events, labels = self.intake.route(records, self.learners)
-        scored = 0
+        scored, failed = 0, set()
+        for p in sorted(events):
+            try:
+                scored += self.scores.publish(self.learners[p].score_events(events[p]))
+            except Exception as e:  # the per-event boundary's last line: never die on a batch
+                self._failed(p, records, e)
+                failed.add(p)
+        self.producer.poll(0)
         for p in sorted(set(events) | set(labels)):
             learner = self.learners[p]
-            try:
-                if p in events:
-                    scored += self.scores.publish(learner.take_events(events[p]))
-                if p in labels:
-                    learner.take_labels(labels[p])
-            except Exception as e:  # the per-event boundary's last line: never die on a batch
-                log.exception("learner failed worker=%s partition=%s", self.config.worker, p)
-                self.intake.dead_records([r for r in records if r.partition == p], e)
+            if p not in failed:
+                try:
+                    learner.learn_scored()
+                    if p in labels:
+                        learner.take_labels(labels[p])
+                except Exception as e:
+                    self._failed(p, records, e)
             self.intake.dead_letter(p, learner.take_rejected())
-        self.producer.poll(0)
         self.checkpointer.processed(len(records))
         self.telemetry.events.labels(self.service, "events").inc(scored)
         return scored
+
+    def _failed(self, p: int, records: Sequence[RecordIn], e: Exception) -> None:
+        log.exception("learner failed worker=%s partition=%s", self.config.worker, p)
+        self.intake.dead_records([r for r in records if r.partition == p], e)
 
     # -- cadences ------------------------------------------------------------
     def checkpoint_due(self) -> bool:
