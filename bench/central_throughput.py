@@ -323,8 +323,9 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
             )
         ]
     )[ConfigResource(ResourceType.TOPIC, s.topic("scores"))].result(30)
-    proc = worker(s, *args)  # no --idle-exit: its looks at the broker stall the loop
-    time.sleep(6)  # let it join the group before data flows
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    proc = worker(s, *args, group=group)  # no --idle-exit: its looks at the broker stall it
+    wait_joined(admin, group, proc)  # before data flows: a slow start is not latency
     replay(
         ReplayOptions(
             path=log, rate=rate * RECORDS_PER_EVENT, progress=False, producer={"linger.ms": "1"}
@@ -346,6 +347,23 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
         p99=float(np.percentile(lat, 99)),
         scored=len(lat),
     )
+
+
+def wait_joined(admin: AdminClient, group: str, proc: subprocess.Popen, limit_s=120.0) -> None:
+    """Until the worker holds its partitions (a loaded machine may take far more than 6 s
+    to import and join: the replay then went to a backlog, measured as seconds of latency)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            (described,) = admin.describe_consumer_groups([group]).values()
+            members = described.result(10).members
+        except Exception:  # not known to the coordinator yet
+            members = []
+        if any(m.assignment and m.assignment.topic_partitions for m in members):
+            time.sleep(1.0)  # its checkpoint restore (none: fresh topics) and first fetch
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"the worker did not join group {group} in {limit_s:.0f} s")
 
 
 def stop_when_scored(s, proc: subprocess.Popen, limit_s: float = 600.0) -> None:

@@ -48,6 +48,7 @@ def producer_config(
         "batch.num.messages": 10_000,
         "compression.type": "lz4",
         "message.timeout.ms": 0,
+        "socket.nagle.disable": True,
     }
 
 
@@ -102,4 +103,5 @@ def consumer_config(
         # and adds no latency (a larger min bytes would wait up to it: not here)
         "fetch.min.bytes": 1,
         "queued.min.messages": 100_000,
+        "socket.nagle.disable": True,
     }

@@ -162,6 +162,16 @@ class Changes:
         if self.added.pop(event_id, None) is None:
             self.removed.add(event_id)
 
+    def after(self, older: Changes) -> Changes:
+        """``older`` then these, as one set of changes (a failed write's, given back).
+
+        An id added by ``older`` and removed since is written as removed: HDEL of
+        a field that is not there is harmless, and right if ``older`` was in fact
+        stored (a transaction whose reply was lost)."""
+        removed = (older.removed | self.removed) - self.added.keys()
+        added = {e: p for e, p in older.added.items() if e not in self.removed}
+        return Changes({**added, **self.added}, removed, older.recent + self.recent)
+
 
 class PartitionLearner:
     """Prequential learning for one partition of the events and labels topics."""
@@ -554,10 +564,17 @@ class PartitionLearner:
             self._drop(oldest.event_id, "expired")
 
     # -- checkpoints ---------------------------------------------------------
-    def clear_changes(self) -> None:
-        """Called once a checkpoint holding :attr:`changes` is stored (not before: a failed
-        write keeps them for the next attempt)."""
-        self.changes = Changes()
+    def take_changes(self) -> Changes:
+        """The changes a checkpoint being written holds; later ones start afresh.
+
+        A write that fails gives them back (:meth:`give_back`), so the next
+        checkpoint holds them again."""
+        taken, self.changes = self.changes, Changes()
+        return taken
+
+    def give_back(self, taken: Changes) -> None:
+        """A failed checkpoint's changes, back in front of those made since."""
+        self.changes = self.changes.after(taken)
 
     def take_rejected(self) -> list[Rejected]:
         """Records refused since the last call, for the dead-letter topic."""

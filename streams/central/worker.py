@@ -133,6 +133,7 @@ class CentralWorker:
         ahead of Redis by what it scored after its last checkpoint, and
         restoring the checkpoint instead would score that tail a second time.
         """
+        self.checkpointer.settle()  # a write in flight decides what "unchanged" means
         for p in sorted(set(partitions) - set(self.learners)):
             held = self.lost.pop(p, None)
             if held is not None and wait_for(
@@ -253,6 +254,26 @@ class CentralWorker:
         )
         self.telemetry.checkpoints.labels(self.service).inc()
         self._update_gauges()
+
+    def checkpoint_start(self) -> None:
+        """Flush and encode every owned partition's checkpoint; Redis gets it in the background.
+
+        :meth:`checkpoint_written` tells when it is stored (raises
+        :class:`Undelivered` if the producer cannot flush: nothing started)."""
+        self.checkpointer.start(list(self.learners.values()))
+
+    def checkpoint_written(self, *, wait: bool = False) -> dict[int, dict[str, int]] | None:
+        """The resume offsets of the background checkpoint once stored (to commit), else None.
+
+        Raises the write's error (Redis away); the learners got their changes back."""
+        done = self.checkpointer.finished(wait=wait)
+        if done is None:
+            return None
+        snapshot, seconds = done
+        self.telemetry.checkpoint_seconds.labels(self.service).observe(seconds)
+        self.telemetry.checkpoints.labels(self.service).inc()
+        self._update_gauges()
+        return snapshot.offsets
 
     def checkpoint_waiting(self, learners: Sequence[PartitionLearner] | None = None) -> None:
         """A checkpoint that cannot be postponed (partitions handed over, the worker leaving):
