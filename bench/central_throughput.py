@@ -302,9 +302,10 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
     scores topic is switched to ``LogAppendTime``, so a score's timestamp is
     the moment the broker appended it (delivered), not when it was produced;
     the event's is its producer's ``CreateTime`` (the replay producer, with
-    ``linger.ms`` 1 here: a source that sends each event as it happens; its
-    default 20 ms linger would sit inside the figure, before the worker
-    could see the event).
+    ``linger.ms`` 1 and no Nagle here: a source that sends each event as it
+    happens; its default 20 ms linger, or a small request held back for the
+    previous one's TCP acknowledgement, would sit inside the figure, before
+    the worker could see the event).
     """
     s = fresh(settings, None)  # ``rate``: events/s; the replay paces records (labels too)
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})  # kept alive until done
@@ -328,7 +329,10 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
     wait_joined(admin, group, proc)  # before data flows: a slow start is not latency
     replay(
         ReplayOptions(
-            path=log, rate=rate * RECORDS_PER_EVENT, progress=False, producer={"linger.ms": "1"}
+            path=log,
+            rate=rate * RECORDS_PER_EVENT,
+            progress=False,
+            producer={"linger.ms": "1", "socket.nagle.disable": "true"},
         ),
         bootstrap=s.kafka_bootstrap,
         topics=resolve_topics("auto", s.topic),
