@@ -35,7 +35,9 @@ if os.environ.get("PRISM_TIMING"):
             TIMES.setdefault(name, []).append(ms)
 
     def wrap(cls, meth: str, name: str) -> None:
-        f = getattr(cls, meth)
+        f = getattr(cls, meth, None)
+        if f is None:  # another version of the worker (trees compared): not there
+            return
 
         def timed(*a, **k):
             t = time.perf_counter()
@@ -100,6 +102,10 @@ if os.environ.get("PRISM_TIMING"):
         wrap(checkpointing.Checkpointer, "start", "checkpoint.start(flush+encode)")
         wrap(checkpointing.Checkpointer, "save", "checkpoint.save(sync)")
         wrap(checkpoint.CheckpointStore, "write", "checkpoint.write(redis)")
+        wrap(checkpoint.CheckpointStore, "save", "checkpoint.store.save(encode+redis)")
+        # the names of the code before (scored and learned in one call, commits by partition)
+        wrap(partition.PartitionLearner, "take_events", "take_events(score+learn)")
+        wrap(loop, "_commit", "commit(by partition)")
 
     class _Hook(importlib.abc.MetaPathFinder):
         """Patches once ``streams.central.run`` is imported (the worker's composition root)."""
