@@ -7,7 +7,8 @@ old its records already are when taken (transport: producer, broker, fetch),
 decoding (``intake.route``), scoring + producing, learning, label joins,
 checkpoints (flush + encode, the Redis write), commits, summaries, and each
 GC collection -- and writes n / total / p50 / p99 / max / count over 10 ms per
-stage (ms) as JSON when it exits. Nothing here changes what the worker does;
+stage (ms) as JSON when it exits (PRISM_TIMING ending in ``/``: a directory,
+one file per worker). Nothing here changes what the worker does;
 it wraps methods, so it costs a little time itself. Used for
 docs/performance.md, "Score latency" (``bench/central_throughput.py`` sets its
 workers' PYTHONPATH from ``--trees``: add this directory to each tree given).
@@ -132,7 +133,10 @@ if os.environ.get("PRISM_TIMING"):
                 "max": round(float(a.max()), 2),
                 "over10": int((a > 10).sum()),
             }
-        with open(OUT, "w") as f:
+        path = OUT  # a directory (ends in /): one file per worker, named by time and pid
+        if OUT.endswith("/"):
+            path = f"{OUT}{time.strftime('%H%M%S')}-{os.getpid()}.json"
+        with open(path, "w") as f:
             json.dump(out, f, indent=1)
 
     atexit.register(dump)
