@@ -114,6 +114,7 @@ ENGINE = "kafka"  # --engine
 RECORDS_PER_EVENT = 2.0  # the paced replay's rate counts labels too: set by make_log
 PARTITIONS = 4  # --partitions
 STARTED: list[subprocess.Popen] = []  # killed at exit, whatever happened
+WORKER_TREE: str | None = None  # --trees: the source tree the workers run (None: this one)
 
 
 def worker(s, *args: str, group: str | None = None, engine: str | None = None) -> subprocess.Popen:
@@ -141,7 +142,9 @@ def worker(s, *args: str, group: str | None = None, engine: str | None = None) -
     errors = tempfile.NamedTemporaryFile(  # noqa: SIM115 - outlives this call, as the worker
         prefix="central-bench-", suffix=".log", delete=False
     )
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+    # run in the tree asked for: ``-m`` puts the working directory first on sys.path,
+    # ahead of PYTHONPATH, so from another checkout it would run that checkout's code
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors, cwd=WORKER_TREE)
     proc.log_path = errors.name  # type: ignore[attr-defined]
     STARTED.append(proc)
     return proc
@@ -393,10 +396,12 @@ def stop_when_scored(s, proc: subprocess.Popen, limit_s: float = 600.0) -> None:
 def latency_runs(settings, args, log: Path, small: Path) -> list[dict]:
     """For each tree (``--trees``, in turn): its one-worker maximum, then its latency at
     5,000 events/s and at 80 % of that maximum."""
+    global WORKER_TREE
     out = []
     for tree in args.trees or [""]:
-        if tree:
-            os.environ["PYTHONPATH"] = tree  # the worker processes run this tree's code
+        if tree:  # the worker processes run this tree's code (its last PYTHONPATH entry)
+            os.environ["PYTHONPATH"] = tree
+            WORKER_TREE = tree.split(os.pathsep)[-1]
         shared = fresh(settings, log)
         most = batched(shared, args, 1, run=f"max{len(out)}").steady
         light = latency(settings, small, args.light_rate)
