@@ -75,6 +75,7 @@ def unpack_waiting(data: bytes) -> WaitingLabel:
 
 
 CHECKPOINT_MAX_BYTES = 256 * 1024 * 1024
+_PENDING = "hset pending"  # a Snapshot command whose events write() packs (off the loop)
 
 
 @dataclass
@@ -159,8 +160,10 @@ class CheckpointStore:
         """Encode a checkpoint of ``learners`` as they are now, taking their changes.
 
         Nothing touches Redis here: :meth:`write` (which may run on another
-        thread, while the learners go on) sends it; if it fails, the caller
-        gives the changes back (:meth:`Snapshot.give_back`).
+        thread, while the learners go on) packs the pending events taken and
+        sends it all; if it fails, the caller gives the changes back
+        (:meth:`Snapshot.give_back`). The model's state is encoded here: it
+        changes with the next batch.
         """
         snapshot = Snapshot()
         for learner in learners:
@@ -173,9 +176,8 @@ class CheckpointStore:
             snapshot.digests[p] = _digest(data)
             commands = snapshot.commands
             commands.append(("set", (k.record, data), {}))
-            if changes.added:
-                mapping = {e: pack_pending(p) for e, p in changes.added.items()}
-                commands.append(("hset", (k.pending,), {"mapping": mapping}))
+            if changes.added:  # packed by write(): the taken changes are the snapshot's alone
+                commands.append((_PENDING, (k.pending, changes.added), {}))
             if changes.removed:
                 commands.append(("hdel", (k.pending, *changes.removed), {}))
             if changes.recent:  # only the newest recent_size survive the LTRIM
@@ -191,7 +193,11 @@ class CheckpointStore:
             return
         with self.client.pipeline(transaction=True) as tx:
             for name, args, kwargs in snapshot.commands:
-                getattr(tx, name)(*args, **kwargs)
+                if name == _PENDING:
+                    key, added = args
+                    tx.hset(key, mapping={e: pack_pending(p) for e, p in added.items()})
+                else:
+                    getattr(tx, name)(*args, **kwargs)
             tx.execute()
         self._seen.update(snapshot.digests)
 
