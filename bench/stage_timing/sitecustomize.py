@@ -102,6 +102,7 @@ if os.environ.get("PRISM_TIMING"):
         wrap(scores.ScorePublisher, "publish", "publish(encode+produce)")
         wrap(checkpointing.Checkpointer, "start", "checkpoint.start(flush+encode)")
         wrap(checkpointing.Checkpointer, "save", "checkpoint.save(sync)")
+        wrap(checkpointing.Checkpointer, "_flush", "checkpoint.flush")
         wrap(checkpoint.CheckpointStore, "write", "checkpoint.write(redis)")
         wrap(checkpoint.CheckpointStore, "save", "checkpoint.store.save(encode+redis)")
         # the names of the code before (scored and learned in one call, commits by partition)
