@@ -114,6 +114,7 @@ ENGINE = "kafka"  # --engine
 RECORDS_PER_EVENT = 2.0  # the paced replay's rate counts labels too: set by make_log
 PARTITIONS = 4  # --partitions
 STARTED: list[subprocess.Popen] = []  # killed at exit, whatever happened
+WORKER_TREE: str | None = None  # --trees: the source tree the workers run (None: this one)
 
 
 def worker(s, *args: str, group: str | None = None, engine: str | None = None) -> subprocess.Popen:
@@ -141,7 +142,9 @@ def worker(s, *args: str, group: str | None = None, engine: str | None = None) -
     errors = tempfile.NamedTemporaryFile(  # noqa: SIM115 - outlives this call, as the worker
         prefix="central-bench-", suffix=".log", delete=False
     )
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+    # run in the tree asked for: ``-m`` puts the working directory first on sys.path,
+    # ahead of PYTHONPATH, so from another checkout it would run that checkout's code
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors, cwd=WORKER_TREE)
     proc.log_path = errors.name  # type: ignore[attr-defined]
     STARTED.append(proc)
     return proc
@@ -302,9 +305,10 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
     scores topic is switched to ``LogAppendTime``, so a score's timestamp is
     the moment the broker appended it (delivered), not when it was produced;
     the event's is its producer's ``CreateTime`` (the replay producer, with
-    ``linger.ms`` 1 here: a source that sends each event as it happens; its
-    default 20 ms linger would sit inside the figure, before the worker
-    could see the event).
+    ``linger.ms`` 1 and no Nagle here: a source that sends each event as it
+    happens; its default 20 ms linger, or a small request held back for the
+    previous one's TCP acknowledgement, would sit inside the figure, before
+    the worker could see the event).
     """
     s = fresh(settings, None)  # ``rate``: events/s; the replay paces records (labels too)
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})  # kept alive until done
@@ -323,17 +327,21 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
             )
         ]
     )[ConfigResource(ResourceType.TOPIC, s.topic("scores"))].result(30)
-    proc = worker(s, "--idle-exit", "10", *args)
-    time.sleep(6)  # let it join the group before data flows (it stops 10 s after the last)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    proc = worker(s, *args, group=group)  # no --idle-exit: its looks at the broker stall it
+    wait_joined(admin, group, proc)  # before data flows: a slow start is not latency
     replay(
         ReplayOptions(
-            path=log, rate=rate * RECORDS_PER_EVENT, progress=False, producer={"linger.ms": "1"}
+            path=log,
+            rate=rate * RECORDS_PER_EVENT,
+            progress=False,
+            producer={"linger.ms": "1", "socket.nagle.disable": "true"},
         ),
         bootstrap=s.kafka_bootstrap,
         topics=resolve_topics("auto", s.topic),
         codec=CODEC,
     )
-    proc.wait(600)
+    stop_when_scored(s, proc)
     events = kafka_times(s, s.topic("transactions"), decode_id=True)
     scores = kafka_times(s, s.topic("scores"), decode_id=False)
     lat = np.array([scores[e] - events[e] for e in scores if e in events], dtype=np.float64)
@@ -348,13 +356,52 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
     )
 
 
+def wait_joined(admin: AdminClient, group: str, proc: subprocess.Popen, limit_s=120.0) -> None:
+    """Until the worker holds its partitions (a loaded machine may take far more than 6 s
+    to import and join: the replay then went to a backlog, measured as seconds of latency)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            (described,) = admin.describe_consumer_groups([group]).values()
+            members = described.result(10).members
+        except Exception:  # not known to the coordinator yet
+            members = []
+        if any(m.assignment and m.assignment.topic_partitions for m in members):
+            time.sleep(1.0)  # its checkpoint restore (none: fresh topics) and first fetch
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"the worker did not join group {group} in {limit_s:.0f} s")
+
+
+def stop_when_scored(s, proc: subprocess.Popen, limit_s: float = 600.0) -> None:
+    """SIGTERM the worker once every event has its score (or after ``limit_s``).
+
+    Not ``--idle-exit``: a worker asked to exit when idle looks up every
+    partition's end offset each half second without records, one broker round
+    trip per partition, each queued behind the consumer's fetch long-poll
+    (``fetch.wait.max.ms``, 500 ms): measured, a look took 4 s, and a replay
+    starting during one found the loop stalled (docs/performance.md, "Score
+    latency"). A production worker makes no such looks.
+    """
+    want = sum(end_offsets(s, s.topic("transactions")))
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(end_offsets(s, s.topic("scores"))) >= want:
+            break
+        time.sleep(0.5)
+    proc.terminate()
+    proc.wait(120)
+
+
 def latency_runs(settings, args, log: Path, small: Path) -> list[dict]:
     """For each tree (``--trees``, in turn): its one-worker maximum, then its latency at
     5,000 events/s and at 80 % of that maximum."""
+    global WORKER_TREE
     out = []
     for tree in args.trees or [""]:
-        if tree:
-            os.environ["PYTHONPATH"] = tree  # the worker processes run this tree's code
+        if tree:  # the worker processes run this tree's code (its last PYTHONPATH entry)
+            os.environ["PYTHONPATH"] = tree
+            WORKER_TREE = tree.split(os.pathsep)[-1]
         shared = fresh(settings, log)
         most = batched(shared, args, 1, run=f"max{len(out)}").steady
         light = latency(settings, small, args.light_rate)

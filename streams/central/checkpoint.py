@@ -38,14 +38,14 @@ import re
 import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
 from models.serialization import state_to_summary, summary_to_state
 from runtime.model_registry.keys import RegistryKeys
 from schemas import Codec
-from streams.central.partition import PartitionLearner, Pending, WaitingLabel
+from streams.central.partition import Changes, PartitionLearner, Pending, WaitingLabel
 
 _HEAD = struct.Struct("<dq")
 _WAITING = struct.Struct("<qqBHi")  # ts, offset, label, id length, key length (-1: none)
@@ -75,6 +75,26 @@ def unpack_waiting(data: bytes) -> WaitingLabel:
 
 
 CHECKPOINT_MAX_BYTES = 256 * 1024 * 1024
+_PENDING = "hset pending"  # a Snapshot command whose events write() packs (off the loop)
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint encoded and not yet written: its Redis commands, and what it took.
+
+    ``offsets`` (partition -> resume offsets) is what may be committed to Kafka
+    once the write succeeded, never before."""
+
+    commands: list[tuple[str, tuple, dict]] = field(default_factory=list)
+    taken: list[tuple[PartitionLearner, Changes]] = field(default_factory=list)
+    offsets: dict[int, dict[str, int]] = field(default_factory=dict)
+    digests: dict[int, bytes] = field(default_factory=dict)
+
+    def give_back(self) -> None:
+        """The write failed: each learner gets its changes back, before its newer ones."""
+        for learner, changes in self.taken:
+            learner.give_back(changes)
+        self.taken = []
 
 
 @dataclass(frozen=True)
@@ -128,31 +148,58 @@ class CheckpointStore:
         }
 
     def save(self, learners: Iterable[PartitionLearner]) -> None:
-        """Write every learner's checkpoint in one MULTI/EXEC, then clear their changes."""
-        learners = list(learners)
-        if not learners:
-            return
-        written: dict[int, bytes] = {}
-        with self.client.pipeline(transaction=True) as tx:
-            for learner in learners:
-                k, changes = self.keys_for(learner.partition), learner.changes
-                data = self.codec.encode_many("CentralCheckpoint", [self.record(learner)])[0]
-                written[learner.partition] = _digest(data)
-                tx.set(k.record, data)
-                if changes.added:
-                    tx.hset(
-                        k.pending, mapping={e: pack_pending(p) for e, p in changes.added.items()}
-                    )
-                if changes.removed:
-                    tx.hdel(k.pending, *changes.removed)
-                if changes.recent:  # only the newest recent_size survive the LTRIM
-                    tx.lpush(k.recent, *changes.recent[-learner.config.recent_size :])
-                    tx.ltrim(k.recent, 0, learner.config.recent_size - 1)
-                tx.delete(k.waiting)  # an older layout's; the record's offsets cover them now
-            tx.execute()
-        self._seen.update(written)
+        """Write every learner's checkpoint in one MULTI/EXEC (:meth:`prepare`, :meth:`write`)."""
+        snapshot = self.prepare(learners)
+        try:
+            self.write(snapshot)
+        except BaseException:
+            snapshot.give_back()
+            raise
+
+    def prepare(self, learners: Iterable[PartitionLearner]) -> Snapshot:
+        """Encode a checkpoint of ``learners`` as they are now, taking their changes.
+
+        Nothing touches Redis here: :meth:`write` (which may run on another
+        thread, while the learners go on) packs the pending events taken and
+        sends it all; if it fails, the caller gives the changes back
+        (:meth:`Snapshot.give_back`). The model's state is encoded here: it
+        changes with the next batch.
+        """
+        snapshot = Snapshot()
         for learner in learners:
-            learner.clear_changes()
+            p, k = learner.partition, self.keys_for(learner.partition)
+            record = self.record(learner)
+            changes = learner.take_changes()
+            snapshot.taken.append((learner, changes))
+            snapshot.offsets[p] = record["offsets"]
+            data = self.codec.encode_many("CentralCheckpoint", [record])[0]
+            snapshot.digests[p] = _digest(data)
+            commands = snapshot.commands
+            commands.append(("set", (k.record, data), {}))
+            if changes.added:  # packed by write(): the taken changes are the snapshot's alone
+                commands.append((_PENDING, (k.pending, changes.added), {}))
+            if changes.removed:
+                commands.append(("hdel", (k.pending, *changes.removed), {}))
+            if changes.recent:  # only the newest recent_size survive the LTRIM
+                size = learner.config.recent_size
+                commands.append(("lpush", (k.recent, *changes.recent[-size:]), {}))
+                commands.append(("ltrim", (k.recent, 0, size - 1), {}))
+            commands.append(("delete", (k.waiting,), {}))  # an older layout's: offsets cover it
+        return snapshot
+
+    def write(self, snapshot: Snapshot) -> None:
+        """Send a prepared checkpoint in one MULTI/EXEC (thread-safe: a pooled connection)."""
+        if not snapshot.commands:
+            return
+        with self.client.pipeline(transaction=True) as tx:
+            for name, args, kwargs in snapshot.commands:
+                if name == _PENDING:
+                    key, added = args
+                    tx.hset(key, mapping={e: pack_pending(p) for e, p in added.items()})
+                else:
+                    getattr(tx, name)(*args, **kwargs)
+            tx.execute()
+        self._seen.update(snapshot.digests)
 
     def load(self, learner: PartitionLearner) -> bool:
         """Restore ``learner`` from its partition's checkpoint; False if there is none."""

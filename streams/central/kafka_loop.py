@@ -120,13 +120,10 @@ class KafkaLoop:
             self._balance_labels()
         if self.worker.checkpoint_due() and self.redis.ready():
             try:
-                self._checkpoint()
+                self.worker.checkpoint_start()
             except Undelivered as e:  # keep going; the next step tries again
                 log.warning("checkpoint postponed: %s", e)
-            except REDIS_AWAY as e:  # keep scoring and learning; the state waits in memory
-                self.redis.failed(e)
-            else:
-                self.redis.succeeded()
+        self._checkpoint_written()
         if self.worker.summary_due():
             self.worker.publish_summaries()
         self._tick()
@@ -227,6 +224,8 @@ class KafkaLoop:
     def _shutdown(self) -> None:
         """Final checkpoint + summary, then leave the group (which revokes: a no-op by then)."""
         try:
+            self._checkpoint_written(wait=True)
+            self.worker.checkpointer.close()
             if self.worker.learners:
                 self.worker.checkpoint_waiting()
                 self._commit(None, asynchronous=True)
@@ -236,9 +235,17 @@ class KafkaLoop:
             self.consumer.close()
 
     # -- checkpoints and commits -------------------------------------------------
-    def _checkpoint(self, partitions: Iterable[int] | None = None) -> None:
-        self.worker.checkpoint()
-        self._commit(partitions, asynchronous=partitions is None)
+    def _checkpoint_written(self, *, wait: bool = False) -> None:
+        """Once the background checkpoint is stored, commit its offsets (never before)."""
+        try:
+            written = self.worker.checkpoint_written(wait=wait)
+        except REDIS_AWAY as e:  # keep scoring and learning; the state waits in memory
+            self.redis.failed(e)
+            return
+        if written is not None:
+            self.redis.succeeded()
+            owned = self.worker.learners  # a partition revoked meanwhile committed its own
+            self._commit_offsets({p: o for p, o in written.items() if p in owned}, True)
 
     def _commit(self, partitions: Iterable[int] | None, *, asynchronous: bool) -> None:
         """Commit the checkpoint's resume offsets (Kafka never runs ahead of Redis).
@@ -247,12 +254,14 @@ class KafkaLoop:
         labels rest in Kafka, not in the checkpoint."""
         owned = self.worker.learners
         chosen = owned if partitions is None else {p: owned[p] for p in partitions if p in owned}
+        self._commit_offsets({p: lr.resume_offsets() for p, lr in chosen.items()}, asynchronous)
+
+    def _commit_offsets(self, resume: dict[int, dict[str, int]], asynchronous: bool) -> None:
         offsets = [
-            TopicPartition(topic, p, resume[topic])
-            for p, learner in chosen.items()
-            for resume in (learner.resume_offsets(),)
+            TopicPartition(topic, p, at[topic])
+            for p, at in resume.items()
             for topic in self.topics
-            if topic in resume
+            if topic in at
         ]
         if not offsets:
             return

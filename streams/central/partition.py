@@ -162,6 +162,16 @@ class Changes:
         if self.added.pop(event_id, None) is None:
             self.removed.add(event_id)
 
+    def after(self, older: Changes) -> Changes:
+        """``older`` then these, as one set of changes (a failed write's, given back).
+
+        An id added by ``older`` and removed since is written as removed: HDEL of
+        a field that is not there is harmless, and right if ``older`` was in fact
+        stored (a transaction whose reply was lost)."""
+        removed = (older.removed | self.removed) - self.added.keys()
+        added = {e: p for e, p in older.added.items() if e not in self.removed}
+        return Changes({**added, **self.added}, removed, older.recent + self.recent)
+
 
 class PartitionLearner:
     """Prequential learning for one partition of the events and labels topics."""
@@ -201,6 +211,8 @@ class PartitionLearner:
         self._to_learn_keys: list[tuple[str, ...]] = []
         self._to_learn_values: list[list[float]] = []
         self._to_learn_y: list[bool | None] = []
+        #: an unsupervised batch of one feature set, scored and not learned yet
+        self._learn_batch: tuple[Any, tuple[str, ...]] | None = None
 
     # -- positions -----------------------------------------------------------
     def unseen(self, topic: str, offset: int, *, count_gaps: bool = True) -> bool:
@@ -238,7 +250,17 @@ class PartitionLearner:
 
     # -- events --------------------------------------------------------------
     def take_events(self, events: Iterable[EventIn]) -> list[ScoredEvent]:
-        """Score a mini-batch with the current model, then learn what can be learned.
+        """Score a mini-batch with the current model, then learn what can be learned."""
+        out = self.score_events(events)
+        self.learn_scored()
+        return out
+
+    def score_events(self, events: Iterable[EventIn]) -> list[ScoredEvent]:
+        """Score a mini-batch with the current model; :meth:`learn_scored` learns it.
+
+        Split so a worker hands every partition's scores to the producer before
+        any partition learns (score latency); the pair is :meth:`take_events`,
+        and nothing may touch this learner in between.
 
         For every scored event: remember its id (duplicate detection), queue it
         for learning (inline label) or hold it in the pending store (late
@@ -310,12 +332,19 @@ class PartitionLearner:
         self._evict()
         if learn_batch:  # one feature set: the spec's batch path, same order
             ((features, (_, X)),) = groups.items()
-            self.spec.learn_many(self.model, X, features=features)
+            self._learn_batch = (X, features)
             counters["learned"] += len(batch)
+        return out
+
+    def learn_scored(self) -> None:
+        """Learn what :meth:`score_events` queued, then resolve the labels it unblocked."""
+        if self._learn_batch is not None:
+            X, features = self._learn_batch
+            self._learn_batch = None
+            self.spec.learn_many(self.model, X, features=features)
         self._drain()
         self._flush_learning()
         self._measure()
-        return out
 
     def _admit(self, events: Iterable[EventIn]) -> list[EventIn]:
         """The events to score: not processed before (:meth:`fresh`), decoded, no duplicate."""
@@ -535,10 +564,17 @@ class PartitionLearner:
             self._drop(oldest.event_id, "expired")
 
     # -- checkpoints ---------------------------------------------------------
-    def clear_changes(self) -> None:
-        """Called once a checkpoint holding :attr:`changes` is stored (not before: a failed
-        write keeps them for the next attempt)."""
-        self.changes = Changes()
+    def take_changes(self) -> Changes:
+        """The changes a checkpoint being written holds; later ones start afresh.
+
+        A write that fails gives them back (:meth:`give_back`), so the next
+        checkpoint holds them again."""
+        taken, self.changes = self.changes, Changes()
+        return taken
+
+    def give_back(self, taken: Changes) -> None:
+        """A failed checkpoint's changes, back in front of those made since."""
+        self.changes = self.changes.after(taken)
 
     def take_rejected(self) -> list[Rejected]:
         """Records refused since the last call, for the dead-letter topic."""

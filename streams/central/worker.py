@@ -133,6 +133,7 @@ class CentralWorker:
         ahead of Redis by what it scored after its last checkpoint, and
         restoring the checkpoint instead would score that tail a second time.
         """
+        self.checkpointer.settle()  # a write in flight decides what "unchanged" means
         for p in sorted(set(partitions) - set(self.learners)):
             held = self.lost.pop(p, None)
             if held is not None and wait_for(
@@ -205,23 +206,39 @@ class CentralWorker:
             return 0
 
     def _process(self, records: Sequence[RecordIn]) -> int:
+        """Every partition's scores go to the producer first, then each partition learns.
+
+        Per partition the order is the per-event one (score the events with the
+        model as it was, learn them, then the labels); partitions share nothing,
+        so scoring all before learning any changes no score and no model, and a
+        score no longer waits for other partitions' learning (score latency).
+        """
         events, labels = self.intake.route(records, self.learners)
-        scored = 0
+        scored, failed = 0, set()
+        for p in sorted(events):
+            try:
+                scored += self.scores.publish(self.learners[p].score_events(events[p]))
+            except Exception as e:  # the per-event boundary's last line: never die on a batch
+                self._failed(p, records, e)
+                failed.add(p)
+        self.producer.poll(0)
         for p in sorted(set(events) | set(labels)):
             learner = self.learners[p]
-            try:
-                if p in events:
-                    scored += self.scores.publish(learner.take_events(events[p]))
-                if p in labels:
-                    learner.take_labels(labels[p])
-            except Exception as e:  # the per-event boundary's last line: never die on a batch
-                log.exception("learner failed worker=%s partition=%s", self.config.worker, p)
-                self.intake.dead_records([r for r in records if r.partition == p], e)
+            if p not in failed:
+                try:
+                    learner.learn_scored()
+                    if p in labels:
+                        learner.take_labels(labels[p])
+                except Exception as e:
+                    self._failed(p, records, e)
             self.intake.dead_letter(p, learner.take_rejected())
-        self.producer.poll(0)
         self.checkpointer.processed(len(records))
         self.telemetry.events.labels(self.service, "events").inc(scored)
         return scored
+
+    def _failed(self, p: int, records: Sequence[RecordIn], e: Exception) -> None:
+        log.exception("learner failed worker=%s partition=%s", self.config.worker, p)
+        self.intake.dead_records([r for r in records if r.partition == p], e)
 
     # -- cadences ------------------------------------------------------------
     def checkpoint_due(self) -> bool:
@@ -237,6 +254,26 @@ class CentralWorker:
         )
         self.telemetry.checkpoints.labels(self.service).inc()
         self._update_gauges()
+
+    def checkpoint_start(self) -> None:
+        """Flush and encode every owned partition's checkpoint; Redis gets it in the background.
+
+        :meth:`checkpoint_written` tells when it is stored (raises
+        :class:`Undelivered` if the producer cannot flush: nothing started)."""
+        self.checkpointer.start(list(self.learners.values()))
+
+    def checkpoint_written(self, *, wait: bool = False) -> dict[int, dict[str, int]] | None:
+        """The resume offsets of the background checkpoint once stored (to commit), else None.
+
+        Raises the write's error (Redis away); the learners got their changes back."""
+        done = self.checkpointer.finished(wait=wait)
+        if done is None:
+            return None
+        snapshot, seconds = done
+        self.telemetry.checkpoint_seconds.labels(self.service).observe(seconds)
+        self.telemetry.checkpoints.labels(self.service).inc()
+        self._update_gauges()
+        return snapshot.offsets
 
     def checkpoint_waiting(self, learners: Sequence[PartitionLearner] | None = None) -> None:
         """A checkpoint that cannot be postponed (partitions handed over, the worker leaving):

@@ -204,3 +204,81 @@ def _packed(w) -> bytes:
     eid, key = w.event_id.encode(), w.key
     head = struct.pack("<qqBHi", w.ts, w.offset, w.label, len(eid), -1 if key is None else len(key))
     return head + eid + (key or b"") + (w.raw or b"")
+
+
+def _cadence(store: CheckpointStore, kafka_bootstrap: str):
+    from confluent_kafka import Producer
+
+    from streams.central.checkpointing import Checkpointer
+
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})  # nothing produced: flushes at once
+    return Checkpointer(store, producer, every_records=10**9, every_s=3_600.0)
+
+
+def pending_ids(lr: PartitionLearner) -> set[str]:
+    return set(lr.pending)
+
+
+def stored(store: CheckpointStore) -> tuple[dict[str, int], set[str]]:
+    """Partition 0's checkpoint as Redis holds it: resume offsets, pending event ids."""
+    k = store.keys_for(0)
+    record = store.codec.decode(store.client.get(k.record), expected="CentralCheckpoint")
+    return record["offsets"], {e.decode() for e in store.client.hkeys(k.pending)}
+
+
+def test_a_background_checkpoint_leaves_the_loop_free_while_redis_stalls(
+    store: CheckpointStore, redis_client: redis.Redis, kafka_bootstrap: str
+) -> None:
+    """The Redis round trip runs on the writer thread: a stalled Redis (CLIENT PAUSE) does not
+    stop the caller, which learns on; the checkpoint holds the state as it was at the start."""
+    import time
+
+    cadence = _cadence(store, kafka_bootstrap)
+    lr = learner()
+    lr.take_events(events(0, 100))  # no labels yet: all pending
+    redis_client.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+    began = time.monotonic()
+    cadence.start([lr])
+    assert time.monotonic() - began < 0.5  # the synchronous save waited the whole pause
+    assert cadence.finished() is None and cadence.in_flight and not cadence.due()
+    lr.take_events(events(100, 150))  # the learner goes on while the write waits
+    lr.take_labels(labels(0, 30))  # ... and resolves some of what the checkpoint holds
+    snapshot, seconds = cadence.finished(wait=True)
+    assert seconds >= 0.5 and snapshot.offsets == {0: {EV: 100}}
+    assert stored(store) == ({EV: 100}, {f"e{i}" for i in range(100)})
+    cadence.save([lr])  # the changes made during the write are the next checkpoint's
+    offsets, pending = stored(store)
+    assert offsets == lr.resume_offsets() and pending == pending_ids(lr)
+    assert pending == {f"e{i}" for i in range(30, 150)}
+    cadence.close()
+
+
+def test_a_failed_background_write_gives_its_changes_back(
+    store: CheckpointStore, kafka_bootstrap: str
+) -> None:
+    """Redis away: the write fails, its changes go back in front of newer ones, and the next
+    checkpoint writes all of them (an id the failed one added and a label removed since stays
+    removed)."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the real connection error
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    away = CheckpointStore(
+        redis.Redis(port=port, socket_connect_timeout=1),
+        group="g", worker_id="w", event_schema="Transaction", keys=store.keys,
+    )  # fmt: skip
+    cadence = _cadence(away, kafka_bootstrap)
+    lr = learner()
+    lr.take_events(events(0, 100))
+    cadence.start([lr])
+    assert not lr.changes.added  # taken by the checkpoint in flight
+    lr.take_labels(labels(0, 30))  # removes 30 of the taken ones
+    lr.take_events(events(100, 120))
+    with pytest.raises(redis.ConnectionError):
+        cadence.finished(wait=True)
+    assert cadence.due() or cadence.since > 0  # owed again
+    assert set(lr.changes.added) == {f"e{i}" for i in range(30, 120)}
+    store.save([lr])
+    assert stored(store)[1] == pending_ids(lr) == {f"e{i}" for i in range(30, 120)}
+    cadence.close()

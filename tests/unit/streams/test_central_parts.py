@@ -172,3 +172,64 @@ def test_a_batch_with_a_failed_delivery_is_not_measured() -> None:
 def test_no_timestamps_no_delivery_callbacks() -> None:
     producer, latency = _published([0, 0])
     assert producer.callbacks == [None, None]
+
+
+def _worker(producer: Producer):
+    import redis
+
+    from streams.central.checkpoint import CheckpointStore
+    from streams.central.config import CentralConfig
+    from streams.central.worker import CentralWorker, Topics
+    from streams.telemetry import Telemetry
+
+    store = CheckpointStore(redis.Redis(), group="g", worker_id="w1", event_schema="Transaction")
+    topics = Topics(EV, LB, "scores", "updates", "dead")
+    worker = CentralWorker(CentralConfig(worker_id="w1"), topics, producer=producer, store=store,
+                           codec=CODEC, telemetry=Telemetry("central-fraud"))  # fmt: skip
+    worker.learners = {p: PartitionLearner(worker.spec, p, events_topic=EV, labels_topic=LB)
+                       for p in (0, 1)}  # fmt: skip
+    return worker
+
+
+def _batch(start: int) -> list[RecordIn]:
+    encode = CODEC.encode
+    return [RecordIn(EV, i % 2, start + i // 2, b"k", encode("Transaction", transaction(start + i)))
+            for i in range(6)]  # fmt: skip
+
+
+def test_every_partitions_scores_are_produced_before_any_partition_learns(monkeypatch) -> None:
+    producer = Producer()
+    worker = _worker(producer)
+    produced_at_learning: list[int] = []
+    learn = PartitionLearner.learn_scored
+
+    def spy(self: PartitionLearner) -> None:
+        produced_at_learning.append(len(producer.produced))
+        learn(self)
+
+    monkeypatch.setattr(PartitionLearner, "learn_scored", spy)
+    assert worker.process(_batch(0)) == 6
+    assert produced_at_learning == [6, 6]  # both partitions' 3 scores, before either learned
+
+
+def test_scoring_all_partitions_first_gives_the_per_partition_scores_and_models() -> None:
+    """Exactness: the split (score every partition, then learn) equals take_events per partition."""
+    worker = _worker(Producer())
+    spec = worker.spec
+    alone = {p: PartitionLearner(spec, p, events_topic=EV, labels_topic=LB) for p in (0, 1)}
+    for start in (0, 6, 12):
+        batch = _batch(start)
+        worker.process(batch)
+        events, _ = worker.intake.route(batch, alone)
+        for p, learner in alone.items():
+            learner.take_events(events[p])
+    for p, learner in alone.items():
+        assert spec.summarize(worker.learners[p].model) == spec.summarize(learner.model)
+    scores = [CODEC.decode(v)["score"] for _, v, _ in worker.producer.produced]
+    again = {p: PartitionLearner(spec, p, events_topic=EV, labels_topic=LB) for p in (0, 1)}
+    expected = []
+    for start in (0, 6, 12):
+        events, _ = worker.intake.route(_batch(start), again)
+        for p in (0, 1):
+            expected += [s.score for s in again[p].take_events(events[p])]
+    assert scores == expected
