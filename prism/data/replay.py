@@ -168,6 +168,10 @@ class Pacer:
             time.sleep(delay)
 
 
+#: How long a broker that accepts connections and closes them is given before it is named.
+PROBE_S = 15.0
+
+
 class Sender:
     """An idempotent producer that waits out broker outages and counts what it gave up on.
 
@@ -186,7 +190,8 @@ class Sender:
         self.gave_up = False
         self.config = config
         self.wait_s = wait_s
-        self._producer = Producer(config, logger=log)
+        self._dropped = False  # the last transport error: a connection made, then closed
+        self._producer = Producer(config, logger=_Watched(self))
         self._progress = time.monotonic()
         self._reported = 0  # delivery reports seen at the last look
         self._waiting = False
@@ -195,9 +200,22 @@ class Sender:
     def outstanding(self) -> int:
         return self.produced - self.acked - self.failed
 
+    def saw(self, text: str) -> None:
+        """A librdkafka log line: was the last failed connection made, then closed?"""
+        if "Disconnected" in text:
+            self._dropped = True
+        elif "Connect to" in text or "Failed to resolve" in text:
+            self._dropped = False
+
     def check(self, topics: set[str]) -> None:
-        """Wait up to ``wait_s`` for the broker; warn about topics it does not have."""
-        deadline = time.monotonic() + self.wait_s
+        """Wait up to ``wait_s`` for the broker; warn about topics it does not have.
+
+        Only an absent broker is waited for (connection refused, no address):
+        one that accepts the connection and closes it (a SASL or TLS listener
+        spoken to in plain text) is named after ``PROBE_S``, as before.
+        """
+        start = time.monotonic()
+        deadline = start + self.wait_s
         told = False
         while True:
             left = deadline - time.monotonic()
@@ -205,8 +223,7 @@ class Sender:
                 meta = self._producer.list_topics(timeout=max(0.5, min(5.0, left)))
                 break
             except KafkaException as e:
-                if time.monotonic() >= deadline:
-                    raise StackError(self._unreachable(e.args[0])) from e
+                self._producer.poll(0.1)  # serves the client's log lines (see saw)
                 if not told:
                     told = True
                     log.warning(
@@ -219,6 +236,9 @@ class Sender:
                         file=sys.stderr,
                         flush=True,
                     )
+                now = time.monotonic()
+                if now >= deadline or (self._dropped and now - start >= PROBE_S):
+                    raise StackError(self._unreachable(e.args[0])) from e
         if told:
             log.info("event=kafka_reachable")
         for topic in sorted(topics - set(meta.topics)):
@@ -226,8 +246,13 @@ class Sender:
         self._progress = time.monotonic()
 
     def _unreachable(self, error: Any) -> str:
+        why = (
+            "it closes the connection"
+            if self._dropped
+            else f"after waiting {self.wait_s:g} s (--wait-broker)"
+        )
         return (
-            f"cannot reach Kafka after waiting {self.wait_s:g} s (--wait-broker) ({error}); "
+            f"cannot reach Kafka: {why} ({error}); "
             "run `prism stack up` or set PRISM_KAFKA_BOOTSTRAP"
             + (
                 ""
@@ -317,6 +342,17 @@ class Sender:
     def close(self) -> None:
         """Shut the producer's threads down now (not at garbage collection)."""
         self._producer.close()
+
+
+class _Watched:
+    """The producer's logger: logs as before, and shows each line to its :class:`Sender`."""
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        log.log(level, msg, *args)
+        self._sender.saw(msg % args if args else msg)
 
 
 class GaveUp(Exception):

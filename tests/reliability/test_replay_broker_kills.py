@@ -132,7 +132,7 @@ def test_replay_gives_up_after_wait_broker_and_says_so(own_broker, tmp_path: Pat
     assert wait_exit(at_start, timeout=60) == 2
     assert 6 <= time.monotonic() - start < 40
     text = Path(at_start.log_path).read_text()
-    assert "cannot reach Kafka after waiting 6 s (--wait-broker)" in text, text[-2000:]
+    assert "cannot reach Kafka: after waiting 6 s (--wait-broker)" in text, text[-2000:]
 
     local_kafka.start(broker, ports=_ports(broker, settings.kafka_bootstrap or ""))
     mid_run = start_cli(settings, tmp_path, "mid-run", "replay", str(log), "--no-progress",

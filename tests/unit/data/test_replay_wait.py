@@ -38,7 +38,7 @@ def test_an_absent_broker_is_waited_for_then_named(nobody: str, capsys) -> None:
     start = time.monotonic()
     try:
         with pytest.raises(
-            StackError, match=r"cannot reach Kafka after waiting 2 s \(--wait-broker\)"
+            StackError, match=r"cannot reach Kafka: after waiting 2 s \(--wait-broker\)"
         ):
             sender.check({"t"})
     finally:
@@ -75,3 +75,38 @@ def test_the_failure_line_names_how_many_and_why() -> None:
 def test_wait_broker_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--wait-broker"):
         ReplayOptions(path=tmp_path / "x.avro", wait_broker=0)
+
+
+def test_a_listener_that_closes_the_connection_is_named_without_the_long_wait(capsys) -> None:
+    """Plain text spoken to a SASL / TLS listener: the broker is there, waiting cannot help."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def close_each() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=close_each, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    sender = Sender(replay_producer_config(address), wait_s=120.0)
+    start = time.monotonic()
+    try:
+        with pytest.raises(StackError, match="it closes the connection") as e:
+            sender.check({"t"})
+    finally:
+        sender.close()
+        done.set()
+        thread.join(2)
+        server.close()
+    assert 15.0 <= time.monotonic() - start < 40.0
+    assert "set PRISM_KAFKA_SECURITY_PROTOCOL" in str(e.value)
