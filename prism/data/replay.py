@@ -212,7 +212,7 @@ class Sender:
 
         Only an absent broker is waited for (connection refused, no address):
         one that accepts the connection and closes it (a SASL or TLS listener
-        spoken to in plain text) is named after ``PROBE_S``, as before.
+        spoken to in plain text) is named after ``PROBE_S``: waiting would not help.
         """
         start = time.monotonic()
         deadline = start + self.wait_s
