@@ -12,17 +12,18 @@ as the in-process centralized architecture):
   ``--mode hybrid``;
 - ``local``: the fleet alone (no merger, so no global model ever arrives).
 
-Scores are read back from the scores topic (and the agents' offline files)
-and graded by the same report code. The event order inside each process is
-the log's; the agents replay it side by side on one clock (``--speedup``, one
-time zero for all, written to ``--start-at-file`` once every agent is up, so a
-process that starts late is not a site that runs late), cut by event count, pull the newest global at each event as the
-simulated sites do, and stamp each summary with its event time; the merger
-runs ``--event-time``, so a round opens and fills at its updates' event time
-and times out on the event clock, not when the summaries happen to arrive.
-Rounds then hold the same updates as the simulation's; what remains is the
-global's trip through Kafka (adopted a few events late) and, for hybrid, the
-central learner's timer: :data:`TOLERANCE` is the agreement measured and tested.
+Scores are read back from the scores topic (and the agents' offline files) and
+graded by the same report code. The event order inside each process is the
+log's; the agents replay it side by side on one clock (``--speedup``, one time
+zero for all, written to ``--start-at-file`` once every agent is up, so a
+process that starts late is not a site that runs late), cut by event count,
+pull the newest global at each event as the simulated sites do, and stamp each
+summary with its event time; the merger runs ``--event-time``, so a round opens
+and fills at its updates' event time and times out on the event clock, not when
+the summaries happen to arrive. Rounds then hold the same updates as the
+simulation's; what remains is the global's trip through Kafka (adopted a few
+events late) and, for hybrid, the central learner's timer: :data:`TOLERANCE` is
+the agreement measured and tested.
 """
 
 from __future__ import annotations
