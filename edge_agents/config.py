@@ -52,6 +52,7 @@ class EdgeConfig:
     rate: float | None = None
     speedup: float | None = None
     start_at: float | None = None  # --speedup's time zero, epoch seconds (shared by a fleet)
+    start_at_file: Path | None = None  # ... read from this file once it appears
     sites: frozenset[str] | None = None
     state_dir: Path | None = None
     globals_from: str = "topic"

@@ -119,6 +119,7 @@ def build(settings: Settings, config: EdgeConfig) -> tuple[EdgeAgent, object]:
             speedup=config.speedup,
             after=int(position or 0),
             start_at=config.start_at,
+            start_at_file=config.start_at_file,
         )
     return agent, source
 

@@ -26,7 +26,23 @@ from schemas.eventlog import BadRecord, RecordChecker, read_events
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileSource", "Item", "TopicSource", "millis"]
+__all__ = ["FileSource", "Item", "TopicSource", "millis", "wait_for_start"]
+
+
+def wait_for_start(path: Path, poll_s: float = 0.05) -> float:
+    """The epoch seconds written in ``path``, once it exists (the launcher writes it whole)."""
+    logged = False
+    while True:
+        try:
+            return float(path.read_text())
+        except FileNotFoundError:
+            if not logged:
+                log.info("waiting for the shared time zero in %s", path)
+                logged = True
+            time.sleep(poll_s)
+        except ValueError as e:
+            raise ValueError(f"{path}: not an epoch time in seconds ({e})") from e
+
 
 EVENT_TYPES = ("Transaction", "SensorReading")
 
@@ -63,6 +79,7 @@ class FileSource:
         speedup: float | None = None,
         after: int = 0,
         start_at: float | None = None,
+        start_at_file: Path | None = None,
     ) -> None:
         if rate is not None and not rate > 0:
             raise ValueError(f"--rate must be > 0 events/s, got {rate}")
@@ -71,6 +88,7 @@ class FileSource:
         self.path, self.on_bad, self.sites, self.rate, self.after = path, on_bad, sites, rate, after
         self.speedup = speedup
         self.start_at = start_at  # wall-clock epoch seconds of the log's first record
+        self.start_at_file = start_at_file  # ... written here by a launcher, waited for
 
     def _bad(self, bad: BadRecord) -> None:
         if bad.line_no > self.after:
@@ -84,10 +102,15 @@ class FileSource:
         fleet replays the sites side by side as they happened, only faster.
         Time zero is when the agent starts, or ``start_at`` (epoch seconds): agents
         given the same ``start_at`` share one clock whenever each process got going.
+        ``start_at_file`` holds it instead, written once every agent is up (a
+        launcher cannot know beforehand how long a busy machine takes to start them).
         """
+        start_at = self.start_at
+        if self.start_at_file is not None:
+            start_at = wait_for_start(self.start_at_file)
         start, sent, t0 = time.monotonic(), 0, None
-        if self.start_at is not None:
-            start += self.start_at - time.time()
+        if start_at is not None:
+            start += start_at - time.time()
         for event in read_events(self.path, on_error=self._bad):
             if self.speedup is not None:
                 ts = millis(event.record["ts"])

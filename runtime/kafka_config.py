@@ -10,7 +10,9 @@ names what differs, so a fix to one (idempotence, a timeout) reaches all.
 - :func:`edge_producer_config` -- the same, reconnecting fast and quiet, with
   the agent's error callback (it tracks its link from it).
 - :func:`replay_producer_config` -- a bulk loader: longer linger, deep queues,
-  no compression, and a bounded delivery timeout so a replay ends.
+  no compression; like the services it never expires a record
+  (``message.timeout.ms`` 0), and ``prism replay`` bounds the wait itself
+  (``--wait-broker``) so a replay still ends.
 - :func:`consumer_config` -- a service's group consumer: manual commits and
   offset stores (Redis or the outbox holds the truth), range assignment,
   prefetch deep enough that a mini-batch comes from the local queue.
@@ -80,7 +82,7 @@ def replay_producer_config(
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
-        "message.timeout.ms": 120_000,
+        "message.timeout.ms": 0,
     } | dict(overrides or {})
 
 

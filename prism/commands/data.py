@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -131,6 +132,14 @@ def _register_replay(subparsers: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress bar (default: only on a terminal)",
+    )
+    rp.add_argument(
+        "--wait-broker",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="wait this long for Kafka at the start, and for an acknowledgement during an "
+        "outage, before giving up (default 300)",
     )
     rp.add_argument(
         "-X",
@@ -258,6 +267,7 @@ def handle_replay(args: argparse.Namespace, settings: Settings) -> int:
             decode=args.decode,
             report=args.report,
             progress=args.progress,
+            wait_broker=args.wait_broker,
             producer=_pairs(args.producer),
         )
     except ValueError as e:
@@ -276,7 +286,10 @@ def handle_replay(args: argparse.Namespace, settings: Settings) -> int:
     print(summary.line())
     if summary.bad_records:
         print(f"replay: {summary.bad_records} bad record(s) skipped, see {options.report_path}")
-    return 1 if summary.failed else 0
+    failure = summary.failure()
+    if failure:
+        print(f"prism: error: {failure}", file=sys.stderr)
+    return 1 if failure else 0
 
 
 def _rate(value: str) -> float | None:

@@ -50,6 +50,13 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
         "agents started apart share one clock (default: each at its start)",
     )
     p.add_argument(
+        "--start-at-file",
+        type=Path,
+        metavar="PATH",
+        help="--speedup: read that time from PATH, waiting until it exists (a launcher "
+        "writes it once every agent is up)",
+    )
+    p.add_argument(
         "--globals-from",
         choices=("topic", "registry"),
         default="topic",
@@ -190,6 +197,7 @@ def config_from(args: argparse.Namespace, **overrides: object):
             rate=args.rate,
             speedup=args.speedup,
             start_at=args.start_at,
+            start_at_file=args.start_at_file,
             globals_from=args.globals_from,
             quantize=args.quantize,
             metrics_port=args.metrics_port,
@@ -223,6 +231,7 @@ _FLEET_PASS = (
     "rate",
     "speedup",
     "start_at",
+    "start_at_file",
     "globals_from",
     "blend_alpha",
     "global_max_age",

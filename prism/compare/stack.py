@@ -12,17 +12,18 @@ as the in-process centralized architecture):
   ``--mode hybrid``;
 - ``local``: the fleet alone (no merger, so no global model ever arrives).
 
-Scores are read back from the scores topic (and the agents' offline files)
-and graded by the same report code. The event order inside each process is
-the log's; the agents replay it side by side on one clock (``--speedup``, one
-``--start-at`` for all, so a process that starts late is not a site that runs
-late), cut by event count, pull the newest global at each event as the
-simulated sites do, and stamp each summary with its event time; the merger
-runs ``--event-time``, so a round opens and fills at its updates' event time
-and times out on the event clock, not when the summaries happen to arrive.
-Rounds then hold the same updates as the simulation's; what remains is the
-global's trip through Kafka (adopted a few events late) and, for hybrid, the
-central learner's timer: :data:`TOLERANCE` is the agreement measured and tested.
+Scores are read back from the scores topic (and the agents' offline files) and
+graded by the same report code. The event order inside each process is the
+log's; the agents replay it side by side on one clock (``--speedup``, one time
+zero for all, written to ``--start-at-file`` once every agent is up, so a
+process that starts late is not a site that runs late), cut by event count,
+pull the newest global at each event as the simulated sites do, and stamp each
+summary with its event time; the merger runs ``--event-time``, so a round opens
+and fills at its updates' event time and times out on the event clock, not when
+the summaries happen to arrive. Rounds then hold the same updates as the
+simulation's; what remains is the global's trip through Kafka (adopted a few
+events late) and, for hybrid, the central learner's timer: :data:`TOLERANCE` is
+the agreement measured and tested.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,9 +58,12 @@ __all__ = ["TOLERANCE", "run_on_stack"]
 #: global a few events late (its trip through Kafka), and the hybrid centre sums up on a timer.
 TOLERANCE = {"centralized": 1e-6, "local": 1e-6, "federated": 0.03, "hybrid": 0.03}
 
-#: The agents' shared time zero is this far after the fleet starts: every agent process
-#: is up by then (about 4 s each on 2 busy cores), so none starts behind the others.
-START_MARGIN_S = 8.0
+#: What the hybrid agents forward to the centre (a label only for a forwarded event).
+RAW_TOPICS = ("transactions", "sensor-readings", "labels")
+
+#: The agents' shared time zero is this far after the last of them is up: the time it
+#: takes each to notice the file that holds it (they look every 50 ms).
+START_MARGIN_S = 1.0
 
 
 def run_on_stack(
@@ -172,7 +177,6 @@ class _ArchitectureOnStack:
                 self._wait("central", central, deadline)
                 return
             merger = central = None
-            idle = 8.0 + START_MARGIN_S  # nothing comes before the agents' time zero
             if self.arch in ("federated", "hybrid"):
                 size = c.round_size or max(1, (len(self.stream.site_names) + 1) // 2)
                 merger = self._start(
@@ -185,8 +189,6 @@ class _ArchitectureOnStack:
                     str(size),
                     "--round-timeout",
                     str(self._round_timeout_s()),
-                    "--idle-exit",
-                    str(idle),
                     "--group",
                     "compare",
                     "--event-time",
@@ -198,7 +200,7 @@ class _ArchitectureOnStack:
                     c.deltas or "off",
                 )
             if self.arch == "hybrid":
-                central = self._central(idle=idle)
+                central = self._central(idle=None)
             for name, proc in (("merger", merger), ("central", central)):
                 if proc is not None:
                     self._wait_assigned(name, proc, deadline)
@@ -234,18 +236,22 @@ class _ArchitectureOnStack:
                 "30",
                 "--speedup",
                 str(self._speedup()),
-                "--start-at",
-                str(time.time() + START_MARGIN_S),
+                "--start-at-file",
+                str(self._start_file),
                 *(
                     ["--mode", "hybrid", "--forward-sample", str(c.forward_sample)]
                     if self.arch == "hybrid"
                     else []
                 ),
             )
+            self._start_when_up(fleet, len(self.stream.site_names), deadline)
             self._wait("fleet", fleet, deadline)
-            for name, proc in (("central", central), ("merger", merger)):
-                if proc is not None:
-                    self._wait(name, proc, deadline)
+            # the fleet has delivered everything: the centre first (its last summary goes to
+            # the merger), then the merger, each once it has read all there is for it
+            if central is not None:
+                self._stop_once_read("central", central, RAW_TOPICS, deadline)
+            if merger is not None:
+                self._stop_once_read("merger", merger, ("model-updates",), deadline)
         finally:
             for _name, proc in self.procs:
                 if proc.poll() is None:
@@ -262,7 +268,88 @@ class _ArchitectureOnStack:
         span_ms = float(self.stream.ts_ms.max() - self.stream.ts_ms.min())
         return (self.config.round_timeout_ms or max(1, int(span_ms) // 100)) / 1000
 
-    def _central(self, idle: float) -> subprocess.Popen:
+    @property
+    def _start_file(self) -> Path:
+        return self.settings.state_dir / "start-at"
+
+    def _start_when_up(self, fleet: subprocess.Popen, nodes: int, deadline: float) -> None:
+        """Write the agents' shared time zero once every agent is up and linked.
+
+        Each agent waits for it before its first event, so none starts behind
+        the others however long a busy machine takes to start them (25-33 s
+        at load 20-60 where 4 s was planned), and the merger is there first.
+        """
+        logs = self.settings.state_dir / "fleet"
+        while True:
+            up = sum(
+                "edge agent running" in path.read_text(errors="replace")
+                for path in logs.glob("*.log")
+            )
+            if up >= nodes:
+                break
+            if fleet.poll() is not None:
+                self._wait("fleet", fleet, deadline)  # raises with the log's tail (or exit 0)
+                raise StackError(f"compare --stack {self.arch}: the fleet stopped before it ran")
+            if time.monotonic() > deadline:
+                raise StackError(f"compare --stack {self.arch}: the agents never came up")
+            time.sleep(0.1)
+        part = self._start_file.with_suffix(".part")
+        part.write_text(repr(time.time() + START_MARGIN_S))
+        part.replace(self._start_file)  # whole or absent: an agent never reads half of it
+
+    def _stop_once_read(
+        self, name: str, proc: subprocess.Popen, topics: tuple[str, ...], deadline: float
+    ) -> None:
+        """SIGTERM ``name`` once its group (``compare``) has committed the end of ``topics``.
+
+        A commit follows the stored state (merger state, central checkpoint), so
+        everything there is processed and a SIGTERM (a last checkpoint and
+        summary, then exit 0) loses nothing. Not ``--idle-exit``: its clock
+        runs from the assignment, and agents slower to start than its limit
+        (a loaded machine) would find the merger gone before their first summary.
+        """
+        from confluent_kafka import KafkaException
+
+        consumer = Consumer(
+            {
+                **kafka_security(self.settings),
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": "compare",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+        try:
+            while True:
+                if proc.poll() is not None:
+                    self._wait(name, proc, deadline)  # raises with the log's tail (or exit 0)
+                    raise StackError(f"compare --stack {self.arch}: {name} stopped early")
+                try:
+                    if self._read_to_end(consumer, topics):
+                        break
+                except KafkaException as e:
+                    log.info("compare --stack: broker did not answer (%s): asking again", e)
+                if time.monotonic() > deadline:
+                    raise StackError(f"compare --stack {self.arch}: {name} did not catch up")
+                time.sleep(0.5)
+        finally:
+            consumer.close()
+        proc.send_signal(signal.SIGTERM)
+        self._wait(name, proc, deadline)
+
+    def _read_to_end(self, consumer: Consumer, topics: tuple[str, ...]) -> bool:
+        """Has the ``compare`` group committed the end of every one-partition topic?"""
+        for name in topics:
+            tp = TopicPartition(self.settings.topic(name), 0)
+            low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            if high <= low:
+                continue
+            (committed,) = consumer.committed([tp], timeout=5)
+            if committed.error is not None or committed.offset < high:
+                return False
+        return True
+
+    def _central(self, idle: float | None) -> subprocess.Popen:
         return self._start(
             "central",
             "central",
@@ -273,8 +360,7 @@ class _ArchitectureOnStack:
             self.config.spec_name,
             "--batch-size",
             "1",
-            "--idle-exit",
-            str(idle),
+            *(["--idle-exit", str(idle)] if idle is not None else []),
             "--group",
             "compare",
             "--worker-id",
@@ -314,10 +400,7 @@ def _collect(arch: str, settings: Settings, stream: Stream, config: SimConfig) -
     if arch == "centralized":
         run.bytes_raw = int(stream.raw_bytes.sum())
     elif arch == "hybrid":
-        run.bytes_raw = sum(
-            size
-            for _v, size, _t in _read_all(settings, ("transactions", "sensor-readings", "labels"))
-        )
+        run.bytes_raw = sum(size for _v, size, _t in _read_all(settings, RAW_TOPICS))
     run.bytes_globals = _global_pulls(settings)
     return run
 
