@@ -33,9 +33,7 @@ def _site(node: str, events: int, seed: int, sequence: int = 1):
     model = SPEC.new_model()
     for _ in range(events):
         SPEC.learn_one(model, _point(rng))
-    summary = SPEC.summarize(model).with_provenance(
-        node_id=node, sequence=sequence, base_version=0
-    )
+    summary = SPEC.summarize(model).with_provenance(node_id=node, sequence=sequence, base_version=0)
     return model, summary
 
 

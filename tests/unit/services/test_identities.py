@@ -28,8 +28,9 @@ GLOBAL = global_model_record(SPEC.summarize(SPEC.new_model()), version=3, strate
 
 
 def up_args() -> argparse.Namespace:
-    return argparse.Namespace(task="both", edges=2, round_size=None, edge_rate=200.0,
-                              edge_mode="private")
+    return argparse.Namespace(
+        task="both", edges=2, round_size=None, edge_rate=200.0, edge_mode="private"
+    )
 
 
 def check(trust: Path, record: dict, contract: str = "WeightSummary") -> str | None:
