@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from helpers.broker import controller_port
 from helpers.services import (
     decoded,
     global_versions,
@@ -178,7 +179,7 @@ def test_broker_outage_scoring_goes_on_and_every_summary_is_merged_exactly_once(
     agent = edge(settings, tmp_path, "e1", log, "--rate", "250", "--summary-every", "150")
     wait_for_log(agent, "global model adopted", timeout=90)
     port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
-    controller = _controller_port(broker_settings)
+    controller = controller_port(broker_settings)
     assert local_kafka.stop(broker_settings)  # SIGTERM of the real broker process
     wait_for_log(agent, "link down", timeout=60)
     # a long stretch: over a third of the log is scored while cut off
@@ -251,12 +252,6 @@ def test_an_edge_killed_in_a_broker_outage_loses_no_score(own_broker, tmp_path: 
     offline = [r["event_id"] for r in offline_scores(tmp_path, "e1")]
     unscored = set(event_ids(log)) - set(online + offline)
     assert not unscored, f"{len(unscored)} events never scored, e.g. {sorted(unscored)[:5]}"
-
-
-def _controller_port(broker_settings: Settings) -> int:
-    text = local_kafka.KafkaPaths.of(broker_settings).config.read_text()
-    line = next(x for x in text.splitlines() if x.startswith("controller.quorum.voters="))
-    return int(line.rsplit(":", 1)[1])
 
 
 def _log_field(proc: subprocess.Popen, name: str) -> str:

@@ -16,18 +16,17 @@ once, each time restarted on the same ports. Nobody is restarted by hand:
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.broker import controller_port, kill_broker
 from helpers.exact_run import assert_exact_run, assert_services_finished
 from helpers.runs import datagen_log, event_ids, start_cli, wait_records
 from helpers.services import decoded, wait_exit, wait_for_log
 
 from prism.stack import kafka as local_kafka
-from prism.stack import process
 from prism.stack.topics import create_topics
 from runtime.settings import Settings
 from schemas import Codec
@@ -37,19 +36,6 @@ CODEC = Codec()
 EVENTS = 12_000  # replayed to the central worker at RATE events/s
 RATE = 600
 EDGE_EVENTS = 3_000
-
-
-def _controller_port(broker: Settings) -> int:
-    text = local_kafka.KafkaPaths.of(broker).config.read_text()
-    line = next(x for x in text.splitlines() if x.startswith("controller.quorum.voters="))
-    return int(line.rsplit(":", 1)[1])
-
-
-def _kill_broker(broker: Settings) -> None:
-    pid = local_kafka.running_pid(broker)
-    assert pid is not None, "the broker is not running"
-    os.kill(pid, signal.SIGKILL)
-    assert process.wait_gone(pid, local_kafka.MARKER, 20.0)
 
 
 @pytest.fixture
@@ -76,7 +62,7 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
         datagen_log(tmp_path, "central", EVENTS, 11),
         datagen_log(tmp_path, "edge", EDGE_EVENTS, 5),
     )
-    port, controller = int(boot.rsplit(":", 1)[1]), _controller_port(broker)
+    port, controller = int(boot.rsplit(":", 1)[1]), controller_port(broker)
 
     merger = start_cli(settings, tmp_path, "merger", "merger", "run", "--round-size", "1",
                     "--idle-exit", "25", "--group", "m-restart")  # fmt: skip
@@ -101,7 +87,7 @@ def test_broker_sigterm_and_sigkill_mid_replay_nothing_lost_nothing_twice(
     time.sleep(3)  # an outage of a few seconds: records pile up on every side
     local_kafka.start(broker, ports=(port, controller))
     wait_records(boot, settings.topic("scores"), EVENTS // 2, timeout=120)
-    _kill_broker(broker)
+    kill_broker(broker)
     time.sleep(3)
     local_kafka.start(broker, ports=(port, controller))
 
@@ -131,7 +117,7 @@ def test_quiet_broker_outage_is_not_idle(own_broker, tmp_path: Path) -> None:
     # (rightly) refused as a label for an event that never came before its time
     first = datagen_log(tmp_path, "first", 600, 21, labels="inline")
     second = datagen_log(tmp_path, "second", 600, 22, labels="inline")
-    port, controller = int(boot.rsplit(":", 1)[1]), _controller_port(broker)
+    port, controller = int(boot.rsplit(":", 1)[1]), controller_port(broker)
     merger = start_cli(settings, tmp_path, "merger", "merger", "run", "--round-size", "1",
                     "--idle-exit", "6", "--group", "m-quiet")  # fmt: skip
     central = start_cli(settings, tmp_path, "central", "central", "run", "--task", "fraud",

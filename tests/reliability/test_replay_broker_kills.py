@@ -18,18 +18,17 @@ takes, and the broker drops a retry it already holds.
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
+from helpers.broker import controller_port, kill_broker
 from helpers.runs import datagen_log, start_cli, wait_records
 from helpers.services import decoded, wait_exit, wait_for_log
 
 from prism.stack import kafka as local_kafka
-from prism.stack import process
 from prism.stack.topics import create_topics
 from runtime.settings import Settings
 from schemas.eventlog import read_events
@@ -40,16 +39,7 @@ RATE = 50  # records/s: the replay sends for ~2 min, so every kill hits it mid-s
 
 
 def _ports(broker: Settings, boot: str) -> tuple[int, int]:
-    text = local_kafka.KafkaPaths.of(broker).config.read_text()
-    line = next(x for x in text.splitlines() if x.startswith("controller.quorum.voters="))
-    return int(boot.rsplit(":", 1)[1]), int(line.rsplit(":", 1)[1])
-
-
-def _kill_broker(broker: Settings) -> None:
-    pid = local_kafka.running_pid(broker)
-    assert pid is not None, "the broker is not running"
-    os.kill(pid, signal.SIGKILL)
-    assert process.wait_gone(pid, local_kafka.MARKER, 20.0)
+    return int(boot.rsplit(":", 1)[1]), controller_port(broker)
 
 
 @pytest.fixture
@@ -79,7 +69,7 @@ def test_replay_waits_for_the_broker_and_survives_kill9s_every_record_once(
     ports = _ports(broker, boot)
     log = datagen_log(tmp_path, "replay", EVENTS, 31)
     sent = Counter((e.record_type, e.record["event_id"]) for e in read_events(log))
-    _kill_broker(broker)  # down before the replay starts
+    kill_broker(broker)  # down before the replay starts
 
     replay = start_cli(settings, tmp_path, "replay", "replay", str(log), "--no-progress",
                        "--rate", str(RATE), "--wait-broker", "240")  # fmt: skip
@@ -91,7 +81,7 @@ def test_replay_waits_for_the_broker_and_survives_kill9s_every_record_once(
     for eighths in (1, 2, 3):  # half the log is still to be sent after the last kill
         wait_records(boot, transactions, EVENTS * eighths // 8, timeout=240)
         assert replay.poll() is None, "the replay ended before the kill"
-        _kill_broker(broker)
+        kill_broker(broker)
         time.sleep(3)  # records pile up in the producer, some in flight when it died
         local_kafka.start(broker, ports=ports)
 
@@ -125,7 +115,7 @@ def test_replay_gives_up_after_wait_broker_and_says_so(own_broker, tmp_path: Pat
     broker, settings = own_broker
     log = datagen_log(tmp_path, "giveup", 1_000, 32)
     records = sum(1 for _ in read_events(log))
-    _kill_broker(broker)
+    kill_broker(broker)
     start = time.monotonic()
     at_start = start_cli(settings, tmp_path, "at-start", "replay", str(log), "--no-progress",
                          "--wait-broker", "6")  # fmt: skip
@@ -138,7 +128,7 @@ def test_replay_gives_up_after_wait_broker_and_says_so(own_broker, tmp_path: Pat
     mid_run = start_cli(settings, tmp_path, "mid-run", "replay", str(log), "--no-progress",
                         "--rate", "200", "--wait-broker", "8")  # fmt: skip
     wait_records(settings.kafka_bootstrap or "", settings.topic("transactions"), 100, timeout=120)
-    _kill_broker(broker)  # and left dead
+    kill_broker(broker)  # and left dead
     assert wait_exit(mid_run, timeout=120) == 1
     text = Path(mid_run.log_path).read_text()
     line = next(x for x in text.splitlines() if x.startswith("prism: error: replay: "))
