@@ -16,7 +16,6 @@ outbox for the next start.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
@@ -37,6 +36,7 @@ from models.metrics import WindowedMetrics
 from models.packing import layout_id_of, layout_of
 from models.serialization import GlobalModelInfo, weight_summary_record
 from runtime.metrics import CHECKPOINT_BUCKETS, LATENCY_BUCKETS, BatchHistogram
+from runtime.stopping import GracefulStop
 from schemas import Codec, SchemaError
 from schemas.signing import Signer
 
@@ -62,7 +62,8 @@ class Parts:
     controls: FleetControls | None = None  # operators' pin and quarantine (registry)
 
 
-class EdgeAgent:
+class EdgeAgent(GracefulStop):
+    stop_reason = "finishing with a last summary"
     tick_s = 0.2
     quality_metrics = ("roc_auc", "f1", "precision", "recall")
     max_ungraded = 100_000  # scores kept for a late label (the oldest go first)
@@ -124,14 +125,6 @@ class EdgeAgent:
             self.parts.outbox.counts()["unsent"],
         )
         return saved.position
-
-    def install_signal_handlers(self) -> None:
-        def stop(signum: int, _frame: object) -> None:
-            log.info("signal %s: finishing with a last summary", signum)
-            self._stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
 
     def run(self, source: Iterable[Item | None]) -> int:
         log.info(

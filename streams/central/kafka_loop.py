@@ -34,7 +34,6 @@ worker is never entered twice at once.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from runtime.redis_outage import REDIS_AWAY, RedisBackoff, RedisUnavailable
+from runtime.stopping import GracefulStop
 from streams.central.checkpointing import Undelivered
 from streams.central.intake import RecordIn
 from streams.central.worker import CentralWorker
@@ -55,8 +55,10 @@ ACK_SLICE_S = 0.001  # while scores await their acks, wait in slices that serve 
 ACK_WATCH_S = 0.5  # ... for this long after a batch (longer: the broker is slow or away)
 
 
-class KafkaLoop:
+class KafkaLoop(GracefulStop):
     """Consume mini-batches with confluent-kafka and drive a :class:`CentralWorker`."""
+
+    stop_reason = "finishing the batch, checkpointing and leaving the group"
 
     def __init__(
         self,
@@ -81,14 +83,6 @@ class KafkaLoop:
         return self.worker.topics.events, self.worker.topics.labels
 
     # -- lifecycle -------------------------------------------------------------
-    def stop(self, *_: Any) -> None:
-        """Ask the loop to finish its batch, checkpoint and leave the group."""
-        self._stopping = True
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-
     def subscribe(self) -> None:
         """Join the group with this loop's rebalance callbacks (``run`` does; tests step)."""
         self.consumer.subscribe(

@@ -52,7 +52,6 @@ previous one restored (docs/merger.md).
 from __future__ import annotations
 
 import logging
-import signal
 import time
 import zlib
 from typing import Any
@@ -63,6 +62,7 @@ from models.errors import ModelError, UnknownLayoutError
 from models.packing import LayoutBook, layout_of
 from models.serialization import summary_from_weight_record
 from runtime.redis_outage import REDIS_AWAY, RedisBackoff, RedisUnavailable, wait_for
+from runtime.stopping import GracefulStop
 from schemas import Codec, SchemaError
 from schemas.identity import KeySigner, KeyVerifier
 from schemas.signing import SignatureError, Verifier
@@ -83,7 +83,9 @@ log = logging.getLogger(__name__)
 SERVICE = "merger"
 
 
-class MergerLoop(Steering):
+class MergerLoop(Steering, GracefulStop):
+    stop_reason = "committing what was merged and leaving the group"
+
     def __init__(
         self,
         merger: Merger,
@@ -152,13 +154,6 @@ class MergerLoop(Steering):
         self.redis_wait_s = redis_wait_s
 
     # -- lifecycle -------------------------------------------------------------------
-    def stop(self, *_: Any) -> None:
-        self._stopping = True
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-
     def run(self) -> int:
         self.stored = wait_for(
             lambda: self.store.load(self.merger, _now_ms()),

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from runtime.redis_outage import REDIS_AWAY, RedisBackoff
+from runtime.stopping import GracefulStop
 from schemas import Codec, SchemaError
 from streams.dead_letters import DeadLetters
 from streams.idle import IdleClock
@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 SERVICE = "shadow"
 
 
-class ShadowLoop:
+class ShadowLoop(GracefulStop):
+    stop_reason = "flushing the shadow totals and leaving the group"
+
     def __init__(  # noqa: PLR0913 - the composition root's parts
         self,
         *,
@@ -68,13 +70,6 @@ class ShadowLoop:
         self.backoff = RedisBackoff("the shadow totals")
         self._stopping = False
         self._last_flush = time.monotonic()
-
-    def stop(self, *_: Any) -> None:
-        self._stopping = True
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
 
     def run(self) -> int:
         self.consumer.subscribe(
