@@ -653,7 +653,7 @@ class Merger:
             version=tier.version,
             parent_version=parent,
             result=result,
-            strategy="fedavg",
+            strategy=self.strategy.name,
             created_at_ms=now_ms,
             metrics={"contributors": float(len(result.contributors)), **metrics},
             nodes=tuple(c.node_id for c in result.contributors),

@@ -127,7 +127,9 @@ class SecureFeed:
         started = time.perf_counter()
         tier_current = merger.tiers.get(f.model_name)
         current = tier_current.current if tier_current is not None else None
-        result = global_from_total(f.model_name, f.features, f.total, f.included, current)
+        result = global_from_total(
+            f.model_name, f.features, f.total, f.included, current, merger.strategy
+        )
         closed = merger.close_secure(
             f.model_name,
             result,
