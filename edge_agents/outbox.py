@@ -148,11 +148,13 @@ class Outbox:
         )
         return [OutboxRow(int(s), bytes(p)) for s, p in rows]
 
-    def mark_sent(self, sequence: int) -> None:
-        self._db.execute(
+    def mark_sent(self, sequence: int) -> bool:
+        """Mark the row sent; False when there is no such unsent row (nothing changed)."""
+        cursor = self._db.execute(
             "UPDATE outbox SET sent_ms = ? WHERE sequence = ? AND sent_ms IS NULL",
             (int(time.time() * 1000), sequence),
         )
+        return cursor.rowcount > 0
 
     def counts(self) -> dict[str, int]:
         total, sent = self._db.execute("SELECT COUNT(*), COUNT(sent_ms) FROM outbox").fetchone()

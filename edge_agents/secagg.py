@@ -18,6 +18,14 @@ from then on it may be in the sum. On restart it reads ``secagg-rounds`` from
 the beginning and settles that round by its outcome (``done`` listing it:
 the row is sent; otherwise it is offered again).
 
+The marker is not the only record of what was merged: every round's
+``shares`` record names the sequence each node offered (the roster) and its
+``done`` the nodes in the sum, both signed by the merger. A node reading
+the rounds topic therefore marks sent any unsent row a ``done`` held, even
+with its marker lost (a crash between the merge and its own bookkeeping, a
+state dir restored from a backup); else it would offer the row again and the
+merger would refuse it (``duplicate``) at every round, forever unsent.
+
 The node acts on no phase record the merger did not sign (its global key,
 checked against the trust file: a forged ``done`` would otherwise mark a row
 sent that no global holds). Before revealing shares it confirms, signed, the
@@ -120,6 +128,7 @@ class SecureSender:
         self.mine: _Mine | None = None
         self.latest: Mapping[str, Any] | None = None  # the merger's newest phase record
         self.tried: set[str] = set()
+        self.offered_in: dict[str, int] = {}  # round id -> the sequence its roster names for us
         self.delivered = self.failures = 0
         self.in_flight: set[int] = set()
         self._attached = False
@@ -229,6 +238,13 @@ class SecureSender:
     def _settle(self, record: Mapping[str, Any]) -> None:
         """A round's outcome (or a new round: the old one is over) for this node's rows."""
         rid, phase, me = record["round_id"], record["phase"], self.node_id
+        if phase == "keys":  # one round at a time: a new one means the others are over
+            self.offered_in.clear()
+        elif phase == "shares":
+            mine_in = [int(p["sequence"]) for p in record["roster"] if p["node_id"] == me]
+            if mine_in:
+                self.offered_in[rid] = mine_in[0]
+        offered = self.offered_in.pop(rid, None) if phase in ("done", "abandoned") else None
         settled = False
         marker = self.marker
         if marker is not None and rid == marker["round_id"] and phase in ("done", "abandoned"):
@@ -253,6 +269,17 @@ class SecureSender:
                 self.mine = None
         elif mine is not None and phase == "keys":
             self.mine = None  # a new round opened: ours is over without us
+        elif phase == "done" and not settled and offered is not None and me in record["nodes"]:
+            self._held_before(offered, rid, record["version"])
+
+    def _held_before(self, sequence: int, rid: str, version: int) -> None:
+        """A published round held this row, though neither marker nor memory says so."""
+        if self.outbox.mark_sent(sequence):  # False: marked already, nothing to count
+            log.warning("secure round done node=%s round=%s sequence=%s version=%s: merged "
+                        "before, marked sent from the round's records",
+                        self.node_id, rid, sequence, version)  # fmt: skip
+            self.delivered += 1
+            self._count("delivered")
 
     def _delivered(self, sequence: int, rid: str, version: int) -> None:
         self.outbox.mark_sent(sequence)

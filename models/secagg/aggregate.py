@@ -1,15 +1,16 @@
-"""FedAvg of a round's summaries through secure aggregation: the same global, from sums.
+"""A round's merge through secure aggregation: the same global as in the clear, from sums.
 
 Clear-text FedAvg (:func:`models.merge.merge`) needs, per coordinate, the
 sample-weighted sum of the learned weights over the nodes that saw that
-feature and the sum of their sample counts; the scaler statistics need the
-counts, sums and sums of squares. Each node therefore offers one vector --
-``w * n * seen``, ``n * seen``, ``count``, ``count * mean``, ``count * (var +
-mean^2)`` and ``n`` -- encoded in fixed point and masked by the SecAgg+
-protocol (:mod:`models.secagg.round`); the merger unmasks only the sum and
-divides. The result equals clear FedAvg of the included updates to
-fixed-point precision (a sum of ``m`` encodings is within ``m *
-2**-(frac_bits+1)`` of the float sum; counts are whole and exact).
+feature and the sum of their sample counts; exact statistics need counts,
+sums and sums of squares (covariances for ``iot-gauss``). Each node offers
+one vector of those sums (its spec's :mod:`models.secagg.layout`), encoded
+in fixed point and masked by the SecAgg+ protocol
+(:mod:`models.secagg.round`); the merger unmasks only the sum and divides.
+The result equals the clear merge of the included updates to fixed-point
+precision (a sum of ``m`` encodings is within ``m * 2**-(frac_bits+1)`` of
+the float sum; counts are whole and exact). FedAvgM and FedAdam then take
+their server step from the current global to that mean, as in the clear.
 
 A round that loses more nodes than its threshold allows is abandoned:
 nothing is merged and every update is returned for re-offering. Nodes that
@@ -27,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from models.errors import ModelError
-from models.exact import merge_moments
 from models.merge import Contributor, MergeResult, admit, validate
 from models.secagg.compat import check_secure, check_spec
 from models.secagg.fixedpoint import FixedPoint
 from models.secagg.keys import Entropy
+from models.secagg.layout import LAYOUTS, SumLayout
 from models.secagg.messages import DEFAULT_MAX_DROPOUT, RoundAbandoned, RoundSpec
 from models.secagg.round import Dropouts, RoundCost, run_round
 from models.secagg.server import Abandoned
@@ -63,31 +64,23 @@ class SecureMerge:
     participants: int
 
 
-def _node_vector(algebra: SummaryAlgebra, s: Summary, votes: bool) -> np.ndarray:
-    n = float(s.n_samples)
-    seen = algebra.learned_mask(s).astype(np.float64) * float(votes)
-    count = s.tensor("count").astype(np.float64)
-    mean, var = s.tensor("mean"), s.tensor("var")
-    parts = [algebra.learned_vector(s) * n * seen, n * seen, count, count * mean]
-    return np.concatenate([*parts, count * (var + mean**2), [n]])
+def _layout(model_name: str) -> SumLayout:
+    check_spec(model_name)
+    return LAYOUTS[model_name]
 
 
-def _global_from_sums(
-    algebra: SummaryAlgebra, total: np.ndarray, template: Summary, base: Summary | None
-) -> tuple[Summary, np.ndarray]:
-    """The merged summary (before ``base``'s learned part decides unseen coordinates)."""
-    d = len(template.features)
-    weighted, seen = total[: d + 1], total[d + 1 : 2 * d + 2]
-    count, sums, squares = (total[2 * d + 2 + i * d : 2 * d + 2 + (i + 1) * d] for i in range(3))
-    count = np.rint(count)
-    mean = np.divide(sums, count, out=np.zeros(d), where=count > 0)
-    var = np.divide(squares, count, out=np.zeros(d), where=count > 0) - mean**2
-    var = np.maximum(np.where(count > 0, var, 0.0), 0.0)
-    fallback = algebra.learned_vector(base) if base is not None else np.zeros(d + 1)
-    vector = np.divide(weighted, seen, out=fallback.astype(np.float64).copy(), where=seen > 0)
-    tensors = dict(template.tensors) | {"count": count.astype(np.int64), "mean": mean, "var": var}
-    n = int(round(total[-1]))
-    return replace(template, n_samples=n, tensors=tensors), vector
+def _server_step(
+    strat: Any, base: Summary | None, algebra: SummaryAlgebra, vector: np.ndarray
+) -> np.ndarray:
+    """A server optimizer's step (FedAvgM, FedAdam) from the current global to the round's mean.
+
+    The optimizer needs only the mean, which the unmasked sum gives; as in
+    the clear merge there is no step without a current global or a vote.
+    """
+    optimizer = getattr(strat, "optimizer", None)
+    if optimizer is None or base is None or vector.size == 0:
+        return vector
+    return np.asarray(optimizer.step(algebra.learned_vector(base), vector), dtype=np.float64)
 
 
 def secure_merge(  # noqa: PLR0913 - merge()'s parameters plus the round's
@@ -108,9 +101,9 @@ def secure_merge(  # noqa: PLR0913 - merge()'s parameters plus the round's
     ``dropouts`` says which updates' senders vanish at which step (by
     ``node_id#sequence``, the round's participant ids).
     """
-    check_secure(strategy, **options)
+    strat = check_secure(strategy, **options)
     algebra = validate(summaries, current)
-    check_spec(summaries[0].model_name)
+    layout = _layout(summaries[0].model_name)
     if accumulate and current is None:
         raise ModelError("accumulate=True needs the current global summary")
     kept, excluded = admit(summaries)
@@ -119,7 +112,7 @@ def secure_merge(  # noqa: PLR0913 - merge()'s parameters plus the round's
     base = algebra.align(current, features) if current is not None else None
     ids = [f"{s.node_id}#{s.sequence}" for s in kept]
     voters = {s.node_id for s in kept} - set(statistics_only)
-    vectors = [_node_vector(algebra, s, not voters or s.node_id in voters) for s in aligned]
+    vectors = [layout.values(algebra, s, not voters or s.node_id in voters) for s in aligned]
     cost, outcome = RoundCost(), None
     try:
         width = CODEC.width(len(vectors[0]))
@@ -138,13 +131,11 @@ def secure_merge(  # noqa: PLR0913 - merge()'s parameters plus the round's
     reoffer = tuple(by_id[i] for i in outcome.reoffer)
     idx = [ids.index(i) for i in outcome.included]
     total = CODEC.decode(outcome.total, participants=len(idx))
-    merged, vector = _global_from_sums(algebra, total, aligned[idx[0]], base)
+    merged, vector = layout.rebuild(algebra, total, aligned[idx[0]], base)
+    if voters.intersection(kept[i].node_id for i in idx) or base is None:
+        vector = _server_step(strat, base, algebra, vector)
     if accumulate and base is not None:
-        c, m, v = merge_moments(
-            *(np.stack([merged.tensor(k), base.tensor(k)]) for k in ("count", "mean", "var"))
-        )
-        tensors = dict(merged.tensors) | {"count": c, "mean": m, "var": v}
-        merged = replace(merged, n_samples=merged.n_samples + base.n_samples, tensors=tensors)
+        merged = layout.onto(merged, base)
     version = (
         current.base_version if current is not None else max(kept[i].base_version for i in idx)
     )
@@ -166,30 +157,34 @@ def node_vector(summary: Summary, features: Sequence[str]) -> np.ndarray:
 
     The node computes this itself; the merger only ever sees it masked.
     """
-    check_spec(summary.model_name)
+    layout = _layout(summary.model_name)
     algebra = get_spec(summary.model_name).algebra
     aligned = algebra.align(algebra.check(summary), features)
-    return CODEC.encode(_node_vector(algebra, aligned, True))
+    return CODEC.encode(layout.values(algebra, aligned, True))
 
 
-def vector_width(features: Sequence[str]) -> int:
-    """Ring elements of a round's input over ``features`` (5 d + 3 values, two words each)."""
-    return CODEC.width(5 * len(features) + 3)
+def vector_width(model_name: str, features: Sequence[str]) -> int:
+    """Ring elements of a round's input over ``features`` (two words a value)."""
+    return CODEC.width(_layout(model_name).size(len(features)))
 
 
-def global_from_total(
+def global_from_total(  # noqa: PLR0913 - the round's parts
     model_name: str,
     features: Sequence[str],
     total: np.ndarray,
     included: Sequence[tuple[str, int]],
     current: Summary | None,
+    strategy: Any = "fedavg",
 ) -> MergeResult:
     """The FedAvg global from an unmasked sum of ``included`` (node, sequence) inputs.
 
     The merger's half of :func:`secure_merge` when the nodes are processes:
     the sum is decoded, divided, and accumulated onto ``current`` exactly as
-    there, so the two give the same global for the same updates.
+    there, so the two give the same global for the same updates. ``strategy``
+    is the merger's (a FedAvgM / FedAdam object keeps its optimizer state).
     """
+    strat = check_secure(strategy)
+    layout = _layout(model_name)
     spec = get_spec(model_name)
     algebra = spec.algebra
     if not included:
@@ -199,13 +194,10 @@ def global_from_total(
         base if base is not None else algebra.align(spec.summarize(spec.new_model()), features)
     )
     sums = CODEC.decode(total, participants=len(included))
-    merged, vector = _global_from_sums(algebra, sums, template, base)
+    merged, vector = layout.rebuild(algebra, sums, template, base)
+    vector = _server_step(strat, base, algebra, vector)
     if base is not None:
-        c, m, v = merge_moments(
-            *(np.stack([merged.tensor(k), base.tensor(k)]) for k in ("count", "mean", "var"))
-        )
-        tensors = dict(merged.tensors) | {"count": c, "mean": m, "var": v}
-        merged = replace(merged, n_samples=merged.n_samples + base.n_samples, tensors=tensors)
+        merged = layout.onto(merged, base)
     version = current.base_version if current is not None else 0
     merged = replace(merged, node_id="", sequence=0, base_version=version)
     merged = algebra.with_learned_vector(merged, vector)

@@ -6,9 +6,14 @@ a coordinate-wise median or trimmed mean (FedMedian, FedTrimmedAvg), Krum's
 distances between updates, screening of outliers, and server-side clipping
 of each update. Those are refused with a :class:`ModelError` naming why,
 rather than silently degraded to FedAvg. FedAvg (``fedavg``, ``exact``)
-needs only sums: the sample-weighted weights and the sample counts.
-Server optimizers (FedAvgM, FedAdam) and FedAsync's staleness weights only
-need sums too, but are not wired yet.
+needs only sums: the sample-weighted weights and the sample counts. The
+server optimizers (``fedavgm``, ``fedadam``) need only the round's mean,
+which the sum gives, then step from the current global on the merger.
+FedAsync's staleness weights would need each node's staleness inside its
+masked input: not wired yet.
+
+Specs join when their whole merge is sums (:mod:`models.secagg.layout`).
+``iot-hst`` does not: see :data:`_WHY_SPEC`.
 """
 
 from __future__ import annotations
@@ -18,27 +23,35 @@ from typing import Any
 from models.errors import ModelError
 from models.strategy_base import split_spec
 
-__all__ = ["SECURE_STRATEGIES", "SECURE_SPECS", "check_secure"]
+__all__ = ["SECURE_SPECS", "SECURE_STRATEGIES", "check_secure", "check_spec"]
 
-SECURE_STRATEGIES = ("fedavg", "exact")
-#: specs whose merge is sums: sample-weighted learned vector, counts, sums, sums of squares
-SECURE_SPECS = ("fraud-linear",)
+SECURE_STRATEGIES = ("fedavg", "exact", "fedavgm", "fedadam")
+#: specs whose merge is sums (models.secagg.layout): learned vector, counts, sums, squares
+SECURE_SPECS = ("fraud-linear", "iot-gauss")
+
+_WHY_SPEC = {
+    "iot-hst": (
+        "its merge is not all sums: until a contributor has completed a reference window, "
+        "the first reference is built from each node's *latest* current window (a node "
+        "that sent twice counts once, IotHSTAlgebra._first_reference), which needs to "
+        "know which updates came from one node -- a masked sum cannot tell"
+    ),
+}
 
 _WHY = {
     "fedmedian": "a coordinate-wise median needs every node's value",
     "trimmed": "a trimmed mean sorts every node's value per coordinate",
     "krum": "Krum scores each update by its distances to the others",
     "multikrum": "Multi-Krum scores each update by its distances to the others",
-    "fedavgm": "server optimizers over masked sums are not wired yet",
-    "fedadam": "server optimizers over masked sums are not wired yet",
     "async": "staleness weights over masked sums are not wired yet",
 }
 
 
-def check_secure(strategy: str | Any, **options: Any) -> None:
-    """Raise :class:`ModelError` unless ``strategy`` (and options) run on sums alone.
+def check_secure(strategy: str | Any, **options: Any) -> Any:
+    """The strategy object; :class:`ModelError` unless it (and options) run on sums alone.
 
-    >>> check_secure("fedavg")
+    >>> check_secure("fedavg").name
+    'fedavg'
     >>> check_secure("krum")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -67,12 +80,14 @@ def check_secure(strategy: str | Any, **options: Any) -> None:
             "secure aggregation cannot clip updates on the merger (clip_norm): "
             f"{tail}; clip on the nodes instead"
         )
+    return strat
 
 
 def check_spec(model_name: str) -> None:
     """Raise unless the spec's whole merge is sums (see :data:`SECURE_SPECS`)."""
     if model_name not in SECURE_SPECS:
+        why = _WHY_SPEC.get(model_name, "its exact state is not written as sums")
         raise ModelError(
-            f"secure aggregation covers {', '.join(SECURE_SPECS)} (learned weights and scaler "
-            f"counts, sums and sums of squares); {model_name!r}'s exact state is not wired yet"
+            f"secure aggregation covers {', '.join(SECURE_SPECS)} (learned weights, counts, "
+            f"sums and sums of squares / covariances); {model_name!r}: {why}"
         )

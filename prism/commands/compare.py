@@ -229,8 +229,16 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
         outage = Outage.parse(args.outage) if args.outage else None
         poison = Attack.parse(args.poison) if args.poison else None
         stream = load_stream(args.data, task=args.task, label_delay=args.label_delay)
+        spec_name = args.model or default_spec_for_record(stream.record_type)
+        if args.secure_agg:
+            from models.secagg.compat import check_spec
+
+            try:
+                check_spec(spec_name)
+            except ModelError as e:
+                raise UsageError(f"--secure-agg: {e}") from e
         config = SimConfig(
-            spec_name=args.model or default_spec_for_record(stream.record_type),
+            spec_name=spec_name,
             architectures=archs,
             strategy=args.strategy,
             summary_every=args.summary_every,

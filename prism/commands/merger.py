@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also run SecAgg+ rounds with the nodes in secure mode (`prism edge run "
         "--secure-agg`) over the secagg-* topics: the merger learns only each round's sum; "
-        "FedAvg only (robust strategies are refused; async stays for clear nodes)",
+        "FedAvg, FedAvgM or FedAdam (robust strategies are refused; async stays for clear nodes)",
     )
     run.add_argument(
         "--secure-step-timeout",
@@ -115,6 +115,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="--secure-agg: a node that has not sent a step this long after it began has "
         "dropped out (key advertisement waits --round-timeout after the first node)",
+    )
+    run.add_argument(
+        "--secure-model",
+        default="fraud-linear",
+        metavar="SPEC",
+        help="--secure-agg: the model spec whose secure rounds this merger runs "
+        "(fraud-linear or iot-gauss: their merge is sums)",
     )
     run.add_argument(
         "--secure-max-dropout",
@@ -182,7 +189,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _secure_config(args: argparse.Namespace) -> SecureConfig:
     """Secure rounds' settings; robust strategies refused (they need each update)."""
-    from models.secagg.compat import check_secure
+    from models.secagg.compat import check_secure, check_spec
     from models.strategy_base import split_spec
     from streams.merger.secure import SecureConfig
 
@@ -190,7 +197,9 @@ def _secure_config(args: argparse.Namespace) -> SecureConfig:
         check_secure(args.strategy)  # async applies to the nodes not in secure mode only
     if args.tiers != "global":
         raise ValueError("--secure-agg runs global rounds only (no --tiers regional)")
+    check_spec(args.secure_model)
     return SecureConfig(
+        model_name=args.secure_model,
         round_size=max(args.round_size, 2),
         min_participants=max(args.min_participants, 2),
         keys_timeout_s=args.round_timeout,

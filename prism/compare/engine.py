@@ -52,6 +52,7 @@ from models.poisoning import EXCLUDED, Attack, poison_summary
 from models.secagg.aggregate import CODEC as SECAGG_CODEC
 from models.secagg.round import Dropouts
 from models.serialization import weight_summary_record, wire_roundtrip
+from models.strategies import get_strategy
 from models.summary import Summary
 from prism.compare.floor import PerfectScreen
 from prism.compare.lifecycle import (
@@ -158,6 +159,8 @@ class Run:
     secagg_wasted_bytes: int = 0  # the abandoned rounds' messages (in secagg_bytes too)
     secagg_merged: list[tuple[str, int]] = field(default_factory=list)  # every contribution
     secagg_bound: float = 0.0
+    #: secure rounds: the largest gap of a statistic (mean, var, cov), relative to 1 + |clear|
+    secagg_stat_gap: float = 0.0
     #: lifecycle runs (``federated+gate``...): versions held back by the gate, sent to the
     #: canaries, promoted, rolled back; the version still with the canaries at the end
     held_back: list[int] = field(default_factory=list)
@@ -228,6 +231,9 @@ class _Fleet:
         self.global_: tuple[Summary, int] | None = None
         self.offered: dict[tuple[str, int], Summary] = {}  # secure run: the updates, for checks
         self.current: Summary | None = None  # secure run: the merger's current global
+        # secure run: the clear strategy its globals are checked against (an optimizer's state
+        # steps with the secure merger's, round for round)
+        self.shadow = get_strategy(config.strategy) if name == SECURE else None
         # bytes of every global record published up to version v (the topic as agents read it)
         self.published = [0]
         self.layouts: dict[int, int] = {}  # global version -> layout id (the merger holds them)
@@ -438,14 +444,21 @@ class _Fleet:
         return Dropouts({"input": gone})
 
     def _check_secure(self, closed: Closed) -> None:
-        """Clear FedAvg of the round's very updates (only a simulation can know them)."""
+        """The clear merge of the round's very updates (only a simulation can know them)."""
         ins = [self.offered[(c.node_id, c.sequence)] for c in closed.result.contributors]
         self.run.secagg_merged += [(c.node_id, c.sequence) for c in closed.result.contributors]
-        clear = merge(ins, "fedavg", current=self.current, accumulate=self.current is not None)
+        clear = merge(ins, self.shadow, current=self.current, accumulate=self.current is not None)
         algebra = self.sites[0].spec.algebra
         assert closed.merged is not None
         gap = algebra.learned_vector(closed.merged) - algebra.learned_vector(clear.summary)
         self.run.secagg_gap = max(self.run.secagg_gap, float(np.max(np.abs(gap), initial=0.0)))
+        for key, want in clear.summary.tensors.items():
+            if key in ("mean", "var", "cov"):
+                got = closed.merged.tensor(key)
+                rel = np.abs(got - want) / (1.0 + np.abs(want))
+                self.run.secagg_stat_gap = max(
+                    self.run.secagg_stat_gap, float(np.max(rel, initial=0.0))
+                )
         self.run.secagg_bound = max(self.run.secagg_bound, len(ins) * SECAGG_CODEC_ULP)
         self.current = replace(
             closed.result.summary, node_id=closed.name, base_version=closed.version

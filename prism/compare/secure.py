@@ -33,6 +33,7 @@ def secure_section(runs: dict[str, Run], archs: dict[str, Any]) -> dict[str, Any
         "metric_diff": None if m_s is None or m_c is None else abs(m_s - m_c),
         "max_gap_to_clear_fedavg": secure.secagg_gap,
         "fixed_point_bound": secure.secagg_bound,
+        "max_statistic_gap_to_clear": secure.secagg_stat_gap,
         "rounds": secure.merges,
         "rounds_clear": clear.merges,
         "updates_per_round": _per_round(secure.summaries, secure.merges),
@@ -58,7 +59,8 @@ def render_secure(s: dict[str, Any]) -> list[str]:
         f"{s['rounds']} rounds vs {s['rounds_clear']} "
         f"({f(s['updates_per_round'], '.1f')} updates each), every global within "
         f"{f(s['max_gap_to_clear_fedavg'], '.2g')} of clear fedavg of its updates "
-        f"(bound {f(s['fixed_point_bound'], '.2g')})",
+        f"(bound {f(s['fixed_point_bound'], '.2g')}; statistics within "
+        f"{f(s['max_statistic_gap_to_clear'], '.2g')} x (1 + |value|))",
         f"  per round: {f(s['bytes_per_round'], ',.0f')} B vs "
         f"{f(s['bytes_per_round_clear'], ',.0f')} B (summaries), "
         f"CPU {f(s['cpu_ms_per_round'], '.1f')} ms vs "

@@ -625,6 +625,7 @@ class Merger:
         now_ms: int,
         merge_s: float,
         metrics: Mapping[str, float],
+        strategy: str = "fedavg",
     ) -> Closed:
         """A secure round's unmasked global becomes the model's next version.
 
@@ -653,7 +654,7 @@ class Merger:
             version=tier.version,
             parent_version=parent,
             result=result,
-            strategy="fedavg",
+            strategy=strategy,
             created_at_ms=now_ms,
             metrics={"contributors": float(len(result.contributors)), **metrics},
             nodes=tuple(c.node_id for c in result.contributors),

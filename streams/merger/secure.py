@@ -330,7 +330,7 @@ class SecureRounds:
             names |= set(feats)
         r.features = tuple(sorted(names))
         spec = RoundSpec.create(
-            r.round_id, list(r.offers), vector_width(r.features),
+            r.round_id, list(r.offers), vector_width(self.config.model_name, r.features),
             max_dropout=self.config.max_dropout,
         )  # fmt: skip
         r.server = Server(spec)

@@ -28,6 +28,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from models.secagg.aggregate import global_from_total
+from models.secagg.compat import SECURE_STRATEGIES
 from runtime.secagg import ROUNDS_TOPIC, STEP_TOPICS, StepRefused
 from schemas import Codec, SchemaError
 from schemas.identity import KeySigner, KeyVerifier
@@ -127,7 +128,11 @@ class SecureFeed:
         started = time.perf_counter()
         tier_current = merger.tiers.get(f.model_name)
         current = tier_current.current if tier_current is not None else None
-        result = global_from_total(f.model_name, f.features, f.total, f.included, current)
+        # FedAvgM / FedAdam step on the unmasked mean; with async (for the clear nodes
+        # only) a secure round is plain FedAvg
+        secure = merger.strategy.name in SECURE_STRATEGIES
+        strategy = merger.strategy if secure else "fedavg"
+        result = global_from_total(f.model_name, f.features, f.total, f.included, current, strategy)
         closed = merger.close_secure(
             f.model_name,
             result,
@@ -135,6 +140,7 @@ class SecureFeed:
             now_ms=now_ms,
             merge_s=time.perf_counter() - started,
             metrics=f.metrics,
+            strategy=merger.strategy.name if secure else "fedavg",
         )
         self._done.append((f, closed.version))
         log.info(

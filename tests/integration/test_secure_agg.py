@@ -316,3 +316,76 @@ def _advert(node: str):
 
     k = NodeKeys.generate()
     return Advertise(node, k.cipher.public, k.mask.public)
+
+
+def iot_log(tmp_path: Path, seed: int) -> Path:
+    path = tmp_path / f"iot-{seed}.avro"
+    args = ["datagen", "iot", "--events", "400", "--sites", "1", "--regions", "1",
+            "--seed", str(seed), "--labels", "inline", "--out", str(path)]  # fmt: skip
+    assert main(args) == 0
+    return path
+
+
+def test_iot_gauss_secure_round_on_the_real_stack_and_a_merged_row_whose_marker_was_lost(
+    test_settings: Settings, prism_topics: dict[str, str], tmp_path: Path
+) -> None:
+    """Three iot-gauss edges: the merger rebuilds count, mean and covariance from the masked
+    sum. Then one node loses the bookkeeping of its merged row (its outbox row unsent again,
+    no marker): restarted, it learns from the round's signed records that the row was merged,
+    marks it sent and never offers it again (no ``duplicate`` refusal)."""
+    test_settings = test_settings.model_copy(update={"redis_prefix": f"t{uuid.uuid4().hex[:8]}"})
+    bootstrap = test_settings.kafka_bootstrap or ""
+    trust, keyfiles = identities(tmp_path)
+    gauss = get_spec("iot-gauss")
+
+    def edge(node: str, seed: int, drain: str = "150") -> subprocess.Popen:
+        args = ["edge", "run", "--node", node, "--source", str(iot_log(tmp_path, seed)),
+                "--task", "iot", "--model", "iot-gauss", "--state-dir", str(tmp_path / node),
+                "--summary-every", "100000", "--drain-timeout", drain, "--secure-agg"]  # fmt: skip
+        env = {"PRISM_SIGNING_KEY_FILE": str(keyfiles[node]), "PRISM_SIGNING_KEY_ID":
+               f"{node}-k1", "PRISM_TRUST_FILE": str(trust)}  # fmt: skip
+        return launch(test_settings, tmp_path, args, node, env)
+
+    procs = {v: edge(v, 11 + i) for i, v in enumerate("abc")}
+    for proc in procs.values():
+        wait_for_log(proc, "edge agent running", timeout=120)
+    merger = launch(test_settings, tmp_path, [
+        "merger", "run", "--secure-agg", "--secure-model", "iot-gauss", "--round-size", "3",
+        "--round-timeout", "5", "--secure-step-timeout", "4", "--min-participants", "2",
+        "--quantize", "float64", "--deltas", "off", "--group", f"m-{prism_topics['secagg-rounds']}",
+    ], "merger", {"PRISM_TRUST_FILE": str(trust), "PRISM_SIGNING_KEY_FILE": str(
+        keyfiles["merger"]), "PRISM_SIGNING_KEY_ID": "merger-k1"})  # fmt: skip
+    for v in "abc":
+        assert procs[v].wait(150) == 0, Path(procs[v].log_path).read_text()[-3000:]
+    [v1] = wait_until("version 1", lambda: globals_on(bootstrap, prism_topics["global-model"]))
+    incs = {v: increment(tmp_path, v) for v in "abc"}
+    assert sorted((c.node_id, c.sequence) for c in v1.contributors) == sorted(
+        (v, s.sequence) for v, s in incs.items()
+    )
+    clear = merge(list(incs.values()), "exact").summary
+    got = gauss.algebra.align(v1.summary, clear.features)
+    assert got.n_samples == clear.n_samples == sum(s.n_samples for s in incs.values())
+    gaps = {t: float(np.max(np.abs(got.tensor(t) - clear.tensor(t)) / (1 + np.abs(
+        clear.tensor(t))))) for t in ("mean", "cov")}  # fmt: skip
+    assert max(gaps.values()) <= CLOSE, gaps
+
+    # -- a's merged row loses its bookkeeping: unsent again, and no restart marker -------------
+    db = sqlite3.connect(tmp_path / "a" / "outbox.sqlite3")
+    with db:
+        db.execute("UPDATE outbox SET sent_ms = NULL")
+    db.close()
+    assert not (tmp_path / "a" / "secagg-round.json").exists()
+    again = edge("a", 11, drain="60")
+    assert again.wait(120) == 0, Path(again.log_path).read_text()[-3000:]
+    log_a = Path(again.log_path).read_text()
+    assert "merged before, marked sent from the round's records" in log_a
+    assert "secure round joined" not in log_a.split("edge agent running")[-1]  # never offered
+    assert all(sent is not None for _s, _p, sent in rows(tmp_path, "a"))
+    dead = [CODEC.decode(v) for _p, _o, _k, v in read_topic(bootstrap, prism_topics["dead-letter"])]
+    assert not [d for d in dead if d["reason_code"] == "duplicate"]
+    assert [x.version for x in globals_on(bootstrap, prism_topics["global-model"])] == [1]
+    merger.send_signal(signal.SIGTERM)
+    merger.wait(30)
+    log = Path(merger.log_path).read_text()  # type: ignore[attr-defined]
+    sizes = [line for line in log.splitlines() if "secure round unmasked" in line]
+    print(json.dumps({"gaps_v1": gaps, "rounds": sizes}, indent=1))

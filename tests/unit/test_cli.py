@@ -126,9 +126,23 @@ def test_secure_rounds_keep_async_for_the_clear_nodes_and_need_two_participants(
 
     args = argparse.Namespace(strategy="async:max_staleness=5", tiers="global", round_size=1,
                               min_participants=1, round_timeout=7.0, secure_step_timeout=3.0,
-                              secure_max_dropout=0.2)  # fmt: skip
+                              secure_max_dropout=0.2, secure_model="fraud-linear")  # fmt: skip
     config = _secure_config(args)
     assert (config.min_participants, config.round_size, config.keys_timeout_s) == (2, 2, 7.0)
+
+
+def test_secure_rounds_take_a_summable_spec_and_the_server_optimizers() -> None:
+    import argparse
+
+    from models.errors import ModelError
+    from prism.commands.merger import _secure_config
+
+    args = argparse.Namespace(strategy="fedadam", tiers="global", round_size=3,
+                              min_participants=2, round_timeout=7.0, secure_step_timeout=3.0,
+                              secure_max_dropout=0.2, secure_model="iot-gauss")  # fmt: skip
+    assert _secure_config(args).model_name == "iot-gauss"
+    with pytest.raises(ModelError, match="latest"):
+        _secure_config(argparse.Namespace(**{**vars(args), "secure_model": "iot-hst"}))
 
 
 def test_an_edge_in_secure_mode_refuses_hybrid_mode_and_specs_it_cannot_sum(
@@ -139,4 +153,6 @@ def test_an_edge_in_secure_mode_refuses_hybrid_mode_and_specs_it_cannot_sum(
     assert main([*base, "--mode", "hybrid"]) == 2
     assert "does not go with --mode hybrid" in capsys.readouterr().err
     assert main([*base, "--task", "iot"]) == 2
-    assert "'iot-hst''s exact state is not wired yet" in capsys.readouterr().err
+    assert "'iot-hst': its merge is not all sums" in capsys.readouterr().err
+    assert main([*base, "--task", "iot", "--model", "iot-gauss", "--source", "missing.avro"]) != 0
+    assert "iot-gauss" not in capsys.readouterr().err  # refused for the missing file, not the spec

@@ -82,3 +82,35 @@ def test_abandoned_rounds_messages_are_counted_in_the_bytes(log):
 def test_secure_agg_is_in_process_only_for_now(log, capsys):
     assert main(["compare", "--data", str(log), "--secure-agg", "--stack"]) == 2
     assert "issue #28 item 3" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def iot_log(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("secagg-iot") / "iot.avro"
+    assert main(["datagen", "iot", "--events", "3000", "--sites", "5", "--regions", "1",
+                 "--seed", "5", "--out", str(path)]) == 0  # fmt: skip
+    return path
+
+
+def test_iot_gauss_secure_rounds_rebuild_the_clear_covariances(iot_log, capsys):
+    report = _report(iot_log, capsys, "--task", "iot", "--model", "iot-gauss",
+                     "--quantize", "float64", "--deltas", "off")  # fmt: skip
+    s = report["secure_agg"]
+    assert s["rounds"] == s["rounds_clear"] > 3
+    # mean and covariance of every secure global against the clear merge of its updates
+    assert 0 < s["max_statistic_gap_to_clear"] < 1e-9
+    assert s["metric_diff"] <= 1e-6
+
+
+def test_server_optimizers_run_secure_and_match_their_clear_step(log, capsys):
+    report = _report(log, capsys, "--strategy", "fedadam", "--quantize", "float64",
+                     "--deltas", "off")  # fmt: skip
+    s = report["secure_agg"]
+    assert s["rounds"] == s["rounds_clear"] > 5
+    assert s["max_gap_to_clear_fedavg"] <= s["fixed_point_bound"]
+
+
+def test_iot_hst_is_refused_in_secure_mode_with_the_reason(iot_log, capsys):
+    args = ["compare", "--data", str(iot_log), "--task", "iot", "--secure-agg"]
+    assert main(args) == 2  # the iot default spec is iot-hst
+    assert "latest" in capsys.readouterr().err

@@ -138,3 +138,45 @@ def test_a_merger_that_says_two_things_at_one_phase_of_a_round_is_refused(tmp_pa
     assert s.receive(signed("R1", "confirm", ["n1", "n2"])) is False  # n3 dropped, now?
     assert s.refused == {"secagg-equivocation": 1} and bad == [("secagg-equivocation", "R1")]
     assert s.mine is None and s.rounds == {"left": 1} and unsent(s) == 1  # offered again
+
+
+# -- a merged row whose marker was lost: the round's records settle it ---------------------------
+def shares(rid: str, roster: dict[str, int]) -> dict:
+    peers = [{"node_id": v, "sequence": q, "cipher_public": b"", "mask_public": b""}
+             for v, q in roster.items()]  # fmt: skip
+    return dict(rec(rid, "shares"), roster=peers)
+
+
+def test_a_row_merged_before_is_marked_sent_from_the_roster_and_done_without_a_marker(tmp_path):
+    s = sender(tmp_path)  # no marker, nothing in memory: as after a lost marker and a restart
+    seq = s.outbox.unsent(1)[0].sequence
+    for r in (rec("R1", "keys"), shares("R1", {"n1": seq, "n2": 4}), rec("R1", "input"),
+              rec("R1", "done", ["n1", "n2"], 1)):  # fmt: skip
+        s._settle(r)
+    assert unsent(s) == 0 and s.delivered == 1  # never offered again, so never refused
+    again = sender_again(tmp_path)  # and replaying the topic after that changes nothing
+    for r in (rec("R1", "keys"), shares("R1", {"n1": seq}), rec("R1", "done", ["n1"], 1)):
+        again._settle(r)
+    assert again.delivered == 0
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [rec("R1", "done", ["n2"], 1), rec("R1", "abandoned"), rec("R2", "keys")],
+    ids=["done-without-it", "abandoned", "next-round-without-outcome"],
+)
+def test_a_roster_alone_never_marks_a_row_sent(tmp_path, outcome):
+    s = sender(tmp_path)
+    seq = s.outbox.unsent(1)[0].sequence
+    for r in (shares("R1", {"n1": seq, "n2": 4}), outcome, rec("R2", "done", ["n1"], 2)):
+        s._settle(r)  # R2's done cannot settle R1's roster entry either
+    assert unsent(s) == 1 and s.delivered == 0
+
+
+def test_the_round_a_node_is_in_counts_its_row_once(tmp_path):
+    s = sender(tmp_path)
+    seq = s.outbox.unsent(1)[0].sequence
+    s.mine = _Mine("R1", seq, None, NodeKeys.generate())  # type: ignore[arg-type]
+    for r in (shares("R1", {"n1": seq}), rec("R1", "done", ["n1"], 1)):
+        s._settle(r)
+    assert unsent(s) == 0 and s.delivered == 1 and s.rounds == {"delivered": 1}

@@ -130,13 +130,13 @@ def test_strategies_that_need_individual_updates_are_refused(strategy, options, 
 
 
 def test_specs_whose_state_is_not_sums_are_refused():
-    spec = get_spec("iot-gauss")
+    spec = get_spec("iot-hst")
     model = spec.new_model()
     for v in range(10):
         spec.learn_one(model, {"t": float(v)})
-    s = spec.summarize(model)
-    with pytest.raises(ModelError, match="not wired yet"):
-        secure_merge([s.with_provenance(node_id="a", sequence=1, base_version=0)] * 1)
+    s = spec.summarize(model).with_provenance(node_id="a", sequence=1, base_version=0)
+    with pytest.raises(ModelError, match="latest.* current window"):
+        secure_merge([s, s.with_provenance(node_id="b", sequence=1, base_version=0)])
 
 
 def test_no_step_name_is_unknown():

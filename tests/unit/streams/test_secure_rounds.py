@@ -264,3 +264,32 @@ def test_a_confirmation_of_another_survivor_set_is_refused_as_inconsistent():
     with pytest.raises(StepRefused) as e:
         rounds.take("SecAggConfirm", *fleet.wire("SecAggConfirm", "a", lie), now)
     assert e.value.reason_code == "secagg-inconsistent"
+
+
+@pytest.mark.parametrize("strategy", ["async", "fedavgm:server_lr=0.5,momentum=0.5"])
+def test_the_merger_publishes_secure_rounds_with_its_strategy_or_fedavg_beside_async(strategy):
+    """``async`` applies to the clear nodes only: a secure round beside it is FedAvg. A
+    server optimizer steps on each unmasked mean, as the clear merge of the same updates."""
+    from models.strategies import get_strategy
+    from runtime.secagg import STEP_TOPICS
+    from streams.merger.rounds import Merger, MergerConfig
+    from streams.merger.secure_loop import SecureFeed
+
+    merger = Merger(MergerConfig(strategy=strategy, quantize="float64", deltas=None))
+    feed = SecureFeed(make(Fleet(["a", "b"])), consumer=None, producer=None, codec=None,  # type: ignore[arg-type]
+                      topics={t: t for t in STEP_TOPICS.values()}, verifiers={}, dead=None)  # type: ignore[arg-type]  # fmt: skip
+    clear_strategy = "fedavg" if strategy == "async" else get_strategy(strategy)
+    current = None
+    for names in (["a", "b"], ["a", "b", "c"], ["b", "c", "d"]):
+        fleet = Fleet(names)
+        finished = run(fleet, make(fleet))
+        closed = feed._publishable(merger, finished, 1_000)
+        incs = [fleet.incs[v] for v in names]
+        clear = merge(incs, clear_strategy, current=current, accumulate=current is not None)
+        got = SPEC.algebra.align(closed.result.summary, clear.summary.features)
+        for name in ("weights", "intercept"):
+            np.testing.assert_allclose(
+                got.tensor(name), clear.summary.tensor(name), rtol=0, atol=1e-9
+            )
+        assert closed.strategy == ("fedavg" if strategy == "async" else "fedavgm")
+        current = merger.tiers["fraud-linear"].current
