@@ -208,8 +208,9 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
         raise UsageError("--secure-agg-dropout takes a fraction in [0, 0.5) with --secure-agg")
     if args.secure_agg and (args.stack or args.sweep):
         raise UsageError(
-            "--secure-agg runs in process only: the services do not speak the protocol over "
-            "Kafka yet (issue #28 item 3); drop --stack / --sweep"
+            "--secure-agg runs in the simulation only: compare's --stack and --sweep drivers do "
+            "not set up secure rounds (the services do: `prism merger run --secure-agg`, "
+            "`prism edge run --secure-agg`, docs/secure-aggregation.md); drop --stack / --sweep"
         )
     lifecycle_flags = args.quality_gate is not None or args.canary is not None
     if lifecycle_flags and (args.stack or args.sweep or args.dp_epsilon):

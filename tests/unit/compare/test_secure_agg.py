@@ -79,9 +79,9 @@ def test_abandoned_rounds_messages_are_counted_in_the_bytes(log):
     assert run.bytes_summaries == run.secagg_bytes  # secure nodes send no summary records
 
 
-def test_secure_agg_is_in_process_only_for_now(log, capsys):
+def test_secure_agg_runs_in_the_simulation_only(log, capsys):
     assert main(["compare", "--data", str(log), "--secure-agg", "--stack"]) == 2
-    assert "issue #28 item 3" in capsys.readouterr().err
+    assert "prism merger run --secure-agg" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
