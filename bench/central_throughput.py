@@ -519,6 +519,7 @@ GOALS = [
 
 
 def main() -> int:
+    global ENGINE, PARTITIONS, WARMUP_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=1000)
@@ -571,7 +572,6 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    global ENGINE, PARTITIONS, WARMUP_S
     ENGINE, PARTITIONS, WARMUP_S = args.engine, args.partitions, args.warmup_s
     settings = load_settings()
     w = args.workers

@@ -17,7 +17,11 @@ while a paced replay feeds it. Per event, all on this machine's one clock:
 
 For all events and for the slowest 1 % (end to end), the share of each
 step and what the worker's loop was doing (from its stage timeline) while
-those events waited. Needs a broker and Redis (``prism stack up``).
+those events waited. ``--floor`` runs, after each tree's worker, the
+latency floor instead (``bench/pipeline_floor.py ... latency``: consume,
+decode, produce a Score, no model), under the same load: what the worker
+adds is its latency minus the floor's. Needs a broker and Redis
+(``prism stack up``).
 
 Run: ``PYTHONPATH=. python bench/latency_trace.py [--rate 5000] [--events 50000]
 [--trees A B] [--rounds 1] [--json]``
@@ -129,11 +133,16 @@ def run_one(settings, log: Path, rate: float, tree: str, trace_dir: Path) -> dic
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
     log_append(admin, [s.topic("transactions"), s.topic("scores")])
     prefix = trace_dir / uuid.uuid4().hex[:8]
-    os.environ["PRISM_TRACE"] = str(prefix)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE / "stage_timing"), tree])
-    ct.WORKER_TREE = tree
     group = f"trace-{uuid.uuid4().hex[:8]}"
-    proc = ct.worker(s, group=group)
+    if tree == "floor":  # this checkout's floor, untraced
+        os.environ.pop("PRISM_TRACE", None)
+        os.environ["PYTHONPATH"] = str(HERE.parent)
+        proc = floor_relay(s, group)
+    else:
+        os.environ["PRISM_TRACE"] = str(prefix)
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE / "stage_timing"), tree])
+        ct.WORKER_TREE = tree
+        proc = ct.worker(s, group=group)
     ct.wait_joined(admin, group, proc)
     TimedProducer.sent = {}
     load = os.getloadavg()
@@ -154,8 +163,8 @@ def run_one(settings, log: Path, rate: float, tree: str, trace_dir: Path) -> dic
         replay_module.Producer = Producer
     ct.stop_when_scored(s, proc)
     load_after = os.getloadavg()
-    (path,) = glob.glob(f"{prefix}.*.json")
-    trace = json.loads(Path(path).read_text())
+    paths = glob.glob(f"{prefix}.*.json")
+    trace = json.loads(Path(paths[0]).read_text()) if paths else None
     events = read_topic(s, s.topic("transactions"), decode_id=True)
     scores = read_topic(s, s.topic("scores"), decode_id=False)
     return analyse(trace, events, scores, s.topic("transactions")) | {
@@ -165,7 +174,35 @@ def run_one(settings, log: Path, rate: float, tree: str, trace_dir: Path) -> dic
     }
 
 
-def analyse(trace: dict, events: dict, scores: dict, topic: str) -> dict:
+def floor_relay(s, group: str):
+    """The latency floor in place of a worker (its stderr in a file, like a worker's)."""
+    import subprocess
+
+    errors = tempfile.NamedTemporaryFile(prefix="floor-", suffix=".log", delete=False)  # noqa: SIM115
+    cmd = [sys.executable, str(HERE / "pipeline_floor.py"), s.kafka_bootstrap,
+           s.topic("transactions"), s.topic("labels"), s.topic("scores"), group,
+           "floor-latency", "latency"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors)
+    ct.STARTED.append(proc)
+    return proc
+
+
+def analyse(trace: dict | None, events: dict, scores: dict, topic: str) -> dict:
+    if trace is None:  # the floor: end to end and the way in only
+        rows = [
+            (TimedProducer.sent[(topic, p, o)], append, scores[eid])
+            for (p, o), (eid, append) in events.items()
+            if (topic, p, o) in TimedProducer.sent and eid in scores
+        ]
+        a = np.array(rows) * 1000
+        total = a[:, 2] - a[:, 0]
+        late = a[:, 0] - a[:, 0].min() >= 1000
+        return {
+            "events": len(a),
+            "end_to_end_ms": pct(total),
+            "after_first_second": {"end_to_end_ms": pct(total[late])},
+            "steps_all_ms": {"producer -> broker": pct(a[:, 1] - a[:, 0])},
+        }
     taken = {(p, o): (got, cut) for p, o, got, cut in trace["taken"]}
     published = {}
     for eid, t in trace["published"]:
@@ -236,6 +273,12 @@ def analyse(trace: dict, events: dict, scores: dict, topic: str) -> dict:
         | {n_: round(float(col[n_][i] - col["produce"][i]), 1) for n_ in names[1:]}
         for i in first
     ]
+    t0 = col["produce"].min() / 1000
+    out["first_spans"] = [
+        (name, round((a0 - t0) * 1000, 1), round((a1 - a0) * 1000, 2), round(cpu * 1000, 2))
+        for name, a0, a1, cpu, *_ in sorted(trace["spans"], key=lambda sp: sp[1])
+        if name != "consume" and a1 >= t0
+    ][:40]
     worst = np.argsort(total)[-5:]
     out["worst5"] = [
         {n_: round(float(col[n_][i] - col["produce"][i]), 1) for n_ in names[1:]} for i in worst
@@ -261,6 +304,9 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--trees", nargs="*", default=[str(HERE.parent)])
     parser.add_argument("--rounds", type=int, default=1, help="the trees in turn, this often")
+    parser.add_argument(
+        "--floor", action="store_true", help="after each tree, the latency floor (no model)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     ct.PARTITIONS = args.partitions
@@ -270,8 +316,9 @@ def main() -> int:
         log = Path(tmp) / "trace.avro"
         ct.make_log(log, args.events)
         for k in range(args.rounds):
-            for tree in args.trees:
-                r = run_one(settings, log, args.rate, str(Path(tree).resolve()), Path(tmp))
+            for tree in [t_ for tree_ in args.trees for t_ in [tree_, "floor"][: 1 + args.floor]]:
+                tree = tree if tree == "floor" else str(Path(tree).resolve())
+                r = run_one(settings, log, args.rate, tree, Path(tmp))
                 r["round"] = k
                 results.append(r)
                 e2e = r["end_to_end_ms"]
