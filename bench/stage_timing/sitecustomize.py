@@ -8,7 +8,12 @@ decoding (``intake.route``), scoring + producing, learning, label joins,
 checkpoints (flush + encode, the Redis write), commits, summaries, and each
 GC collection -- and writes n / total / p50 / p99 / max / count over 10 ms per
 stage (ms) as JSON when it exits (PRISM_TIMING ending in ``/``: a directory,
-one file per worker). Nothing here changes what the worker does;
+one file per worker). PRISM_TRACE=PREFIX instead (or too) writes
+PREFIX.<pid>.json with the loop's timeline (each stage's wall-clock span and
+thread-CPU seconds), every event taken (partition, offset, when its
+``consume()`` returned, when its batch was cut) and every score handed to the
+producer: ``bench/latency_trace.py`` joins them per event with the Kafka
+timestamps. Nothing here changes what the worker does;
 it wraps methods, so it costs a little time itself. Used for
 docs/performance.md, "Score latency" (``bench/central_throughput.py`` sets its
 workers' PYTHONPATH from ``--trees``: add this directory to each tree given).
