@@ -13,8 +13,11 @@ dead letters. However fast the learner became, a worker
 could not beat this loop.
 
 Run as a worker process by the bench:
-``python bench/pipeline_floor.py BOOTSTRAP EVENTS LABELS SCORES GROUP WORKER``;
-it stops once it has been caught up for ``IDLE_S``.
+``python bench/pipeline_floor.py BOOTSTRAP EVENTS LABELS SCORES GROUP WORKER [latency]``;
+it stops once it has been caught up for ``IDLE_S``. With ``latency`` it is
+the *latency* floor (``bench/latency_trace.py --floor``): it takes what is
+ready instead of waiting up to 50 ms to fill a batch, and its producer
+lingers as a worker's does (``BatchPolicy().linger_ms``).
 """
 
 from __future__ import annotations
@@ -28,23 +31,37 @@ from runtime.kafka_config import consumer_config, producer_config
 from schemas import Codec
 from schemas.hotpath import LabelDecoder, ScoreEncoder
 from schemas.hotpath_events import TransactionDecoder
+from streams.central.batching import BatchPolicy
 from streams.central.scores import produce_waiting
 
 BATCH = 1000
 IDLE_S = 3.0
 
 
-def run(bootstrap: str, events: str, labels: str, scores: str, group: str, worker: str) -> int:
+def run(
+    bootstrap: str,
+    events: str,
+    labels: str,
+    scores: str,
+    group: str,
+    worker: str,
+    mode: str = "throughput",
+) -> int:
     codec = Codec()
     labels_in, scores_out = LabelDecoder(codec), ScoreEncoder(codec)  # as the worker does
     events_in = TransactionDecoder(codec)
     consumer = Consumer(consumer_config(bootstrap, group, worker))
-    producer = Producer(producer_config(bootstrap))
+    latency = mode == "latency"
+    linger = {"linger_ms": BatchPolicy().linger_ms} if latency else {}
+    producer = Producer(producer_config(bootstrap, **linger))
     consumer.subscribe([events, labels])
     last = time.monotonic()
     seen = 0
     while time.monotonic() - last < IDLE_S or not seen:
-        messages = consumer.consume(BATCH, timeout=0.05)
+        if latency:  # what is ready, else block for the first record only
+            messages = consumer.consume(BATCH, timeout=0) or consumer.consume(1, timeout=0.05)
+        else:
+            messages = consumer.consume(BATCH, timeout=0.05)
         if not messages:
             continue
         last = time.monotonic()
@@ -76,4 +93,4 @@ def run(bootstrap: str, events: str, labels: str, scores: str, group: str, worke
 
 
 if __name__ == "__main__":
-    sys.exit(run(*sys.argv[1:7]))
+    sys.exit(run(*sys.argv[1:8]))

@@ -8,7 +8,12 @@ decoding (``intake.route``), scoring + producing, learning, label joins,
 checkpoints (flush + encode, the Redis write), commits, summaries, and each
 GC collection -- and writes n / total / p50 / p99 / max / count over 10 ms per
 stage (ms) as JSON when it exits (PRISM_TIMING ending in ``/``: a directory,
-one file per worker). Nothing here changes what the worker does;
+one file per worker). PRISM_TRACE=PREFIX instead (or too) writes
+PREFIX.<pid>.json with the loop's timeline (each stage's wall-clock span and
+thread-CPU seconds), every event taken (partition, offset, when its
+``consume()`` returned, when its batch was cut) and every score handed to the
+producer: ``bench/latency_trace.py`` joins them per event with the Kafka
+timestamps. Nothing here changes what the worker does;
 it wraps methods, so it costs a little time itself. Used for
 docs/performance.md, "Score latency" (``bench/central_throughput.py`` sets its
 workers' PYTHONPATH from ``--trees``: add this directory to each tree given).
@@ -16,7 +21,7 @@ workers' PYTHONPATH from ``--trees``: add this directory to each tree given).
 
 import os
 
-if os.environ.get("PRISM_TIMING"):
+if os.environ.get("PRISM_TIMING") or os.environ.get("PRISM_TRACE"):
     import atexit
     import gc
     import importlib
@@ -27,13 +32,24 @@ if os.environ.get("PRISM_TIMING"):
 
     import numpy as np
 
-    OUT = os.environ["PRISM_TIMING"]
+    OUT = os.environ.get("PRISM_TIMING", "")
+    TRACE = os.environ.get("PRISM_TRACE", "")
+    #: the loop's timeline for PRISM_TRACE: (stage, wall-clock start s, end s, detail)
+    SPANS: list[tuple] = []
+    #: every event taken: (partition, offset, wall-clock s the consume() call that returned
+    #: it ended, s its batch was cut); every score handed to the producer: (event id, s)
+    TAKEN: list[tuple] = []
+    PUBLISHED: list[tuple] = []
     TIMES: dict[str, list[float]] = {}  # stage -> ms
     ON: list[int] = []  # set once the loop runs: start-up is not measured
 
-    def rec(name: str, ms: float) -> None:
+    def rec(name: str, ms: float, cpu_s: float = -1.0) -> None:
+        """A stage's wall ms; with PRISM_TRACE also its span and its thread's CPU s in it."""
         if ON:
             TIMES.setdefault(name, []).append(ms)
+            if TRACE and not name.startswith(("age_", "batch_size")):
+                end = time.time()
+                SPANS.append((name, end - ms / 1000, end, cpu_s))
 
     def wrap(cls, meth: str, name: str) -> None:
         f = getattr(cls, meth, None)
@@ -41,11 +57,11 @@ if os.environ.get("PRISM_TIMING"):
             return
 
         def timed(*a, **k):
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             try:
                 return f(*a, **k)
             finally:
-                rec(name, (time.perf_counter() - t) * 1000)
+                rec(name, (time.perf_counter() - t) * 1000, time.thread_time() - cpu)
 
         setattr(cls, meth, timed)
 
@@ -73,11 +89,39 @@ if os.environ.get("PRISM_TIMING"):
         loop = kafka_loop.KafkaLoop
         take, run = loop._take, loop.run
 
+        class Watched:
+            """The loop's consumer, its ``consume`` calls timed (when records left librdkafka)."""
+
+            def __init__(self, consumer):
+                self._c = consumer
+                self.returned: dict[int, float] = {}  # id(message) -> wall-clock s
+
+            def consume(self, *a, **k):
+                t = time.time()
+                out = self._c.consume(*a, **k)
+                end = time.time()
+                if ON and TRACE:
+                    SPANS.append(("consume", t, end, -1.0, len(out)))
+                    for m in out:
+                        self.returned[id(m)] = end
+                return out
+
+            def __getattr__(self, name):
+                return getattr(self._c, name)
+
         def timed_take(self):
             t = time.perf_counter()
+            if TRACE and not isinstance(self.consumer, Watched):
+                self.consumer = Watched(self.consumer)
             messages = take(self)
             now = time.time() * 1000
             rec("take", (time.perf_counter() - t) * 1000)
+            if TRACE and ON:
+                got = self.consumer.returned
+                for m in messages:
+                    if m.error() is None and m.topic() == self.worker.topics.events:
+                        TAKEN.append((m.partition(), m.offset(), got.get(id(m), 0.0), now / 1000))
+                got.clear()
             stamps = [m.timestamp()[1] for m in messages if m.error() is None]
             if stamps:
                 rec("age_oldest_at_take", now - min(stamps))
@@ -90,6 +134,16 @@ if os.environ.get("PRISM_TIMING"):
             return run(self)
 
         loop._take, loop.run = timed_take, timed_run
+        publish = scores.ScorePublisher.publish
+
+        def traced_publish(self, scored):
+            n = publish(self, scored)
+            if TRACE and ON:
+                now = time.time()
+                PUBLISHED.extend((s.event_id, now) for s in scored)
+            return n
+
+        scores.ScorePublisher.publish = traced_publish
         wrap(loop, "step", "step")
         wrap(loop, "_tick", "tick")
         wrap(loop, "_commit_offsets", "commit")
@@ -123,6 +177,11 @@ if os.environ.get("PRISM_TIMING"):
     sys.meta_path.insert(0, _Hook())
 
     def dump() -> None:
+        if TRACE:
+            with open(f"{TRACE}.{os.getpid()}.json", "w") as f:
+                json.dump({"spans": SPANS, "taken": TAKEN, "published": PUBLISHED}, f)
+        if not OUT:
+            return
         out = {}
         for k, v in list(TIMES.items()):
             a = np.array(v)

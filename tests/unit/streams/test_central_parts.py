@@ -88,6 +88,31 @@ def test_checkpoint_cadence_counts_records_and_never_runs_ahead_of_the_broker() 
     assert store.saved == 1 and not cadence.due()
 
 
+def test_the_time_cadence_runs_from_the_first_record_not_covered(monkeypatch) -> None:
+    """After an idle spell a batch is not checkpointed at once (its flush would hold
+    the next records back), and no record waits uncovered longer than ``every_s``."""
+
+    class Store:
+        def save(self, learners: list) -> None:
+            pass
+
+    now = [1000.0]
+    monkeypatch.setattr("streams.central.checkpointing.time.monotonic", lambda: now[0])
+    cadence = Checkpointer(Store(), Producer(), every_records=10, every_s=2.0)  # type: ignore[arg-type]
+    now[0] += 60.0  # idle for a minute
+    cadence.processed(1)
+    assert not cadence.due()
+    now[0] += 1.5
+    cadence.processed(1)  # a later record does not move the clock
+    assert not cadence.due()
+    now[0] += 0.5
+    assert cadence.due()  # two seconds after the first uncovered record
+    cadence.save([])
+    now[0] += 5.0
+    cadence.processed(1)
+    assert not cadence.due()
+
+
 def test_a_learner_taken_back_after_a_loss_is_owed_a_checkpoint() -> None:
     """Its tail is in no checkpoint, though no record came since the last (empty) one."""
 
