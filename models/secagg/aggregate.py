@@ -112,7 +112,10 @@ def secure_merge(  # noqa: PLR0913 - merge()'s parameters plus the round's
     base = algebra.align(current, features) if current is not None else None
     ids = [f"{s.node_id}#{s.sequence}" for s in kept]
     voters = {s.node_id for s in kept} - set(statistics_only)
-    vectors = [layout.values(algebra, s, not voters or s.node_id in voters) for s in aligned]
+    # as merge(): with no voter the learned part is the current global's (the sum carries
+    # no weights, so it falls back to it), or, in a first round, the statistics-only nodes'
+    everyone = not voters and current is None
+    vectors = [layout.values(algebra, s, everyone or s.node_id in voters) for s in aligned]
     cost, outcome = RoundCost(), None
     try:
         width = CODEC.width(len(vectors[0]))

@@ -82,7 +82,7 @@ from models.secagg.compat import check_secure
 from models.secagg.round import Dropouts
 from models.serialization import QUANTIZE, wire_roundtrip
 from models.specs import get_spec
-from models.strategies import get_strategy
+from models.strategies import FedOpt, get_strategy
 from models.summary import Summary
 from streams.merger.gate import Judge, Judgement
 
@@ -312,6 +312,8 @@ class Merger:
         self.dropouts = dropouts
         self.canary = canary  # staged rollout: a new global goes to this share of edges first
         self.strategy = get_strategy(config.strategy)
+        #: registry name -> its own server optimizer (fedavgm, fedadam): momentum is one model's
+        self._optimizers: dict[str, Any] = {}
         self.nodes: dict[str, NodeLedger] = {}
         self.tiers: dict[str, _Tier] = {}  # registry name -> tier
         self.counters: dict[str, int] = {}
@@ -354,6 +356,26 @@ class Merger:
             restored_from=restored_from,
             reason=reason,
         )
+
+    def strategy_for(self, name: str) -> Any:
+        """The strategy of ``name``'s rounds: a server optimizer gets one per model, since
+        its state follows one model's vector; a stateless strategy is shared."""
+        if not isinstance(self.strategy, FedOpt):
+            return self.strategy
+        strategy = self._optimizers.get(name)
+        if strategy is None:
+            strategy = self._optimizers[name] = get_strategy(self.config.strategy)
+        return strategy
+
+    def optimizer_states(self) -> dict[str, dict[str, Any]]:
+        """Every model's server optimizer state (none before its first step): the store
+        keeps them beside the models, so a restart steps on from the same momentum."""
+        states = {name: s.state() for name, s in self._optimizers.items()}
+        return {name: state for name, state in states.items() if state}
+
+    def restore_optimizer(self, name: str, state: Mapping[str, Any]) -> None:
+        """``name``'s server optimizer resumes from ``state`` (see :meth:`optimizer_states`)."""
+        self.strategy_for(name).load_state(dict(state))
 
     def ledger(self, node_id: str) -> NodeLedger:
         ledger = self.nodes.get(node_id)
@@ -504,7 +526,7 @@ class Merger:
             else:
                 result = merge(
                     increments,
-                    self.strategy,
+                    self.strategy_for(tier.name),
                     current=current,
                     accumulate=current is not None,
                     statistics_only={u.node_id for u in updates if u.tier == "central"},
@@ -580,7 +602,7 @@ class Merger:
         ids = [f"{s.node_id}#{s.sequence}" for s in increments]
         out = secure_merge(
             increments,
-            self.strategy,
+            self.strategy_for(tier.name),
             current=current,
             accumulate=current is not None,
             statistics_only={u.node_id for u in updates if u.tier == "central"},

@@ -131,7 +131,7 @@ class SecureFeed:
         # FedAvgM / FedAdam step on the unmasked mean; with async (for the clear nodes
         # only) a secure round is plain FedAvg
         secure = merger.strategy.name in SECURE_STRATEGIES
-        strategy = merger.strategy if secure else "fedavg"
+        strategy = merger.strategy_for(f.model_name) if secure else "fedavg"
         result = global_from_total(f.model_name, f.features, f.total, f.included, current, strategy)
         closed = merger.close_secure(
             f.model_name,

@@ -14,6 +14,8 @@ key (``{g}`` = the merger's group id)    type    value
 ``prism:merger:{g}:snapshots``           hash    node -> last merged cumulative snapshot
                                                  (an encoded ``WeightSummary``)
 ``prism:merger:{g}:forwarded``           hash    regional results waiting for a global round
+``prism:merger:{g}:optimizer``           hash    model -> its server optimizer's state
+                                                 (fedavgm / fedadam; JSON, :mod:`.optimizer`)
 ``prism:merger:{g}:outbox``              list    records to produce (:mod:`.outbox`): written
                                                  before they go out, emptied once delivered
 =======================================  ======  ===========================================
@@ -25,12 +27,14 @@ twice count once. The current global models themselves are the registry's.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterable
 from typing import Any
 
 import redis
 
+from models.errors import InvalidSummaryError
 from models.serialization import (
     global_model_from_record,
     summary_from_weight_record,
@@ -40,8 +44,11 @@ from models.specs import SPEC_NAMES
 from runtime.model_registry import NodeRecord, RegistryKeys, RegistryWriter
 from runtime.model_registry.lifecycle import LifecycleControls
 from schemas import Codec
+from streams.merger.optimizer import decode_state, encode_state
 from streams.merger.outbox import Outgoing, decode, encode
 from streams.merger.rounds import Merger, NodeLedger, Update
+
+log = logging.getLogger(__name__)
 
 
 class MergerStore:
@@ -62,6 +69,8 @@ class MergerStore:
         self.snapshots_key = self.keys.merger(group, "snapshots")  # read by prism.client too
         self.forwarded_key = self.keys.merger(group, "forwarded")
         self.outbox_key = self.keys.merger(group, "outbox")
+        self.optimizer_key = self.keys.merger(group, "optimizer")
+        self._optimizers: dict[str, bytes] = {}  # model -> the state Redis holds (as written)
         self.controls = LifecycleControls(client, self.keys)  # operators' rollbacks, quarantine
 
     def history(self, name: str) -> list[dict[str, Any]]:
@@ -92,7 +101,23 @@ class MergerStore:
             merger.ledger(node.decode()).snapshot = update.summary
         for data in self.client.hvals(self.forwarded_key):
             merger.restore_forwarded(self._update(data), now_ms)
+        self._load_optimizers(merger)
         return {int(p): int(o) for p, o in self.client.hgetall(self.offsets_key).items()}
+
+    def _load_optimizers(self, merger: Merger) -> None:
+        """Each model's server optimizer state, if the merger runs the strategy that wrote it."""
+        self._optimizers = {}
+        for raw, data in self.client.hgetall(self.optimizer_key).items():
+            name = raw.decode()
+            try:
+                strategy, state = decode_state(data)
+                if strategy != merger.strategy.name:
+                    raise InvalidSummaryError(f"it is {strategy}'s, not {merger.strategy.name}'s")
+                merger.restore_optimizer(name, state)
+            except InvalidSummaryError as e:
+                log.warning("optimizer state of %s not restored (starts at zero): %s", name, e)
+                continue
+            self._optimizers[name] = data
 
     def outbox(self) -> list[Outgoing]:
         """Records a previous run wrote but may not have delivered, in the order written."""
@@ -160,9 +185,20 @@ class MergerStore:
             for u in merger.forwarded():
                 field = f"{u.summary.model_name}|{u.region}"
                 tx.hset(self.forwarded_key, field, self._encode_update(u))
+            optimizers = self._changed_optimizers(merger)
+            if optimizers:
+                tx.hset(self.optimizer_key, mapping=optimizers)
             if offsets:
                 tx.hset(self.offsets_key, mapping={str(p): str(o) for p, o in offsets.items()})
             tx.execute()
+        self._optimizers.update(optimizers)
+
+    def _changed_optimizers(self, merger: Merger) -> dict[str, bytes]:
+        """Server optimizer states that differ from what Redis holds: every commit carries
+        the state behind the models it writes (a step without a version counts too)."""
+        name = merger.strategy.name
+        encoded = {m: encode_state(name, st) for m, st in merger.optimizer_states().items()}
+        return {m: data for m, data in encoded.items() if self._optimizers.get(m) != data}
 
     def _encode(self, summary: Any, ledger: NodeLedger) -> bytes:
         record = weight_summary_record(
@@ -192,7 +228,9 @@ class MergerStore:
             self.snapshots_key,
             self.forwarded_key,
             self.outbox_key,
+            self.optimizer_key,
         )
+        self._optimizers = {}
 
 
 _MAC_PAIR = "<q32s"  # a sequence and its HMAC-SHA256

@@ -14,6 +14,7 @@ from models.merge import merge
 from models.secagg.aggregate import CODEC, secure_merge
 from models.secagg.round import STEPS, Dropouts, seeded_entropy
 from models.specs import get_spec
+from models.strategies import get_strategy
 from models.summary import Summary
 
 ULP = 2.0 ** -(CODEC.frac_bits + 1)  # the worst rounding of one encoded value
@@ -99,6 +100,50 @@ def test_statistics_only_nodes_add_statistics_but_no_vote():
     clear = merge(updates, "fedavg", statistics_only={"n0"}).summary
     assert out.result is not None
     assert_same_global(out.result.summary, clear, 4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.lists(st.integers(0, 7), min_size=2, max_size=5, unique=True),
+    st.booleans(),
+    st.sampled_from(["fedavg", "fedavgm", "fedadam"]),
+    st.integers(0, 2**32),
+)
+def test_a_round_of_statistics_only_nodes_keeps_the_learned_part_as_the_clear_merge_does(
+    picks, with_current, strategy, seed
+):
+    """Every node statistics-only: the clear merge keeps the current global's weights (in a
+    first round, takes theirs) and takes no optimizer step; the secure global equals it."""
+    updates = [pool()[i] for i in picks]
+    current = None
+    if with_current:
+        current = merge([pool()[(picks[0] + 1) % 8]], "fedavg").summary
+        current = current.with_provenance(node_id="global", sequence=0, base_version=3)
+    everyone = {s.node_id for s in updates}
+    secure_strategy, clear_strategy = get_strategy(strategy), get_strategy(strategy)
+    out = secure_merge(
+        updates,
+        secure_strategy,
+        current=current,
+        accumulate=with_current,
+        statistics_only=everyone,
+        entropy=seeded_entropy(seed),
+        round_id=f"s{seed}",
+    )
+    assert out.result is not None
+    clear = merge(
+        updates,
+        clear_strategy,
+        current=current,
+        accumulate=with_current,
+        statistics_only=everyone,
+    ).summary
+    assert_same_global(out.result.summary, clear, len(updates))
+    if with_current:  # the weights are the current global's, exactly
+        algebra = get_spec("fraud-linear").algebra
+        kept = algebra.learned_vector(algebra.align(current, clear.features))
+        assert np.array_equal(algebra.learned_vector(out.result.summary), kept)
+    assert not secure_strategy.state() and not clear_strategy.state()  # no vote, no step
 
 
 def test_too_many_dropouts_abandon_and_return_every_update():
