@@ -60,7 +60,9 @@ import central_throughput as ct  # noqa: E402 - the (a1) measurement, reused
 
 RECORDS_PER_EVENT = 2  # a generated fraud log: one Transaction and one Label per event
 WARMUP = 0.2  # share of the run left out of the trends
-OVERLOAD_S = 300.0  # the overload run: its last half is the sustained maximum
+OVERLOAD_S = 300.0  # the overload run: its last half is the catch-up maximum
+PROBE_S = 120.0  # each probe at the head
+PROBE_SHARES = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)  # of the catch-up maximum, highest first
 RSS_GROWTH = 0.05  # allowed RSS trend over the steady part, relative to its mean
 LAG_GROWTH_S = 0.5  # allowed lag trend over the steady part, in seconds of input
 
@@ -430,6 +432,42 @@ def print_windows(title: str, rows: list[dict]) -> None:
         )
 
 
+def probe_at_head(
+    settings: Settings, catch_up: float, seconds: float, run: dict
+) -> tuple[int | None, list[dict]]:
+    """The highest of ``PROBE_SHARES`` x ``catch_up`` events/s whose lag stays flat.
+
+    Catching up (an overload), the worker scores full batches; at the head it
+    scores what is ready within its latency budget -- a few records a batch,
+    and several times the CPU per event (measured: docs/performance.md, "Soak
+    runs") -- so what it sustains there is less than what it catches up with.
+    """
+    probes = []
+    for share in PROBE_SHARES:
+        rate = round(share * catch_up)
+        with tempfile.TemporaryDirectory(prefix="prism-probe-") as tmp:
+            probe = soak(settings, rate=rate, seconds=seconds, workdir=Path(tmp), **run)
+        row = {
+            "rate": rate,
+            "lag_flat": probe["lag_flat"],
+            "lag_slope_per_min": probe["lag_slope_per_min"],
+            "central_events_per_s": probe["central_events_per_s"],
+            "central_us_per_event": probe["windows"][-1].get("central_us_per_event"),
+            "loadavg": probe["loadavg"],
+        }
+        probes.append(row)
+        print(
+            f"probe {rate:,} events/s ({share:.0%} of catching up) for {probe['seconds']} s: lag "
+            f"slope {row['lag_slope_per_min']:+,.0f} records/min "
+            f"({'flat' if row['lag_flat'] else 'GROWING'}); {row['central_us_per_event']} us "
+            f"CPU/event; load average {row['loadavg']}",
+            flush=True,
+        )
+        if probe["lag_flat"]:
+            return rate, probes
+    return None, probes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     length = parser.add_mutually_exclusive_group()
@@ -443,6 +481,12 @@ def main() -> int:
         type=float,
         default=OVERLOAD_S,
         help="length of the overload run that measures the sustained maximum (its last half)",
+    )
+    parser.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=PROBE_S,
+        help="length of each probe at the head (rates stepping down from the catch-up one)",
     )
     parser.add_argument("--edges", type=int, default=2)
     parser.add_argument("--edge-rate", type=float, default=100.0)
@@ -459,7 +503,8 @@ def main() -> int:
     if settings.kafka_bootstrap is None or settings.redis_url is None:
         raise SystemExit("no broker/Redis: run `prism stack up` first")
     run = {"edges": args.edges, "edge_rate": args.edge_rate, "log": args.log}
-    sustained = isolated = None
+    sustained = isolated = catch_up = None
+    probes: list[dict] = []
     if not args.rate:
         ct.PARTITIONS = 3
         isolated = round(measure_max(settings, args.max_events))
@@ -467,27 +512,32 @@ def main() -> int:
             over = soak(
                 settings, rate=isolated, seconds=args.overload_seconds, workdir=Path(tmp), **run
             )
-        sustained = over["central_late_events_per_s"]
+        catch_up = over["central_late_events_per_s"]
         print_windows(
             f"overload run: {over['delivered_events_per_s']:,} events/s delivered for "
-            f"{over['seconds']} s (load {over['loadavg']})",
+            f"{over['seconds']} s (load average {over['loadavg']}); scored {catch_up:,}/s "
+            "over its last half (catching up: full batches)",
             over["windows"],
         )
-        if over["lag_flat"]:
-            print(
-                "  the lag did not grow: the worker was not the limit; the maximum is at least that"
-            )
+        sustained, probes = probe_at_head(settings, catch_up, args.probe_seconds, run)
+        if sustained is None:
+            raise SystemExit(f"no probe down to {PROBE_SHARES[-1]:.0%} kept the lag flat")
     rate = args.rate or round(args.load * sustained)
     with tempfile.TemporaryDirectory(prefix="prism-soak-") as tmp:
         result = soak(settings, rate=rate, seconds=seconds, workdir=Path(tmp), **run)
-    result["sustained_max_events_per_s"] = sustained
-    result["max_isolated_events_per_s"] = isolated
+    result |= {
+        "sustained_max_events_per_s": sustained,
+        "catch_up_max_events_per_s": catch_up,
+        "max_isolated_events_per_s": isolated,
+        "probes": probes,
+    }
     if sustained is not None:
         print(
             f"central maximum: {isolated:,} events/s alone on a preloaded topic (asked of the "
-            f"overload run); sustained: {sustained:,} events/s scored over the last "
-            f"{args.overload_seconds / 2:.0f} s of a {args.overload_seconds:.0f} s overload "
-            f"beside the soak's replay, merger and edges; the load is {args.load:.0%} of it"
+            f"overload run); {catch_up:,} events/s catching up (the overload's last "
+            f"{args.overload_seconds / 2:.0f} s); sustained at the head: {sustained:,} "
+            f"events/s (the highest probe whose lag stayed flat); the load is "
+            f"{args.load:.0%} of it"
         )
     print(
         f"load {rate:,.0f} events/s asked, {result['delivered_events_per_s']:,} events/s "
