@@ -1,7 +1,8 @@
 """#10.9 (fast subset) -- a steady load: consumer lag and every service's memory stay flat.
 
-The full measurement is ``bench/soak.py`` (5 minutes at 80 % of the central
-learner's maximum measured in the same run; figures in docs/performance.md). Here the same
+The full measurement is ``bench/soak.py`` (30 minutes at 80 % of the central
+learner's maximum sustained at the head, found in the same run; figures in
+docs/performance.md). Here the same
 code runs the central worker, the merge job and an edge agent for 45 s at a
 fixed rate well inside the worker's capacity on a 2-core CI machine, and
 checks the verdicts the bench prints: the fitted lag trend over the steady
