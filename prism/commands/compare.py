@@ -55,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="sites hold summaries whose weights moved less than this share",
     )
     p.add_argument(
+        "--max-move",
+        type=float,
+        default=0.0,
+        help="sites send early once their weights moved more than this share",
+    )
+    p.add_argument(
         "--personal-pull",
         type=float,
         default=PERSONAL_PULL,
@@ -239,6 +245,7 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             blend_alpha=args.blend_alpha,
             forward_sample=args.forward_sample,
             min_move=args.min_move,
+            max_move=args.max_move,
             personal_pull=args.personal_pull,
             shift_global=args.shift_global,
             outage=outage,

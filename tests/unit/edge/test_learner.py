@@ -434,6 +434,25 @@ def test_a_barely_moving_node_holds_its_increments_then_sends_them_all_at_once()
     assert eager.counts["held"] == 0 and eager.sequence > learner.sequence
 
 
+def test_a_fast_moving_node_sends_early_and_a_still_one_on_the_event_cadence() -> None:
+    """``max_move``: once the weights moved more than that share of the baseline's norm, the
+    increment is due at the next check (every ``every // 8`` learned events), so fast-moving
+    sites show the fleet their progress sooner; every event is still sent exactly once."""
+    moving = EdgeLearner("fraud-linear", "n1", EdgePolicy(max_move=1e-9))
+    still = EdgeLearner("fraud-linear", "n2", EdgePolicy(max_move=1e9))
+    sizes: dict[str, list[int]] = {"n1": [], "n2": []}
+    for eid, x, y in events(5, 1000):
+        for learner in (moving, still):
+            learner.observe(eid, x, y)
+            if learner.cut_due(200):
+                sizes[learner.node_id].append(learner.cut().n_samples)
+    assert sizes["n2"] == [25, 50, 100, 200, 200, 200, 200]  # never moved enough: on schedule
+    assert sizes["n1"][:2] == [25, 25] and set(sizes["n1"]) == {25}  # every check sends
+    assert sum(sizes["n1"]) + moving.learned_since_cut == 1000
+    with pytest.raises(ModelError, match="max_move"):
+        EdgePolicy(max_move=-0.1)
+
+
 def test_counts_only_models_are_never_held() -> None:
     learner = EdgeLearner("iot-hst", "n1", EdgePolicy(min_move=0.9))
     rng = np.random.default_rng(0)
