@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prism.commands import (
+    MAX_MOVE,
+    MOVE_HELP,
     PERSONAL_PULL,
     PULL_HELP,
     SHIFT_GLOBAL,
@@ -57,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-move",
         type=float,
-        default=0.0,
-        help="sites send early once their weights moved more than this share",
+        default=MAX_MOVE,
+        help=MOVE_HELP,
     )
     p.add_argument(
         "--personal-pull",
