@@ -178,6 +178,7 @@ class EdgeLearner:
         # adaptive cadence (EdgePolicy.min_move): increments held in a row, and the learned
         # count before which the next one is not due (not saved: a restart sends sooner)
         self.held, self._hold_until, self._due = 0, 0, 1
+        self._cut_version = -1  # the adopted global's version at the last increment sent
         self._global_model: Any = None
         alpha = policy.blend_alpha  # the global's prior weight, shared with its shifted copy
         self.shifting = policy.shift_global and self.spec.supervised  # no posterior to shift else
@@ -373,6 +374,7 @@ class EdgeLearner:
         return (
             self.policy.max_move > 0
             and self.learned_since_cut % step == 0
+            and self.global_version > self._cut_version  # at most one early cut per global
             and self._moved_share() > self.policy.max_move
         )
 
@@ -413,6 +415,7 @@ class EdgeLearner:
         self.sequence += 1
         self.baseline = replica
         self.learned_since_cut = 0
+        self._cut_version = self.global_version
         return increment.with_provenance(
             node_id=self.node_id, sequence=self.sequence, base_version=self.global_version
         )
