@@ -85,6 +85,11 @@ class EdgePolicy:
     min_move: float = 0.0
     #: a node holds at most this many due increments in a row, then sends regardless
     max_hold: int = 4
+    #: movement cadence: an increment is due early (checked every ``every // 8`` learned
+    #: events) once the learned weights moved more than this share of the baseline's norm;
+    #: the fleet sees a fast-moving site's progress before every site overshoots on its own
+    #: stale view; 0 = the event cadence only
+    max_move: float = 0.0
     #: Ditto-style personal models: per event learned under a global that the site's labels
     #: graded better than the personal model, the personal slopes move this share toward
     #: that global's (compounded at the next adoption); 0 = never (after the warm start)
@@ -120,6 +125,8 @@ class EdgePolicy:
                 raise ModelError("a DP epsilon budget needs noise (--dp-clip and --dp-noise > 0)")
         if not (math.isfinite(self.min_move) and self.min_move >= 0):
             raise ModelError(f"min_move must be >= 0, got {self.min_move}")
+        if not (math.isfinite(self.max_move) and self.max_move >= 0):
+            raise ModelError(f"max_move must be >= 0, got {self.max_move}")
         if self.max_hold < 1:
             raise ModelError("max_hold must be >= 1")
         if not 0.0 <= self.personal_pull < 1.0:
@@ -171,6 +178,7 @@ class EdgeLearner:
         # adaptive cadence (EdgePolicy.min_move): increments held in a row, and the learned
         # count before which the next one is not due (not saved: a restart sends sooner)
         self.held, self._hold_until, self._due = 0, 0, 1
+        self._cut_version = -1  # the adopted global's version at the last increment sent
         self._global_model: Any = None
         alpha = policy.blend_alpha  # the global's prior weight, shared with its shifted copy
         self.shifting = policy.shift_global and self.spec.supervised  # no posterior to shift else
@@ -360,7 +368,15 @@ class EdgeLearner:
         if self.dp_spent:
             return False  # nothing more will be sent: no point cutting
         self._due = cut_schedule(every, self.sequence)
-        return self.learned_since_cut >= max(self._due, self._hold_until)
+        if self.learned_since_cut >= max(self._due, self._hold_until):
+            return True
+        step = max(every // 8, 1)
+        return (
+            self.policy.max_move > 0
+            and self.learned_since_cut % step == 0
+            and self.global_version > self._cut_version  # at most one early cut per global
+            and self._moved_share() > self.policy.max_move
+        )
 
     def needs_cut_before_adopt(self) -> bool:
         return self.policy.reconcile_rule != "delta" and self.learned_since_cut > 0
@@ -399,6 +415,7 @@ class EdgeLearner:
         self.sequence += 1
         self.baseline = replica
         self.learned_since_cut = 0
+        self._cut_version = self.global_version
         return increment.with_provenance(
             node_id=self.node_id, sequence=self.sequence, base_version=self.global_version
         )
@@ -429,6 +446,21 @@ class EdgeLearner:
             "dp_noise": self.policy.dp_noise,
             "dp_releases": float(self.dp_releases),
         }
+
+    def _moved_share(self) -> float:
+        """How far the replica's learned weights moved since the baseline, as a share of
+        the baseline's norm (0 without a baseline or learned weights)."""
+        base = self.baseline
+        if base is None or self.learned_since_cut == 0:
+            return 0.0
+        algebra = self.spec.algebra
+        replica = self._replica_summary()
+        features = algebra.union_features([replica, base])
+        start = algebra.learned_vector(algebra.align(base, features))
+        if start.size == 0:
+            return 0.0
+        move = algebra.learned_vector(algebra.align(replica, features)) - start
+        return float(np.linalg.norm(move)) / max(float(np.linalg.norm(start)), 1e-12)
 
     def _barely_moved(self, replica: Summary, base: Summary | None) -> bool:
         """Whether a due increment may wait (adaptive cadence, :class:`EdgePolicy`)."""

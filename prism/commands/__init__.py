@@ -28,6 +28,12 @@ PRECISIONS = ("float64", "float32", "float16", "int8")  # models.packing.PACK_DT
 PERSONAL_PULL = 0.01
 #: edge_agents.learner.EdgePolicy.shift_global, likewise
 SHIFT_GLOBAL = True
+#: edge_agents.learner.EdgePolicy.max_move, likewise
+MAX_MOVE = 0.0
+MOVE_HELP = (
+    "movement cadence: a site sends its summary early (checked every summary-every/8 "
+    "learned events) once its weights moved more than this share of their norm (0 = off)"
+)
 SHIFT_HELP = (
     "classifiers: mix in the global shifted to the site's share of positives as a third "
     "expert, awake while the site's labels favour the global over its personal model "

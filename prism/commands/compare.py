@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prism.commands import (
+    MAX_MOVE,
+    MOVE_HELP,
     PERSONAL_PULL,
     PULL_HELP,
     SHIFT_GLOBAL,
@@ -53,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="sites hold summaries whose weights moved less than this share",
+    )
+    p.add_argument(
+        "--max-move",
+        type=float,
+        default=MAX_MOVE,
+        help=MOVE_HELP,
     )
     p.add_argument(
         "--personal-pull",
@@ -248,6 +256,7 @@ def prepare(args: argparse.Namespace) -> tuple[Stream, SimConfig]:
             blend_alpha=args.blend_alpha,
             forward_sample=args.forward_sample,
             min_move=args.min_move,
+            max_move=args.max_move,
             personal_pull=args.personal_pull,
             shift_global=args.shift_global,
             outage=outage,

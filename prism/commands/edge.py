@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from prism.commands import (
+    MAX_MOVE,
+    MOVE_HELP,
     PERSONAL_PULL,
     PULL_HELP,
     SHIFT_GLOBAL,
@@ -105,6 +107,7 @@ def _agent_flags(p: argparse.ArgumentParser) -> None:
         help="adaptive cadence: hold a due summary whose weights moved less than this share "
         "of their norm (at most 4 in a row; 0 = always send)",
     )
+    p.add_argument("--max-move", type=float, default=MAX_MOVE, metavar="SHARE", help=MOVE_HELP)
     p.add_argument(
         "--personal-pull", type=float, default=PERSONAL_PULL, metavar="SHARE", help=PULL_HELP
     )
@@ -181,6 +184,7 @@ def config_from(args: argparse.Namespace, **overrides: object):
             dp_delta=args.dp_delta,
             dp_epsilon_budget=args.dp_epsilon_budget,
             min_move=args.min_move,
+            max_move=args.max_move,
             personal_pull=args.personal_pull,
             shift_global=args.shift_global,
         )
@@ -242,6 +246,7 @@ _FLEET_PASS = (
     "dp_delta",
     "dp_epsilon_budget",
     "min_move",
+    "max_move",
     "personal_pull",
     "shift_global",
     "quantize",

@@ -108,6 +108,7 @@ class SimConfig:
     blend_alpha: float = 0.5
     forward_sample: float = 0.1
     min_move: float = 0.0  # adaptive cadence (EdgePolicy.min_move)
+    max_move: float = EdgePolicy.max_move  # movement cadence (EdgePolicy.max_move)
     personal_pull: float = EdgePolicy.personal_pull  # Ditto-style personal models
     shift_global: bool = True  # the hybrid's third expert (EdgePolicy.shift_global)
     outage: Outage | None = None
@@ -188,6 +189,7 @@ class _Fleet:
             blend_alpha=alpha,
             global_max_age_s=1e12,
             min_move=config.min_move,
+            max_move=config.max_move,
             personal_pull=config.personal_pull,
             shift_global=config.shift_global,
             dp_clip=config.dp_clip,

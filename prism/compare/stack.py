@@ -227,6 +227,8 @@ class _ArchitectureOnStack:
                 c.quantize or "float64",
                 "--min-move",
                 str(c.min_move),
+                "--max-move",
+                str(c.max_move),
                 "--personal-pull",
                 str(c.personal_pull),
                 "--shift-global" if c.shift_global else "--no-shift-global",

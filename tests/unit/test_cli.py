@@ -62,6 +62,9 @@ def test_personal_pull_and_shift_global_default_to_the_learners_and_reach_it() -
     assert pulled.policy.personal_pull == 0.05 and not pulled.policy.shift_global
     assert config_from(parser.parse_args(run)).policy.shift_global == EdgePolicy.shift_global
     assert parser.parse_args(["compare", "--data", "x"]).shift_global == EdgePolicy.shift_global
+    assert parser.parse_args(["compare", "--data", "x"]).max_move == EdgePolicy.max_move
+    assert config_from(parser.parse_args(run)).policy.max_move == EdgePolicy.max_move
+    assert config_from(parser.parse_args([*run, "--max-move", "0.5"])).policy.max_move == 0.5
 
 
 def test_a_fleet_passes_its_agents_flags_and_switches_as_edge_run_spells_them() -> None:
@@ -69,11 +72,12 @@ def test_a_fleet_passes_its_agents_flags_and_switches_as_edge_run_spells_them() 
 
     parser = build_parser()
     fleet = ["edge", "fleet", "--nodes", "2", "--data", "x.avro", "--personal-pull", "0.03"]
+    fleet += ["--max-move", "0.04"]
     passed = fleet_flags(parser.parse_args([*fleet, "--no-shift-global"]))
     assert passed[passed.index("--personal-pull") + 1] == "0.03" and "--no-shift-global" in passed
     assert "--shift-global" in fleet_flags(parser.parse_args(fleet))
     run = parser.parse_args(["edge", "run", "--node", "n", "--source", "kafka", *passed])
-    assert not run.shift_global and run.personal_pull == 0.03
+    assert not run.shift_global and run.personal_pull == 0.03 and run.max_move == 0.04
 
 
 @pytest.mark.parametrize(

@@ -434,6 +434,31 @@ def test_a_barely_moving_node_holds_its_increments_then_sends_them_all_at_once()
     assert eager.counts["held"] == 0 and eager.sequence > learner.sequence
 
 
+def test_a_fast_moving_node_sends_early_once_per_global_and_a_still_one_on_schedule() -> None:
+    """``max_move``: once the weights moved more than that share of the baseline's norm, the
+    increment is due at the next check (every ``every // 8`` learned events) -- but at most
+    once per adopted global, so a node never queues increments faster than rounds take them
+    (a queue of stale full models drags FedAvg back); every event is still sent once."""
+    moving = EdgeLearner("fraud-linear", "n1", EdgePolicy(max_move=1e-9))
+    stuck = EdgeLearner("fraud-linear", "n3", EdgePolicy(max_move=1e-9))  # no new globals
+    still = EdgeLearner("fraud-linear", "n2", EdgePolicy(max_move=1e9))
+    glob = a_global(1)
+    sizes: dict[str, list[int]] = {"n1": [], "n2": [], "n3": []}
+    for eid, x, y in events(5, 1000):
+        for learner in (moving, stuck, still):
+            learner.observe(eid, x, y)
+            if learner.cut_due(200):
+                sizes[learner.node_id].append(learner.cut().n_samples)
+                if learner is moving:  # a round closed: the next global comes back
+                    moving.adopt(glob, moving.global_version + 1, NOW)
+    schedule = [25, 50, 100, 200, 200, 200, 200]
+    assert sizes["n2"] == schedule and sizes["n3"] == schedule  # still / nothing adopted
+    assert set(sizes["n1"]) == {25}  # moved and adopted: every check sends
+    assert sum(sizes["n1"]) + moving.learned_since_cut == 1000
+    with pytest.raises(ModelError, match="max_move"):
+        EdgePolicy(max_move=-0.1)
+
+
 def test_counts_only_models_are_never_held() -> None:
     learner = EdgeLearner("iot-hst", "n1", EdgePolicy(min_move=0.9))
     rng = np.random.default_rng(0)
