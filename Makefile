@@ -91,7 +91,7 @@ poisoning: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# Benchmarks print figures measured in one run; bench_replay, central_throughput, merger_throughput and edge_agent need `prism stack up`.
+# Benchmarks print figures measured in one run; bench_replay, central_throughput, merger_throughput and edge_agent need `PRISM_KAFKA_JVM=bench prism stack up` (production JVM flags for the broker).
 bench: setup
 	$(PY) bench/bench_merge.py
 	$(PY) bench/bench_exact_merge.py

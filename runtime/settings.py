@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     )
     kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker.")
     kafka_heap: str = Field("512m", description="Max heap of the local Kafka broker (-Xmx).")
+    kafka_jvm: Literal["test", "bench"] = Field(
+        "test",
+        description="JVM flags of the local broker: test (serial GC, C1 only: quick to start, "
+        "frugal beside the tests) or bench (the JVM's own GC and both JIT tiers, as a "
+        "production broker runs).",
+    )
     log_level: str = Field("INFO", description="Log level of every Prism process.")
     log_format: Literal["logfmt", "json"] = Field(
         "logfmt", description="Log lines on stderr: logfmt, or json (one object per line)."

@@ -235,15 +235,20 @@ def render_server_properties(
     )
 
 
+#: the test JVM's flags (docs/local-stack.md): a broker that starts quickly and takes
+#: little CPU beside the tests; benches drop them (``PRISM_KAFKA_JVM=bench``) so the
+#: broker's share of a measurement is a production JVM's, not C1-compiled code's
+TEST_JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+
+
 def java_command(settings: Settings, libs: Path, paths: KafkaPaths, *args: str) -> list[str]:
-    """JVM flags of the notes: small heap, serial GC and C1 for a 2-core test machine."""
+    """JVM flags of the notes: small heap; serial GC and C1 unless ``kafka_jvm`` is bench."""
     log4j = resources.files("prism.stack") / "resources" / "log4j2.properties"
     return [
         "java",
         "-Xms128m",
         f"-Xmx{settings.kafka_heap}",
-        "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1",
+        *(TEST_JVM_FLAGS if settings.kafka_jvm == "test" else ()),
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}",

@@ -15,6 +15,7 @@ from prism.cli import build_parser
 from prism.stack import ComponentStatus, StackInfo, process
 from prism.stack.jars import COMPLETE, ensure_jars, libs_dir, maven_command, unreachable
 from prism.stack.kafka import (
+    TEST_JVM_FLAGS,
     KafkaPaths,
     Launch,
     java_command,
@@ -111,6 +112,17 @@ def test_java_command_uses_the_heap_setting_and_the_packaged_log4j(tmp_path: Pat
     assert cmd[cmd.index("-cp") + 1] == f"{tmp_path / 'libs'}/*"
     log4j = next(a for a in cmd if a.startswith("-Dlog4j2.configurationFile="))
     assert Path(log4j.split("=", 1)[1]).is_file()
+
+
+def test_bench_jvm_drops_the_test_flags_and_keeps_the_heap(tmp_path: Path, monkeypatch) -> None:
+    paths = KafkaPaths.of(Settings(state_dir=tmp_path))
+    test = java_command(Settings(state_dir=tmp_path), tmp_path, paths, "kafka.Kafka")
+    assert all(flag in test for flag in TEST_JVM_FLAGS)
+    monkeypatch.setenv("PRISM_KAFKA_JVM", "bench")
+    bench = Settings(state_dir=tmp_path, kafka_heap="384m")
+    cmd = java_command(bench, tmp_path, paths, "kafka.Kafka")
+    assert not set(TEST_JVM_FLAGS) & set(cmd)
+    assert "-Xmx384m" in cmd and "-XX:+ExitOnOutOfMemoryError" in cmd
 
 
 def test_packaged_pom_pins_kafka_logging_and_the_dependency_plugin() -> None:
