@@ -6,7 +6,8 @@ import functools
 
 import numpy as np
 import pytest
-from hypothesis import event, given, settings
+from helpers.secagg_rounds import drawn_round
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.errors import ModelError
@@ -64,31 +65,11 @@ def assert_same_global(secure: Summary, clear: Summary, m: int) -> None:
     st.integers(0, 2**32),
 )
 def test_secure_fedavg_equals_clear_fedavg_of_the_included_updates(picks, when, with_current, seed):
-    updates = [pool()[i] for i in picks]
-    current = None
-    if with_current:
-        current = merge([pool()[(picks[0] + 1) % 8]], "fedavg").summary
-        current = current.with_provenance(node_id="global", sequence=0, base_version=3)
-    before: dict[str, list[str]] = {}
-    for s, step in zip(updates, when, strict=False):
-        if step is not None:
-            before.setdefault(step, []).append(f"{s.node_id}#{s.sequence}")
-    out = secure_merge(
-        updates,
-        current=current,
-        accumulate=with_current,
-        dropouts=Dropouts(before),
-        entropy=seeded_entropy(seed),
-        round_id=f"r{seed}",
+    out, current, included = drawn_round(
+        pool(), picks, when, with_current, seed, strategy="fedavg", round_id=f"r{seed}"
     )
-    event("abandoned" if out.result is None else "merged")
-    if out.result is None:  # abandoned: nothing merged, every update back for the next round
-        assert out.reason and _keys(out.reoffer) == _keys(updates)
+    if included is None:
         return
-    back = _keys(out.reoffer)
-    included = [s for s in updates if (s.node_id, s.sequence) not in back]
-    assert {c.node_id for c in out.result.contributors} == {s.node_id for s in included}
-    assert back == {(s.node_id, 1) for s in updates if f"{s.node_id}#1" in before.get("input", [])}
     clear = merge(included, "fedavg", current=current, accumulate=with_current).summary
     assert_same_global(out.result.summary, clear, len(included))
     assert out.result.summary.base_version == clear.base_version
