@@ -133,6 +133,7 @@ class SecureSender:
         self.on_bad = on_bad
         self.refused: dict[str, int] = {}  # phase records this node would not act on, by reason
         self.rounds: dict[str, int] = {}  # joined, delivered, abandoned, left
+        self.set_aside: dict[str, int] = {}  # outbox rows no round can take, by reason
         self.marker_path = state_dir / MARKER
         self.marker = self._load_marker()
         self.mine: _Mine | None = None
@@ -347,10 +348,15 @@ class SecureSender:
         rows = self.outbox.unsent(1)
         if not rows:
             return
-        self.tried.add(rid)
         row = rows[0]
         wire = self.codec.decode(row.payload, expected="WeightSummary")
         summary = summary_from_weight_record(wire, self.book())
+        try:  # the round's layout only adds zeros for features the node lacks
+            node_vector(summary, summary.features)
+        except ModelError as e:
+            self._set_aside(row.sequence, row.payload, str(e))
+            return  # the next row is offered at the next pass, to this very round
+        self.tried.add(rid)
         keys = NodeKeys.generate()
         ad = Advertise(self.node_id, keys.cipher.public, keys.mask.public)
         self.mine = _Mine(rid, row.sequence, summary, keys)
@@ -361,6 +367,20 @@ class SecureSender:
         ))  # fmt: skip
         log.info("secure round joined node=%s round=%s sequence=%s", self.node_id, rid,
                  row.sequence)  # fmt: skip
+
+    def _set_aside(self, sequence: int, payload: bytes, why: str) -> None:
+        """A row no secure round can take (out of the fixed-point range: the same at every
+        offer): out of the queue, so the rows after it go on, and into the node's dead
+        letters with its payload and reason, counted; never merged, never silently lost."""
+        code = "secagg-out-of-range"
+        if not self.outbox.set_aside(sequence, code):
+            return
+        self.set_aside[code] = self.set_aside.get(code, 0) + 1
+        log.error("secure round cannot take node=%s sequence=%s: %s (set aside, in the dead "
+                  "letters; rescale the feature and replay it)", self.node_id, sequence,
+                  why)  # fmt: skip
+        if self.on_bad is not None:
+            self.on_bad(code, why, {"sequence": sequence, "model_name": self.model_name}, payload)
 
     def _share(self, mine: _Mine, record: Mapping[str, Any]) -> None:
         roster = {p["node_id"]: p for p in record["roster"]}
