@@ -16,14 +16,15 @@ round is abandoned (Bell et al. size ``k`` so this is rare; the default
 degree here is smaller). The ``outcome`` column shows it.
 
 The second table is what one node *downloads* of a round on Kafka: the
-merger's SecAggRound records, Avro-encoded and signed (Ed25519) as the merger
-writes them, from a round driven through the merger's state machine
-(streams/merger/secure.py) with real nodes. ``one record`` is every record of
-the round in ``secagg-rounds`` with the routed ciphertexts of all receivers
-in one ``input`` record, which every node fetched; ``own partition`` is the
-round-wide records plus the node's own ``input`` record on ``secagg-routed``
-(a partition per node); ``P=32`` adds the records of the nodes whose id hashes
-to the same partition of 32 (the default), averaged over the nodes.
+merger's SecAggRound records, Avro-encoded and signed (Ed25519) as the
+merger writes them (the survivors' confirmations signed too), from a round
+driven through the merger's state machine (streams/merger/secure.py) with
+real nodes. ``one record`` is every record of the round in ``secagg-rounds``
+with the routed ciphertexts of all receivers in one ``input`` record, which
+every node fetched; ``own partition`` is the round-wide records plus the
+node's own ``input`` record on ``secagg-routed`` (a partition per node);
+``P=32`` adds the records of the nodes whose id hashes to the same
+partition of 32 (the default), averaged over the nodes.
 
 Run: ``.venv/bin/python bench/secagg_round.py [--spec iot-gauss --features 6] [--nodes 10 100]``
 """
@@ -80,6 +81,7 @@ def kafka_download(n: int, model: str, features: int, partitions: int = 32
         current=lambda _m: None, merged_before=lambda _n, _s: False,
     )  # fmt: skip
     signer = KeySigner("merger-k1", generate_private_key())
+    node_keys = {v: generate_private_key() for v in ids}  # their confirmations travel down
     keys = {v: NodeKeys.generate() for v in ids}
     nodes: dict[str, Node] = {}
     rng = np.random.default_rng(n)
@@ -109,7 +111,8 @@ def kafka_download(n: int, model: str, features: int, partitions: int = 32
     survivors = rounds.out[-1]["nodes"]
     for v in ids:
         nodes[v].confirm(survivors)
-        take("SecAggConfirm", confirm_record(rid, v, survivors, now))
+        confirm = dict(confirm_record(rid, v, survivors, now), key_id=None, signature=None)
+        take("SecAggConfirm", KeySigner(f"{v}-k1", node_keys[v]).sign(confirm, "SecAggConfirm"))
     rounds.advance(now)
     for v in ids:
         take("SecAggUnmask", unmask_record(rid, nodes[v].unmask(survivors), now))
