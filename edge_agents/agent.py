@@ -466,4 +466,5 @@ class EdgeAgent(GracefulStop):
             # --secure-agg only: rounds by outcome, the merger's records refused by reason
             "secagg_rounds": dict(getattr(self.parts.sender, "rounds", {})),
             "secagg_refused": dict(getattr(self.parts.sender, "refused", {})),
+            "secagg_set_aside": dict(getattr(self.parts.sender, "set_aside", {})),
         }

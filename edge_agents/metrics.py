@@ -85,7 +85,15 @@ class EdgeMetrics(Collector):
         )
         for reason, n in s.get("secagg_refused", {}).items():
             refused.add_metric([self.node_id, reason], n)
-        yield from (events, scores, offline, dead, bugs, summaries, quality, rounds, refused)
+        aside = CounterMetricFamily(
+            "prism_edge_secagg_set_aside_summaries",
+            "Outbox rows no secure round can take (dead-lettered, out of the queue), by reason.",
+            labels=["node", "reason"],
+        )
+        for reason, n in s.get("secagg_set_aside", {}).items():
+            aside.add_metric([self.node_id, reason], n)
+        yield from (events, scores, offline, dead, bugs, summaries, quality, rounds, refused,
+                    aside)  # fmt: skip
         for name, doc, value in (
             ("prism_edge_fallback_ratio", "Share of local-model scores.", s["fallback_ratio"]),
             (

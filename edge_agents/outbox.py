@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     sequence INTEGER PRIMARY KEY,
     created_ms INTEGER NOT NULL,
     payload BLOB NOT NULL,
-    sent_ms INTEGER
+    sent_ms INTEGER,
+    set_aside TEXT
 );
 CREATE TABLE IF NOT EXISTS state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -96,6 +97,9 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "set_aside" not in columns:  # an outbox written before rows could be set aside
+            self._db.execute("ALTER TABLE outbox ADD COLUMN set_aside TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -143,7 +147,8 @@ class Outbox:
 
     def unsent(self, limit: int = 1000) -> list[OutboxRow]:
         rows = self._db.execute(
-            "SELECT sequence, payload FROM outbox WHERE sent_ms IS NULL ORDER BY sequence LIMIT ?",
+            "SELECT sequence, payload FROM outbox WHERE sent_ms IS NULL AND set_aside IS NULL "
+            "ORDER BY sequence LIMIT ?",
             (limit,),
         )
         return [OutboxRow(int(s), bytes(p)) for s, p in rows]
@@ -156,9 +161,23 @@ class Outbox:
         )
         return cursor.rowcount > 0
 
+    def set_aside(self, sequence: int, reason: str) -> bool:
+        """Take an unsent row out of the queue for good, with why: a row that can never be
+        sent (it stays in the file, its payload in the node's dead letters). False when
+        there is no such unsent row."""
+        cursor = self._db.execute(
+            "UPDATE outbox SET set_aside = ? WHERE sequence = ? AND sent_ms IS NULL "
+            "AND set_aside IS NULL",
+            (reason, sequence),
+        )
+        return cursor.rowcount > 0
+
     def counts(self) -> dict[str, int]:
-        total, sent = self._db.execute("SELECT COUNT(*), COUNT(sent_ms) FROM outbox").fetchone()
-        return {"summaries": int(total), "sent": int(sent), "unsent": int(total - sent)}
+        total, sent, aside = self._db.execute(
+            "SELECT COUNT(*), COUNT(sent_ms), COUNT(set_aside) FROM outbox"
+        ).fetchone()
+        return {"summaries": int(total), "sent": int(sent), "set_aside": int(aside),
+                "unsent": int(total - sent - aside)}  # fmt: skip
 
     def payloads(self) -> list[tuple[int, bytes, int | None]]:
         """Every row (sequence, payload, sent_ms), for inspection and tests."""

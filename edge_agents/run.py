@@ -27,7 +27,7 @@ from runtime.identity import global_verifier, node_signer, round_verifiers, step
 from runtime.kafka_security import KafkaAuth, check_login
 from runtime.model_registry import RegistryKeys
 from runtime.model_registry.client import RegistryClient
-from runtime.secagg import ROUNDS_TOPIC, STEP_TOPICS
+from runtime.secagg import ROUNDS_TOPIC, ROUTED_TOPIC, STEP_TOPICS
 from runtime.settings import Settings
 from schemas import Codec
 
@@ -151,7 +151,7 @@ def _secure_sender(  # noqa: PLR0913 - the adapters it shares with the agent
         node_id=config.node_id,
         model_name=config.spec_name,
         codec=codec,
-        topics={t: settings.topic(t) for t in (ROUNDS_TOPIC, *STEP_TOPICS.values())},
+        topics={t: settings.topic(t) for t in (ROUNDS_TOPIC, ROUTED_TOPIC, *STEP_TOPICS.values())},
         consumer=consumer,
         state_dir=home,
         signer=step_signer(settings),

@@ -5,7 +5,10 @@ go to the durable outbox, but none is ever sent in the clear. Instead the
 oldest unsent one is offered to the merger's next secure round, and the
 node follows the round's phases from ``secagg-rounds`` (keys -> shares ->
 masked input -> unmask), each step a signed record on its own topic
-(:mod:`runtime.secagg`). The row is marked sent only when the round's
+(:mod:`runtime.secagg`); the ciphertexts addressed to it come in a record of
+its own on ``secagg-routed``, from the one partition that is this node's
+(assigned at its end when the node starts): it downloads those, not every
+receiver's. The row is marked sent only when the round's
 ``done`` record lists this node -- the global holding it is published by
 then. A round abandoned, or left (a late step, not in the roster), leaves
 the row unsent: it is offered to the next round. Nothing is lost, nothing
@@ -59,12 +62,16 @@ from models.secagg.node import Node, NodeKeys
 from models.serialization import summary_from_weight_record
 from models.summary import Summary
 from runtime.secagg import (
+    ROUNDS_TOPIC,
+    ROUTED_TOPIC,
     STEP_TOPICS,
     StepRefused,
     confirm_record,
     keys_record,
     masked_record,
     require_confirmed,
+    routed_partition,
+    routed_to,
     shares_record,
     unmask_record,
 )
@@ -77,6 +84,9 @@ log = logging.getLogger(__name__)
 __all__ = ["SecureSender"]
 
 MARKER = "secagg-round.json"
+#: a round's phases in order (the outcome last): the newest record a node acts on
+_ORDER = {p: i for i, p in enumerate(("keys", "shares", "input", "confirm", "unmask", "done",
+                                      "abandoned"))}  # fmt: skip
 #: a local dead letter: (reason code, reason, where, raw bytes)
 OnBad = Callable[[str, str, Any, bytes], None]
 
@@ -123,6 +133,7 @@ class SecureSender:
         self.on_bad = on_bad
         self.refused: dict[str, int] = {}  # phase records this node would not act on, by reason
         self.rounds: dict[str, int] = {}  # joined, delivered, abandoned, left
+        self.set_aside: dict[str, int] = {}  # outbox rows no round can take, by reason
         self.marker_path = state_dir / MARKER
         self.marker = self._load_marker()
         self.mine: _Mine | None = None
@@ -132,6 +143,8 @@ class SecureSender:
         self.delivered = self.failures = 0
         self.in_flight: set[int] = set()
         self._attached = False
+        self.downloaded = 0  # bytes of secure round records fetched (both topics)
+        self.routed_seen: set[str] = set()  # receivers of the input records fetched
 
     # -- the agent's interface -------------------------------------------------------------
     @property
@@ -177,7 +190,11 @@ class SecureSender:
                 self._leave()
                 return False
         self._settle(record)
-        self.latest = record  # acted on now, or at a later pump (a row cut meanwhile)
+        latest = self.latest
+        if (latest is None or latest["round_id"] != record["round_id"]
+                or _ORDER[record["phase"]] >= _ORDER[latest["phase"]]):  # fmt: skip
+            # two topics: a slow routed record must not take a later phase's place
+            self.latest = record  # acted on now, or at a later pump (a row cut meanwhile)
         return True
 
     def _refuse(self, code: str, why: str, record: Mapping[str, Any], raw: bytes) -> None:
@@ -198,21 +215,35 @@ class SecureSender:
         self.rounds[what] = self.rounds.get(what, 0) + 1
 
     def close(self) -> None:
+        log.info("secure rounds read node=%s downloaded_bytes=%d routed_to=%s", self.node_id,
+                 self.downloaded, ",".join(sorted(self.routed_seen)))  # fmt: skip
         self.consumer.close()
 
     # -- reading the merger's phases ----------------------------------------------------------
     def _attach(self) -> None:
-        topic = self.topics["secagg-rounds"]
+        """Every partition of the rounds topic from its start; of the routed topic only this
+        node's partition, from its end (a round's routed record comes after the node joined)."""
+        topic, routed = self.topics[ROUNDS_TOPIC], self.topics[ROUTED_TOPIC]
         try:
-            meta = self.consumer.list_topics(topic, timeout=5.0).topics[topic]
-            if meta.error is not None or not meta.partitions:
-                raise KafkaException(meta.error)
+            parts = {}
+            for t in (topic, routed):
+                meta = self.consumer.list_topics(t, timeout=5.0).topics[t]
+                if meta.error is not None or not meta.partitions:
+                    raise KafkaException(meta.error)
+                parts[t] = sorted(meta.partitions)
+            mine = routed_partition(self.node_id, len(parts[routed]))
+            _low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(routed, mine), timeout=5.0
+            )
         except KafkaException as e:
-            log.warning("secure rounds topic %s not reachable yet: %s", topic, e)
+            log.warning("secure rounds topics %s, %s not reachable yet: %s", topic, routed, e)
             return
         self.consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts[topic]]
+            + [TopicPartition(routed, mine, high)]
         )
+        log.info("secure rounds: reading %s and partition %d of %s (%d partitions)",
+                 topic, mine, routed, len(parts[routed]))  # fmt: skip
         self._attached = True
 
     def _poll(self) -> list[tuple[dict[str, Any], bytes]]:
@@ -224,11 +255,17 @@ class SecureSender:
                     if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("secure rounds consumer: %s", m.error())
                     continue
+                self.downloaded += len(m.value())
                 try:
                     record = self.codec.decode(m.value(), expected="SecAggRound")
-                except SchemaError as e:
+                    receiver = routed_to(record)
+                except (SchemaError, ValueError) as e:
                     log.warning("undecodable secure round record offset=%s: %s", m.offset(), e)
                     continue
+                if receiver is not None:
+                    self.routed_seen.add(receiver)
+                    if receiver != self.node_id:
+                        continue  # another node of this partition's: not ours to act on
                 if record["model_name"] == self.model_name:
                     out.append((record, m.value()))
             if not batch:
@@ -311,10 +348,15 @@ class SecureSender:
         rows = self.outbox.unsent(1)
         if not rows:
             return
-        self.tried.add(rid)
         row = rows[0]
         wire = self.codec.decode(row.payload, expected="WeightSummary")
         summary = summary_from_weight_record(wire, self.book())
+        try:  # the round's layout only adds zeros for features the node lacks
+            node_vector(summary, summary.features)
+        except ModelError as e:
+            self._set_aside(row.sequence, row.payload, str(e))
+            return  # the next row is offered at the next pass, to this very round
+        self.tried.add(rid)
         keys = NodeKeys.generate()
         ad = Advertise(self.node_id, keys.cipher.public, keys.mask.public)
         self.mine = _Mine(rid, row.sequence, summary, keys)
@@ -325,6 +367,20 @@ class SecureSender:
         ))  # fmt: skip
         log.info("secure round joined node=%s round=%s sequence=%s", self.node_id, rid,
                  row.sequence)  # fmt: skip
+
+    def _set_aside(self, sequence: int, payload: bytes, why: str) -> None:
+        """A row no secure round can take (out of the fixed-point range: the same at every
+        offer): out of the queue, so the rows after it go on, and into the node's dead
+        letters with its payload and reason, counted; never merged, never silently lost."""
+        code = "secagg-out-of-range"
+        if not self.outbox.set_aside(sequence, code):
+            return
+        self.set_aside[code] = self.set_aside.get(code, 0) + 1
+        log.error("secure round cannot take node=%s sequence=%s: %s (set aside, in the dead "
+                  "letters; rescale the feature and replay it)", self.node_id, sequence,
+                  why)  # fmt: skip
+        if self.on_bad is not None:
+            self.on_bad(code, why, {"sequence": sequence, "model_name": self.model_name}, payload)
 
     def _share(self, mine: _Mine, record: Mapping[str, Any]) -> None:
         roster = {p["node_id"]: p for p in record["roster"]}

@@ -9,8 +9,11 @@ WeightSummary. The merger's phase records are signed with its global key
 (``global:<model>``, as its GlobalModels), and before revealing shares each
 survivor confirms, signed, the survivor set it was given (SecAggConfirm):
 the unmask record carries those confirmations and a node checks them
-(:func:`confirmed_by`). Both the merger and the edge agents use this module; it holds
-no Kafka client.
+(:func:`confirmed_by`). The ciphertexts routed to a node (phase ``input``) go in
+a record of its own on ``secagg-routed``, in the partition :func:`routed_partition`
+names for it, so a node downloads what is addressed to it and not every
+receiver's (a consumer fetches whole partitions). Both the merger and the
+edge agents use this module; it holds no Kafka client.
 
 Signing covers ``round_id`` too, so a record replayed into another round
 does not verify as that round's, and the merger refuses a second record of
@@ -20,6 +23,7 @@ the same step from the same node with other content (``replayed``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from hashlib import sha256
 from typing import Any
 
 import numpy as np
@@ -30,6 +34,7 @@ from schemas.signing import SignatureError
 
 __all__ = [
     "ROUNDS_TOPIC",
+    "ROUTED_TOPIC",
     "STEP_TOPICS",
     "STEPS",
     "StepRefused",
@@ -38,6 +43,8 @@ __all__ = [
     "confirmation_of",
     "confirmed_by",
     "require_confirmed",
+    "routed_partition",
+    "routed_to",
     "keys_record",
     "masked_of",
     "masked_record",
@@ -51,6 +58,8 @@ __all__ = [
 
 #: the merger's phase records (nodes read them); keyed by model name, so one partition orders them
 ROUNDS_TOPIC = "secagg-rounds"
+#: merger -> one node: phase ``input`` with the ciphertexts addressed to it; partitioned by receiver
+ROUTED_TOPIC = "secagg-routed"
 #: node -> merger, one topic per step (contract -> logical topic name)
 STEP_TOPICS = {
     "SecAggKeys": "secagg-keys",
@@ -90,6 +99,25 @@ def vector_of(data: bytes, length: int) -> np.ndarray:
             "invalid-secagg", f"a masked input of {len(data)} bytes, the round needs {8 * length}"
         )
     return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+
+
+def routed_partition(node_id: str, partitions: int) -> int:
+    """The ``secagg-routed`` partition of ``node_id``'s records: a stable function of the id
+    alone (SHA-256, not Python's salted ``hash``), so the merger and the node agree with no
+    word exchanged; the node assigns this one partition only."""
+    if partitions < 1:
+        raise ValueError(f"{ROUTED_TOPIC} needs at least one partition, got {partitions}")
+    return int.from_bytes(sha256(node_id.encode()).digest()[:8], "big") % partitions
+
+
+def routed_to(record: Mapping[str, Any]) -> str | None:
+    """The one node an ``input`` phase record is addressed to (None: a round-wide record)."""
+    if record["phase"] != "input":
+        return None
+    receivers = list(record["routed"])
+    if len(receivers) != 1:
+        raise ValueError(f"an input record goes to one node, this one names {receivers}")
+    return str(receivers[0])
 
 
 def _head(round_id: str, node_id: str, now_ms: int) -> dict[str, Any]:

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         "prism", description="Prefix of every Redis key (registry, checkpoints, merger state)."
     )
     partitions: int = Field(3, ge=1, description="Partitions per topic for `prism topics create`.")
+    secagg_routed_partitions: int = Field(
+        32,
+        ge=1,
+        description="Partitions of secagg-routed (a node reads only its own; at least the "
+        "secure round size keeps a node's download to its own records).",
+    )
     replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
     encoding: str = Field(
         "avro", pattern="^(avro|json)$", description="Wire encoding: avro (single-object) or json."

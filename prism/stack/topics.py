@@ -29,7 +29,10 @@ TOPICS: dict[str, dict[str, str]] = {
     "secagg-masked": {},
     "secagg-unmask": {},
     "secagg-confirm": {},
+    "secagg-routed": {},  # merger -> one node, in the node's own partition
 }
+#: topics whose partition count is a setting of its own (not ``partitions``)
+OWN_PARTITIONS = {"secagg-routed": "secagg_routed_partitions"}
 
 
 def create_topics(
@@ -47,7 +50,11 @@ def create_topics(
     new = [
         NewTopic(
             settings.topic(name),
-            num_partitions=partitions or settings.partitions,
+            num_partitions=(
+                getattr(settings, OWN_PARTITIONS[name])
+                if name in OWN_PARTITIONS
+                else partitions or settings.partitions
+            ),
             replication_factor=settings.replication_factor,
             config=TOPICS.get(name, {}),
         )

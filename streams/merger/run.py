@@ -14,7 +14,7 @@ from runtime.kafka_config import consumer_config, producer_config
 from runtime.kafka_security import KafkaAuth, check_login
 from runtime.model_registry import RegistryKeys, RegistryWriter
 from runtime.redis_outage import service_client
-from runtime.secagg import ROUNDS_TOPIC, STEP_TOPICS, STEPS
+from runtime.secagg import ROUNDS_TOPIC, ROUTED_TOPIC, STEP_TOPICS, STEPS
 from runtime.settings import Settings
 from schemas import Codec
 from schemas.identity import KeySigner
@@ -82,7 +82,8 @@ def build_loop(
     signer = global_signer(settings)  # globals and secure rounds' phase records alike
     secure_feed = None
     if secure is not None:
-        topics |= {t: settings.topic(t) for t in (ROUNDS_TOPIC, *STEP_TOPICS.values())}
+        secure_topics = (ROUNDS_TOPIC, ROUTED_TOPIC, *STEP_TOPICS.values())
+        topics |= {t: settings.topic(t) for t in secure_topics}
         conf = consumer_config(
             settings.kafka_bootstrap, f"{group}.secagg", group, security=security
         )

@@ -17,6 +17,10 @@ confirm  SecAggConfirm of every survivor (the          all in, or ``step_timeout
 unmask   SecAggUnmask of every survivor that confirmed all in, or ``step_timeout``
 ======== ============================================= ===========================
 
+The ``input`` phase goes out as one record per node that shared, holding
+only the ciphertexts addressed to it (the loop writes it to that node's
+partition of ``secagg-routed``); every other record is round-wide.
+
 The ``unmask`` record carries the confirmations it collected: a node reveals
 shares only when at least ``min_survivors`` (and more than half) of them
 verify for exactly the survivor set it confirmed itself, so a merger that
@@ -129,6 +133,8 @@ class _Round:
     expected: frozenset[str] = frozenset()  # who the current phase waits for
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_wide: int = 0  # of bytes_down: round-wide records, every node downloads them
+    bytes_routed: dict[int, int] = field(default_factory=dict)  # routed partition -> bytes
     dropped: set[str] = field(default_factory=set)
     dropouts: dict[str, int] = field(default_factory=dict)  # step -> nodes that missed it
     survivors: tuple[str, ...] = ()
@@ -180,10 +186,17 @@ class SecureRounds:
         self._announce(self.round, "keys", now_ms)
         return rid
 
-    def count_down(self, n_bytes: int) -> None:
-        """Bytes of a SecAggRound record produced (every node reads it)."""
-        if self.round is not None:
-            self.round.bytes_down += n_bytes
+    def count_down(self, n_bytes: int, partition: int | None = None) -> None:
+        """Bytes of a SecAggRound record produced: round-wide (every node reads it), or on
+        ``partition`` of the routed topic (the nodes of that partition read it)."""
+        r = self.round
+        if r is None:
+            return
+        r.bytes_down += n_bytes
+        if partition is None:
+            r.bytes_wide += n_bytes
+        else:
+            r.bytes_routed[partition] = r.bytes_routed.get(partition, 0) + n_bytes
 
     # -- records in ----------------------------------------------------------------
     def take(self, contract: str, record: Mapping[str, Any], signature: bytes | None,
@@ -286,7 +299,8 @@ class SecureRounds:
         if r.phase == "shares":
             routed = r.server.route_shares(got.values())
             r.phase, r.expected = "input", frozenset(routed)
-            self._announce(r, "input", now_ms, routed=routed, nodes=sorted(routed))
+            for v in sorted(routed):  # one record per receiver: a node reads its own only
+                self._announce(r, "input", now_ms, routed={v: routed[v]}, nodes=[v])
             return None
         if r.phase == "input":
             r.survivors = r.server.collect_masked(got.values())
@@ -316,6 +330,8 @@ class SecureRounds:
         metrics = {
             "secagg_bytes_up": float(r.bytes_up),
             "secagg_bytes_down": float(r.bytes_down),
+            # what the node that downloads most fetched of this round's records
+            "secagg_bytes_down_node": float(r.bytes_wide + max(r.bytes_routed.values(), default=0)),
             "secagg_dropped": float(len(r.dropped)),
             "secagg_unmask_ms": (self.timer() - started) * 1000,
             "participants": float(len(r.offers)),

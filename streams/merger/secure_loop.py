@@ -9,6 +9,10 @@ late, a confirmation of another survivor set -- goes to ``dead-letter`` with
 its reason (and ``prism_secagg_refused_steps_total``), and the round goes on.
 Every SecAggRound it produces is signed with the merger's key (the one that
 signs its GlobalModels): nodes act on no phase record that does not verify.
+Round-wide records go to ``secagg-rounds``; a record addressed to one node
+(phase ``input``: the ciphertexts routed to it) goes to that node's partition
+of ``secagg-routed`` (:func:`runtime.secagg.routed_partition`), which the
+node alone assigns.
 
 A finished round's global is published by the merge loop like any other
 version (:meth:`streams.merger.rounds.Merger.close_secure`); only after that
@@ -29,7 +33,14 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from models.secagg.aggregate import global_from_total
 from models.secagg.compat import SECURE_STRATEGIES
-from runtime.secagg import ROUNDS_TOPIC, STEP_TOPICS, StepRefused
+from runtime.secagg import (
+    ROUNDS_TOPIC,
+    ROUTED_TOPIC,
+    STEP_TOPICS,
+    StepRefused,
+    routed_partition,
+    routed_to,
+)
 from schemas import Codec, SchemaError
 from schemas.identity import KeySigner, KeyVerifier
 from schemas.signing import SignatureError
@@ -66,9 +77,18 @@ class SecureFeed:
         self._done: list[tuple[Finished, int]] = []
         self.signer, self.telemetry = signer, telemetry
         self.refused: dict[str, int] = {}
+        self.routed_partitions = 0  # read at start
 
     def start(self) -> None:
-        """Assign every step topic's partitions at their current end."""
+        """Assign every step topic's partitions at their current end; learn how many
+        partitions the routed topic has (a node's partition is a function of that count)."""
+        routed = self.topics[ROUTED_TOPIC]
+        meta = self.consumer.list_topics(routed, timeout=10.0).topics[routed]
+        if meta.error is not None or not meta.partitions:
+            raise KafkaException(meta.error)
+        self.routed_partitions = len(meta.partitions)
+        log.info("secure aggregation routes to %s (%d partitions)", routed,
+                 self.routed_partitions)  # fmt: skip
         tps = []
         for contract, logical in STEP_TOPICS.items():
             topic = self.topics[logical]
@@ -144,12 +164,14 @@ class SecureFeed:
         )
         self._done.append((f, closed.version))
         log.info(
-            "secure round unmasked round=%s version=%s included=%s bytes_up=%d bytes_down=%d",
+            "secure round unmasked round=%s version=%s included=%s bytes_up=%d bytes_down=%d "
+            "bytes_down_node=%d",
             f.round_id,
             closed.version,
             ",".join(f"{v}#{s}" for v, s in f.included),
             f.metrics["secagg_bytes_up"],
             f.metrics["secagg_bytes_down"],
+            f.metrics["secagg_bytes_down_node"],
         )
         return closed
 
@@ -166,6 +188,13 @@ class SecureFeed:
             if self.signer is not None:
                 record = self.signer.sign(record, "SecAggRound")
             value = self.codec.encode("SecAggRound", record)
+            receiver = routed_to(record)
+            if receiver is not None:
+                partition = routed_partition(receiver, self.routed_partitions)
+                self.rounds.count_down(len(value), partition)
+                self.producer.produce(self.topics[ROUTED_TOPIC], value,
+                                      key=receiver.encode(), partition=partition)  # fmt: skip
+                continue
             self.rounds.count_down(len(value))
             if record["phase"] == "abandoned":
                 log.warning(

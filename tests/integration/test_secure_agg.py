@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -35,7 +36,7 @@ from models.packing import LayoutBook, layout_of
 from models.serialization import global_model_from_record, summary_from_weight_record
 from models.specs import get_spec
 from prism.cli import main
-from runtime.secagg import keys_record
+from runtime.secagg import keys_record, routed_partition
 from runtime.settings import Settings
 from schemas import Codec
 from schemas.identity import (
@@ -148,6 +149,54 @@ def globals_on(bootstrap: str, topic: str) -> list:
     return [out[v] for v in sorted(out)]
 
 
+def secure_merger(  # noqa: PLR0913 - the test's stack
+    settings: Settings, tmp_path: Path, topics: dict[str, str], trust: Path,
+    keyfiles: dict[str, Path], round_size: str, *extra: str,
+) -> subprocess.Popen:  # fmt: skip
+    """``prism merger run --secure-agg`` signing its phase records with the merger's key and
+    checking the nodes' steps against the trust file."""
+    return launch(settings, tmp_path, [
+        "merger", "run", "--secure-agg", *extra, "--round-size", round_size, "--round-timeout",
+        "5", "--secure-step-timeout", "4", "--min-participants", "2", "--quantize", "float64",
+        "--deltas", "off", "--group", f"m-{topics['secagg-rounds']}",
+    ], "merger", {"PRISM_TRUST_FILE": str(trust), "PRISM_SIGNING_KEY_FILE": str(
+        keyfiles["merger"]), "PRISM_SIGNING_KEY_ID": "merger-k1"})  # fmt: skip
+
+
+def version_one(bootstrap: str, topics: dict[str, str], tmp_path: Path, nodes: str):
+    """The first global, checked to hold exactly ``nodes``' increments (from their outboxes);
+    returns it and those increments."""
+    [v1] = wait_until("version 1", lambda: globals_on(bootstrap, topics["global-model"]))
+    incs = {v: increment(tmp_path, v) for v in nodes}
+    assert sorted((c.node_id, c.sequence) for c in v1.contributors) == sorted(
+        (v, s.sequence) for v, s in incs.items()
+    )
+    return v1, incs
+
+
+def routed_only_to_own_partition(settings: Settings, topics: dict[str, str], tmp_path: Path,
+                                 procs: dict[str, subprocess.Popen]) -> dict[str, int]:  # fmt: skip
+    """Each node fetched no routed record but those of its own partition of secagg-routed
+    (its own, and any node's whose id hashes there), and every routed record sits in its
+    receiver's partition. Returns the bytes of round records each node downloaded."""
+    parts = settings.secagg_routed_partitions
+    for p, _o, key, value in read_topic(settings.kafka_bootstrap or "", topics["secagg-routed"]):
+        record = CODEC.decode(value, expected="SecAggRound")
+        assert record["phase"] == "input" and list(record["routed"]) == [key.decode()]
+        assert p == routed_partition(key.decode(), parts)
+    down = {}
+    for v, proc in procs.items():
+        [(got, to)] = re.findall(  # the node has exited: logged once
+            rf"secure rounds read node={v} downloaded_bytes=(\d+) routed_to=([\w,-]*)",
+            Path(proc.log_path).read_text(),
+        )
+        seen = set(filter(None, to.split(",")))
+        same = {w for w in procs if routed_partition(w, parts) == routed_partition(v, parts)}
+        assert v in seen and seen <= same, (v, seen, same)
+        down[v] = int(got)
+    return down
+
+
 def round_records(bootstrap: str, topic: str) -> list[dict]:
     return [CODEC.decode(v) for _p, _o, _k, v in read_topic(bootstrap, topic)]
 
@@ -175,21 +224,15 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     procs = {v: edge(v, i + 1, stall=v == "d") for i, v in enumerate("abcd")}
     for proc in procs.values():  # up and waiting for a round: they all join the first one
         wait_for_log(proc, "edge agent running", timeout=120)
-    merger = launch(test_settings, tmp_path, [
-        "merger", "run", "--secure-agg", "--round-size", "4", "--round-timeout", "5",
-        "--secure-step-timeout", "4", "--min-participants", "2", "--quantize", "float64",
-        "--deltas", "off", "--group", f"m-{prism_topics['secagg-rounds']}",
-    ], "merger", {"PRISM_TRUST_FILE": str(trust), "PRISM_SIGNING_KEY_FILE": str(
-        keyfiles["merger"]), "PRISM_SIGNING_KEY_ID": "merger-k1"})  # fmt: skip
+    merger = secure_merger(test_settings, tmp_path, prism_topics, trust, keyfiles, "4")
     wait_for_log(procs["d"], "stalled before masked input", timeout=120)
     procs["d"].send_signal(signal.SIGKILL)
     procs["g"] = edge("g", 7, stall=True)  # starts while round 1 ends: joins round 2, first
     for v in "abc":
         assert procs[v].wait(150) == 0, Path(procs[v].log_path).read_text()[-3000:]
-    [v1] = wait_until("version 1", lambda: globals_on(bootstrap, prism_topics["global-model"]))
-    incs = {v: increment(tmp_path, v) for v in "abc"}
-    assert sorted((c.node_id, c.sequence) for c in v1.contributors) == sorted(
-        (v, s.sequence) for v, s in incs.items()
+    v1, incs = version_one(bootstrap, prism_topics, tmp_path, "abc")
+    downloaded = routed_only_to_own_partition(
+        test_settings, prism_topics, tmp_path, {v: procs[v] for v in "abc"}
     )
     gap1 = close_to(v1.summary, merge(list(incs.values()), "fedavg").summary)
     assert all(sent is not None for v in "abc" for _s, _p, sent in rows(tmp_path, v))
@@ -307,7 +350,8 @@ def test_secure_rounds_on_the_real_stack_survive_a_kill_and_abandon_beyond_the_t
     merger.wait(30)
     log = Path(merger.log_path).read_text()  # type: ignore[attr-defined]
     sizes = [line for line in log.splitlines() if "secure round unmasked" in line]
-    print(json.dumps({"gap_v1": gap1, "gap_v2": gap2, "gap_v3": gap3, "rounds": sizes}, indent=1))
+    print(json.dumps({"gap_v1": gap1, "gap_v2": gap2, "gap_v3": gap3, "rounds": sizes,
+                      "downloaded_round_1": downloaded}, indent=1))  # fmt: skip
 
 
 def _advert(node: str):
@@ -349,19 +393,12 @@ def test_iot_gauss_secure_round_on_the_real_stack_and_a_merged_row_whose_marker_
     procs = {v: edge(v, 11 + i) for i, v in enumerate("abc")}
     for proc in procs.values():
         wait_for_log(proc, "edge agent running", timeout=120)
-    merger = launch(test_settings, tmp_path, [
-        "merger", "run", "--secure-agg", "--secure-model", "iot-gauss", "--round-size", "3",
-        "--round-timeout", "5", "--secure-step-timeout", "4", "--min-participants", "2",
-        "--quantize", "float64", "--deltas", "off", "--group", f"m-{prism_topics['secagg-rounds']}",
-    ], "merger", {"PRISM_TRUST_FILE": str(trust), "PRISM_SIGNING_KEY_FILE": str(
-        keyfiles["merger"]), "PRISM_SIGNING_KEY_ID": "merger-k1"})  # fmt: skip
+    merger = secure_merger(test_settings, tmp_path, prism_topics, trust, keyfiles, "3",
+                           "--secure-model", "iot-gauss")  # fmt: skip
     for v in "abc":
         assert procs[v].wait(150) == 0, Path(procs[v].log_path).read_text()[-3000:]
-    [v1] = wait_until("version 1", lambda: globals_on(bootstrap, prism_topics["global-model"]))
-    incs = {v: increment(tmp_path, v) for v in "abc"}
-    assert sorted((c.node_id, c.sequence) for c in v1.contributors) == sorted(
-        (v, s.sequence) for v, s in incs.items()
-    )
+    v1, incs = version_one(bootstrap, prism_topics, tmp_path, "abc")
+    downloaded = routed_only_to_own_partition(test_settings, prism_topics, tmp_path, procs)
     clear = merge(list(incs.values()), "exact").summary
     got = gauss.algebra.align(v1.summary, clear.features)
     assert got.n_samples == clear.n_samples == sum(s.n_samples for s in incs.values())
@@ -388,4 +425,4 @@ def test_iot_gauss_secure_round_on_the_real_stack_and_a_merged_row_whose_marker_
     merger.wait(30)
     log = Path(merger.log_path).read_text()  # type: ignore[attr-defined]
     sizes = [line for line in log.splitlines() if "secure round unmasked" in line]
-    print(json.dumps({"gaps_v1": gaps, "rounds": sizes}, indent=1))
+    print(json.dumps({"gaps_v1": gaps, "rounds": sizes, "downloaded": downloaded}, indent=1))

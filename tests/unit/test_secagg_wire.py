@@ -18,6 +18,7 @@ from runtime.secagg import (
     keys_record,
     masked_of,
     masked_record,
+    routed_partition,
     shares_of,
     shares_record,
     unmask_of,
@@ -148,3 +149,14 @@ def test_malformed_steps_are_refused_with_a_reason():
 def test_garbage_bytes_on_a_step_topic_are_a_schema_error(data):
     with pytest.raises(SchemaError):
         Codec().decode(data, expected="SecAggKeys")
+
+
+def test_a_nodes_routed_partition_is_a_stable_function_of_its_id():
+    """The merger and every node compute it apart, in other processes and versions: pinned
+    values (SHA-256, never Python's salted hash), and spread over the partitions."""
+    assert [routed_partition(v, 32) for v in "abcdefg"] == [10, 10, 2, 9, 18, 10, 5]
+    assert routed_partition("site-007", 1) == 0
+    spread = {routed_partition(f"site-{i:03d}", 32) for i in range(200)}
+    assert len(spread) == 32
+    with pytest.raises(ValueError):
+        routed_partition("a", 0)

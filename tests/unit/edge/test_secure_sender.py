@@ -7,14 +7,19 @@ tests/integration/test_secure_agg.py.)"""
 from __future__ import annotations
 
 import json
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_agents.learner import EdgeLearner, EdgePolicy
 from edge_agents.outbox import Outbox
 from edge_agents.secagg import MARKER, SecureSender, _Mine
 from models.secagg.node import NodeKeys
+from models.serialization import weight_summary_record
+from models.specs import get_spec
 from schemas import Codec
 from schemas.identity import (
     KeySigner,
@@ -180,3 +185,68 @@ def test_the_round_a_node_is_in_counts_its_row_once(tmp_path):
     for r in (shares("R1", {"n1": seq}), rec("R1", "done", ["n1"], 1)):
         s._settle(r)
     assert unsent(s) == 0 and s.delivered == 1 and s.rounds == {"delivered": 1}
+
+
+# -- a row out of the fixed-point range never blocks the queue ----------------------------------
+def gauss_row(outbox: Outbox, centre: float, sequence: int) -> None:
+    """An iot-gauss increment of 10 readings near ``centre`` (all sensors), as the agent stores
+    it: ``n * (cov + mean^2)`` is about ``10 * centre^2``."""
+    spec = get_spec("iot-gauss")
+    model = spec.new_model()
+    rng = np.random.default_rng(sequence)
+    spec.learn_many(model, centre + rng.normal(size=(10, 2)), features=["temp", "vibration"])
+    summary = spec.summarize(model).with_provenance(node_id="n1", sequence=sequence,
+                                                    base_version=0)  # fmt: skip
+    record = weight_summary_record(summary, tier="edge", created_at_ms=1)
+    state = EdgeLearner("iot-gauss", "n1", EdgePolicy()).state()
+    outbox.commit(replace(state, sequence=sequence), 0, Codec().encode("WeightSummary", record))
+
+
+def test_a_row_no_secure_round_can_take_is_set_aside_dead_lettered_and_the_next_row_goes(
+    tmp_path,
+):
+    """10 readings near 1e7: ``n * mean^2`` = 1e15 > 2^47, which fixed point refuses (never
+    wraps) at every offer. Offered anyway it would leave every round after sharing, forever
+    unsent, with every later row queued behind it."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3", node_id="n1", model_name="iot-gauss",
+                    codec=Codec())  # fmt: skip
+    gauss_row(outbox, 1e7, 1)
+    gauss_row(outbox, 20.0, 2)
+    bad: list = []
+    s = SecureSender(None, outbox, node_id="n1", model_name="iot-gauss", codec=Codec(),  # type: ignore[arg-type]
+                     topics={}, consumer=None, state_dir=tmp_path)  # type: ignore[arg-type]  # fmt: skip
+    s.on_bad = lambda code, why, where, raw: bad.append((code, where, raw))
+    s._join("R1")
+    assert s.mine is None and "R1" not in s.tried  # no keys advertised: no round disturbed
+    [(code, where, raw)] = bad
+    assert code == "secagg-out-of-range" and where["sequence"] == 1
+    assert raw == outbox.payloads()[0][1]  # the increment itself, kept for a replay
+    assert s.set_aside == {"secagg-out-of-range": 1}
+    assert [r.sequence for r in outbox.unsent()] == [2]  # the next row is offered next
+    assert outbox.counts() == {"summaries": 2, "sent": 0, "set_aside": 1, "unsent": 1}
+    assert not outbox.set_aside(1, "again")  # set aside once, for good
+
+
+def test_an_outbox_written_before_rows_could_be_set_aside_opens_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "outbox.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE outbox (sequence INTEGER PRIMARY KEY, created_ms INTEGER NOT NULL, "
+               "payload BLOB NOT NULL, sent_ms INTEGER)")  # fmt: skip
+    db.execute("INSERT INTO outbox VALUES (1, 0, x'00', NULL), (2, 0, x'01', 5)")
+    db.commit()
+    db.close()
+    outbox = Outbox(path, node_id="n1", model_name="iot-gauss", codec=Codec())
+    assert [r.sequence for r in outbox.unsent()] == [1]
+    assert outbox.counts() == {"summaries": 2, "sent": 1, "set_aside": 0, "unsent": 1}
+
+
+def test_a_routed_record_late_behind_a_later_phase_does_not_take_its_place(tmp_path):
+    """The routed record (secagg-routed) and the round-wide ones (secagg-rounds) are two
+    topics: the newest phase of a round stays the one the node acts on."""
+    s = sender_again(tmp_path)
+    s.receive(rec("R1", "keys"))
+    s.receive(rec("R1", "confirm", ["n1"]))
+    s.receive(dict(rec("R1", "input", ["n1"]), routed={"n1": {}}))
+    assert s.latest["phase"] == "confirm"
+    s.receive(rec("R2", "keys"))  # a new round's first record does
+    assert s.latest["round_id"] == "R2"

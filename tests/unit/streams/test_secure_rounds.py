@@ -25,6 +25,7 @@ from runtime.secagg import (
     keys_record,
     masked_record,
     require_confirmed,
+    routed_to,
     shares_record,
     unmask_record,
 )
@@ -111,6 +112,19 @@ class Fleet:
                 rounds.take("SecAggUnmask", *self.wire("SecAggUnmask", v, rec), now)
 
 
+def answer_phase(fleet, rounds, who, now):
+    """``who`` take the step of the newest phase; at ``input`` each answers the record
+    addressed to it (one per node, holding only its ciphertexts)."""
+    record = rounds.out[-1]
+    if record["phase"] != "input":
+        fleet.answer(rounds, record, who, now)
+        return
+    own = {routed_to(r): r for r in rounds.out
+           if r["round_id"] == record["round_id"] and r["phase"] == "input"}  # fmt: skip
+    for v in who:
+        fleet.answer(rounds, own[v], [v], now)
+
+
 def run(fleet, rounds, drop_before=None, now=1_000):
     """Drive one round; ``drop_before``: phase -> nodes that vanish from it on."""
     drop_before = drop_before or {}
@@ -122,7 +136,7 @@ def run(fleet, rounds, drop_before=None, now=1_000):
         if record["phase"] in ("done", "abandoned"):
             break
         gone |= set(drop_before.get(record["phase"], ()))
-        fleet.answer(rounds, record, [v for v in live if v not in gone], now)
+        answer_phase(fleet, rounds, [v for v in live if v not in gone], now)
         now += 60_000  # past every timeout: the phase closes with whoever answered
         finished = rounds.advance(now)
         if finished is not None:
@@ -153,6 +167,33 @@ def test_signed_steps_over_the_wire_unmask_the_fedavg_of_every_node():
     assert finished is not None
     assert_fedavg(finished, fleet, ["a", "b", "c", "d"])
     assert finished.metrics["secagg_bytes_up"] > 0
+
+
+def test_the_input_phase_goes_to_each_node_alone_with_only_the_ciphertexts_for_it():
+    """No node's record carries another receiver's ciphertexts: the loop writes each to its
+    receiver's partition of secagg-routed, so what a node downloads grows with its
+    neighbours, not with the round."""
+    fleet = Fleet(["a", "b", "c", "d", "e"])
+    rounds = make(fleet)
+    rounds.open(0)
+    now = 0
+    for _ in range(2):  # keys, shares
+        answer_phase(fleet, rounds, list(fleet.incs), now)
+        now += 60_000
+        rounds.advance(now)
+    inputs = [r for r in rounds.out if r["phase"] == "input"]
+    assert sorted(routed_to(r) for r in inputs) == ["a", "b", "c", "d", "e"]
+    for r in inputs:
+        v = routed_to(r)
+        assert r["nodes"] == [v] and set(r["routed"]) == {v}
+        assert set(r["routed"][v]) == set(fleet.nodes[v].spec.graph.neighbours(v))
+    assert all(routed_to(r) is None for r in rounds.out if r["phase"] != "input")
+    bytes_of = {routed_to(r): len(CODEC.encode("SecAggRound", dict(r, key_id=None,
+                signature=None))) for r in inputs}  # fmt: skip
+    rounds.count_down(100)
+    for v, n in bytes_of.items():
+        rounds.count_down(n, partition=ord(v))
+    assert rounds.round.bytes_wide == 100 and rounds.round.bytes_routed[ord("a")] == bytes_of["a"]
 
 
 def test_a_node_gone_before_its_masked_input_is_left_out_and_the_rest_unmask():
@@ -255,7 +296,7 @@ def test_a_confirmation_of_another_survivor_set_is_refused_as_inconsistent():
     rounds.open(0)
     now = 0
     for _ in range(3):  # keys, shares, input
-        fleet.answer(rounds, rounds.out[-1], ["a", "b", "c"], now)
+        answer_phase(fleet, rounds, ["a", "b", "c"], now)
         now += 60_000
         rounds.advance(now)
     record = rounds.out[-1]
