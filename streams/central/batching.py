@@ -8,13 +8,7 @@ oldest record is younger than ``fill_share`` of ``max_delay_s``; the rest of
 the budget is left for scoring, producing and the broker's acknowledgement.
 Behind (the oldest record ten budgets old: a backlog) it waits up to the
 budget to fill to ``max_size``: batches grow with the backlog, so throughput
-stays. Idle (nothing was ready when the batch began: the worker has spare
-CPU) it gathers for ``fill_s`` after the first record even if that record
-is already older than ``fill_s`` -- as long as it stays within the budget
-less ``fill_s`` -- because at the head of the topics a batch's fixed cost
-(per-partition scoring and learning set-up, one produce request, the
-client's per-request work in librdkafka's threads) was paid for a handful
-of records, several times the CPU per event of a full batch.
+stays.
 
 Pure: ages come in as numbers (Kafka timestamps and a clock reading), so the
 policy is tested without a broker (tests/unit/streams/test_batching.py).
@@ -40,8 +34,6 @@ class BatchPolicy:
     0.0
     >>> policy.fill_wait_s(oldest_ts_ms=1_000, now_ms=1_200.0)  # behind: fill the batch
     0.01
-    >>> policy.fill_wait_s(oldest_ts_ms=1_000, now_ms=1_005.0, idle=True)  # spare CPU: gather
-    0.002
     """
 
     max_size: int = 1000
@@ -67,7 +59,7 @@ class BatchPolicy:
         """The longest a batch ever waits for more records."""
         return self.max_delay_s * self.fill_share
 
-    def fill_wait_s(self, *, oldest_ts_ms: float, now_ms: float, idle: bool = False) -> float:
+    def fill_wait_s(self, *, oldest_ts_ms: float, now_ms: float) -> float:
         """How much longer the batch may wait for records, given its oldest one's timestamp.
 
         Fresh: until the oldest is :attr:`fill_s` old, never longer (a producer
@@ -79,22 +71,13 @@ class BatchPolicy:
         whole budget to every batch of a light load (measured: p50 31 ms inside
         the worker at 1,000 events/s when "behind" meant one budget). In
         between, and without a timestamp (``oldest_ts_ms <= 0``): 0.
-
-        ``idle`` (the loop found nothing ready before this batch: spare CPU):
-        up to :attr:`fill_s` more whatever the record's age, until it is
-        ``max_delay_s - fill_s`` old (7 ms of 10): the batch's fixed cost is
-        shared by more records, and the rest of the budget still covers
-        scoring, the linger and the ack.
         """
         if oldest_ts_ms <= 0:
             return 0.0
         age_s = (now_ms - oldest_ts_ms) / 1000
         if age_s > self.max_delay_s * self.behind_factor:
             return self.max_delay_s
-        wait = self.fill_s - age_s
-        if idle:
-            wait = max(wait, self.max_delay_s - self.fill_s - age_s)
-        return round(min(max(wait, 0.0), self.fill_s), 6)
+        return round(min(max(self.fill_s - age_s, 0.0), self.fill_s), 6)
 
     @property
     def linger_ms(self) -> float:

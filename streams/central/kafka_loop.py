@@ -124,15 +124,11 @@ class KafkaLoop(GracefulStop):
         return len(records)
 
     def _take(self) -> list[Any]:
-        """One adaptive batch: what is ready, then more until full or its fill deadline
-        (gathering longer if nothing was ready: the loop has spare CPU)."""
+        """One adaptive batch: what is ready, then more until full or its fill deadline."""
         policy, consume = self.policy, self.consumer.consume
-        ready = consume(policy.max_size, timeout=0)
-        messages = ready or self._wait_first()
+        messages = consume(policy.max_size, timeout=0) or self._wait_first()
         if messages:
-            wait = policy.fill_wait_s(
-                oldest_ts_ms=_timestamp(messages[0]), now_ms=_now_ms(), idle=not ready
-            )
+            wait = policy.fill_wait_s(oldest_ts_ms=_timestamp(messages[0]), now_ms=_now_ms())
             if policy.wants_more(len(messages), wait):
                 messages.extend(consume(policy.max_size - len(messages), timeout=wait))
         return messages

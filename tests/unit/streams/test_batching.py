@@ -87,32 +87,3 @@ def test_the_cli_config_builds_its_policy_from_batch_size_and_budget() -> None:
     assert policy.fill_s == pytest.approx(0.006)
     with pytest.raises(ValueError, match="latency budget"):
         CentralConfig(max_delay_s=0)
-
-
-def test_an_idle_worker_gathers_its_fill_share_within_the_budget_less_it() -> None:
-    """Spare CPU (nothing was ready): a record already past its fill deadline still waits,
-    so a batch at the head of the topics holds more than a handful; never past 7 ms of 10."""
-    fresh, late, later = 10_000.0, 10_005.0, 10_007.0
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=late) == 0.0  # busy: go
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=fresh, idle=True) == 0.003
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_002.0, idle=True) == 0.003
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=late, idle=True) == 0.002
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=later, idle=True) == 0.0
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_050.0, idle=True) == 0.0
-    assert POLICY.fill_wait_s(oldest_ts_ms=10_000, now_ms=10_100.5, idle=True) == 0.010  # behind
-    assert POLICY.fill_wait_s(oldest_ts_ms=0, now_ms=late, idle=True) == 0.0
-
-
-@given(budget_ms=st.floats(0.1, 1000), age_ms=st.floats(-1e6, 1e6))
-def test_idle_gathering_never_waits_longer_nor_later_than_its_bounds(
-    budget_ms: float, age_ms: float
-) -> None:
-    policy = BatchPolicy(max_delay_s=budget_ms / 1000)
-    busy = policy.fill_wait_s(oldest_ts_ms=1e9, now_ms=1e9 + age_ms)
-    idle = policy.fill_wait_s(oldest_ts_ms=1e9, now_ms=1e9 + age_ms, idle=True)
-    assert idle >= busy
-    age_s = ((1e9 + age_ms) - 1e9) / 1000
-    if age_s <= policy.max_delay_s * policy.behind_factor:
-        assert idle <= policy.fill_s + 1e-6
-        if idle > busy:  # the gathering itself ends by budget - fill_s of age
-            assert age_s + idle <= policy.max_delay_s - policy.fill_s + 1e-6
