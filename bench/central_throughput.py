@@ -281,6 +281,16 @@ class Latency:
     #: the same over every event, the replay's first ``WARMUP_S`` included
     p99_whole: float = float("nan")
     max_whole: float = float("nan")
+    #: the worker's CPU time (user + system) from the replay's start to its last score,
+    #: per event scored: per-batch costs at the head of the topics show here, whatever
+    #: else the machine runs
+    cpu_us_per_event: float = float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def kafka_times(s, topic: str, decode_id: bool) -> dict[str, int]:
@@ -340,6 +350,7 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     proc = worker(s, *args, group=group)  # no --idle-exit: its looks at the broker stall it
     wait_joined(admin, group, proc)  # before data flows: a slow start is not latency
+    cpu_before = cpu_seconds(proc.pid)
     replay(
         ReplayOptions(
             path=log,
@@ -351,7 +362,7 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
         topics=resolve_topics("auto", s.topic),
         codec=CODEC,
     )
-    stop_when_scored(s, proc)
+    cpu_used = stop_when_scored(s, proc) - cpu_before
     events = kafka_times(s, s.topic("transactions"), decode_id=True)
     scores = kafka_times(s, s.topic("scores"), decode_id=False)
     both = [e for e in scores if e in events]
@@ -372,6 +383,7 @@ def latency(settings, log: Path, rate: float, *args: str) -> Latency:
         max=float(steady.max()),
         p99_whole=float(np.percentile(lat, 99)),
         max_whole=float(lat.max()),
+        cpu_us_per_event=1e6 * cpu_used / len(scores) if scores else float("nan"),
     )
 
 
@@ -392,8 +404,9 @@ def wait_joined(admin: AdminClient, group: str, proc: subprocess.Popen, limit_s=
     raise RuntimeError(f"the worker did not join group {group} in {limit_s:.0f} s")
 
 
-def stop_when_scored(s, proc: subprocess.Popen, limit_s: float = 600.0) -> None:
-    """SIGTERM the worker once every event has its score (or after ``limit_s``).
+def stop_when_scored(s, proc: subprocess.Popen, limit_s: float = 600.0) -> float:
+    """SIGTERM the worker once every event has its score (or after ``limit_s``); returns
+    its CPU seconds used until then (not its shutdown's).
 
     Not ``--idle-exit``: a worker asked to exit when idle looks up every
     partition's end offset each half second without records, one broker round
@@ -408,8 +421,10 @@ def stop_when_scored(s, proc: subprocess.Popen, limit_s: float = 600.0) -> None:
         if sum(end_offsets(s, s.topic("scores"))) >= want:
             break
         time.sleep(0.5)
+    used = cpu_seconds(proc.pid)
     proc.terminate()
     proc.wait(120)
+    return used
 
 
 def latency_runs(settings, args, log: Path, small: Path) -> list[dict]:
@@ -439,6 +454,7 @@ def latency_runs(settings, args, log: Path, small: Path) -> list[dict]:
                 "scored": run.scored,
                 "whole_run_p99_ms": round(run.p99_whole, 1),
                 "whole_run_max_ms": round(run.max_whole, 1),
+                "cpu_us_per_event": round(run.cpu_us_per_event, 1),
             }
         row["loadavg_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]
         out.append(row)
@@ -446,7 +462,8 @@ def latency_runs(settings, args, log: Path, small: Path) -> list[dict]:
             f"[{row['tree']}] load {row['loadavg_1m']}; max (1 worker, preloaded) {most:,.0f}/s; "
             + "; ".join(
                 f"asked {r.asked:,.0f}/s: scored {r.scored_rate:,.0f}/s, "
-                f"p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms, max {r.max:.1f} ms "
+                f"p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms, max {r.max:.1f} ms, "
+                f"worker CPU {r.cpu_us_per_event:.0f} us/event "
                 f"(whole run, first {WARMUP_S:g} s too: p99 {r.p99_whole:.1f}, "
                 f"max {r.max_whole:.1f})"
                 for _, r in runs

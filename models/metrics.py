@@ -27,6 +27,10 @@ from models.errors import ModelError
 
 __all__ = ["BinaryMetrics", "WindowedMetrics"]
 
+#: up to this many rows, ``WindowedMetrics.update_many`` updates row by row (cheaper
+#: than numpy's per-call set-up; measured in docs/performance.md, "Per-batch costs")
+FEW_ROWS = 32
+
 
 def _labels_scores(
     y_true: Iterable[bool], scores: Iterable[float]
@@ -255,7 +259,22 @@ class WindowedMetrics:
     def update_many(
         self, ts_ms: Iterable[int], y_true: Iterable[bool], scores: Iterable[float]
     ) -> None:
-        """Same as ``update`` row by row, one histogram update per period touched."""
+        """Same as ``update`` row by row, one histogram update per period touched.
+
+        A few rows go through ``update`` itself: numpy's set-up per call cost
+        more than the rows (a worker at the head of its topics measures a
+        handful of labels per partition and batch). Checked first, so a bad
+        row still changes nothing.
+        """
+        if not isinstance(ts_ms, np.ndarray) and len(ts_ms := list(ts_ms)) <= FEW_ROWS:
+            y_true, scores = list(y_true), list(scores)
+            if not len(ts_ms) == len(y_true) == len(scores):
+                raise ModelError("ts_ms, y_true and scores must have the same length")
+            if not all(math.isfinite(s) for s in scores):
+                raise ModelError("scores must be finite numbers")
+            for row in zip(ts_ms, y_true, scores, strict=True):
+                self.update(*row)
+            return
         keys = np.asarray(list(ts_ms), dtype=np.int64) // self.period_ms
         y, s = _labels_scores(y_true, scores)
         if len(keys) != len(y):

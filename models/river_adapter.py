@@ -72,9 +72,15 @@ def set_scaler_state(
     variances: np.ndarray,
 ) -> None:
     """Replace a scaler's statistics; features with count 0 stay unseen."""
-    rows = [
+    rows = [  # over tolist()'s Python numbers: int() and float() of numpy scalars cost more
         (f, int(c), float(m), float(v))
-        for f, c, m, v in zip(features, counts, means, variances, strict=True)
+        for f, c, m, v in zip(
+            features,
+            np.asarray(counts).tolist(),
+            np.asarray(means).tolist(),
+            np.asarray(variances).tolist(),
+            strict=True,
+        )
         if c > 0
     ]
     scaler.counts = collections.Counter({f: c for f, c, _, _ in rows})
@@ -104,7 +110,8 @@ def set_linear_state(
     """Write weights, intercept and the optimizer's step count back."""
     if getattr(glm, "l1", 0) != 0:
         raise ModelError("L1-penalised models keep cumulative penalty state; not supported")
-    data = {f: float(w) for f, w in zip(features, weights, strict=True)}
+    values = np.asarray(weights).tolist()  # Python numbers: float() of them is cheap
+    data = {f: float(w) for f, w in zip(features, values, strict=True)}
     glm._weights = utils.VectorDict(data)
     glm.intercept = float(intercept)
     glm.optimizer.n_iterations = int(n_iterations)

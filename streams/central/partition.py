@@ -336,13 +336,22 @@ class PartitionLearner:
             counters["learned"] += len(batch)
         return out
 
-    def learn_scored(self) -> None:
-        """Learn what :meth:`score_events` queued, then resolve the labels it unblocked."""
+    def learn_scored(self, labels: Iterable[LabelIn] = ()) -> None:
+        """Learn what :meth:`score_events` queued, resolve the labels it unblocked, then
+        take the batch's ``labels`` (:meth:`take_labels`).
+
+        One ``learn_many`` and one metrics update for all of it: at the head of
+        the topics a batch holds a few records per partition, and those calls'
+        fixed cost (the model's state copied in and out, numpy set-up) was paid
+        twice per partition per batch. The learn queue holds the same rows in
+        the same order as the two calls did, so the model is the same.
+        """
         if self._learn_batch is not None:
             X, features = self._learn_batch
             self._learn_batch = None
             self.spec.learn_many(self.model, X, features=features)
         self._drain()
+        self._queue_labels(labels)
         self._flush_learning()
         self._measure()
 
@@ -460,6 +469,13 @@ class PartitionLearner:
 
     # -- labels --------------------------------------------------------------
     def take_labels(self, labels: Iterable[LabelIn]) -> None:
+        """Join a batch of labels with their events and learn what they resolve."""
+        self._queue_labels(labels)
+        self._flush_learning()
+        self._measure()
+
+    def _queue_labels(self, labels: Iterable[LabelIn]) -> None:
+        """Queue the labels behind those waiting, then resolve what can be (not learned yet)."""
         topic, reread_until = self.labels_topic, self.labels_reread_until
         for item in labels:
             first_read = item.offset >= reread_until  # else counted before the restore
@@ -476,8 +492,6 @@ class PartitionLearner:
                 WaitingLabel(r["event_id"], ts, bool(r["label"]), item.offset, item.raw, item.key)
             )
         self._drain()
-        self._flush_learning()
-        self._measure()
 
     def _drain(self) -> None:
         """Resolve waiting labels in label-offset order; stop at one whose event may still come.

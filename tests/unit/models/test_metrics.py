@@ -148,3 +148,40 @@ def test_windowed_row_by_row_equals_the_batch_update(events):
     if events:
         batch.update_many(*zip(*events, strict=True))
     assert as_dict(windowed(events)) == as_dict(batch)
+
+
+@settings(max_examples=100, deadline=None)
+@given(timed, timed)
+def test_few_rows_row_by_row_count_what_numpy_counts(before, events):
+    """A handful of rows (a small batch's labels) goes row by row: the same window as numpy's."""
+    import models.metrics as metrics
+
+    rows, numpy_path = WindowedMetrics(1000, 3, bins=20), WindowedMetrics(1000, 3, bins=20)
+    for w in (rows, numpy_path):
+        for ts, y, s in before:
+            w.update(ts, y, s)
+    columns = [list(c) for c in zip(*events, strict=True)] or [[], [], []]
+    rows.update_many(*columns)
+    few, metrics.FEW_ROWS = metrics.FEW_ROWS, -1
+    try:
+        numpy_path.update_many(*columns)
+    finally:
+        metrics.FEW_ROWS = few
+    assert as_dict(rows) == as_dict(numpy_path)
+
+
+def test_few_rows_skip_numpy_and_a_bad_row_changes_nothing(monkeypatch):
+    import models.metrics as metrics
+
+    def no_numpy(*_):
+        raise AssertionError("numpy's batch path for three rows")
+
+    monkeypatch.setattr(metrics, "_labels_scores", no_numpy)
+    w = WindowedMetrics(1000, 3, bins=20)
+    w.update_many([0, 1500, 2500], [True, False, True], [0.9, 0.8, 0.1])
+    assert as_dict(w) == as_dict(windowed([(0, True, 0.9), (1500, False, 0.8), (2500, True, 0.1)]))
+    with pytest.raises(ModelError):
+        w.update_many([3000, 3100], [True, False], [0.5, float("nan")])
+    with pytest.raises(ModelError):
+        w.update_many([3000, 3100], [True], [0.5, 0.6])
+    assert as_dict(w) == as_dict(windowed([(0, True, 0.9), (1500, False, 0.8), (2500, True, 0.1)]))

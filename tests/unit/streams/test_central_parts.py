@@ -228,9 +228,9 @@ def test_every_partitions_scores_are_produced_before_any_partition_learns(monkey
     produced_at_learning: list[int] = []
     learn = PartitionLearner.learn_scored
 
-    def spy(self: PartitionLearner) -> None:
+    def spy(self: PartitionLearner, labels=()) -> None:
         produced_at_learning.append(len(producer.produced))
-        learn(self)
+        learn(self, labels)
 
     monkeypatch.setattr(PartitionLearner, "learn_scored", spy)
     assert worker.process(_batch(0)) == 6

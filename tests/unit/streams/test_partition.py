@@ -279,3 +279,45 @@ def test_window_update_many_equals_row_by_row() -> None:
     assert [(k, m.as_tuple()) for k, m in one.series()] == [
         (k, m.as_tuple()) for k, m in many.series()
     ]
+
+
+def test_a_batch_learns_its_events_and_labels_in_one_learn_many_call(monkeypatch) -> None:
+    """The worker's order (score, then learn with the batch's labels) pays learn_many's
+    fixed cost once per partition and batch, not once for the events and again for labels."""
+    lr = learner()
+    lr.take_labels([label(0, "e0", T0 + 5, True)])  # waits for its event
+    lr.take_events([event(0, "e1", T0, 0.2)])  # held for its late label
+    calls: list[int] = []
+    spec = type(lr.spec)
+    learn_many = spec.learn_many
+    monkeypatch.setattr(
+        spec, "learn_many", lambda self, *a, **k: (calls.append(1), learn_many(self, *a, **k))
+    )
+    lr.score_events([event(1, "e0", T0 + 1, 0.3)])  # its waiting label resolves
+    lr.learn_scored([label(1, "e1", T0 + 6, False)])  # and this one resolves e1
+    assert len(calls) == 1 and lr.counters["learned"] == 2 and not lr.waiting
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**16), st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), max_size=40)
+)
+def test_learning_a_batchs_events_and_labels_together_changes_no_bit(seed: int, sizes) -> None:
+    """score_events + learn_scored(labels) (the worker) == take_events + take_labels: the same
+    scores, model (exactly), counters and rejections in the same order."""
+    events, labels = _log(60, seed)
+    apart, together = learner(ttl_ms=300), learner(ttl_ms=300)
+    ei = li = 0
+    for ne, nl in sizes + [(60, 60)]:
+        ev, lb = events[ei : ei + ne], labels[li : li + nl]
+        ei, li = ei + ne, li + nl
+        scores_apart = [s.score for s in apart.take_events(ev)]
+        apart.take_labels(lb)
+        scores_together = [s.score for s in together.score_events(ev)]
+        together.learn_scored(lb)
+        assert scores_apart == scores_together
+        assert apart.take_rejected() == together.take_rejected()
+    a, b = tensors(apart), tensors(together)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # bit for bit
+    assert apart.counters == together.counters
+    assert apart.metrics.total().as_tuple() == together.metrics.total().as_tuple()
