@@ -24,7 +24,7 @@ from schemas.codec import MARKER, Codec
 from schemas.hotpath import read_avro_long
 from schemas.registry import current
 
-__all__ = ["TransactionDecoder"]
+__all__ = ["TransactionDecoder", "read_transaction_at"]
 
 #: the version this module is written for (CRC-64-AVRO of the canonical form)
 TRANSACTION_FINGERPRINT = bytes.fromhex("88ddb36911f77bb2")
@@ -75,8 +75,21 @@ def _string(data: bytes, i: int) -> tuple[str, int]:
 
 
 def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
-    """Transaction v1: six strings and a long, amount double, currency, features map, label."""
-    event_id, i = _string(data, 10)
+    """A single-object encoded Transaction: the whole of ``data`` after its header."""
+    record, i = read_transaction_at(data, 10, names)
+    if i != len(data):
+        raise ValueError("bytes after the record: the codec says which")
+    return record
+
+
+def read_transaction_at(data: bytes, i: int, names: dict[bytes, str]) -> tuple[dict[str, Any], int]:
+    """Transaction v1 at ``i`` (six strings and a long, amount double, currency, features
+    map, label) and the position after it; also a record in a container file's block.
+
+    Raises ValueError, IndexError or struct.error for anything it does not read plainly
+    (the caller's generic reader then decides); ``names`` shares feature-name strs.
+    """
+    event_id, i = _string(data, i)
     ts, i = read_avro_long(data, i)
     site_id, i = _string(data, i)
     region, i = _string(data, i)
@@ -122,8 +135,8 @@ def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
         label, i = flag == 1, i + 2
     else:
         raise ValueError("a union branch Transaction.label does not have")
-    if i != len(data) or not finite:
-        raise ValueError("bytes after the record, or a non-finite double: the codec says which")
+    if not finite:
+        raise ValueError("a non-finite double: the codec says which")
     return {
         "event_id": event_id,
         "ts": ts,
@@ -135,4 +148,4 @@ def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
         "currency": currency,
         "features": features,
         "label": label,
-    }
+    }, i
