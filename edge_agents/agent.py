@@ -256,24 +256,18 @@ class EdgeAgent(GracefulStop):
         latency_ms = (time.perf_counter() - started) * 1000
         self.by_source[scored.source] += 1
         self.parts.scores.send(
-            {
-                "event_id": record["event_id"],
-                "ts": millis(record["ts"]),
-                "scored_at": now_ms,
-                "node_id": self.config.node_id,
-                "model_name": self.learner.spec.name,
-                "model_version": scored.version,
-                "source": scored.source,
-                "score": scored.score,
-                "latency_ms": latency_ms,
-                "label": record.get("label"),
-                "experts": [
-                    {"name": n, "weight": w, "version": 0 if n == "personal" else scored.version}
-                    for n, w in scored.weights
-                ]
-                or None,
-                "provenance": self._provenance(),
-            }
+            record["event_id"],
+            millis(record["ts"]),
+            now_ms,
+            self.config.node_id,
+            self.learner.spec.name,
+            scored.version,
+            scored.source,
+            scored.score,
+            latency_ms,
+            record.get("label"),
+            scored.weights,
+            self._provenance(),
         )
         self.score_latency.observe(max(time.time() - arrived_s, 0.0))
         self._grade(record, scored.score)
