@@ -38,7 +38,7 @@ import fastavro.write
 
 from schemas.codec import load_schema
 from schemas.errors import SchemaError
-from schemas.hotpath_events import TRANSACTION_FINGERPRINT, read_transaction_at
+from schemas.hotpath_events import TRANSACTION_FINGERPRINT, Shape, read_transaction_at
 from schemas.registry import current
 from schemas.validate import compile_check
 
@@ -194,7 +194,9 @@ def _hand_readable(writer_schema: Any) -> bool:
     )
 
 
-def _hand_block(data: bytes, count: int, names: dict[bytes, str]) -> list[dict[str, Any]] | None:
+def _hand_block(
+    data: bytes, count: int, names: dict[bytes, str], shapes: dict[int, Shape]
+) -> list[dict[str, Any]] | None:
     """A block of Transactions read by hand (#26 item 3: fastavro's generic reader and the
     datetime round trip of ``ts`` were most of an edge agent's read), or None when the
     block holds anything else -- another record type, a value the hand reader does not
@@ -205,7 +207,7 @@ def _hand_block(data: bytes, count: int, names: dict[bytes, str]) -> list[dict[s
         for _ in range(count):
             if data[i] != _TRANSACTION_BRANCH:
                 return None
-            record, i = read_transaction_at(data, i + 1, names)
+            record, i = read_transaction_at(data, i + 1, names, shapes)
             if record["ts"] not in _TS_RANGE:
                 return None
             out.append(record)
@@ -225,6 +227,7 @@ def _read_avro_blocks(
     yields a block's records before it finds the block's end damaged).
     """
     names: dict[bytes, str] = {}
+    shapes: dict[int, Shape] = {}
     n = 0
     blocks = fastavro.block_reader(fo, return_record_name=True)
     while True:
@@ -234,7 +237,7 @@ def _read_avro_blocks(
             return None
         except Exception:  # noqa: BLE001 - the record reader reports it
             return n
-        fast = _hand_block(block.bytes_.getvalue(), block.num_records, names)
+        fast = _hand_block(block.bytes_.getvalue(), block.num_records, names, shapes)
         if fast is not None:
             for record in fast:
                 n += 1
