@@ -246,57 +246,52 @@ class EdgeAgent(GracefulStop):
         arrived_s = time.time() if item.timestamp_ms is None else item.timestamp_ms / 1000
         self.events += 1
         self._events_since_cut += 1
-        self._event_ts = millis(record["ts"])
-        if self.parts.link.up:  # the newest global, pulled when the event comes (not at the tick)
+        self._event_ts = ts = millis(record["ts"])
+        event_id, label = record["event_id"], record.get("label")
+        link = self.parts.link
+        if link.up:  # the newest global, pulled when the event comes (not at the tick)
             self._adopt_newer_global()
         now_ms = int(time.time() * 1000)
         x = record["features"]
         started = time.perf_counter()
-        scored = self.learner.score(x, now_ms, self.linked, record["event_id"])
+        scored = self.learner.score(x, now_ms, self.linked, event_id)
         latency_ms = (time.perf_counter() - started) * 1000
         self.by_source[scored.source] += 1
         self.parts.scores.send(
-            {
-                "event_id": record["event_id"],
-                "ts": millis(record["ts"]),
-                "scored_at": now_ms,
-                "node_id": self.config.node_id,
-                "model_name": self.learner.spec.name,
-                "model_version": scored.version,
-                "source": scored.source,
-                "score": scored.score,
-                "latency_ms": latency_ms,
-                "label": record.get("label"),
-                "experts": [
-                    {"name": n, "weight": w, "version": 0 if n == "personal" else scored.version}
-                    for n, w in scored.weights
-                ]
-                or None,
-                "provenance": self._provenance(),
-            }
+            event_id,
+            ts,
+            now_ms,
+            self.config.node_id,
+            self.learner.spec.name,
+            scored.version,
+            scored.source,
+            scored.score,
+            latency_ms,
+            label,
+            scored.weights,
+            self._provenance(),
         )
         self.score_latency.observe(max(time.time() - arrived_s, 0.0))
-        self._grade(record, scored.score)
+        self._grade(event_id, ts, label, scored.score)
         if self.parts.forwarder is not None:
             value = self.parts.codec.encode(self.config.event_schema, record)
-            key = (record.get("site_id") or record["event_id"]).encode()
-            self.parts.forwarder.offer(record["event_id"], key, value)
+            key = (record.get("site_id") or event_id).encode()
+            self.parts.forwarder.offer(event_id, key, value)
         if self.canary_run is not None:
-            self.canary_run.score(record["event_id"], x, record.get("label"))
-        self.learner.observe(record["event_id"], x, record.get("label"))
+            self.canary_run.score(event_id, x, label)
+        self.learner.observe(event_id, x, label)
         every = self.config.summary_every_events
         if every is not None and (
             self._events_since_cut >= every or self.learner.cut_due(every)  # sooner while young
         ):
             self.cut_and_save()
 
-    def _grade(self, record: dict[str, Any], score: float) -> None:
+    def _grade(self, event_id: str, ts: int, label: bool | None, score: float) -> None:
         """Count the score in the quality window now (inline label) or when its label comes."""
-        label, ts = record.get("label"), millis(record["ts"])
         if label is not None:
             self.quality.update(ts, bool(label), score)
         elif self.learner.spec.supervised:
-            self._ungraded[record["event_id"]] = (ts, score)
+            self._ungraded[event_id] = (ts, score)
             if len(self._ungraded) > self.max_ungraded:
                 self._ungraded.popitem(last=False)
 
@@ -354,7 +349,12 @@ class EdgeAgent(GracefulStop):
         return admitted
 
     def _adopt_newer_global(self) -> None:
-        info = self._controlled(self.parts.globals_.poll())
+        polled = self.parts.globals_.poll()
+        if polled is None and self.admission.aside is None:  # nothing to admit: the controls'
+            if self.parts.controls is not None:  # refresh is all _controlled would do
+                self.parts.controls.refresh()
+            return
+        info = self._controlled(polled)
         if info is None or info.version <= self.learner.global_version:
             return
         if self.learner.needs_cut_before_adopt():

@@ -30,7 +30,7 @@ from edge_agents.link import Link
 from edge_agents.outbox import Outbox
 from edge_agents.pending import PendingScores
 from schemas import Codec
-from schemas.hotpath import ScoreEncoder
+from schemas.hotpath import EdgeScoreEncoder
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,16 @@ class ScoreSink(_JsonLines):
     def __init__(self, link: Link, topic: str, codec: Codec, offline: Path) -> None:
         super().__init__(offline)
         self.link, self.topic, self.codec = link, topic, codec
-        self.encoder = ScoreEncoder(codec)
+        self.encoder = EdgeScoreEncoder(codec)
         self.pending = PendingScores()  # produced, no delivery report yet: a save keeps them
         self.sent = self.offline = self.failed = self.resent = 0
 
-    def send(self, record: dict[str, Any]) -> None:
-        if self.link.up and self._produce(
-            record["event_id"].encode(), self.encoder.encode_one(record)
-        ):
+    def send(self, *fields: Any) -> None:
+        """One Score, its fields as :meth:`EdgeScoreEncoder.record` takes them (no dict is
+        built unless it goes to the offline file)."""
+        if self.link.up and self._produce(fields[0].encode(), self.encoder.encode(*fields)):
             return
-        self.write(record)
+        self.write(self.encoder.record(*fields))
         self.offline += 1
 
     def resend(self, items: list[tuple[bytes, bytes]]) -> None:

@@ -93,31 +93,38 @@ class BatchHistogram(Collector):
         self.bounds = np.asarray(buckets, dtype=np.float64)
         self._edges = list(buckets)
         self.label_names, self.label_values = list(labels), list(labels.values())
-        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last: +Inf
+        # the last: +Inf; Python ints: one value at a time would cost a numpy scalar add each
+        self._counts = [0] * (len(buckets) + 1)
         self.sum = 0.0
         self._lock = threading.Lock()
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Observations per bucket (the last: above every bound), not cumulative."""
+        with self._lock:
+            return np.asarray(self._counts, dtype=np.int64)
 
     def observe_many(self, values: Sequence[float] | np.ndarray) -> None:
         """Bin a batch in one pass; ``le`` semantics (a value equal to a bound is in it)."""
         v = np.asarray(values, dtype=np.float64)
         if not v.size:
             return
-        binned = np.bincount(np.searchsorted(self.bounds, v), minlength=len(self.counts))
+        binned = np.bincount(np.searchsorted(self.bounds, v), minlength=len(self._counts))
         total = float(v.sum())
         with self._lock:
-            self.counts += binned
+            self._counts = [a + b for a, b in zip(self._counts, binned.tolist(), strict=True)]
             self.sum += total
 
     def observe(self, value: float) -> None:
         """One value (an edge agent's per-event path): a bisect, no numpy call."""
         i = bisect.bisect_left(self._edges, value)
         with self._lock:
-            self.counts[i] += 1
+            self._counts[i] += 1
             self.sum += value
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            cumulative = np.cumsum(self.counts).tolist()
+            cumulative = np.cumsum(self._counts).tolist()
             total = self.sum
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
         bounds = [*(repr(float(b)) for b in self._edges), "+Inf"]

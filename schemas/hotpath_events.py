@@ -18,13 +18,14 @@ message -- goes through the Codec, so errors and reason codes are its own.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from schemas.codec import MARKER, Codec
 from schemas.hotpath import read_avro_long
 from schemas.registry import current
 
-__all__ = ["TransactionDecoder"]
+__all__ = ["TransactionDecoder", "read_transaction_at"]
 
 #: the version this module is written for (CRC-64-AVRO of the canonical form)
 TRANSACTION_FINGERPRINT = bytes.fromhex("88ddb36911f77bb2")
@@ -75,8 +76,39 @@ def _string(data: bytes, i: int) -> tuple[str, int]:
 
 
 def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
-    """Transaction v1: six strings and a long, amount double, currency, features map, label."""
-    event_id, i = _string(data, 10)
+    """A single-object encoded Transaction: the whole of ``data`` after its header."""
+    record, i = read_transaction_at(data, 10, names)
+    if i != len(data):
+        raise ValueError("bytes after the record: the codec says which")
+    return record
+
+
+#: a features map's layout: (its unpacker, its bytes, each name's bytes, the names)
+Shape = tuple[Callable[[bytes, int], tuple[Any, ...]], int, tuple[bytes, ...], tuple[str, ...]]
+
+
+def _learn_shape(shapes: dict[int, Shape], raws: list[tuple[bytes, str]], span: int) -> None:
+    """Keep the layout of a map just read: the next map of its size is read in one call
+    (the events of one stream carry the same feature names in the same order)."""
+    if len(shapes) >= 64 and len(raws) not in shapes:
+        shapes.clear()  # bounded: odd producers cannot grow it forever
+    layout = struct.Struct("<" + "".join(f"{len(head)}sd" for head, _ in raws))
+    if layout.size == span:
+        heads = tuple(head for head, _ in raws)
+        shapes[len(raws)] = (layout.unpack_from, span, heads, tuple(n for _, n in raws))
+
+
+def read_transaction_at(
+    data: bytes, i: int, names: dict[bytes, str], shapes: dict[int, Shape] | None = None
+) -> tuple[dict[str, Any], int]:
+    """Transaction v1 at ``i`` (six strings and a long, amount double, currency, features
+    map, label) and the position after it; also a record in a container file's block.
+
+    Raises ValueError, IndexError or struct.error for anything it does not read plainly
+    (the caller's generic reader then decides); ``names`` shares feature-name strs;
+    ``shapes`` (kept by the caller) remembers each map size's last layout.
+    """
+    event_id, i = _string(data, i)
     ts, i = read_avro_long(data, i)
     site_id, i = _string(data, i)
     region, i = _string(data, i)
@@ -90,8 +122,24 @@ def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
     finite = amount - amount == 0.0  # NaN and +-inf give NaN
     if count < 0:
         raise ValueError("a sized map block: the codec reads it")
-    if count:
+    shape = shapes.get(count) if shapes is not None and count > 0 else None
+    read = False
+    if shape is not None:  # the names (and their order) of the last map of this size?
+        unpack, span, heads, keys = shape
+        try:
+            got = unpack(data, i)
+        except struct.error:  # too short: the loop below says what is wrong
+            got = None
+        if got is not None and got[0::2] == heads:
+            values = got[1::2]
+            total = sum(values)
+            if total - total == 0.0:  # all finite (an inf or NaN, or an overflow: the loop)
+                features = dict(zip(keys, values, strict=True))
+                i += span
+                read = True
+    if count and not read:
         size = len(data)
+        start, raws = i, []
         for _ in range(count):
             n = data[i]
             if n >= 0x80:
@@ -108,7 +156,11 @@ def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
             (value,) = _DOUBLE(data, end)
             finite = finite and value - value == 0.0
             features[name] = value
+            raws.append((data[i:end], name))
             i = end + 8
+        if shapes is not None and finite:
+            _learn_shape(shapes, raws, i - start)
+    if count:
         if data[i] != 0:
             raise ValueError("a second map block: the codec reads it")
         i += 1  # the map's end
@@ -122,8 +174,8 @@ def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
         label, i = flag == 1, i + 2
     else:
         raise ValueError("a union branch Transaction.label does not have")
-    if i != len(data) or not finite:
-        raise ValueError("bytes after the record, or a non-finite double: the codec says which")
+    if not finite:
+        raise ValueError("a non-finite double: the codec says which")
     return {
         "event_id": event_id,
         "ts": ts,
@@ -135,4 +187,4 @@ def _read_transaction(data: bytes, names: dict[bytes, str]) -> dict[str, Any]:
         "currency": currency,
         "features": features,
         "label": label,
-    }
+    }, i

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schemas import Codec, SchemaError
 from schemas.codec import MARKER, fingerprint, load_schema
-from schemas.hotpath import LabelDecoder, ScoreEncoder, _read_label
+from schemas.hotpath import EdgeScoreEncoder, LabelDecoder, ScoreEncoder, _read_label
 
 BOUNDED = settings(max_examples=300, deadline=None)
 LONGS = st.integers(-(2**63), 2**63 - 1)
@@ -335,3 +335,63 @@ def test_an_edge_score_takes_the_fast_path(experts: list, label: bool | None) ->
         "provenance": {"restored_from": "1", "reason": "bad round"} if label else {},
     }
     assert ScoreEncoder(NoCodec()).encode_one(record) == Codec().encode("Score", record)
+
+
+EDGE_FIELDS = st.tuples(
+    st.text(max_size=12) | st.just("a\ud800b"),  # event_id
+    LONGS | st.just(True),  # ts
+    LONGS | st.just(2**63),  # scored_at
+    st.text(max_size=10) | st.just("\udc00"),  # node_id
+    st.sampled_from(["fraud-linear", "iot-gauss"]) | st.text(max_size=4),  # model_name
+    LONGS,  # version
+    st.sampled_from([*SOURCES, "nowhere"]),  # source
+    DOUBLES | st.integers(-5, 5),  # score
+    DOUBLES,  # latency_ms
+    st.sampled_from([None, True, False, 1]),  # label
+    st.lists(
+        st.tuples(
+            st.sampled_from(["personal", "global", "shifted"]) | st.text(max_size=6), DOUBLES
+        ),
+        max_size=3,
+    ).map(tuple),  # weights
+    st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3)
+    | st.just({"k": 1})
+    | st.just({"\udc00": "v"}),  # provenance
+)
+
+
+@BOUNDED
+@given(st.lists(EDGE_FIELDS, min_size=1, max_size=4))
+def test_an_edge_score_from_its_fields_is_the_codecs_bytes_or_its_error(scores: list) -> None:
+    """One encoder for several Scores in turn: its caches never mix one Score's parts
+    into another's."""
+    codec = Codec()
+    encoder = EdgeScoreEncoder(codec)
+    for fields in scores:
+        expected = outcome(codec.encode, "Score", EdgeScoreEncoder.record(*fields))
+        assert outcome(encoder.encode, *fields) == expected
+
+
+@BOUNDED
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["personal", "global", "shifted"]), st.floats(0, 1)),
+        max_size=3,
+    ).map(tuple),
+    st.sampled_from([None, True, False]),
+    st.integers(0, 2**40),
+)
+def test_an_edge_agents_score_is_written_by_hand(weights: tuple, label: Any, version: int) -> None:
+    """What an edge agent sends is never handed to the generic encoders."""
+
+    class NoCodec(Codec):
+        def encode(self, name: str, record: dict[str, Any]) -> bytes:
+            raise AssertionError("the fast path fell back to the codec")
+
+    encoder = EdgeScoreEncoder(NoCodec())
+    encoder.whole.encode_one = None  # type: ignore[method-assign] # a call would fail
+    fields = ("e-1", 1_700_000_000_000, 1_700_000_000_004, "store-7", "fraud-linear",
+              version, "blend" if weights else "local", 0.25, 0.01, label, weights,
+              {"pinned": "3"} if label else {})  # fmt: skip
+    expected = Codec().encode("Score", EdgeScoreEncoder.record(*fields))
+    assert encoder.encode(*fields) == expected
