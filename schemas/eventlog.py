@@ -163,15 +163,24 @@ def _read_avro(path: Path, report: OnError) -> Iterator[Event]:
             if n <= skip:
                 continue
             name, record = item if isinstance(item, tuple) else (_single_type(records), item)
-            rtype = name.rpartition(".")[2]
-            ts = record.get("ts")
-            if isinstance(ts, dt.datetime):
-                record["ts"] = (ts - _EPOCH) // _MS
-            problem = checker.semantic_problem(rtype, record)
-            if problem:
-                report(BadRecord(n, problem))
-                continue
-            yield Event(n, rtype, record)
+            event = _checked(n, name, record, checker, report)
+            if event is not None:
+                yield event
+
+
+def _checked(
+    n: int, name: str, record: dict[str, Any], checker: RecordChecker, report: OnError
+) -> Event | None:
+    """Record ``n`` as an Event (``ts`` in epoch ms), or None once reported as bad."""
+    rtype = name.rpartition(".")[2]
+    ts = record.get("ts")
+    if isinstance(ts, dt.datetime):
+        record["ts"] = (ts - _EPOCH) // _MS
+    problem = checker.semantic_problem(rtype, record)
+    if problem:
+        report(BadRecord(n, problem))
+        return None
+    return Event(n, rtype, record)
 
 
 #: container codecs whose blocks fastavro's block reader hands over decompressed
@@ -257,15 +266,9 @@ def _read_avro_blocks(
                 return n
             n += 1
             name, record = item
-            rtype = name.rpartition(".")[2]
-            ts = record.get("ts")
-            if isinstance(ts, dt.datetime):
-                record["ts"] = (ts - _EPOCH) // _MS
-            problem = checker.semantic_problem(rtype, record)
-            if problem:
-                report(BadRecord(n, problem))
-                continue
-            yield Event(n, rtype, record)
+            event = _checked(n, name, record, checker, report)
+            if event is not None:
+                yield event
 
 
 def _canonical(schema: Any) -> str:
