@@ -153,6 +153,9 @@ if os.environ.get("PRISM_TIMING") or os.environ.get("PRISM_TRACE"):
         wrap(partition.PartitionLearner, "score_events", "score_events")
         wrap(partition.PartitionLearner, "learn_scored", "learn_scored")
         wrap(partition.PartitionLearner, "take_labels", "take_labels")
+        # label joins inside learn_scored (the worker joins a batch's labels there, not in
+        # take_labels): its time includes this one's
+        wrap(partition.PartitionLearner, "_queue_labels", "learn_scored.labels(join)")
         wrap(scores.ScorePublisher, "publish", "publish(encode+produce)")
         wrap(checkpointing.Checkpointer, "start", "checkpoint.start(flush+encode)")
         wrap(checkpointing.Checkpointer, "save", "checkpoint.save(sync)")
