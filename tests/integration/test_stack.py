@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from prism.stack import kafka, process, redis_server
 from prism.stack.ports import free_port
 from prism.stack.state import read_env_file
-from prism.stack.topics import TOPICS, create_topics
+from prism.stack.topics import OWN_PARTITIONS, TOPICS, create_topics
 from runtime.settings import Settings
 from schemas import Codec
 
@@ -119,7 +119,14 @@ def test_topics_create_makes_every_topic_and_is_idempotent(
     assert set(create_topics(settings, bootstrap=kafka_bootstrap).values()) == {"exists"}
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     metadata = admin.list_topics(timeout=10)
-    assert all(len(metadata.topics[t].partitions) == 2 for t in first)
+    # every topic gets the partitions asked for, but those with a count of their own (the
+    # routed secure-round records: a partition per receiver group)
+    want = {
+        f"ttopics.{name}": getattr(settings, OWN_PARTITIONS[name]) if name in OWN_PARTITIONS else 2
+        for name in TOPICS
+    }
+    assert {t: len(metadata.topics[t].partitions) for t in first} == want
+    assert want["ttopics.secagg-routed"] == settings.secagg_routed_partitions != 2
     resource = ConfigResource(ConfigResource.Type.TOPIC, "ttopics.global-model")
     config = admin.describe_configs([resource])[resource].result(timeout=10)
     assert config["cleanup.policy"].value == "compact"
@@ -224,7 +231,15 @@ def test_json_outputs_have_their_documented_keys(
     assert listed.returncode == 0, listed.stderr
     ours = [t for t in json.loads(listed.stdout) if t["name"].startswith(prefix)]
     assert ours == sorted(
-        ({"name": f"{prefix}{name}", "partitions": 2} for name in TOPICS),
+        (
+            {
+                "name": f"{prefix}{name}",
+                "partitions": Settings.model_fields[OWN_PARTITIONS[name]].default
+                if name in OWN_PARTITIONS
+                else 2,
+            }
+            for name in TOPICS
+        ),
         key=lambda t: t["name"],
     )
 
