@@ -19,6 +19,20 @@ from runtime.metrics import serve, service_registry
 __all__ = ["EdgeMetrics"]
 
 
+#: the secure sender's counts by one label: (metric, help, label, key in the agent's stats)
+_SECAGG_COUNTS = (
+    ("prism_edge_secagg_rounds",
+     "Secure rounds by this node's part: joined, delivered, abandoned, left.",
+     "outcome", "secagg_rounds"),
+    ("prism_edge_secagg_refused_records",
+     "The merger's secure round records this node refused to act on, by reason.",
+     "reason", "secagg_refused"),
+    ("prism_edge_secagg_set_aside_summaries",
+     "Outbox rows no secure round can take (dead-lettered, out of the queue), by reason.",
+     "reason", "secagg_set_aside"),
+)  # fmt: skip
+
+
 class EdgeMetrics(Collector):
     """Exposes ``snapshot()`` -- a dict the agent builds -- as Prometheus families."""
 
@@ -71,29 +85,12 @@ class EdgeMetrics(Collector):
         )
         for metric, value in s["quality"].items():
             quality.add_metric([self.node_id, s["model"], s["mode"], metric], value)
-        rounds = CounterMetricFamily(
-            "prism_edge_secagg_rounds",
-            "Secure rounds by this node's part: joined, delivered, abandoned, left.",
-            labels=["node", "outcome"],
-        )
-        for outcome, n in s.get("secagg_rounds", {}).items():
-            rounds.add_metric([self.node_id, outcome], n)
-        refused = CounterMetricFamily(
-            "prism_edge_secagg_refused_records",
-            "The merger's secure round records this node refused to act on, by reason.",
-            labels=["node", "reason"],
-        )
-        for reason, n in s.get("secagg_refused", {}).items():
-            refused.add_metric([self.node_id, reason], n)
-        aside = CounterMetricFamily(
-            "prism_edge_secagg_set_aside_summaries",
-            "Outbox rows no secure round can take (dead-lettered, out of the queue), by reason.",
-            labels=["node", "reason"],
-        )
-        for reason, n in s.get("secagg_set_aside", {}).items():
-            aside.add_metric([self.node_id, reason], n)
-        yield from (events, scores, offline, dead, bugs, summaries, quality, rounds, refused,
-                    aside)  # fmt: skip
+        yield from (events, scores, offline, dead, bugs, summaries, quality)
+        for metric, doc, label, key in _SECAGG_COUNTS:
+            family = CounterMetricFamily(metric, doc, labels=["node", label])
+            for value, n in s.get(key, {}).items():
+                family.add_metric([self.node_id, value], n)
+            yield family
         for name, doc, value in (
             ("prism_edge_fallback_ratio", "Share of local-model scores.", s["fallback_ratio"]),
             (
